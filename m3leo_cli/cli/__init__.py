@@ -1,0 +1,67 @@
+"""The `m3leo` command: parse, call one library function, render. No business logic here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from ..errors import M3leoError
+from .app import app
+from .render import err_console
+
+__all__ = ["app", "main"]
+
+
+def _load_commands() -> None:
+    """Import every command module so it registers itself on ``app``."""
+    from importlib import import_module
+
+    for name in COMMAND_MODULES:
+        import_module(f"{__name__}.{name}")
+
+
+# One line per command module; each module registers its commands on `app` when imported.
+COMMAND_MODULES: list[str] = [
+    "cmd_config",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns every M3leoError into `Error:` + `hint:` on stderr."""
+    _load_commands()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rv = app(args=args, prog_name="m3leo", standalone_mode=False)
+    except M3leoError as exc:
+        if os.environ.get("M3LEO_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        err_console().print(f"[bold red]Error:[/] {exc.message}", markup=True, highlight=False)
+        if exc.hint:
+            err_console().print(f"hint: {exc.hint}", markup=False, highlight=False)
+        return exc.exit_code
+    except typer.Abort:
+        err_console().print(
+            "[bold red]Error:[/] interrupted", markup=True, highlight=False
+        )
+        err_console().print(
+            "hint: re-run the same command: finished files are kept and partial ones resume",
+            markup=False,
+            highlight=False,
+        )
+        return 130
+    except KeyboardInterrupt:
+        err_console().print("[bold red]Error:[/] interrupted", markup=True, highlight=False)
+        return 130
+    except TyperUsageError as exc:
+        exc.show()
+        return exc.exit_code
+    return int(rv or 0) if isinstance(rv, int) else 0
+
+
+try:  # typer vendors click; its usage errors are raised as these in non-standalone mode
+    from typer._click.exceptions import ClickException as TyperUsageError  # noqa: PLC2701
+except ImportError:  # pragma: no cover - older typer with click as a dependency
+    from click.exceptions import ClickException as TyperUsageError  # type: ignore[no-redef] # noqa: TID251

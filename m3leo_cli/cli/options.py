@@ -1,0 +1,75 @@
+"""Options shared by many commands, defined once as Annotated aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..config import Settings, load_settings
+from ..selection import Selection, build_selection
+
+Edition = Annotated[
+    str, typer.Option("--edition", "-e", help="full (Parquet shards) or miniset (plain files).")
+]
+Regions = Annotated[
+    list[str] | None,
+    typer.Option("--region", "-r", help="Region (repeatable): china, conus, europe, middleeast, "
+                 "pakin, southamerica. Default: all."),
+]
+Modalities = Annotated[
+    list[str] | None,
+    typer.Option("--modality", "-m", help="Datakind, family or alias (repeatable), e.g. gssic, "
+                 "s1grd, s1grd-2020, coherence, rgb. Default: all."),
+]
+Splits = Annotated[
+    list[str] | None, typer.Option("--split", "-s", help="train, val or test (repeatable).")
+]
+Years = Annotated[list[int] | None, typer.Option("--year", help="Year (repeatable), e.g. 2020.")]
+BBoxOpt = Annotated[
+    str | None, typer.Option("--bbox", help="W,S,E,N in degrees (EPSG:4326).")
+]
+TilesOpt = Annotated[
+    str | None, typer.Option("--tiles", help="Comma-separated tile ids.")
+]
+TilesFile = Annotated[
+    Path | None, typer.Option("--tiles-file", help="File with tile ids, one per line.")
+]
+Limit = Annotated[int | None, typer.Option("--limit", help="At most this many tiles.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Store root (default: $M3LEO_DATA_DIR or the user data dir)."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent transfers.")]
+
+
+def settings_from(**flags: Any) -> Settings:
+    """Settings with command-line flags on top (None means "not given")."""
+    return load_settings(flags)
+
+
+def selection_from(
+    edition: str,
+    region: list[str] | None,
+    modality: list[str] | None,
+    split: list[str] | None = None,
+    year: list[int] | None = None,
+    bbox: str | None = None,
+    tiles: str | None = None,
+    tiles_file: Path | None = None,
+    limit: int | None = None,
+) -> Selection:
+    return build_selection(
+        edition=edition,
+        regions=region or (),
+        modalities=modality or (),
+        splits=split or (),
+        years=year or (),
+        bbox=bbox,
+        tiles=tiles,
+        tiles_file=tiles_file,
+        limit=limit,
+    )

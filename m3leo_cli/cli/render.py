@@ -1,0 +1,49 @@
+"""Rendering helpers: people on stderr (rich), data on stdout (plain or JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import lru_cache
+from typing import Any
+
+from rich.console import Console
+
+
+@lru_cache(maxsize=1)
+def err_console() -> Console:
+    """Console for people: stderr, no colour when NO_COLOR is set or stderr is not a terminal."""
+    return Console(
+        file=sys.stderr,
+        no_color=bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty(),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def out_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True,
+                   no_color=bool(os.environ.get("NO_COLOR")))
+
+
+def print_json(data: Any) -> None:
+    """Data for scripts: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    """A line for people, on stderr."""
+    err_console().print(message, markup=False, highlight=False)
+
+
+def human_bytes(n: float | int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(value) < 1000 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} PB"

@@ -1,0 +1,153 @@
+"""Settings, resolved once: flag > M3LEO_* (and HF_*) environment > TOML file > default.
+
+Nothing else in m3leo reads ``os.environ``: commands call :func:`load_settings` once and pass
+the frozen :class:`Settings` down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("m3leo", appauthor=False))
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("m3leo", appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob m3leo has. Documented, one by one, in docs/environment.md."""
+
+    data_dir: Path
+    endpoint: str = DEFAULT_ENDPOINT
+    token: str | None = None
+    offline: bool = False
+    revision: str = "main"
+    workers: int = 8
+    # Hub resolver quota: requests per window (anonymous 3,000 / 5 min; 5,000 with a token)
+    requests_per_window: int | None = None
+    window_seconds: float = 300.0
+    max_retries: int = 6
+    timeout: float = 30.0
+    debug: bool = False
+    config_path: Path | None = None
+
+    @property
+    def request_budget(self) -> int:
+        """Resolver requests allowed per window: explicit setting, else the Hub's published quota."""
+        if self.requests_per_window is not None:
+            return self.requests_per_window
+        return 5000 if self.token else 3000
+
+    def with_overrides(self, **kw: Any) -> Settings:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+# setting name -> (environment variables in priority order)
+_ENV: dict[str, tuple[str, ...]] = {
+    "data_dir": ("M3LEO_DATA_DIR",),
+    "endpoint": ("M3LEO_ENDPOINT", "HF_ENDPOINT"),
+    "token": ("M3LEO_TOKEN", "HF_TOKEN"),
+    "offline": ("M3LEO_OFFLINE", "HF_HUB_OFFLINE"),
+    "revision": ("M3LEO_REVISION",),
+    "workers": ("M3LEO_WORKERS",),
+    "requests_per_window": ("M3LEO_REQUESTS_PER_WINDOW",),
+    "window_seconds": ("M3LEO_WINDOW_SECONDS",),
+    "max_retries": ("M3LEO_MAX_RETRIES",),
+    "timeout": ("M3LEO_TIMEOUT",),
+    "debug": ("M3LEO_DEBUG",),
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    types = {f.name: f.type for f in fields(Settings)}
+    kind = str(types[name])
+    try:
+        if name == "data_dir" or name == "config_path":
+            return Path(os.path.expanduser(str(value)))
+        if "bool" in kind:
+            if isinstance(value, bool):
+                return value
+            v = str(value).strip().lower()
+            if v in _TRUE:
+                return True
+            if v in _FALSE:
+                return False
+            raise ValueError(value)
+        if "int" in kind:
+            return int(value)
+        if "float" in kind:
+            return float(value)
+        if name == "endpoint":
+            return str(value).rstrip("/")
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value {value!r} for {name} (from {source})") from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve settings from flags (``overrides``), the environment and the TOML file."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    cfg_path = Path(
+        overrides.get("config_path") or env.get("M3LEO_CONFIG") or default_config_path()
+    )
+    file_values: dict[str, Any] = {}
+    if cfg_path.is_file():
+        import tomli
+
+        try:
+            with cfg_path.open("rb") as fh:
+                raw = tomli.load(fh)
+        except (OSError, tomli.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {cfg_path}: {exc}") from None
+        known = {f.name for f in fields(Settings)}
+        for key, value in raw.items():
+            k = key.replace("-", "_")
+            if k not in known or k == "config_path":
+                raise ConfigError(
+                    f"unknown setting {key!r} in {cfg_path}",
+                    "known settings: " + ", ".join(sorted(_ENV)),
+                )
+            file_values[k] = _coerce(k, value, str(cfg_path))
+
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.name
+        if name in overrides:
+            values[name] = _coerce(name, overrides[name], "command line")
+            continue
+        for var in _ENV.get(name, ()):
+            if var in env and (env[var] != "" or name in ("offline", "debug")):
+                values[name] = _coerce(name, env[var], f"${var}")
+                break
+        else:
+            if name in file_values:
+                values[name] = file_values[name]
+    values.setdefault("data_dir", _default_data_dir())
+    values["config_path"] = cfg_path
+    s = Settings(**values)
+    if s.workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {s.workers}")
+    return s

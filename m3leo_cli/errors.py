@@ -1,0 +1,262 @@
+"""The whole m3leo exception tree.
+
+Every error a user can cause or meet is an ``M3leoError``: a one-line ``message`` and a
+``hint`` that names the flag or command that fixes it. The CLI turns them into
+``Error: ...`` / ``hint: ...`` on stderr and exits with ``exit_code``. Anything else that
+escapes is a bug and shows its traceback.
+
+    M3leoError
+    ├── UsageError (exit 2)                       flags that cannot work together
+    ├── ConfigError                               bad config file or setting
+    ├── SelectionError                            what the user asked for
+    │   ├── UnknownRegionError / UnknownEditionError / UnknownModalityError
+    │   ├── UnknownBandError / UnknownFormatError
+    │   ├── BadBBoxError / BadTileIdError
+    │   └── EmptySelectionError
+    ├── ManifestError
+    │   ├── ManifestNotFoundError
+    │   └── ManifestCorruptError
+    ├── HubError                                  talking to the Hub (or a mirror)
+    │   ├── RemoteNotFoundError                   RepoNotFound / RevisionNotFound / EntryNotFound
+    │   ├── AuthError                             401 / 403 / gated
+    │   ├── RateLimitedError                      429 after every retry
+    │   ├── ServerError                           5xx after every retry
+    │   ├── HubProtocolError                      garbage JSON, missing X-Repo-Commit, ...
+    │   ├── HubConnectionError                    no route, refused, timed out
+    │   └── OfflineError                          HF_HUB_OFFLINE=1 and nothing cached
+    ├── StoreError
+    │   ├── UnsafePathError                       a remote path that escapes the store
+    │   ├── StoreLockedError                      another run holds the lock
+    │   ├── InsufficientSpaceError / DiskFullError
+    │   └── OutputExistsError
+    ├── TransferError
+    │   ├── ChecksumMismatchError
+    │   ├── SizeMismatchError
+    │   └── DownloadFailedError                   some files failed; the report names them
+    ├── ShardError                                a full-edition Parquet shard is unusable
+    ├── TileError
+    │   ├── TileNotFoundError / TileNotLocalError
+    │   └── CorruptTileError
+    └── MissingDependencyError                    an optional extra is not installed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class M3leoError(Exception):
+    """Base class: a message for people, a hint that names the fix, an exit code."""
+
+    exit_code = 1
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _suggest(close: Sequence[str], listing: str) -> str:
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + f"? ({listing})"
+    return listing
+
+
+class UsageError(M3leoError):
+    exit_code = 2
+
+
+class ConfigError(M3leoError):
+    default_hint = "check the config file (`m3leo config path`) and M3LEO_* variables"
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+class SelectionError(M3leoError):
+    pass
+
+
+class UnknownRegionError(SelectionError):
+    def __init__(self, name: str, close: Sequence[str] = ()) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown region {name!r}",
+            _suggest(close, "`m3leo regions` lists them: china, conus, europe, middleeast, "
+                     "pakin, southamerica"),
+        )
+
+
+class UnknownEditionError(SelectionError):
+    def __init__(self, name: str, choices: Sequence[str] = ()) -> None:
+        self.name = name
+        super().__init__(f"unknown edition {name!r}", "use --edition " + " or ".join(choices))
+
+
+class UnknownModalityError(SelectionError):
+    def __init__(self, name: str, close: Sequence[str] = ()) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown modality {name!r}",
+            _suggest(close, "`m3leo modalities` lists names and aliases"),
+        )
+
+
+class UnknownBandError(SelectionError):
+    def __init__(self, name: str, valid: Sequence[str]) -> None:
+        self.name = name
+        shown = ", ".join(valid[:20]) + (" ..." if len(valid) > 20 else "")
+        super().__init__(f"unknown band {name!r}", f"valid bands: {shown}")
+
+
+class UnknownFormatError(SelectionError):
+    def __init__(self, name: str, valid: Sequence[str]) -> None:
+        super().__init__(f"unknown format {name!r}", "known formats: " + ", ".join(valid))
+
+
+class BadBBoxError(SelectionError):
+    default_hint = "give --bbox as W,S,E,N in degrees, e.g. --bbox 5.0,45.0,6.5,46.0"
+
+
+class BadTileIdError(SelectionError):
+    default_hint = "tile ids are 13 lowercase hex characters, e.g. 020d259a89240"
+
+
+class EmptySelectionError(SelectionError):
+    default_hint = "widen the selection; `m3leo stats` shows what exists"
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+class ManifestError(M3leoError):
+    pass
+
+
+class ManifestNotFoundError(ManifestError):
+    default_hint = "run `m3leo catalog refresh` first (it needs the network or a mirror)"
+
+
+class ManifestCorruptError(ManifestError):
+    default_hint = "run `m3leo catalog refresh` to rebuild it"
+
+
+# ----------------------------------------------------------------------------- hub
+
+
+class HubError(M3leoError):
+    def __init__(
+        self, message: str, hint: str | None = None, *, url: str = "", status: int | None = None
+    ) -> None:
+        super().__init__(message, hint)
+        self.url = url
+        self.status = status
+
+
+class RemoteNotFoundError(HubError):
+    default_hint = "check the region, edition and --revision; `m3leo regions` lists them"
+
+
+class AuthError(HubError):
+    default_hint = "set HF_TOKEN to a token that can read the repo"
+
+
+class RateLimitedError(HubError):
+    default_hint = "the Hub is rate-limiting this address: wait, set HF_TOKEN, or lower --workers"
+
+
+class ServerError(HubError):
+    default_hint = "the server failed repeatedly; try again later (downloads resume)"
+
+
+class HubProtocolError(HubError):
+    default_hint = "HF_ENDPOINT may not point at a Hugging Face Hub or mirror"
+
+
+class HubConnectionError(HubError):
+    default_hint = "check the network and HF_ENDPOINT; set HF_HUB_OFFLINE=1 to work from the store"
+
+
+class OfflineError(HubError):
+    default_hint = "unset HF_HUB_OFFLINE to reach the Hub, or work on what is already cached"
+
+
+# ----------------------------------------------------------------------------- store
+
+
+class StoreError(M3leoError):
+    pass
+
+
+class UnsafePathError(StoreError):
+    default_hint = "the listing names a path outside the store; it was refused (report it)"
+
+
+class StoreLockedError(StoreError):
+    default_hint = "another m3leo run is writing this store; wait for it or use --wait"
+
+
+class InsufficientSpaceError(StoreError):
+    default_hint = "free space, choose another --data-dir, or pass --no-space-check"
+
+
+class DiskFullError(StoreError):
+    default_hint = "free space and re-run: finished files are kept and partial ones resume"
+
+
+class OutputExistsError(StoreError):
+    default_hint = "choose an empty --out folder or pass --overwrite"
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+class TransferError(M3leoError):
+    pass
+
+
+class ChecksumMismatchError(TransferError):
+    default_hint = "the file was re-fetched and still differs; run `m3leo verify --repair` later"
+
+
+class SizeMismatchError(TransferError):
+    default_hint = "the server sent a different size than the manifest says; re-run to retry"
+
+
+class DownloadFailedError(TransferError):
+    default_hint = "re-run the same command: finished files are kept and partial ones resume"
+
+
+class ShardError(M3leoError):
+    default_hint = "re-run to re-fetch the shard; `m3leo verify --repair` checks what was unpacked"
+
+
+# ----------------------------------------------------------------------------- tiles
+
+
+class TileError(M3leoError):
+    pass
+
+
+class TileNotFoundError(TileError):
+    default_hint = "`m3leo stats` and `m3leo info` show which tiles exist"
+
+
+class TileNotLocalError(TileError):
+    default_hint = "download it first with `m3leo download --tiles <id>`"
+
+
+class CorruptTileError(TileError):
+    default_hint = "run `m3leo verify --repair` to re-download it"
+
+
+class MissingDependencyError(M3leoError):
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the optional package {package!r}",
+            f"pip install 'm3leo-cli[{extra}]'",
+        )

@@ -1,0 +1,53 @@
+"""The local store: where every file lives, and the guard that keeps remote paths inside it.
+
+Layout (mirrors the Hub so M3LEO's own loaders read it unmodified)::
+
+    <data_dir>/<edition>/<region>/<repo path>          tiles, split CSVs, GeoJSON
+    <data_dir>/manifest/edition=<e>/region=<r>/manifest.parquet
+    <data_dir>/.m3leo/                                 locks, reports, caches
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import UnsafePathError
+
+
+def safe_join(base: Path, rel: str) -> Path:
+    """Join a remote, slash-separated path under ``base``; refuse anything that escapes it."""
+    if not rel or "\x00" in rel or "\\" in rel:
+        raise UnsafePathError(f"refused unsafe remote path {rel!r}")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or any(part in ("..", "") for part in rel.split("/")) or rel.startswith("~"):
+        raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store")
+    out = base.joinpath(*p.parts)
+    try:
+        out.resolve().relative_to(base.resolve())
+    except ValueError:
+        raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    def region_dir(self, edition: str, region: str) -> Path:
+        return self.root / edition / region
+
+    def local_path(self, edition: str, region: str, repo_path: str) -> Path:
+        """Where the file at ``repo_path`` of the ``edition``/``region`` repo lives locally."""
+        return safe_join(self.region_dir(edition, region), repo_path)
+
+    @property
+    def manifest_root(self) -> Path:
+        return self.root / "manifest"
+
+    def manifest_path(self, edition: str, region: str) -> Path:
+        return self.manifest_root / f"edition={edition}" / f"region={region}" / "manifest.parquet"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".m3leo"
