@@ -49,7 +49,7 @@ class Settings:
 
     @property
     def request_budget(self) -> int:
-        """Resolver requests allowed per window: explicit setting, else the Hub's published quota."""
+        """Resolver requests per window: the explicit setting, else the Hub's published quota."""
         if self.requests_per_window is not None:
             return self.requests_per_window
         return 5000 if self.token else 3000

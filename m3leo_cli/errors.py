@@ -86,8 +86,10 @@ class UnknownRegionError(SelectionError):
         self.name = name
         super().__init__(
             f"unknown region {name!r}",
-            _suggest(close, "`m3leo regions` lists them: china, conus, europe, middleeast, "
-                     "pakin, southamerica"),
+            _suggest(
+                close,
+                "`m3leo regions` lists them: china, conus, europe, middleeast, pakin, southamerica",
+            ),
         )
 
 

@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             err_console().print(f"hint: {exc.hint}", markup=False, highlight=False)
         return exc.exit_code
     except typer.Abort:
-        err_console().print(
-            "[bold red]Error:[/] interrupted", markup=True, highlight=False
-        )
+        err_console().print("[bold red]Error:[/] interrupted", markup=True, highlight=False)
         err_console().print(
             "hint: re-run the same command: finished files are kept and partial ones resume",
             markup=False,
@@ -61,7 +59,5 @@ def main(argv: list[str] | None = None) -> int:
     return int(rv or 0) if isinstance(rv, int) else 0
 
 
-try:  # typer vendors click; its usage errors are raised as these in non-standalone mode
-    from typer._click.exceptions import ClickException as TyperUsageError  # noqa: PLC2701
-except ImportError:  # pragma: no cover - older typer with click as a dependency
-    from click.exceptions import ClickException as TyperUsageError  # type: ignore[no-redef] # noqa: TID251
+# typer vendors click; in non-standalone mode its usage errors are raised as this class
+from typer._click.exceptions import ClickException as TyperUsageError  # noqa: E402

@@ -15,24 +15,28 @@ Edition = Annotated[
 ]
 Regions = Annotated[
     list[str] | None,
-    typer.Option("--region", "-r", help="Region (repeatable): china, conus, europe, middleeast, "
-                 "pakin, southamerica. Default: all."),
+    typer.Option(
+        "--region",
+        "-r",
+        help="Region (repeatable): china, conus, europe, middleeast, "
+        "pakin, southamerica. Default: all.",
+    ),
 ]
 Modalities = Annotated[
     list[str] | None,
-    typer.Option("--modality", "-m", help="Datakind, family or alias (repeatable), e.g. gssic, "
-                 "s1grd, s1grd-2020, coherence, rgb. Default: all."),
+    typer.Option(
+        "--modality",
+        "-m",
+        help="Datakind, family or alias (repeatable), e.g. gssic, "
+        "s1grd, s1grd-2020, coherence, rgb. Default: all.",
+    ),
 ]
 Splits = Annotated[
     list[str] | None, typer.Option("--split", "-s", help="train, val or test (repeatable).")
 ]
 Years = Annotated[list[int] | None, typer.Option("--year", help="Year (repeatable), e.g. 2020.")]
-BBoxOpt = Annotated[
-    str | None, typer.Option("--bbox", help="W,S,E,N in degrees (EPSG:4326).")
-]
-TilesOpt = Annotated[
-    str | None, typer.Option("--tiles", help="Comma-separated tile ids.")
-]
+BBoxOpt = Annotated[str | None, typer.Option("--bbox", help="W,S,E,N in degrees (EPSG:4326).")]
+TilesOpt = Annotated[str | None, typer.Option("--tiles", help="Comma-separated tile ids.")]
 TilesFile = Annotated[
     Path | None, typer.Option("--tiles-file", help="File with tile ids, one per line.")
 ]

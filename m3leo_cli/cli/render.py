@@ -23,8 +23,9 @@ def err_console() -> Console:
 
 
 def out_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True,
-                   no_color=bool(os.environ.get("NO_COLOR")))
+    return Console(
+        file=sys.stdout, highlight=False, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR"))
+    )
 
 
 def print_json(data: Any) -> None:
