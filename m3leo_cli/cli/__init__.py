@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -29,6 +28,16 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+def _debug() -> bool:
+    """M3LEO_DEBUG, read through the settings like every other knob."""
+    from m3leo_cli.config import load_settings
+
+    try:
+        return load_settings().debug
+    except M3leoError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns every M3leoError into `Error:` + `hint:` on stderr."""
     _load_commands()
@@ -36,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=args, prog_name="m3leo", standalone_mode=False)
     except M3leoError as exc:
-        if os.environ.get("M3LEO_DEBUG", "") not in ("", "0"):
+        if _debug():
             traceback.print_exc()
         err_console().print(f"[bold red]Error:[/] {exc.message}", markup=True, highlight=False)
         if exc.hint:
