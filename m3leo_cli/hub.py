@@ -1,0 +1,297 @@
+"""Hub protocol client: revision, paginated tree, resolve URLs, retries, pacing, auth.
+
+One :class:`HubClient` is shared by every worker thread of a run. It owns one pooled
+``httpx.Client`` (keep-alive, HTTP/1.1), one :class:`~m3leo_cli.pacing.Pacer` that keeps the run
+under the Hub's per-window request quota, and the retry policy. Redirects are followed by hand
+so the token is only ever sent to the endpoint's own origin, never to the content host a
+``302`` points at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urljoin, urlsplit
+
+from . import __version__
+from .config import Settings
+from .errors import (
+    AuthError,
+    HubConnectionError,
+    HubError,
+    HubProtocolError,
+    OfflineError,
+    RateLimitedError,
+    RemoteNotFoundError,
+    ServerError,
+)
+from .pacing import Pacer, Retrier
+
+if TYPE_CHECKING:
+    import httpx
+
+USER_AGENT = f"m3leo/{__version__}"
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_REDIRECTS = 10
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_NOT_FOUND_CODES = {"RepoNotFound", "RevisionNotFound", "EntryNotFound"}
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a tree listing. ``lfs_sha256`` is the content sha256 (hex) of LFS files."""
+
+    path: str
+    type: str
+    size: int
+    oid: str
+    lfs_sha256: str | None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), port)
+
+
+class HubClient:
+    """Thread-safe client for one Hub endpoint (``settings.endpoint``, i.e. HF_ENDPOINT)."""
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        import httpx
+
+        self.settings = settings
+        self.endpoint = settings.endpoint.rstrip("/")
+        self._origin = _origin(self.endpoint)
+        pool = max(16, settings.workers * 2)
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            follow_redirects=False,
+            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
+            trust_env=False,
+        )
+        self.pacer = Pacer(settings.request_budget, settings.window_seconds)
+        self._lock = threading.Lock()
+        self.requests = 0  # every request sent, retries and redirect hops included
+
+    # ------------------------------------------------------------------ context manager
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------ public API
+    def revision(self, repo_id: str, revision: str = "main") -> str:
+        """Resolve a branch, tag or commit to the 40-hex commit id."""
+        url = f"{self.endpoint}/api/datasets/{repo_id}/revision/{quote(revision, safe='')}"
+        data = self._get_json(url)
+        sha = data.get("sha") if isinstance(data, dict) else None
+        if not isinstance(sha, str) or not _HEX40.match(sha):
+            raise HubProtocolError(f"revision answer from {url} has no 40-hex 'sha'", url=url)
+        return sha
+
+    def iter_tree(
+        self, repo_id: str, commit: str, path: str = "", recursive: bool = True
+    ) -> Iterator[TreeEntry]:
+        """Every file and folder under ``path`` at ``commit``, following ``Link: rel=next``."""
+        url = f"{self.endpoint}/api/datasets/{repo_id}/tree/{quote(commit, safe='')}"
+        if path:
+            url += "/" + quote(path.strip("/"))
+        url += f"?recursive={'true' if recursive else 'false'}&expand=false"
+        seen: set[str] = set()
+        while url:
+            if url in seen:
+                raise HubProtocolError(f"tree pagination loops at {url}", url=url)
+            seen.add(url)
+            with self.stream("GET", url) as resp:
+                body = self._read_body(resp, url)
+                nxt = resp.links.get("next", {}).get("url")
+            page = _parse_json(body, url)
+            if not isinstance(page, list):
+                raise HubProtocolError(f"tree listing from {url} is not a JSON array", url=url)
+            for item in page:
+                yield _tree_entry(item, url)
+            url = urljoin(url, nxt) if nxt else ""
+
+    def resolve_url(self, repo_id: str, commit: str, path: str) -> str:
+        return f"{self.endpoint}/datasets/{repo_id}/resolve/{quote(commit, safe='')}/{quote(path)}"
+
+    def get_bytes(self, repo_id: str, commit: str, path: str) -> bytes:
+        """A whole small file (CSV, GeoJSON, README), redirects followed."""
+        url = self.resolve_url(repo_id, commit, path)
+        return self._retry_body(url, {})
+
+    def get_range(self, url: str, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` (inclusive). A server that ignores Range still yields the slice."""
+        if end < start:
+            return b""
+        return self._retry_body(url, {"range": f"bytes={start}-{end}"}, start=start, end=end)
+
+    # ------------------------------------------------------------------ transport
+    @contextmanager
+    def stream(
+        self, method: str, url: str, *, headers: dict[str, str] | None = None
+    ) -> Iterator[httpx.Response]:
+        """Send one request (paced, redirects by hand, retried until a non-error status).
+
+        Yields the open response with its body unread; the caller reads it. Error statuses are
+        mapped to typed ``HubError`` subclasses; 2xx and 206 are returned.
+        """
+        import httpx
+
+        if self.settings.offline:
+            raise OfflineError(f"offline mode is on; not requesting {_redact(url)}")
+        retrier = Retrier(self.settings.max_retries, self.pacer)
+        while True:
+            try:
+                resp = self._send_following(method, url, headers or {})
+            except httpx.TransportError as exc:
+                if retrier.again(None, None):
+                    continue
+                raise self.connection_error(exc, url) from None
+            if resp.status_code in RETRY_STATUS and retrier.again(resp.status_code, resp.headers):
+                resp.close()
+                continue
+            try:
+                self._raise_for_status(resp, url)
+                yield resp
+            finally:
+                resp.close()
+            return
+
+    def connection_error(self, exc: BaseException, url: str) -> HubConnectionError:
+        return HubConnectionError(
+            f"cannot reach {_redact(url)} ({type(exc).__name__}: {exc or 'no detail'}); "
+            f"HF_ENDPOINT is {self.endpoint}",
+            url=url,
+        )
+
+    def _send_following(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        for _ in range(MAX_REDIRECTS + 1):
+            hdrs = dict(headers)
+            if self.settings.token and _origin(url) == self._origin:
+                hdrs["authorization"] = f"Bearer {self.settings.token}"
+            self.pacer.acquire()
+            with self._lock:
+                self.requests += 1
+            req = self._http.build_request(method, url, headers=hdrs)
+            resp = self._http.send(req, stream=True)
+            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                nxt = urljoin(url, resp.headers["location"])
+                resp.close()
+                if resp.status_code == 303:
+                    method = "GET"
+                url = nxt
+                continue
+            return resp
+        raise HubProtocolError(f"more than {MAX_REDIRECTS} redirects from {_redact(url)}", url=url)
+
+    def _raise_for_status(self, resp: httpx.Response, url: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        code = resp.headers.get("x-error-code", "")
+        msg = resp.headers.get("x-error-message", "")
+        where = _redact(url)
+        detail = f"{status} {code}".strip() + (f": {msg}" if msg else "")
+        if code in _NOT_FOUND_CODES or (status == 404 and not code):
+            raise RemoteNotFoundError(
+                f"not found on the Hub: {where} ({detail})", url=url, status=status
+            )
+        if status in (401, 403) or code == "GatedRepo":
+            raise AuthError(f"access denied to {where} ({detail})", url=url, status=status)
+        if status == 429:
+            raise RateLimitedError(
+                f"rate-limited by the Hub at {where} after every retry", url=url, status=status
+            )
+        if status >= 500:
+            raise ServerError(
+                f"server error at {where} ({detail}) after every retry", url=url, status=status
+            )
+        raise HubError(f"unexpected answer from {where} ({detail})", url=url, status=status)
+
+    def _read_body(self, resp: httpx.Response, url: str) -> bytes:
+        return resp.read()
+
+    def _retry_body(
+        self, url: str, headers: dict[str, str], start: int = 0, end: int | None = None
+    ) -> bytes:
+        """GET a body, retrying dropped connections (small bodies: no resume needed)."""
+        import httpx
+
+        retrier = Retrier(self.settings.max_retries, self.pacer)
+        while True:
+            try:
+                with self.stream("GET", url, headers=headers) as resp:
+                    if end is None:
+                        return self._read_body(resp, url)
+                    return _slice_body(resp, start, end)
+            except httpx.TransportError as exc:
+                if not retrier.again(None, None):
+                    raise self.connection_error(exc, url) from None
+
+    def _get_json(self, url: str) -> Any:
+        return _parse_json(self._retry_body(url, {}), url)
+
+
+def _slice_body(resp: httpx.Response, start: int, end: int) -> bytes:
+    if resp.status_code == 206:
+        cr = resp.headers.get("content-range", "")
+        m = re.match(r"bytes (\d+)-(\d+)/", cr)
+        if not m or int(m.group(1)) != start:
+            raise HubProtocolError(f"wrong Content-Range {cr!r} for bytes={start}-{end}")
+        return resp.read()[: end - start + 1]
+    # 200: the server ignored Range; skip to the slice and stop reading after it
+    out = bytearray()
+    pos = 0
+    for chunk in resp.iter_bytes(1 << 20):
+        lo, hi = max(start - pos, 0), min(end + 1 - pos, len(chunk))
+        if lo < hi:
+            out += chunk[lo:hi]
+        pos += len(chunk)
+        if pos > end:
+            break
+    return bytes(out)
+
+
+def _parse_json(body: bytes, url: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise HubProtocolError(
+            f"invalid JSON from {_redact(url)} ({body[:60]!r}...)", url=url
+        ) from None
+
+
+def _tree_entry(item: Any, url: str) -> TreeEntry:
+    try:
+        lfs = item.get("lfs") or None
+        sha = lfs.get("oid") if isinstance(lfs, dict) else None
+        return TreeEntry(
+            path=str(item["path"]),
+            type=str(item["type"]),
+            size=int(item.get("size") or 0),
+            oid=str(item.get("oid", "")),
+            lfs_sha256=str(sha) if sha else None,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise HubProtocolError(
+            f"malformed tree entry from {_redact(url)}: {item!r:.120}", url=url
+        ) from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its query (signed content URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
