@@ -36,7 +36,8 @@ escapes is a bug and shows its traceback.
     ├── ShardError                                a full-edition Parquet shard is unusable
     ├── TileError
     │   ├── TileNotFoundError / TileNotLocalError
-    │   └── CorruptTileError
+    │   ├── CorruptTileError
+    │   └── StatsNotFoundError                    no saved `stats --bands` for that modality
     └── MissingDependencyError                    an optional extra is not installed
 """
 
@@ -254,6 +255,10 @@ class TileNotLocalError(TileError):
 
 class CorruptTileError(TileError):
     default_hint = "run `m3leo verify --repair` to re-download it"
+
+
+class StatsNotFoundError(TileError):
+    default_hint = "compute them first with `m3leo stats --bands` (same --edition and --modality)"
 
 
 class MissingDependencyError(M3leoError):
