@@ -34,6 +34,7 @@ escapes is a bug and shows its traceback.
     │   ├── SizeMismatchError
     │   └── DownloadFailedError                   some files failed; the report names them
     ├── ShardError                                a full-edition Parquet shard is unusable
+    ├── ServeError                                `m3leo serve` cannot start (bad folder, port in use)
     ├── TileError
     │   ├── TileNotFoundError / TileNotLocalError
     │   ├── CorruptTileError
@@ -236,6 +237,10 @@ class DownloadFailedError(TransferError):
 
 class ShardError(M3leoError):
     default_hint = "re-run to re-fetch the shard; `m3leo verify --repair` checks what was unpacked"
+
+
+class ServeError(M3leoError):
+    default_hint = "see `m3leo serve --help`"
 
 
 # ----------------------------------------------------------------------------- tiles

@@ -1,0 +1,398 @@
+"""HTTP request handlers for the two origins: the Hub (API + resolve) and the content host.
+
+One handler class per origin on stdlib ``http.server`` (HTTP/1.1 keep-alive). Bodies go out
+with ``socket.sendfile``; only a fault that has to touch the bytes reads them into Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote, unquote
+
+from . import protocol as P
+from .faults import Faults, RequestRecord
+from .index import FileEntry, RepoIndex, Snapshot
+
+if TYPE_CHECKING:
+    from .hub import HubServer
+
+_JSON = "application/json; charset=utf-8"
+
+
+class _Done(Exception):
+    """The answer has been sent; unwind to the dispatcher."""
+
+
+class _BaseHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "m3leo-serve"
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections end after this
+    origin = "hub"
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def hub(self) -> HubServer:
+        return self.server.hub  # type: ignore[attr-defined, no-any-return]
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.hub._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.hub._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        if self.hub.access_log:
+            sys.stderr.write(f"{self.origin} {self.client_address[0]} {format % args}\n")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        self._status = 0
+        self._sent = 0
+        self._repo_path: str | None = None
+        self._method = method
+        raw_path, _, query = self.path.partition("?")
+        faults = self.hub.faults
+        body = b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 0:
+                body = self.rfile.read(length)
+            if faults.latency_ms > 0:
+                time.sleep(faults.latency_ms / 1000)
+            self._route(method, raw_path, query, body, faults)
+        except _Done:
+            pass
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        finally:
+            if self.hub.keep_log:
+                self.hub.log.append(
+                    RequestRecord(
+                        method=method,
+                        path=unquote(raw_path),
+                        query=query,
+                        status=self._status,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        origin=self.origin,
+                        range=self.headers.get("Range"),
+                        repo_path=self._repo_path,
+                        bytes_sent=self._sent,
+                    )
+                )
+
+    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ answers
+
+    def _reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        ctype: str = _JSON,
+        headers: dict[str, str] | None = None,
+    ) -> NoReturn:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body and self._method != "HEAD":
+            self.wfile.write(body)
+            self._sent = len(body)
+        raise _Done
+
+    def _json(self, doc: object, headers: dict[str, str] | None = None) -> NoReturn:
+        if self.hub.faults.garbage_json:
+            self._reply(200, b'{"id": "M3LEO-miniset/eu', headers=headers)
+        self._reply(200, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
+
+    def _error(
+        self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None
+    ) -> NoReturn:
+        h = dict(headers or {})
+        if code:
+            h["X-Error-Code"] = code
+        h["X-Error-Message"] = message
+        self._reply(status, json.dumps({"error": message}).encode(), headers=h)
+
+    def _common_faults(self, raw: str, faults: Faults, bucket: str) -> None:
+        """429 and error-status faults: the first N requests per URL path."""
+        key = f"{self.origin}:{unquote(raw)}"
+        counters = self.hub._counters
+        if counters.take("rate", key, faults.rate_limit_first):
+            t = faults.retry_after
+            self._error(
+                429,
+                None,
+                "You have been rate-limited; retry later.",
+                {
+                    "Retry-After": str(t),
+                    "RateLimit": f'"{bucket}";r=0;t={t}',
+                    "RateLimit-Policy": f'"fixed window";"{bucket}";q=500;w=300',
+                },
+            )
+        if counters.take("error", key, faults.error_first):
+            self._error(faults.error_status, None, "Injected server error")
+
+    def _path_status(self, repo_id: str, path: str, faults: Faults, extra: dict[str, str]) -> None:
+        status = faults.status_for_paths.get(path) or faults.status_for_paths.get(
+            f"{repo_id}/{path}"
+        )
+        if status:
+            code = "EntryNotFound" if status == 404 else None
+            self._error(status, code, f"Injected status {status} for {path}", extra)
+
+    def _lookup(self, index: RepoIndex, path: str) -> tuple[Snapshot, FileEntry | None]:
+        """The file in the current snapshot; rescans only if the file itself changed on disk."""
+        snap = index.snapshot()
+        entry = snap.files.get(path)
+        if entry is not None:
+            try:
+                st = os.stat(entry.abspath)
+                if st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns:
+                    return snap, entry
+            except OSError:
+                pass
+        elif not P.safe_repo_path(path) or not os.path.isfile(index.folder / path):
+            return snap, None
+        snap = index.rescan()
+        return snap, snap.files.get(path)
+
+    def _send_file(self, entry: FileEntry, faults: Faults, extra: dict[str, str]) -> None:
+        """Whole file or one range, with the faults that touch bytes."""
+        size, etag = entry.size, entry.etag
+        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", **extra}
+        rng = None
+        if not faults.ignore_range:
+            validator = self.headers.get("If-Range")
+            if validator is None or P.etag_matches(validator, etag):
+                rng = P.parse_range(self.headers.get("Range"), size)
+        if rng == "unsatisfiable":
+            headers["Content-Range"] = f"bytes */{size}"
+            self._error(416, None, "Requested range not satisfiable", headers)
+        if isinstance(rng, tuple):
+            start, end = rng
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        else:
+            start, end, status = 0, size - 1, 200
+        count = end - start + 1
+        try:
+            f = open(entry.abspath, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            self._error(404, "EntryNotFound", f"{entry.path} is gone", extra)
+            return
+        with f:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(count))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self._method == "HEAD" or count <= 0:
+                raise _Done
+            key = f"{self.hub_repo}/{entry.path}"
+            counters = self.hub._counters
+            cut = faults.cut_after_bytes is not None and counters.take("cut", key, faults.cut_first)
+            corrupt = counters.take("corrupt", key, faults.corrupt_first)
+            if not (cut or corrupt or faults.extra_bytes):
+                self._sent = self.connection.sendfile(f, start, count)
+                raise _Done
+            f.seek(start)
+            data = bytearray(f.read(count))
+        if corrupt and data:
+            data[len(data) // 2] ^= 0xFF
+        if cut:
+            data = data[: max(0, faults.cut_after_bytes or 0)]
+        self.wfile.write(bytes(data))
+        self._sent = len(data)
+        if cut:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            raise _Done
+        if faults.extra_bytes:
+            self.wfile.write(b"\0" * faults.extra_bytes)
+            self._sent += faults.extra_bytes
+            self.close_connection = True
+        raise _Done
+
+    hub_repo = ""
+
+
+class HubHandler(_BaseHandler):
+    """The Hub origin: ``/api/datasets/...`` and ``/datasets/<repo>/resolve/...``."""
+
+    origin = "hub"
+
+    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+        route = P.parse_hub_path(raw)
+        if route is None:
+            self._error(404, None, "Not found")
+            return
+        bucket = "resolvers" if route.kind == "resolve" else "api"
+        self._common_faults(raw, faults, bucket)
+        if route.kind == "unknown-type":
+            self._error(404, "RepoNotFound", "m3leo serve only serves dataset repos")
+        allowed = {"paths-info": ("POST",), "resolve": ("GET", "HEAD")}.get(route.kind, ("GET",))
+        if method not in allowed:
+            self._error(405, None, f"{method} is not allowed here", {"Allow": ", ".join(allowed)})
+        index = self.hub._repo(route.org, route.name)
+        if index is None:
+            self._error(404, "RepoNotFound", f"Repository {route.repo_id} not found")
+            return
+        self.hub_repo = route.repo_id
+        if route.kind == "resolve":
+            self._resolve(index, route, faults)
+        fresh = route.rev in ("main", "refs/heads/main") and "cursor=" not in query
+        snap = index.rescan() if fresh else index.snapshot()
+        if route.rev not in ("main", "refs/heads/main", snap.commit):
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {route.rev}")
+        if route.kind in ("info", "revision"):
+            self._json(P.repo_info_json(snap, P.query_flag(query, "blobs")))
+        elif route.kind == "tree":
+            self._tree(snap, route, raw, query, faults)
+        else:
+            self._paths_info(snap, body, faults)
+
+    def _tree(self, snap: Snapshot, route: Any, raw: str, query: str, faults: Faults) -> None:
+        if not snap.is_dir(route.path):
+            msg = f"{route.path} does not exist on {route.rev}"
+            self._error(404, "EntryNotFound", msg, {"X-Repo-Commit": snap.commit})
+        expand = P.query_flag(query, "expand")
+        paths = snap.listing(route.path, P.query_flag(query, "recursive"))
+        items: list[str | dict[str, object]] = [*paths]
+        for hostile in faults.hostile_paths:
+            items.append({"type": "file", "oid": "0" * 40, "size": 1, "path": hostile})
+        cursor = P.query_value(query, "cursor")
+        offset = 0
+        if cursor is not None:
+            decoded = P.decode_cursor(cursor)
+            if decoded is None:
+                self._error(400, None, "Invalid cursor")
+            offset = decoded or 0
+        size = self.hub.page_size
+        if expand:
+            size = min(size, P.EXPAND_PAGE_SIZE)
+        page = items[offset : offset + size]
+        extra = P.expand_fields(snap) if expand else {}
+        docs = []
+        for item in page:
+            doc = snap.entry_json(item) if isinstance(item, str) else dict(item)
+            if expand:
+                doc.update(extra)
+                if doc["type"] == "file":
+                    doc.update(P.security_fields())
+            docs.append(doc)
+        headers = {}
+        if offset + size < len(items):
+            host = P.clean_host(self.headers.get("Host"), self.hub._netloc)
+            link = P.next_link(host, raw, query, P.encode_cursor(offset + size, snap.commit))
+            headers["Link"] = f'<{link}>; rel="next"'
+        self._json(docs, headers)
+
+    def _paths_info(self, snap: Snapshot, body: bytes, faults: Faults) -> None:
+        paths, expand = P.parse_paths_info(body, self.headers.get("Content-Type", ""))
+        docs, seen = [], set()
+        extra = P.expand_fields(snap) if expand else {}
+        for p in paths:
+            p = p.strip("/")
+            if p in seen or p == "" or not (p in snap.files or p in snap.dirs):
+                continue
+            seen.add(p)
+            doc = snap.entry_json(p)
+            doc.update(extra)
+            docs.append(doc)
+        self._json(docs)
+
+    def _resolve(self, index: RepoIndex, route: Any, faults: Faults) -> None:
+        path = route.path
+        if not P.safe_repo_path(path):
+            self._error(400, None, f"Invalid path {path!r}")
+        self._repo_path = path
+        snap, entry = self._lookup(index, path)
+        if route.rev not in ("main", "refs/heads/main", snap.commit):
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {route.rev}")
+        commit = {"X-Repo-Commit": snap.commit}
+        self._path_status(route.repo_id, path, faults, commit)
+        if entry is None:
+            self._error(404, "EntryNotFound", f"{path} does not exist on {route.rev}", commit)
+            return
+        if entry.sha256 is None:
+            self._send_file(entry, faults, commit)
+        host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
+        location = (
+            f"http://{host}:{self.hub.content_port}/lfs/{quote(route.org, safe='')}/"
+            f"{quote(route.name, safe='')}/{entry.sha256}/{quote(path)}"
+        )
+        self._reply(
+            302,
+            headers={
+                **commit,
+                "Location": location,
+                "ETag": f'"{entry.sha256}"',
+                "X-Linked-Etag": f'"{entry.sha256}"',
+                "X-Linked-Size": str(entry.size),
+                "Accept-Ranges": "bytes",
+            },
+            ctype="text/plain; charset=utf-8",
+        )
+
+
+class ContentHandler(_BaseHandler):
+    """The content origin (like the Hub's CDN): LFS bytes only, no Hub headers."""
+
+    origin = "content"
+
+    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+        route = P.parse_content_path(raw)
+        if route is None:
+            self._reply(404, b"Not found", "text/plain")
+            return
+        self._common_faults(raw, faults, "resolvers")
+        if method not in ("GET", "HEAD"):
+            self._reply(405, b"Method not allowed", "text/plain", {"Allow": "GET, HEAD"})
+        index = self.hub._repo(route.org, route.name)
+        if index is None or not P.safe_repo_path(route.path):
+            self._reply(404, b"Not found", "text/plain")
+            return
+        self._repo_path = route.path
+        self.hub_repo = route.repo_id
+        self._path_status(route.repo_id, route.path, faults, {})
+        _, entry = self._lookup(index, route.path)
+        if entry is None or entry.sha256 != route.digest:
+            self._reply(404, b"Not found", "text/plain")
+            return
+        self._send_file(entry, faults, {})

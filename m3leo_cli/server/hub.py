@@ -1,0 +1,266 @@
+"""``HubServer``: a folder of repos served over the Hugging Face Hub protocol, on two origins.
+
+The Hub origin answers the API and ``resolve`` calls; LFS files are redirected (302) to a second
+port, the content origin, the way the Hub hands bytes to its CDN. Tests use it with fault
+injection; ``m3leo serve`` uses it to serve a site mirror to compute nodes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import ServeError
+from .faults import FaultCounters, Faults, RequestRecord
+from .handler import ContentHandler, HubHandler
+from .index import RepoIndex, valid_repo_part
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+    hub: HubServer
+
+
+class HubServer:
+    """Serves every ``root/<org>/<name>/`` folder as the Hub dataset repo ``<org>/<name>``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        page_size: int = 1000,
+        faults: Faults | None = None,
+        content_port: int = 0,
+        access_log: bool = False,
+        keep_log: bool = True,
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise ServeError(
+                f"{root} is not a folder",
+                "give the folder that holds <org>/<name>/ repo folders, "
+                "e.g. DIR/M3LEO-miniset/europe/",
+            )
+        if page_size < 1:
+            raise ServeError(
+                f"page size must be at least 1, not {page_size}", "use --page-size 1000"
+            )
+        self.root = root
+        self.host = host
+        self.port = port
+        self.content_port = content_port
+        self.page_size = page_size
+        self.access_log = access_log
+        self.keep_log = keep_log
+        self.log: list[RequestRecord] = []
+        self.url = ""
+        self.content_url = ""
+        self._netloc = ""
+        self._root_real = os.path.realpath(root)
+        self._counters = FaultCounters()
+        self._faults = faults or Faults()
+        self._repos: dict[str, RepoIndex] = {}
+        self._repos_lock = threading.Lock()
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ faults and log
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        """A new fault setting starts its "first N" counts from zero."""
+        self._faults = value
+        self._counters.reset()
+
+    def reset_faults(self) -> None:
+        """Restart the "first N" counts of the current faults."""
+        self._counters.reset()
+
+    def clear_log(self) -> None:
+        self.log.clear()
+
+    # ------------------------------------------------------------------ repos
+
+    def repo_ids(self) -> list[str]:
+        """Every ``<org>/<name>`` folder under root that would be served."""
+        out = []
+        for org in sorted(os.listdir(self.root)):
+            if not valid_repo_part(org) or not (self.root / org).is_dir():
+                continue
+            for name in sorted(os.listdir(self.root / org)):
+                if valid_repo_part(name) and (self.root / org / name).is_dir():
+                    out.append(f"{org}/{name}")
+        return out
+
+    def _repo(self, org: str, name: str) -> RepoIndex | None:
+        repo_id = f"{org}/{name}"
+        index = self._repos.get(repo_id)
+        if index is not None:
+            return index
+        if not (valid_repo_part(org) and valid_repo_part(name)):
+            return None
+        folder = self.root / org / name
+        real = os.path.realpath(folder)
+        if not folder.is_dir() or not real.startswith(self._root_real.rstrip(os.sep) + os.sep):
+            return None
+        with self._repos_lock:
+            return self._repos.setdefault(repo_id, RepoIndex(repo_id, folder, self._root_real))
+
+    def rescan(self, repo_id: str | None = None) -> None:
+        """Re-read the folders now (normally done on ``revision``/``tree`` calls at ``main``)."""
+        for rid in [repo_id] if repo_id else self.repo_ids():
+            org, _, name = rid.partition("/")
+            index = self._repo(org, name)
+            if index is not None:
+                index.rescan()
+
+    def index_all(self) -> dict[str, int]:
+        """Index (hash) every repo up front; returns repo id -> number of files."""
+        out = {}
+        for rid in self.repo_ids():
+            org, _, name = rid.partition("/")
+            index = self._repo(org, name)
+            if index is not None:
+                out[rid] = len(index.rescan().files)
+        return out
+
+    def commit(self, repo_id: str) -> str:
+        """The commit ``main`` resolves to right now (rescans first)."""
+        org, _, name = repo_id.partition("/")
+        index = self._repo(org, name)
+        if index is None:
+            raise KeyError(repo_id)
+        return index.rescan().commit
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _bind(self, port: int, handler: type, what: str) -> _Server:
+        try:
+            server = _Server((self.host, port), handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServeError(
+                    f"port {port} on {self.host} is already in use ({what})",
+                    "choose another --port (or --port 0 for a free one), or stop the other server",
+                ) from None
+            raise ServeError(
+                f"cannot listen on {self.host}:{port}: {exc.strerror or exc}",
+                "use --host 127.0.0.1 (this machine) or 0.0.0.0 (every interface)",
+            ) from None
+        server.hub = self
+        return server
+
+    def start(self) -> HubServer:
+        hub = self._bind(self.port, HubHandler, "hub port")
+        try:
+            content = self._bind(self.content_port, ContentHandler, "content port")
+        except ServeError:
+            hub.server_close()
+            raise
+        self._servers = [hub, content]
+        self.port = hub.server_address[1]
+        self.content_port = content.server_address[1]
+        shown = self.host if self.host not in ("0.0.0.0", "", "::") else socket.gethostname()
+        self._netloc = f"{shown}:{self.port}"
+        self.url = f"http://{shown}:{self.port}"
+        self.content_url = f"http://{shown}:{self.content_port}"
+        for server in self._servers:
+            t = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:  # idle keep-alive connections would otherwise linger
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(timeout=5)
+        self._servers, self._threads = [], []
+
+    def _track(self, conn: socket.socket, opened: bool) -> None:
+        with self._conns_lock:
+            if opened:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def run_server(
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    content_port: int = 0,
+    page_size: int = 1000,
+    latency_ms: float = 0.0,
+    access_log: bool = False,
+    on_ready: Callable[[HubServer, dict[str, int]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Index ``root``, serve it until Ctrl-C / SIGTERM (or ``stop`` is set), then shut down."""
+    import signal
+
+    server = HubServer(
+        root,
+        host=host,
+        port=port,
+        content_port=content_port,
+        page_size=page_size,
+        faults=Faults(latency_ms=latency_ms),
+        access_log=access_log,
+        keep_log=False,
+    )
+    server.start()
+    stop = stop or threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        counts = server.index_all()
+        if on_ready is not None:
+            on_ready(server, counts)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
