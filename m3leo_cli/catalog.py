@@ -1,0 +1,416 @@
+"""The catalog: build the local manifest from the Hub, keep it current, and describe it.
+
+``refresh`` pins a commit, lists the repo tree (paginated), fetches the split CSV / the
+``_parquet.csv`` / the GeoJSON, and writes one manifest per edition and region. Nothing is
+written until a region's listing has fully succeeded, so a failing Hub leaves the old manifest
+as it was. Queries (``select``, ``stats``) live in :mod:`m3leo_cli.catalog_query` and are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import spec
+from .catalog_query import select, stats, tally
+from .config import Settings
+from .errors import (
+    ManifestCorruptError,
+    ManifestNotFoundError,
+    OfflineError,
+    UnknownModalityError,
+)
+from .manifest import read_manifest, read_summary, write_manifest
+from .manifest_build import build_manifest, definition_files
+from .progress import ProgressCallback, ProgressEvent, no_progress
+from .store import Store
+
+__all__ = [
+    "RefreshReport",
+    "RegionRefresh",
+    "ensure_manifest",
+    "load_manifest",
+    "manifest_info",
+    "modalities",
+    "refresh",
+    "regions",
+    "select",
+    "stats",
+]
+
+
+@dataclass
+class RegionRefresh:
+    """What a refresh did to one edition+region manifest."""
+
+    edition: str
+    region: str
+    repo_id: str
+    commit: str
+    previous_commit: str | None
+    status: str  # "created" | "updated" | "unchanged"
+    files: int = 0
+    tiles: int = 0
+    bytes: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RefreshReport:
+    edition: str
+    revision: str
+    regions: list[RegionRefresh] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{r.region}: {w}" for r in self.regions for w in r.warnings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "edition": self.edition,
+            "revision": self.revision,
+            "regions": [asdict(r) for r in self.regions],
+        }
+
+
+def _regions(names: Sequence[str] | None) -> list[str]:
+    return [spec.get_region(r).name for r in (names or spec.REGIONS)]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def summarize(table: pa.Table, edition: str, region: str, commit: str, revision: str) -> dict:
+    """The summary stored in the manifest footer (read without touching data pages)."""
+    datakinds: dict[str, dict[str, Any]] = {}
+    for row in tally(table, edition):
+        dk = datakinds.setdefault(
+            row["datakind"], {"tiles": 0, "files": 0, "bytes": 0, "splits": {}}
+        )
+        dk["files"] += row["files"]
+        dk["bytes"] += row["bytes"]
+        dk["splits"][row["split"] or "none"] = {k: row[k] for k in ("tiles", "files", "bytes")}
+    tiles_all = table.filter(pc.field("kind") == "tile")
+    for name, dk in datakinds.items():
+        dk["tiles"] = sum(s["tiles"] for s in dk["splits"].values())
+        family, year = (None, None)
+        try:
+            parsed = spec.parse_datakind(name)
+            family, year = parsed.family.name, parsed.year
+        except UnknownModalityError:
+            pass
+        dk["family"], dk["year"] = family, year
+    remote = table.filter(pc.field("checksum").is_valid())
+    bbox = None
+    if tiles_all.num_rows and tiles_all["lon_min"].null_count < tiles_all.num_rows:
+        bbox = [
+            pc.min(tiles_all["lon_min"]).as_py(),
+            pc.min(tiles_all["lat_min"]).as_py(),
+            pc.max(tiles_all["lon_max"]).as_py(),
+            pc.max(tiles_all["lat_max"]).as_py(),
+        ]
+    return {
+        "edition": edition,
+        "region": region,
+        "commit": commit,
+        "revision": revision,
+        "refreshed_at": _now(),
+        "files": remote.num_rows,
+        "bytes": int(pc.sum(remote["size"]).as_py() or 0),
+        "tiles": len(pc.unique(tiles_all["tile_id"].drop_null())),
+        "datakinds": dict(sorted(datakinds.items())),
+        "bbox": bbox,
+    }
+
+
+def _remote_files(table: pa.Table) -> dict[str, tuple[int, bytes]]:
+    t = table.filter(pc.field("checksum").is_valid())
+    return dict(
+        zip(
+            t["path"].to_pylist(),
+            zip(t["size"].to_pylist(), t["checksum"].to_pylist(), strict=True),
+            strict=True,
+        )
+    )
+
+
+def refresh(
+    settings: Settings,
+    edition: str,
+    regions: Sequence[str] | None = None,
+    revision: str | None = None,
+    progress: ProgressCallback = no_progress,
+    *,
+    force: bool = False,
+) -> RefreshReport:
+    """Build or update the manifests of ``edition`` for ``regions`` (default: all six).
+
+    At the commit the manifest already has, nothing is listed or written (unless ``force``).
+    """
+    from .hub import HubClient
+
+    ed = spec.get_edition(edition)
+    names = _regions(regions)
+    rev = revision or settings.revision
+    if settings.offline:
+        raise OfflineError(
+            "offline mode is on (HF_HUB_OFFLINE=1): the catalog cannot be refreshed",
+            "unset HF_HUB_OFFLINE to refresh; `m3leo stats` and selections work from the "
+            "cached manifest",
+        )
+    store = Store(settings.data_dir)
+    report = RefreshReport(ed.name, rev)
+    progress(ProgressEvent("start", phase="refresh", total_files=len(names)))
+    with HubClient(settings) as client:
+        for region in names:
+            report.regions.append(_refresh_one(client, store, ed, region, rev, force, progress))
+            progress(ProgressEvent("advance", phase="refresh", files=1))
+    progress(ProgressEvent("done", phase="refresh"))
+    return report
+
+
+def _refresh_one(
+    client: Any,
+    store: Store,
+    ed: spec.Edition,
+    region: str,
+    rev: str,
+    force: bool,
+    progress: ProgressCallback,
+) -> RegionRefresh:
+    repo_id = ed.repo_id(region)
+    path = store.manifest_path(ed.name, region)
+    commit = client.revision(repo_id, rev)
+    warnings: list[str] = []
+    old: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            old = read_summary(path)
+        except ManifestCorruptError as exc:
+            warnings.append(f"replaced an unreadable manifest ({exc.message})")
+    if old is not None and old.get("commit") == commit and not force:
+        return RegionRefresh(
+            ed.name,
+            region,
+            repo_id,
+            commit,
+            commit,
+            "unchanged",
+            old.get("files", 0),
+            old.get("tiles", 0),
+            old.get("bytes", 0),
+        )
+    progress(ProgressEvent("message", phase="refresh", message=f"listing {repo_id}@{commit[:12]}"))
+    entries = list(client.iter_tree(repo_id, commit))
+    roles = definition_files(ed.name, [e.path for e in entries if e.type == "file"])
+    files = {role: client.get_bytes(repo_id, commit, p) for role, p in roles.items()}
+    built = build_manifest(ed.name, region, commit, entries, files)
+    summary = summarize(built.table, ed.name, region, commit, rev)
+    rr = RegionRefresh(
+        ed.name,
+        region,
+        repo_id,
+        commit,
+        old.get("commit") if old else None,
+        "updated" if old else "created",
+        summary["files"],
+        summary["tiles"],
+        summary["bytes"],
+        warnings=warnings + built.warnings,
+    )
+    if old is not None:
+        before = _remote_files(read_manifest([path], columns=["path", "size", "checksum"]))
+        after = _remote_files(built.table)
+        rr.added = sorted(set(after) - set(before))
+        rr.removed = sorted(set(before) - set(after))
+        rr.changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
+    write_manifest(path, built.table, summary)
+    return rr
+
+
+def _existing(store: Store, edition: str, regions: Sequence[str] | None) -> dict[str, Path]:
+    return {
+        r: store.manifest_path(edition, r)
+        for r in _regions(regions)
+        if store.manifest_path(edition, r).exists()
+    }
+
+
+def ensure_manifest(
+    settings: Settings,
+    edition: str,
+    regions: Sequence[str] | None,
+    progress: ProgressCallback = no_progress,
+) -> None:
+    """Refresh the regions that have no readable manifest yet; leave the others alone."""
+    ed = spec.get_edition(edition).name
+    store = Store(settings.data_dir)
+    missing = []
+    for r in _regions(regions):
+        p = store.manifest_path(ed, r)
+        try:
+            if p.exists():
+                read_summary(p)
+                continue
+        except ManifestCorruptError:
+            pass
+        missing.append(r)
+    if not missing:
+        return
+    if settings.offline:
+        raise ManifestNotFoundError(
+            f"no {ed} manifest cached for {', '.join(missing)} and offline mode is on",
+            "unset HF_HUB_OFFLINE and run `m3leo catalog refresh --edition "
+            f"{ed} " + " ".join(f"--region {r}" for r in missing) + "`",
+        )
+    refresh(settings, ed, missing, progress=progress)
+
+
+def load_manifest(
+    settings: Settings, edition: str, regions: Sequence[str] | None = None
+) -> pa.Table:
+    """Every row of the cached manifests of ``edition`` (all regions that have one)."""
+    ed = spec.get_edition(edition).name
+    found = _existing(Store(settings.data_dir), ed, regions)
+    if not found or (regions and len(found) < len(_regions(regions))):
+        missing = [r for r in _regions(regions) if r not in found]
+        raise ManifestNotFoundError(
+            f"no {ed} manifest for {', '.join(missing)}",
+            f"run `m3leo catalog refresh --edition {ed}`"
+            + "".join(f" --region {r}" for r in missing if regions),
+        )
+    return read_manifest(list(found.values()))
+
+
+def manifest_info(
+    settings: Settings, edition: str, regions: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Per region: where its manifest is and what its footer says (``catalog show``)."""
+    ed = spec.get_edition(edition).name
+    store = Store(settings.data_dir)
+    out = []
+    for r in _regions(regions):
+        p = store.manifest_path(ed, r)
+        row: dict[str, Any] = {"edition": ed, "region": r, "path": str(p), "status": "missing"}
+        if p.exists():
+            try:
+                s = read_summary(p)
+                row.update(
+                    status="ok",
+                    commit=s.get("commit"),
+                    revision=s.get("revision"),
+                    refreshed_at=s.get("refreshed_at"),
+                    files=s.get("files"),
+                    tiles=s.get("tiles"),
+                    bytes=s.get("bytes"),
+                    datakinds=len(s.get("datakinds", {})),
+                    bbox=s.get("bbox"),
+                )
+            except ManifestCorruptError as exc:
+                row.update(status="corrupt", error=exc.message)
+        out.append(row)
+    return out
+
+
+def regions(settings: Settings) -> list[dict[str, Any]]:
+    """The six regions from the spec, with what the cached manifests say about each."""
+    infos = {
+        (i["edition"], i["region"]): i for e in spec.EDITIONS for i in manifest_info(settings, e)
+    }
+    out = []
+    for name, reg in spec.REGIONS.items():
+        cached = {}
+        for e in spec.EDITIONS:
+            i = infos[(e, name)]
+            cached[e] = {k: i.get(k) for k in ("status", "commit", "tiles", "files", "bytes")}
+        out.append(
+            {
+                "region": name,
+                "description": reg.description,
+                "partition": reg.partition,
+                "split_tag": reg.split_tag,
+                "total_chips": reg.total_chips,
+                "repos": {e: ed.repo_id(name) for e, ed in spec.EDITIONS.items()},
+                "manifests": cached,
+            }
+        )
+    return out
+
+
+def modalities(
+    settings: Settings, edition: str = spec.DEFAULT_EDITION, regions: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Datakinds of ``edition`` in ``regions``: spec facts plus tiles/bytes from the manifests.
+
+    Where a region has a manifest, its listing decides which datakinds exist; elsewhere the
+    spec's expectation does, and tiles/bytes are null.
+    """
+    ed = spec.get_edition(edition).name
+    store = Store(settings.data_dir)
+    found: dict[str, dict[str, Any]] = {}
+    for r in _regions(regions):
+        p = store.manifest_path(ed, r)
+        summary = None
+        if p.exists():
+            try:
+                summary = read_summary(p)
+            except ManifestCorruptError:
+                summary = None
+        kinds = (
+            summary["datakinds"] if summary else {d: None for d in spec.expected_datakinds(ed, r)}
+        )
+        for dk, info in kinds.items():
+            row = found.setdefault(dk, _modality_row(dk))
+            row["regions"].append(r)
+            if info is not None:
+                for k in ("tiles", "bytes", "files"):
+                    row[k] = (row[k] or 0) + info[k]
+    return [found[k] for k in sorted(found)]
+
+
+def _modality_row(datakind: str) -> dict[str, Any]:
+    try:
+        dk = spec.parse_datakind(datakind)
+    except UnknownModalityError:
+        return {
+            "datakind": datakind,
+            "family": None,
+            "year": None,
+            "aliases": [],
+            "format": None,
+            "bands": [],
+            "variables": [],
+            "resolution_m": None,
+            "grid": None,
+            "regions": [],
+            "tiles": None,
+            "files": None,
+            "bytes": None,
+        }
+    fam = dk.family
+    return {
+        "datakind": datakind,
+        "family": fam.name,
+        "year": dk.year,
+        "aliases": list(fam.aliases),
+        "format": fam.format,
+        "bands": list(fam.bands),
+        "variables": list(fam.variables),
+        "resolution_m": fam.resolution_m,
+        "grid": fam.grid,
+        "regions": [],
+        "tiles": None,
+        "files": None,
+        "bytes": None,
+    }

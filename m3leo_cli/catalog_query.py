@@ -1,0 +1,284 @@
+"""Queries over the cached manifests: the one selection model, and manifest-level stats.
+
+Everything here reads the local Parquet manifests only (never the network), so it works with
+``HF_HUB_OFFLINE=1``. Filters are pushed down to pyarrow.dataset; the manifests are sorted by
+(kind, datakind, split, tile_id), so a region + modality + split query reads a few row groups.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import spec
+from .config import Settings
+from .errors import (
+    EmptySelectionError,
+    ManifestNotFoundError,
+    SelectionError,
+    TileNotFoundError,
+    UnknownModalityError,
+)
+from .manifest import in_set, read_manifest, read_summary
+from .selection import Selection
+from .store import Store
+
+STATS_KEYS = ("edition", "region", "modality", "split", "tiles", "bytes", "local_tiles")
+
+
+def manifest_paths(settings: Settings, selection: Selection) -> dict[str, Path]:
+    """region -> manifest path for the selection; every named region must have one."""
+    store = Store(settings.data_dir)
+    ed = selection.edition
+    found = {
+        r: store.manifest_path(ed, r)
+        for r in selection.region_names
+        if store.manifest_path(ed, r).exists()
+    }
+    missing = [r for r in selection.region_names if r not in found]
+    if (selection.regions and missing) or not found:
+        regions = missing if selection.regions else []
+        raise ManifestNotFoundError(
+            f"no {ed} manifest for {', '.join(missing)} in {store.manifest_root}",
+            f"run `m3leo catalog refresh --edition {ed}"
+            + "".join(f" --region {r}" for r in regions)
+            + "` (needs the network or a mirror via HF_ENDPOINT)",
+        )
+    return found
+
+
+def _wants(selection: Selection, datakind: str) -> bool:
+    try:
+        return selection.wants_datakind(datakind)
+    except UnknownModalityError:  # a folder the spec does not know: only "everything" gets it
+        return not (selection.modalities or selection.years)
+
+
+def _no_datakind(selection: Selection, summaries: dict[str, dict[str, Any]]) -> SelectionError:
+    wanted = ", ".join(selection.modalities) or "any"
+    years = f" for year {', '.join(map(str, selection.years))}" if selection.years else ""
+    parts = []
+    for r, s in summaries.items():
+        have = ", ".join(s.get("datakinds", {})) or "nothing"
+        parts.append(f"region {r} has no {wanted} datakind{years} (it has: {have})")
+    return EmptySelectionError(
+        "; ".join(parts) + f" in the {selection.edition} edition",
+        "pick a modality `m3leo modalities --region R` lists, or another --region/--edition",
+    )
+
+
+def _filter(selection: Selection, datakinds: list[str], kinds: Sequence[str]) -> pc.Expression:
+    dk = in_set("datakind", datakinds)
+    tile = (pc.field("kind") == "tile") & dk
+    shard = (pc.field("kind") == "shard") & dk
+    if selection.splits:
+        tile = tile & in_set("split", selection.splits)
+        shard = shard & in_set("split", selection.splits)
+    if selection.tiles:
+        tile = tile & in_set("tile_id", selection.tiles)
+    if selection.edition == "full":
+        tile = tile & pc.field("shard").is_valid()  # no shard in the listing: not available
+    if selection.bbox is not None:
+        w, s, e, n = selection.bbox
+        tile = tile & (pc.field("lon_min") <= e) & (pc.field("lon_max") >= w)
+        tile = tile & (pc.field("lat_min") <= n) & (pc.field("lat_max") >= s)
+    parts = {"tile": tile, "shard": shard, "aux": pc.field("kind") == "aux"}
+    expr = None
+    for k in kinds:
+        expr = parts[k] if expr is None else expr | parts[k]
+    assert expr is not None
+    return expr
+
+
+def select(settings: Settings, selection: Selection, kinds: Sequence[str] = ("tile",)) -> pa.Table:
+    """Manifest rows matching ``selection`` (tile rows by default), sorted within each region.
+
+    Raises EmptySelectionError saying why when nothing matches, TileNotFoundError for tile ids
+    the manifests do not know, ManifestNotFoundError when a region has no cached manifest.
+    """
+    if selection.bbox is not None and selection.edition == "full":
+        raise EmptySelectionError(
+            "the full edition publishes no tile geometry, so --bbox cannot select from it",
+            "use --edition miniset (its tiles have bboxes) or select full-edition tiles "
+            "with --tiles/--tiles-file",
+        )
+    paths = manifest_paths(settings, selection)
+    summaries = {r: read_summary(p) for r, p in paths.items()}
+    all_dks = sorted({dk for s in summaries.values() for dk in s.get("datakinds", {})})
+    datakinds = [dk for dk in all_dks if _wants(selection, dk)]
+    if not datakinds:
+        raise _no_datakind(selection, summaries)
+    files = list(paths.values())
+    table = read_manifest(files, filter=_filter(selection, datakinds, kinds))
+    if selection.tiles:
+        _check_tiles(selection, files, table)
+    if selection.limit is not None and "tile" in kinds:
+        tiles = table.filter(pc.field("kind") == "tile")["tile_id"]
+        keep = pc.unique(tiles.drop_null()).sort()[: selection.limit]
+        table = table.filter((pc.field("kind") != "tile") | pc.field("tile_id").isin(keep))
+    if table.num_rows == 0:
+        raise _explain_empty(selection, summaries, datakinds)
+    return table
+
+
+def _check_tiles(selection: Selection, files: list[Path], table: pa.Table) -> None:
+    found = set(pc.unique(table["tile_id"].drop_null()).to_pylist())
+    missing = [t for t in selection.tiles if t not in found]
+    if not missing:
+        return
+    known = read_manifest(
+        files,
+        filter=(pc.field("kind") == "tile") & in_set("tile_id", missing),
+        columns=["tile_id"],
+    )
+    unknown = [t for t in missing if t not in set(known["tile_id"].to_pylist())]
+    if not unknown:
+        return
+    ids = read_manifest(files, filter=pc.field("kind") == "tile", columns=["tile_id"])
+    universe = pc.unique(ids["tile_id"].drop_null()).sort().to_pylist()
+    close = _close_ids(unknown[0], universe)
+    where = f"the {selection.edition} manifest of {', '.join(r for r in selection.region_names)}"
+    shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+    raise TileNotFoundError(
+        f"{len(unknown)} tile id(s) not in {where}: {shown}",
+        ("did you mean " + " or ".join(close) + "? " if close else "")
+        + "check the --region/--edition; `m3leo stats` shows what exists",
+    )
+
+
+def _close_ids(word: str, universe: list[str]) -> list[str]:
+    if len(universe) <= 20_000:
+        return difflib.get_close_matches(word, universe, n=3, cutoff=0.6)
+    i = bisect.bisect_left(universe, word)  # ids sharing the longest prefix sit next to it
+    return universe[max(0, i - 1) : i + 2]
+
+
+def _explain_empty(
+    selection: Selection, summaries: dict[str, dict[str, Any]], datakinds: list[str]
+) -> EmptySelectionError:
+    what = [f"edition {selection.edition}", f"region {', '.join(summaries)}"]
+    what.append(f"datakind {', '.join(datakinds)}")
+    if selection.splits:
+        what.append(f"split {', '.join(selection.splits)}")
+    if selection.tiles:
+        what.append(f"{len(selection.tiles)} listed tile(s)")
+    if selection.bbox is not None:
+        b = ",".join(f"{v:g}" for v in selection.bbox)
+        spans = []
+        for r, s in summaries.items():
+            if s.get("bbox"):
+                spans.append(f"{r} spans " + ",".join(f"{v:.3f}" for v in s["bbox"]))
+        return EmptySelectionError(
+            f"bbox {b} overlaps no {selection.edition} tile of region "
+            f"{', '.join(summaries)} ({'; '.join(spans) or 'no tile has a bbox'})",
+            "check the order W,S,E,N and the region; `m3leo catalog show` gives each extent",
+        )
+    return EmptySelectionError("no tile matches " + ", ".join(what))
+
+
+# ------------------------------------------------------------------------------------ stats
+
+
+def tally(table: pa.Table, edition: str) -> list[dict[str, Any]]:
+    """Tiles, files and bytes per (region, datakind, split) of the tile rows in ``table``.
+
+    Miniset: one file per tile row. Full edition: tiles are the rows whose shard exists; files
+    and bytes are the distinct shards those tiles live in (shards are per split, so with no
+    tile-level filter this is exactly the sum of the shard sizes).
+    """
+    keys = ["region", "datakind", "split"]
+    tiles = table.filter(pc.field("kind") == "tile")
+    if edition == "full":
+        tiles = tiles.filter(pc.field("shard").is_valid())
+        counts = tiles.group_by(keys).aggregate([("tile_id", "count")])
+        shards = table.filter(pc.field("kind") == "shard").select(["region", "path", "size"])
+        refs = tiles.group_by([*keys, "shard"]).aggregate([])
+        refs = refs.join(shards.rename_columns(["region", "shard", "size"]), ["region", "shard"])
+        sizes = refs.group_by(keys).aggregate([("size", "sum"), ("shard", "count")])
+        sizes = sizes.rename_columns([*keys, "bytes", "files"])
+        merged = counts.join(sizes, keys)
+    else:
+        agg = tiles.group_by(keys).aggregate([("tile_id", "count"), ("size", "sum")])
+        merged = agg.rename_columns([*keys, "tile_id_count", "bytes"])
+        merged = merged.append_column("files", merged["tile_id_count"])
+    out = []
+    for row in merged.to_pylist():
+        out.append(
+            {
+                "region": row["region"],
+                "datakind": row["datakind"],
+                "split": row["split"],
+                "tiles": int(row["tile_id_count"] or 0),
+                "files": int(row["files"] or 0),
+                "bytes": int(row["bytes"] or 0),
+            }
+        )
+    order = {s: i for i, s in enumerate(spec.SPLITS)}
+    out.sort(key=lambda r: (r["region"], r["datakind"], order.get(r["split"], 9)))
+    return out
+
+
+def local_flags(store: Store, edition: str, table: pa.Table) -> pa.ChunkedArray:
+    """For each tile row: is its file already in the store? One directory scan per datakind."""
+    result = pc.fill_null(pc.equal(table["kind"], ""), False)  # all False, chunked like table
+    for region in pc.unique(table["region"]).to_pylist():
+        if not store.region_dir(edition, region).is_dir():
+            continue
+        rmask = pc.equal(table["region"], region)
+        sub = table.filter(rmask)
+        for dk in pc.unique(sub["datakind"].drop_null()).to_pylist():
+            folder = sub.filter(pc.equal(sub["datakind"], dk))["path"][0].as_py().rpartition("/")[0]
+            try:
+                with os.scandir(store.local_path(edition, region, folder)) as it:
+                    names = [e.name for e in it if e.is_file()]
+            except (OSError, ValueError):
+                continue
+            if not names:
+                continue
+            mask = pc.and_(rmask, pc.equal(table["datakind"], dk))
+            base = pc.utf8_slice_codeunits(table["path"], len(folder) + 1)
+            hit = pc.and_(mask, pc.is_in(base, value_set=pa.array(names, pa.string())))
+            result = pc.or_(result, pc.fill_null(hit, False))
+    return result
+
+
+def stats(settings: Settings, selection: Selection, *, files: bool = False) -> list[dict[str, Any]]:
+    """Rows ``edition, region, modality (datakind), split, tiles, bytes, local_tiles``.
+
+    ``files=True`` adds a ``files`` count (shards for the full edition) for the people's table.
+    """
+    kinds = ("tile", "shard") if selection.edition == "full" else ("tile",)
+    table = select(settings, selection, kinds=kinds)
+    tiles = table.filter(pc.field("kind") == "tile")
+    flags = local_flags(Store(settings.data_dir), selection.edition, tiles)
+    local = tiles.select(["region", "datakind", "split"]).append_column(
+        "local", pc.cast(flags, pa.int64())
+    )
+    local_counts = {
+        (r["region"], r["datakind"], r["split"]): r["local_sum"]
+        for r in local.group_by(["region", "datakind", "split"])
+        .aggregate([("local", "sum")])
+        .to_pylist()
+    }
+    rows = []
+    for t in tally(table, selection.edition):
+        row = {
+            "edition": selection.edition,
+            "region": t["region"],
+            "modality": t["datakind"],
+            "split": t["split"],
+            "tiles": t["tiles"],
+            "bytes": t["bytes"],
+            "local_tiles": int(local_counts.get((t["region"], t["datakind"], t["split"])) or 0),
+        }
+        if files:
+            row["files"] = t["files"]
+        rows.append(row)
+    return rows

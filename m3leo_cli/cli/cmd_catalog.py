@@ -1,0 +1,166 @@
+"""`m3leo catalog refresh|show`, `m3leo regions`, `m3leo modalities`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .app import app, catalog_app
+from .options import DataDir, Edition, JsonOut, Quiet, Regions, settings_from
+from .render import human_bytes, out_console, print_json, say
+
+Revision = Annotated[
+    str | None,
+    typer.Option("--revision", help="Branch, tag or commit to pin (default: main)."),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Rebuild even when the commit has not changed.")
+]
+
+
+def _short(commit: str | None) -> str:
+    return (commit or "")[:12] or "-"
+
+
+@catalog_app.command("refresh")
+def catalog_refresh(
+    edition: Edition = "full",
+    region: Regions = None,
+    revision: Revision = None,
+    force: Force = False,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build or update the local manifest from the Hub (one per edition and region).
+
+    Example: m3leo catalog refresh --edition miniset --region europe
+    """
+    from ..catalog import refresh
+    from ..progress import ProgressEvent
+
+    def progress(event: ProgressEvent) -> None:
+        if event.kind == "message" and not quiet:
+            say(event.message)
+
+    report = refresh(
+        settings_from(data_dir=data_dir), edition, region, revision, progress, force=force
+    )
+    if json_out:
+        print_json(report.to_dict())
+    for r in report.regions:
+        head = f"{r.region} ({r.edition}, {r.repo_id})"
+        if r.status == "unchanged":
+            say(f"{head}: unchanged at commit {_short(r.commit)}; nothing to do")
+        elif r.status == "created":
+            say(
+                f"{head}: manifest created at commit {_short(r.commit)}: {r.files} files, "
+                f"{r.tiles} tiles, {human_bytes(r.bytes)}"
+            )
+        else:
+            say(
+                f"{head}: updated {_short(r.previous_commit)} -> {_short(r.commit)}: "
+                f"{len(r.added)} files added, {len(r.removed)} removed, {len(r.changed)} changed"
+            )
+    for w in report.warnings:
+        say(f"warning: {w}")
+
+
+@catalog_app.command("show")
+def catalog_show(
+    edition: Edition = "full",
+    region: Regions = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Show each cached manifest: path, commit, files, tiles, bytes.
+
+    Example: m3leo catalog show --edition miniset
+    """
+    from ..catalog import manifest_info
+
+    rows = manifest_info(settings_from(data_dir=data_dir), edition, region)
+    if json_out:
+        print_json({"manifests": rows})
+        return
+    from rich.table import Table
+
+    table = Table("region", "status", "commit", "refreshed", "files", "tiles", "bytes", "path")
+    for r in rows:
+        table.add_row(
+            r["region"],
+            r["status"],
+            _short(r.get("commit")),
+            str(r.get("refreshed_at") or "-"),
+            str(r.get("files") if r.get("files") is not None else "-"),
+            str(r.get("tiles") if r.get("tiles") is not None else "-"),
+            human_bytes(r.get("bytes")) if r.get("bytes") is not None else "-",
+            r["path"],
+        )
+    out_console().print(table)
+
+
+@app.command("regions")
+def regions_cmd(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
+    """List the six regions, their Hub repos and what the local manifests hold.
+
+    Example: m3leo regions --json
+    """
+    from ..catalog import regions
+
+    rows = regions(settings_from(data_dir=data_dir))
+    if json_out:
+        print_json({"regions": rows})
+        return
+    from rich.table import Table
+
+    table = Table("region", "description", "chips (full)", "full manifest", "miniset manifest")
+    for r in rows:
+        cells = []
+        for e in ("full", "miniset"):
+            m = r["manifests"][e]
+            cells.append(
+                f"{m['tiles']} tiles, {human_bytes(m['bytes'])}"
+                if m["status"] == "ok"
+                else m["status"]
+            )
+        table.add_row(r["region"], r["description"], f"{r['total_chips']:,}", *cells)
+    out_console().print(table)
+
+
+@app.command("modalities")
+def modalities_cmd(
+    region: Regions = None,
+    edition: Edition = "full",
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """List datakinds: aliases, format, bands or variables, resolution, tiles and bytes.
+
+    Example: m3leo modalities --region europe --edition miniset
+    """
+    from ..catalog import modalities
+
+    rows = modalities(settings_from(data_dir=data_dir), edition, region)
+    if json_out:
+        print_json({"modalities": rows})
+        return
+    from rich.table import Table
+
+    table = Table("datakind", "aliases", "format", "bands / variables", "res. m", "tiles", "bytes")
+    for r in rows:
+        names = r["bands"] or r["variables"]
+        shown = ", ".join(names[:4]) + (f" ... ({len(names)})" if len(names) > 4 else "")
+        table.add_row(
+            r["datakind"],
+            ", ".join(r["aliases"]),
+            r["format"] or "?",
+            shown,
+            f"{r['resolution_m']:g}" if r["resolution_m"] else "?",
+            "-" if r["tiles"] is None else f"{r['tiles']:,}",
+            "-" if r["bytes"] is None else human_bytes(r["bytes"]),
+        )
+    out_console().print(table)
+    if any(r["tiles"] is None for r in rows):
+        say("tiles/bytes show '-' where no manifest is cached: run `m3leo catalog refresh`")

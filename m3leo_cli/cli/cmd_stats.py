@@ -1,0 +1,80 @@
+"""`m3leo stats`: tiles and bytes by region x modality x split, from the manifest."""
+
+from __future__ import annotations
+
+from .app import app
+from .options import (
+    BBoxOpt,
+    DataDir,
+    Edition,
+    JsonOut,
+    Limit,
+    Modalities,
+    Regions,
+    Splits,
+    TilesFile,
+    TilesOpt,
+    Years,
+    selection_from,
+    settings_from,
+)
+from .render import human_bytes, out_console, print_json
+
+
+@app.command("stats")
+def stats_cmd(
+    edition: Edition = "full",
+    region: Regions = None,
+    modality: Modalities = None,
+    split: Splits = None,
+    year: Years = None,
+    bbox: BBoxOpt = None,
+    tiles: TilesOpt = None,
+    tiles_file: TilesFile = None,
+    limit: Limit = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Tiles, files and bytes per region, modality and split, and how many are local.
+
+    Works offline from the cached manifest (run `m3leo catalog refresh` once).
+
+    Example: m3leo stats --edition miniset --region europe --modality gssic --json
+    """
+    from ..catalog import stats
+
+    settings = settings_from(data_dir=data_dir)
+    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    rows = stats(settings, sel, files=not json_out)
+    if json_out:
+        print_json({"rows": rows})
+        return
+    render_stats(rows)
+
+
+def render_stats(rows: list[dict]) -> None:
+    """The people's table, with a total line."""
+    from rich.table import Table
+
+    table = Table("region", "modality", "split", "tiles", "files", "bytes", "local tiles")
+    for r in rows:
+        table.add_row(
+            r["region"],
+            r["modality"],
+            r["split"] or "-",
+            f"{r['tiles']:,}",
+            f"{r['files']:,}",
+            human_bytes(r["bytes"]),
+            f"{r['local_tiles']:,}",
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{sum(r['tiles'] for r in rows):,}",
+        f"{sum(r['files'] for r in rows):,}",
+        human_bytes(sum(r["bytes"] for r in rows)),
+        f"{sum(r['local_tiles'] for r in rows):,}",
+        style="bold",
+    )
+    out_console().print(table)

@@ -1,0 +1,164 @@
+"""The Parquet manifest: its schema, atomic writes, validated reads with predicate pushdown.
+
+One file per edition and region (``Store.manifest_path``), sorted by (kind, datakind, split,
+tile_id) and cut into small row groups, so a ``pyarrow.dataset`` filter on those keys skips
+almost every row group (see docs/benchmarks.md). The file carries its own summary in the
+Parquet key-value metadata (commit, datakinds, counts, extent), so ``regions``, ``modalities``
+and ``catalog show`` never read a data page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .errors import ManifestCorruptError
+
+MANIFEST_VERSION = "1"
+VERSION_KEY = b"m3leo.manifest_version"
+SUMMARY_KEY = b"m3leo.summary"
+SORT_KEYS = ("kind", "datakind", "split", "tile_id")
+ROW_GROUP_ROWS = 65_536
+
+SCHEMA = pa.schema(
+    [
+        pa.field("edition", pa.string(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # "tile" | "shard" | "aux"
+        pa.field("datakind", pa.string()),
+        pa.field("family", pa.string()),
+        pa.field("year", pa.int16()),
+        pa.field("tile_id", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("path", pa.string(), nullable=False),  # repo path (full tiles: unpacked path)
+        pa.field("size", pa.int64()),
+        pa.field("checksum_kind", pa.string()),  # "sha256" | "git-sha1"
+        pa.field("checksum", pa.binary()),  # raw digest bytes
+        pa.field("shard", pa.string()),  # full tiles: repo path of the shard holding the tile
+        pa.field("row_group", pa.int32()),
+        pa.field("row", pa.int64()),
+        pa.field("lon_min", pa.float64()),
+        pa.field("lat_min", pa.float64()),
+        pa.field("lon_max", pa.float64()),
+        pa.field("lat_max", pa.float64()),
+        pa.field("commit", pa.string(), nullable=False),
+    ]
+)
+
+
+def sort_manifest(table: pa.Table) -> pa.Table:
+    return table.sort_by([(k, "ascending") for k in SORT_KEYS])
+
+
+def write_manifest(path: Path, table: pa.Table, summary: dict[str, Any]) -> None:
+    """Write ``table`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    A crash at any point leaves either the old manifest or the new one, never half of one.
+    """
+    table = sort_manifest(table.select(SCHEMA.names).cast(SCHEMA))
+    meta = {VERSION_KEY: MANIFEST_VERSION.encode(), SUMMARY_KEY: json.dumps(summary).encode()}
+    table = table.replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".parquet.part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(
+                table,
+                fh,
+                compression="zstd",
+                row_group_size=ROW_GROUP_ROWS,
+                write_statistics=True,
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _corrupt(path: Path, why: str) -> ManifestCorruptError:
+    return ManifestCorruptError(
+        f"{path} is not an m3leo manifest ({why})",
+        "delete it or run `m3leo catalog refresh` (add --edition/--region) to rebuild it",
+    )
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """Validate the file is our manifest (schema + version key) and return its summary.
+
+    Reads only the Parquet footer. Foreign or damaged files raise ManifestCorruptError.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _corrupt(path, f"unreadable Parquet: {str(exc).splitlines()[0][:120]}") from None
+    meta = schema.metadata or {}
+    version = meta.get(VERSION_KEY)
+    if version is None:
+        raise _corrupt(path, "no m3leo.manifest_version key: a foreign Parquet file")
+    if version.decode(errors="replace") != MANIFEST_VERSION:
+        raise _corrupt(path, f"manifest version {version!r}, this m3leo reads {MANIFEST_VERSION}")
+    got = [(f.name, f.type) for f in schema]
+    want = [(f.name, f.type) for f in SCHEMA]
+    if got != want:
+        raise _corrupt(path, "its columns differ from the manifest schema")
+    try:
+        summary = json.loads(meta.get(SUMMARY_KEY, b"{}"))
+    except ValueError:
+        raise _corrupt(path, "its summary metadata is not JSON") from None
+    if not isinstance(summary, dict):
+        raise _corrupt(path, "its summary metadata is not an object")
+    return summary
+
+
+def read_manifest(
+    paths: Sequence[Path],
+    filter: pc.Expression | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Read manifest files with predicate pushdown. Every file is validated first."""
+    for p in paths:
+        read_summary(p)
+    if not paths:
+        return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+    try:
+        dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
+        table = dataset.to_table(filter=filter, columns=list(columns) if columns else None)
+    except (pa.ArrowException, OSError) as exc:
+        where = paths[0] if len(paths) == 1 else paths[0].parent.parent
+        raise _corrupt(Path(where), f"unreadable data: {str(exc).splitlines()[0][:120]}") from None
+    return table.replace_schema_metadata(None)
+
+
+def in_set(column: str, values: Sequence[Any]) -> pc.Expression:
+    """``column`` is one of ``values`` (an equality when there is one, so stats prune best)."""
+    field = pc.field(column)
+    if len(values) == 1:
+        return field == values[0]
+    return field.isin(list(values))
