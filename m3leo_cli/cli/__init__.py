@@ -25,6 +25,7 @@ def _load_commands() -> None:
 # One line per command module; each module registers its commands on `app` when imported.
 COMMAND_MODULES: list[str] = [
     "cmd_config",
+    "cmd_synth",
     "cmd_catalog",
     "cmd_stats",
 ]
