@@ -1,0 +1,130 @@
+"""``geotiff``: the original tile files, byte for byte, as ``<split>/<datakind>/<tile>.<ext>``.
+
+For GIS users and for M3LEO's own loaders (the same folder-per-datakind layout). Files are
+hard-linked when the output is on the store's filesystem (no extra space; editing one edits
+the other), copied otherwise. Every file is checked against the manifest's sha256 on the way
+(or fully read when no checksum is known), so a corrupt source is reported, never exported.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import TileError
+from .base import Exporter, Failure, Unit, UnitResult
+from .outputs import discard, disk_full, is_disk_full, part_path, promote, sha256_file
+from .samples import LayerFile, Sample
+
+DEFAULT_CRS = "EPSG:4326"  # every M3LEO raster (format spec section 3)
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    """Hard-link ``src`` to ``dst`` (same filesystem) or copy it; returns "link" or "copy"."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    discard(dst)
+    try:
+        os.link(src, dst)
+        return "link"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as exc:
+        discard(dst)
+        if is_disk_full(exc):
+            raise disk_full(dst, exc) from None
+        raise
+    return "copy"
+
+
+class GeoTiffExporter(Exporter):
+    name = "geotiff"
+    summary = "the original .tif/.nc files by split and datakind (hard links or byte copies)"
+    decodes = False
+
+    def path_of(self, sample: Sample, layer: str, lf: LayerFile) -> Path:
+        ext = lf.path.name.split(".", 1)[1] if "." in lf.path.name else ""
+        return self.out / sample.split / layer / f"{sample.tile_id}.{ext}"
+
+    def _check(self, sample: Sample, layer: str, lf: LayerFile, digest: str) -> str | None:
+        """Why the source is unusable, or None when it is intact."""
+        if lf.checksum and lf.checksum_kind == "sha256":
+            if digest != lf.checksum:
+                return f"sha256 {digest[:12]}... differs from the manifest's {lf.checksum[:12]}..."
+            return None
+        if lf.checksum and lf.checksum_kind == "git-sha1":
+            h = hashlib.sha1(f"blob {lf.path.stat().st_size}\0".encode())
+            with open(lf.path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            return None if h.hexdigest() == lf.checksum else "git blob sha1 differs"
+        from ..tiles import read_tile
+
+        try:
+            read_tile(lf.path, layer)
+        except TileError as exc:
+            return exc.message
+        return None
+
+    def process(self, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]] | Failure:
+        files: dict[str, Any] = {}
+        made: list[Path] = []
+        for lay in self.layers:
+            lf = sample.files.get(lay.name)
+            if lf is None:
+                continue
+            final = self.path_of(sample, lay.name, lf)
+            part = part_path(final)
+            try:
+                link_or_copy(lf.path, part)
+            except FileNotFoundError:
+                return self._fail(sample, lay.name, lf, "the source file is missing", made)
+            made.append(part)
+            digest = sha256_file(part)
+            why = self._check(sample, lay.name, lf, digest)
+            if why is not None:
+                return self._fail(sample, lay.name, lf, why, made)
+            rel = final.relative_to(self.out).as_posix()
+            files[rel] = {"sha256": digest, "size": part.stat().st_size}
+        meta = {
+            "tile_id": sample.tile_id,
+            "split": sample.split,
+            "region": sample.region,
+            "crs": DEFAULT_CRS,
+            "bounds": list(sample.bounds) if sample.bounds else None,
+            "layers": {
+                lay: {"file": rel}
+                for lay, rel in zip(
+                    [n.name for n in self.layers if n.name in sample.files], files, strict=True
+                )
+            },
+            "missing": list(sample.missing),
+        }
+        return meta, files
+
+    def _fail(
+        self, sample: Sample, layer: str, lf: LayerFile, why: str, made: list[Path]
+    ) -> Failure:
+        for p in made:
+            discard(p)
+        return Failure(sample.tile_id, sample.split, sample.region, layer, str(lf.path), why)
+
+    def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:
+        res = UnitResult(unit.key)
+        for item in items:
+            if isinstance(item, Failure):
+                res.failures.append(item)
+                continue
+            meta, files = item
+            for rel, info in files.items():
+                promote(self.out / rel)
+                res.files[rel] = info
+            res.samples.append(meta)
+        return res

@@ -1,0 +1,231 @@
+"""Run an export: plan units, skip finished ones, decode in parallel, write, record, describe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TileError, UsageError
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
+from .metadata import build_metadata, layer_entry, write_metadata
+from .samples import SamplePlan
+from .state import ProgressLog, is_done, load_results, prepare_out
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..selection import Selection
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    format: str
+    samples: int  # samples in the whole export plan
+    written: int  # samples written by this run
+    units_total: int  # units of this job (after --num-shards/--shard-index)
+    units_written: int
+    units_skipped: int  # already finished by an earlier run
+    files: int
+    bytes: int
+    seconds: float
+    complete: bool  # every unit of every job finished (metadata.json written)
+    metadata_path: Path | None
+    part: tuple[int, int]
+    skipped_missing: dict[str, int] = field(default_factory=dict)
+    not_downloaded: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "format": self.format,
+            "samples": self.samples,
+            "written": self.written,
+            "units_total": self.units_total,
+            "units_written": self.units_written,
+            "units_skipped": self.units_skipped,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "complete": self.complete,
+            "metadata": str(self.metadata_path) if self.metadata_path else None,
+            "part": {"index": self.part[0], "of": self.part[1]},
+            "skipped_missing_layer": self.skipped_missing,
+            "not_downloaded": self.not_downloaded,
+            "failed": [f.as_dict() for f in self.failures],
+        }
+
+
+def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
+    if options.num_shards < 1 or not 0 <= options.shard_index < options.num_shards:
+        raise UsageError(
+            f"--shard-index {options.shard_index} is outside 0..{options.num_shards - 1}",
+            "give --num-shards K and --shard-index i with 0 <= i < K (e.g. $SLURM_ARRAY_TASK_ID)",
+        )
+    if options.shard_size < 1:
+        raise UsageError(f"--shard-size must be at least 1, not {options.shard_size}")
+    if options.resample is not None and options.resample < 1:
+        raise UsageError(f"--resample must be at least 1, not {options.resample}")
+    if options.dtype is not None:
+        import numpy as np
+
+        try:
+            dt = np.dtype(options.dtype)
+        except TypeError:
+            dt = None
+        if dt is None or dt.kind not in "uif":
+            raise UsageError(
+                f"unknown --dtype {options.dtype!r}",
+                "use a numeric numpy dtype: float32, float16, uint16, int16, uint8, ...",
+            )
+    if not exporter_cls.decodes and (options.resample or options.normalize or options.dtype):
+        raise UsageError(
+            f"--format {exporter_cls.name} copies the original files: --resample, --normalize "
+            "and --dtype do not apply",
+            "use --format npz, webdataset or parquet to transform values",
+        )
+
+
+def probe_layers(exporter: Exporter, plan: SamplePlan) -> dict[str, dict[str, Any]]:
+    """Band names and output dtype of every layer, from the first readable tile holding it."""
+    from .decode import decode_sample, nodata_value
+
+    info: dict[str, dict[str, Any]] = {}
+    for lay in plan.layers:
+        for s in plan.samples:
+            if lay.name not in s.files:
+                continue
+            one = type(s)(s.tile_id, s.split, s.region, {lay.name: s.files[lay.name]})
+            if exporter.decodes:
+                d = decode_sample(one, [lay], exporter.options, exporter.stats)
+                if isinstance(d, Failure):
+                    continue
+                a = d.layers[lay.name]
+                info[lay.name] = layer_entry(
+                    a.band_names, str(a.data.dtype), a.source_dtype, nodata_value(a.data, a.nodata)
+                )
+            else:
+                from ..tiles import read_tile
+
+                try:
+                    t = read_tile(s.files[lay.name].path, lay.name)
+                except TileError:
+                    continue
+                dt = str(t.data.dtype)
+                info[lay.name] = layer_entry(t.band_names, dt, dt, nodata_value(t.data, t.nodata))
+            break
+        else:
+            info[lay.name] = layer_entry([], "", "", None)
+    return info
+
+
+def run_export(
+    plan: SamplePlan,
+    options: ExportOptions,
+    *,
+    settings: Settings | None = None,
+    progress: ProgressCallback = no_progress,
+) -> ExportSummary:
+    """Export the joined samples of ``plan`` as ``options.format`` into ``options.out``."""
+    from . import get_exporter
+    from .decode import ordered_map
+
+    started = time.monotonic()
+    cls = get_exporter(options.format)
+    check_options(options, cls)
+    out = Path(options.out)
+    exporter = cls(out, plan.layers, options)
+    if options.normalize:
+        from .normalize import load_stats
+
+        if settings is None:
+            raise UsageError("--normalize needs the store's saved statistics (no settings given)")
+        exporter.stats = load_stats(settings, plan, [lay.name for lay in plan.layers])
+    prepare_out(out, plan, options)
+    exporter.layer_info = probe_layers(exporter, plan)
+
+    units: list[Unit] = []
+    for split in plan.splits:
+        samples = [s for s in plan.samples if s.split == split]
+        units.extend(exporter.units(split, samples, len(units)))
+    mine = [u for u in units if u.index % options.num_shards == options.shard_index]
+    done = load_results(out)
+    todo = [u for u in mine if not is_done(out, done.get(u.key))]
+    log = ProgressLog(out, options.shard_index, options.num_shards)
+
+    total = sum(len(u.samples) for u in todo)
+    progress(ProgressEvent("start", phase="export", total_files=total))
+    written = files = nbytes = 0
+    failures: list[Failure] = []
+    flat = (s for u in todo for s in u.samples)
+    processed: Iterator[Any] = ordered_map(exporter.process, flat, max(1, options.workers))
+    for unit in todo:
+        items = (next(processed) for _ in unit.samples)
+        res: UnitResult = exporter.write(unit, items)
+        log.record(res)
+        done[unit.key] = res
+        written += len(res.samples)
+        files += len(res.files)
+        nbytes += sum(int(i["size"]) for i in res.files.values())
+        failures.extend(res.failures)
+        for f in res.failures:
+            progress(ProgressEvent("message", message=f"skipped {f.tile_id}: {f.path}: {f.reason}"))
+        progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
+    progress(ProgressEvent("done", phase="export"))
+
+    complete = all(u.key in done for u in units)
+    meta_path = None
+    if complete:
+        doc = build_metadata(
+            plan, options, exporter.layer_info, {u.key: done[u.key] for u in units}, exporter.stats
+        )
+        meta_path = write_metadata(out, doc)
+        failures = [f for u in mine for f in done[u.key].failures]
+    return ExportSummary(
+        out=out,
+        format=cls.name,
+        samples=len(plan.samples),
+        written=written,
+        units_total=len(mine),
+        units_written=len(todo),
+        units_skipped=len(mine) - len(todo),
+        files=files,
+        bytes=nbytes,
+        seconds=time.monotonic() - started,
+        complete=complete,
+        metadata_path=meta_path,
+        part=(options.shard_index, options.num_shards),
+        skipped_missing={k: len(v) for k, v in sorted(plan.skipped.items())},
+        not_downloaded={k: len(v) for k, v in sorted(plan.not_local.items())},
+        failures=failures,
+    )
+
+
+def export(
+    settings: Settings,
+    selection: Selection,
+    options: ExportOptions,
+    progress: ProgressCallback = no_progress,
+) -> ExportSummary:
+    """`m3leo export`: join the local tiles of ``selection`` and write them as ``options.format``.
+
+    ``options.inputs`` default to ``selection.modalities``. Corrupt source tiles are skipped and
+    listed in ``summary.failures``; a full disk raises DiskFullError (finished units are kept).
+    """
+    from dataclasses import replace
+
+    from . import get_exporter
+    from .samples import plan_from_catalog
+
+    cls = get_exporter(options.format)
+    if not options.inputs and selection.modalities:
+        options = replace(options, inputs=tuple(selection.modalities))
+    check_options(options, cls)
+    plan = plan_from_catalog(
+        settings, selection, options.inputs, options.labels, allow_missing=options.allow_missing
+    )
+    return run_export(plan, options, settings=settings, progress=progress)

@@ -1,0 +1,266 @@
+"""What an export is made of: samples = one tile with every requested layer, joined on tile id.
+
+A *layer* is one datakind folder (``s1grd-2020``, ``gssic``, ``esaworldcover-2020``); the user
+names inputs with ``--modality`` and targets with ``--label`` (families and aliases expand to
+every matching datakind). Tiles lacking a layer are skipped and counted per layer, or kept with
+``allow_missing`` (the absent layers recorded on the sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import spec
+from ..errors import EmptySelectionError, SelectionError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..config import Settings
+    from ..selection import Selection
+
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One output layer: a datakind, its role and how it is resampled."""
+
+    name: str  # datakind folder name, used as the array / column / member name
+    role: str  # "input" | "label"
+
+    @property
+    def family(self) -> spec.Family:
+        return spec.parse_datakind(self.name).family
+
+    @property
+    def categorical(self) -> bool:
+        """Label families (spec ``Family.label``) are resampled with nearest neighbour."""
+        return self.family.label
+
+
+@dataclass(frozen=True)
+class LayerFile:
+    """A source file of one layer of one tile."""
+
+    path: Path  # local file
+    repo_path: str = ""
+    checksum: str | None = None  # hex digest
+    checksum_kind: str | None = None  # "sha256" | "git-sha1"
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    tile_id: str
+    split: str
+    region: str
+    files: Mapping[str, LayerFile]  # layer -> file, present layers only
+    missing: tuple[str, ...] = ()  # requested layers this tile lacks (allow_missing only)
+    bounds: BBox | None = None  # from the manifest (EPSG:4326)
+    edition: str = ""
+
+
+@dataclass
+class SamplePlan:
+    """The joined, sorted samples of an export plus what was left out and why."""
+
+    layers: list[LayerSpec]
+    samples: list[Sample]  # sorted by (split, region, tile_id)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # layer -> tile ids lacking it
+    not_local: dict[str, list[str]] = field(default_factory=dict)  # layer -> ids not downloaded
+    edition: str = ""
+    commits: dict[str, str] = field(default_factory=dict)  # region -> commit
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def splits(self) -> list[str]:
+        order = {s: i for i, s in enumerate(spec.SPLITS)}
+        return sorted({s.split for s in self.samples}, key=lambda s: (order.get(s, 9), s))
+
+
+def sort_samples(samples: Iterable[Sample]) -> list[Sample]:
+    order = {s: i for i, s in enumerate(spec.SPLITS)}
+    return sorted(samples, key=lambda s: (order.get(s.split, 9), s.split, s.region, s.tile_id))
+
+
+def join_samples(
+    layers: Sequence[LayerSpec],
+    tiles: Iterable[tuple[str, str, str, str, LayerFile, BBox | None]],
+    *,
+    allow_missing: bool = False,
+    edition: str = "",
+) -> SamplePlan:
+    """Join ``(tile_id, split, region, layer, file, bounds)`` rows into samples.
+
+    A tile present in some requested layer but lacking another is skipped (recorded per missing
+    layer) unless ``allow_missing``; then it is kept and its absent layers are listed.
+    """
+    wanted = [lay.name for lay in layers]
+    by_tile: dict[tuple[str, str], dict[str, Any]] = {}
+    for tile_id, split, region, layer, lf, bounds in tiles:
+        if layer not in wanted:
+            continue
+        entry = by_tile.setdefault((region, tile_id), {"split": split, "files": {}, "bounds": None})
+        entry["files"][layer] = lf
+        if bounds is not None and entry["bounds"] is None:
+            entry["bounds"] = bounds
+    samples: list[Sample] = []
+    skipped: dict[str, list[str]] = {}
+    for (region, tile_id), entry in by_tile.items():
+        missing = tuple(name for name in wanted if name not in entry["files"])
+        if missing and not allow_missing:
+            for name in missing:
+                skipped.setdefault(name, []).append(tile_id)
+            continue
+        samples.append(
+            Sample(
+                tile_id,
+                entry["split"],
+                region,
+                dict(entry["files"]),
+                missing,
+                entry["bounds"],
+                edition,
+            )
+        )
+    for ids in skipped.values():
+        ids.sort()
+    return SamplePlan(list(layers), sort_samples(samples), skipped, edition=edition)
+
+
+def explain_empty(plan: SamplePlan, total_tiles: int) -> EmptySelectionError:
+    """Say which layer is missing where when no tile has every requested layer."""
+    parts = []
+    for name in sorted(set(plan.skipped) | set(plan.not_local)):
+        absent = len(plan.skipped.get(name, ()))
+        not_local = len(plan.not_local.get(name, ()))
+        bits = []
+        if absent - not_local > 0:
+            bits.append(f"absent on {absent - not_local}")
+        if not_local:
+            bits.append(f"not downloaded on {not_local}")
+        parts.append(f"{name} {' and '.join(bits)} of {total_tiles} tiles")
+    detail = "; ".join(parts) if parts else "the selection holds no tiles"
+    hint = "pass --allow-missing to keep incomplete tiles, or drop that layer"
+    if plan.not_local:
+        hint = "download the missing layers first (`m3leo download ...`), or pass --allow-missing"
+    return EmptySelectionError(f"no tile has every requested layer: {detail}", hint)
+
+
+# --------------------------------------------------------------------------- from the catalog
+
+
+def resolve_layers(
+    datakinds: Sequence[str], inputs: Sequence[str], labels: Sequence[str]
+) -> list[LayerSpec]:
+    """Map the user's modality tokens onto the datakinds the selection holds."""
+    out: dict[str, LayerSpec] = {}
+    for role, tokens in (("input", inputs), ("label", labels)):
+        for token in tokens:
+            hits = [dk for dk in sorted(datakinds) if spec.matches_modality(token, dk)]
+            if not hits:
+                raise SelectionError(
+                    f"{'label' if role == 'label' else 'modality'} {token!r} has no tiles in "
+                    "this selection",
+                    "`m3leo stats` shows which modalities each region holds",
+                )
+            for dk in hits:
+                out.setdefault(dk, LayerSpec(dk, role))
+    return list(out.values())
+
+
+def plan_from_catalog(
+    settings: Settings,
+    selection: Selection,
+    inputs: Sequence[str],
+    labels: Sequence[str],
+    *,
+    allow_missing: bool = False,
+) -> SamplePlan:
+    """Join the local tiles of ``selection`` (catalog + store) into samples.
+
+    Files the manifest lists but the store lacks count as missing ("not downloaded").
+    """
+    from dataclasses import replace
+
+    from .. import catalog
+    from ..store import Store
+
+    tokens = tuple(dict.fromkeys([*inputs, *labels]))
+    if not tokens:
+        raise SelectionError(
+            "name at least one layer to export",
+            "add --modality (inputs) and/or --label (targets), e.g. --modality s1grd "
+            "--label esaworldcover",
+        )
+    sel = replace(selection, modalities=tokens)
+    table = catalog.select(settings, sel)
+    store = Store(settings.data_dir)
+    rows = _rows(table)
+    layers = resolve_layers(sorted({r["datakind"] for r in rows}), inputs, labels)
+    not_local: dict[str, list[str]] = {}
+    present: list[tuple[str, str, str, str, LayerFile, BBox | None]] = []
+    all_tiles: set[tuple[str, str]] = set()
+    commits: dict[str, str] = {}
+    for r in rows:
+        all_tiles.add((r["region"], r["tile_id"]))
+        commits.setdefault(r["region"], r["commit"])
+        local = store.local_path(r["edition"], r["region"], r["path"])
+        if not local.is_file():
+            not_local.setdefault(r["datakind"], []).append(r["tile_id"])
+            continue
+        checksum = r["checksum"].hex() if r["checksum"] is not None else None
+        bounds = None
+        if r["lon_min"] is not None:
+            bounds = (r["lon_min"], r["lat_min"], r["lon_max"], r["lat_max"])
+        lf = LayerFile(local, r["path"], checksum, r["checksum_kind"], r["size"])
+        present.append((r["tile_id"], r["split"], r["region"], r["datakind"], lf, bounds))
+    plan = join_samples(layers, present, allow_missing=allow_missing, edition=sel.edition)
+    # a tile with no local layer at all never reached the join: count it as missing everywhere
+    seen = {(s.region, s.tile_id) for s in plan.samples}
+    skipped_ids = {t for ids in plan.skipped.values() for t in ids}
+    for region, tile_id in sorted(all_tiles):
+        if (region, tile_id) in seen or tile_id in skipped_ids:
+            continue
+        for lay in layers:
+            plan.skipped.setdefault(lay.name, []).append(tile_id)
+    for ids in not_local.values():
+        ids.sort()
+    plan.not_local = not_local
+    plan.commits = dict(sorted(commits.items()))
+    plan.selection = {
+        "edition": sel.edition,
+        "regions": list(sel.regions),
+        "splits": list(sel.splits),
+        "years": list(sel.years),
+        "bbox": list(sel.bbox) if sel.bbox else None,
+        "tiles": len(sel.tiles),
+        "limit": sel.limit,
+    }
+    if not plan.samples:
+        raise explain_empty(plan, len(all_tiles))
+    return plan
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    cols = [
+        "edition",
+        "region",
+        "datakind",
+        "tile_id",
+        "split",
+        "path",
+        "size",
+        "checksum",
+        "checksum_kind",
+        "lon_min",
+        "lat_min",
+        "lon_max",
+        "lat_max",
+        "commit",
+    ]
+    return table.select(cols).to_pylist()
