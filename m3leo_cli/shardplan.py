@@ -1,0 +1,223 @@
+"""Per shard, decide how to get the wanted tiles with the fewest bytes: whole shard or ranges.
+
+A shard is fetched whole (one verified download) unless the wanted rows are a small part of it:
+then only the footer, the ``path`` chunks of the row groups whose statistics may hold the
+wanted rows, and the wanted row groups' column chunks are read with HTTP range requests. The
+choice needs the footer, which is cached (``shardindex``), so planning a second selection in
+the same shard sends nothing. ``--fetch whole|ranges`` forces either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ShardError, UsageError
+from .pacing import Retrier
+from .shardindex import (
+    FOOTER_TAIL,
+    RangeFile,
+    RangeNotHonoredError,
+    ShardIndex,
+    coalesce,
+    load_index,
+    read_footer,
+    save_index,
+)
+
+if TYPE_CHECKING:
+    from .hub import HubClient
+    from .shardindex import ReadRange
+
+FETCH_MODES = ("auto", "whole", "ranges")
+RANGES_BELOW = 0.5  # auto: use ranges when they need less than this fraction of the shard
+MAX_BATCH = 32 * 1024 * 1024  # consecutive row groups fetched in one request up to this size
+GAP = 64 * 1024  # spans closer than this are fetched as one
+
+
+def check_fetch_mode(fetch: str) -> str:
+    if fetch not in FETCH_MODES:
+        raise UsageError(f"unknown --fetch {fetch!r}", "use --fetch auto, whole or ranges")
+    return fetch
+
+
+@dataclass
+class ShardTask:
+    """One shard of one region and the tiles wanted from it."""
+
+    region: str
+    shard: str  # repo path
+    datakind: str
+    size: int
+    sha256: str  # hex
+    commit: str
+    wanted: dict[str, str]  # tile id -> path relative to the region folder (not yet local)
+    known: frozenset[str]  # every tile the map puts in this shard
+    present: int = 0  # wanted tiles already unpacked earlier
+    mode: str = "whole"  # "whole" | "ranges" | "skip"
+    row_groups: list[int] = field(default_factory=list)
+    bytes: int = 0  # to fetch
+    requests: int = 0  # to send
+    index: ShardIndex | None = None
+    absent: list[str] = field(default_factory=list)  # wanted tiles the shard does not hold
+    index_bytes: int = 0  # spent reading the footer and path chunks while planning
+    index_requests: int = 0
+
+    def row_path(self, tile: str) -> str:
+        return f"{self.region}/{self.wanted[tile]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "shard": self.shard,
+            "datakind": self.datakind,
+            "size": self.size,
+            "mode": self.mode,
+            "tiles": len(self.wanted),
+            "present": self.present,
+            "row_groups": self.row_groups,
+            "bytes": self.bytes,
+            "requests": self.requests,
+            "absent": self.absent,
+        }
+
+
+class HttpRanges:
+    """``read_range`` over HTTP for one shard: 206 required, retried, redirect remembered.
+
+    After the first answer the content URL the Hub redirected to is reused, so later ranges
+    cost no resolver request; if it stops working the resolve URL is used again.
+    """
+
+    def __init__(self, client: HubClient, url: str) -> None:
+        self.client = client
+        self.resolve_url = url
+        self.url = url
+
+    def __call__(self, start: int, end: int) -> bytes:
+        import httpx
+
+        from .errors import HubError
+
+        retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
+        while True:
+            try:
+                hdrs = {"range": f"bytes={start}-{end}"}
+                with self.client.stream("GET", self.url, headers=hdrs) as resp:
+                    if resp.status_code != 206:
+                        raise RangeNotHonoredError(
+                            f"the server answered a Range request with {resp.status_code}"
+                        )
+                    cr = resp.headers.get("content-range", "")
+                    if not cr.startswith(f"bytes {start}-"):
+                        raise RangeNotHonoredError(f"wrong Content-Range {cr!r} for {start}-{end}")
+                    data = resp.read()
+                    if len(data) != end - start + 1:
+                        raise httpx.RemoteProtocolError("short range body")
+                    self.url = str(resp.request.url)
+                    return data
+            except httpx.TransportError as exc:
+                if not retrier.again(None, None):
+                    raise self.client.connection_error(exc, self.url) from None
+            except HubError:
+                if self.url == self.resolve_url:
+                    raise
+                self.url = self.resolve_url  # the remembered content URL expired
+
+
+def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> ShardIndex:
+    """The shard's index with every row group that may hold a wanted tile read (cached)."""
+    idx = task.index or load_index(cache_dir, task.sha256)
+    rf = RangeFile(read_range, task.size, task.shard)
+    if idx is None:
+        tail = min(FOOTER_TAIL, max(4096, task.size // 32))
+        counted: list[int] = []
+
+        def counting(s: int, e: int) -> bytes:
+            data = read_range(s, e)
+            counted.append(len(data))
+            return data
+
+        footer = read_footer(counting, task.size, task.shard, tail)
+        task.index_requests += len(counted)
+        task.index_bytes += sum(counted)
+        idx = ShardIndex(task.shard, task.size, footer, sha256=task.sha256)
+    task.index = idx
+    wanted_paths = [task.row_path(t) for t in task.wanted]
+    missing = [p for p in wanted_paths if idx.locate(p) is None]
+    todo = idx.candidates(missing) if missing else []
+    if todo:
+        import pyarrow.parquet as pq
+
+        rf.prefetch(coalesce((s for rg in todo for s in idx.span(rg, ["path"])), GAP, MAX_BATCH))
+        pf = pq.ParquetFile(rf, metadata=idx.metadata, pre_buffer=False)
+        for rg in todo:
+            try:
+                col = pf.read_row_group(rg, columns=["path"], use_threads=False).column(0)
+            except Exception as exc:  # noqa: BLE001 - any decode error means corrupt bytes
+                raise ShardError(
+                    f"shard {task.shard}: unreadable path column in row group {rg} ({exc})",
+                    "re-run; --fetch whole verifies the shard against its sha256",
+                ) from None
+            idx.rows[rg] = [str(p) for p in col.to_pylist()]
+        task.index_requests += rf.requests
+        task.index_bytes += rf.fetched
+    save_index(cache_dir, idx)
+    return idx
+
+
+def plan_ranges(task: ShardTask, idx: ShardIndex) -> None:
+    """Fill in the row groups, bytes and requests of a ranges fetch, and the absent tiles."""
+    groups: set[int] = set()
+    task.absent = []
+    for tile in sorted(task.wanted):
+        where = idx.locate(task.row_path(tile))
+        if where is None:
+            task.absent.append(tile)
+        else:
+            groups.add(where[0])
+    task.row_groups = sorted(groups)
+    batches = row_group_batches(idx, task.row_groups)
+    task.bytes = sum(e - s for b in batches for s, e in b[1])
+    task.requests = sum(len(b[1]) for b in batches)
+
+
+def row_group_batches(
+    idx: ShardIndex, groups: list[int]
+) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Consecutive row groups grouped into fetches of at most MAX_BATCH bytes (with spans)."""
+    out: list[tuple[list[int], list[tuple[int, int]]]] = []
+    for rg in groups:
+        spans = idx.unpack_spans(rg)
+        if out and out[-1][0][-1] == rg - 1:
+            merged = coalesce(out[-1][1] + spans, GAP, MAX_BATCH)
+            if len(merged) == 1:
+                out[-1] = (out[-1][0] + [rg], merged)
+                continue
+        out.append(([rg], coalesce(spans, GAP, MAX_BATCH)))
+    return out
+
+
+def choose(task: ShardTask, fetch: str, read_range: ReadRange, cache_dir: Path) -> None:
+    """Set ``task.mode`` (and the ranges plan) for ``fetch`` = auto | whole | ranges."""
+    if not task.wanted:
+        task.mode = "skip"
+        return
+    whole_bytes, whole_requests = task.size, 1
+    if fetch == "whole":
+        task.mode, task.bytes, task.requests = "whole", whole_bytes, whole_requests
+        return
+    cached = load_index(cache_dir, task.sha256)
+    if fetch == "auto" and cached is None and task.known:
+        # no footer yet: when most of the shard is wanted anyway, do not spend a request on it
+        if len(task.wanted) >= RANGES_BELOW * len(task.known):
+            task.mode, task.bytes, task.requests = "whole", whole_bytes, whole_requests
+            return
+    task.index = cached
+    idx = fetch_index(task, read_range, cache_dir)
+    plan_ranges(task, idx)
+    if fetch == "ranges" or task.bytes < RANGES_BELOW * task.size:
+        task.mode = "ranges"
+    else:
+        task.mode, task.bytes, task.requests = "whole", whole_bytes, whole_requests
