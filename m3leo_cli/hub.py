@@ -53,6 +53,12 @@ class TreeEntry:
     lfs_sha256: str | None
 
 
+def resolve_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
+    """The download URL of ``path`` at ``commit`` (path quoted, slashes kept)."""
+    rev = quote(commit, safe="")
+    return f"{endpoint.rstrip('/')}/datasets/{repo_id}/resolve/{rev}/{quote(path)}"
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
@@ -125,7 +131,7 @@ class HubClient:
             url = urljoin(url, nxt) if nxt else ""
 
     def resolve_url(self, repo_id: str, commit: str, path: str) -> str:
-        return f"{self.endpoint}/datasets/{repo_id}/resolve/{quote(commit, safe='')}/{quote(path)}"
+        return resolve_url(self.endpoint, repo_id, commit, path)
 
     def get_bytes(self, repo_id: str, commit: str, path: str) -> bytes:
         """A whole small file (CSV, GeoJSON, README), redirects followed."""

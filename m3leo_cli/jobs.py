@@ -1,0 +1,165 @@
+"""Run many :class:`~m3leo_cli.transfer.FileJob` s over one shared client: keep going, then tell.
+
+Worker threads pull jobs from one shared iterator (memory does not grow with the number of
+files), each file either lands verified at its final path or is recorded as a failure with
+its reason, and the run ends with a :class:`DownloadSummary` and, when something failed, a
+report file. Fatal conditions (disk full, no network, offline) stop every worker; Ctrl-C stops
+them too and keeps every ``.part`` for the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
+from .progress import ProgressCallback, ProgressEvent, no_progress
+from .transfer import Cancelled, FileJob, Transfer
+
+if TYPE_CHECKING:
+    from .hub import HubClient
+
+_FATAL = (DiskFullError, HubConnectionError, OfflineError)
+
+
+@dataclass
+class DownloadSummary:
+    downloaded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0  # body bytes received over the network
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    report_path: Path | None = None
+    requests: int = 0  # file GETs sent (retries included, redirect hops not)
+    ranged_requests: int = 0  # of which resumed with Range
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "downloaded": self.downloaded,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "requests": self.requests,
+            "ranged_requests": self.ranged_requests,
+            "failures": [{"path": p, "reason": r} for p, r in self.failures],
+            "report": str(self.report_path) if self.report_path else None,
+        }
+
+    def merge(self, other: DownloadSummary) -> None:
+        self.downloaded += other.downloaded
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.bytes += other.bytes
+        self.failures += other.failures
+        self.requests += other.requests
+        self.ranged_requests += other.ranged_requests
+
+
+def run_jobs(
+    client: HubClient,
+    jobs: Iterable[FileJob],
+    *,
+    workers: int,
+    progress: ProgressCallback = no_progress,
+    report_dir: Path | None = None,
+    total_files: int | None = None,
+    total_bytes: int | None = None,
+) -> DownloadSummary:
+    """Fetch every job with ``workers`` threads; never stop at the first failure."""
+    if total_files is None and isinstance(jobs, list | tuple):
+        total_files = len(jobs)
+        total_bytes = sum(j.size for j in jobs)
+    summary = DownloadSummary()
+    lock = threading.Lock()
+    stop = threading.Event()
+    fatal: list[BaseException] = []
+    it: Iterator[FileJob] = iter(jobs)
+    t0 = time.monotonic()
+    progress(ProgressEvent("start", "download", total_files=total_files, total_bytes=total_bytes))
+
+    def on_bytes(n: int) -> None:
+        progress(ProgressEvent("advance", "download", bytes=n))
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                job = next(it, None)
+            if job is None:
+                return
+            t = Transfer(client, job, stop=stop, on_bytes=on_bytes)
+            try:
+                outcome = t.run()
+            except Cancelled:
+                return
+            except _FATAL as exc:
+                with lock:
+                    fatal.append(exc)
+                stop.set()
+                return
+            except M3leoError as exc:
+                outcome = "failed"
+                with lock:
+                    summary.failures.append((job.label, exc.message))
+                progress(ProgressEvent("message", "download", message=f"failed: {exc.message}"))
+            finally:
+                with lock:
+                    summary.bytes += t.transferred
+                    summary.requests += t.requests
+                    summary.ranged_requests += t.ranged
+            with lock:
+                if outcome == "skipped":
+                    summary.skipped += 1
+                elif outcome == "downloaded":
+                    summary.downloaded += 1
+                else:
+                    summary.failed += 1
+            skipped_bytes = job.size if outcome == "skipped" else 0
+            progress(
+                ProgressEvent(
+                    "advance", "download", files=1, bytes=skipped_bytes, extra={"outcome": outcome}
+                )
+            )
+
+    threads = [
+        threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
+        for i in range(max(1, workers))
+    ]
+    for th in threads:
+        th.start()
+    try:
+        for th in threads:
+            while th.is_alive():
+                th.join(0.25)
+    except KeyboardInterrupt:
+        stop.set()
+        for th in threads:
+            th.join()
+        raise
+    summary.seconds = time.monotonic() - t0
+    progress(ProgressEvent("done", "download"))
+    if fatal:
+        raise fatal[0]
+    if summary.failures and report_dir is not None:
+        summary.report_path = write_report(report_dir, summary)
+    return summary
+
+
+def write_report(report_dir: Path, summary: DownloadSummary) -> Path:
+    """A JSON-lines file, one failed path and its reason per line, for scripts and people."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / time.strftime("download-%Y%m%dT%H%M%SZ.jsonl", time.gmtime())
+    n = 1
+    while path.exists():
+        path = report_dir / time.strftime(f"download-%Y%m%dT%H%M%SZ-{n}.jsonl", time.gmtime())
+        n += 1
+    with path.open("w", encoding="utf-8") as fh:
+        for p, reason in summary.failures:
+            fh.write(json.dumps({"path": p, "reason": reason}) + "\n")
+    return path

@@ -1,0 +1,317 @@
+"""One file, fetched so that a file at its final path is always complete and verified.
+
+State machine per :class:`FileJob` (see docs/design.md, "Download state machine")::
+
+    dest exists with the expected size ............................ skipped (no request)
+    <dest>.part exists: re-seed the hash from it
+      part larger than expected ................................... truncate, start at 0
+      part at full size: hash matches -> commit (no request, never an empty Range / 416)
+                         hash differs -> truncate, start at 0
+    GET url  [Range: bytes=N-  If-Range: "<checksum>"]  (redirect to the content host by hand)
+      206 with Content-Range N-.../size ........................... append
+      206 with any other Content-Range ............................ truncate, retry from 0
+      200 ......................................................... truncate, write from 0
+      body bytes beyond the expected size ......................... not written; connection dropped
+      connection drops ............................................ keep the part, retry with Range
+    size reached: digest == manifest -> fsync, os.replace(part, dest)
+                  digest != manifest -> truncate, re-fetch (bounded), then ChecksumMismatchError
+
+The retry counter resets whenever bytes arrive, so a slow but progressing transfer never gives
+up; a transfer that makes no progress gives up after ``settings.max_retries`` attempts.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ChecksumMismatchError,
+    DiskFullError,
+    HubProtocolError,
+    SizeMismatchError,
+)
+from .pacing import Retrier
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .hub import HubClient
+
+PART_SUFFIX = ".part"
+MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
+READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore's default is 64 KiB)
+PROGRESS_STEP = 1 << 20  # report transferred bytes at least every MiB
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class Cancelled(Exception):
+    """The run is stopping (Ctrl-C or a fatal error in another worker); the part is kept."""
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """A file to fetch: where from, where to, and what it must be."""
+
+    url: str
+    dest: Path
+    size: int
+    checksum_kind: str  # "sha256" | "git-sha1"
+    checksum: bytes  # raw digest
+    name: str = ""  # repo path, for reports (defaults to dest)
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.dest)
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + PART_SUFFIX)
+
+
+def new_hasher(kind: str, size: int) -> Any:
+    """A hashlib object for ``kind``; git-sha1 is seeded with the ``blob <n>\\0`` header."""
+    if kind == "sha256":
+        return hashlib.sha256()
+    if kind == "git-sha1":
+        h = hashlib.sha1()
+        h.update(b"blob %d\0" % size)
+        return h
+    raise ValueError(f"unknown checksum kind {kind!r}")
+
+
+def hash_file(path: Path, kind: str, size: int, limit: int | None = None) -> Any:
+    """Hash the first ``limit`` bytes of ``path`` (all of it by default)."""
+    h = new_hasher(kind, size)
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    left = limit
+    with path.open("rb", buffering=0) as fh:
+        while left is None or left > 0:
+            n = fh.readinto(view if left is None or left >= len(buf) else view[:left])
+            if not n:
+                break
+            h.update(view[:n])
+            if left is not None:
+                left -= n
+    return h
+
+
+def file_matches(path: Path, kind: str, size: int, checksum: bytes) -> bool:
+    try:
+        if path.stat().st_size != size:
+            return False
+    except FileNotFoundError:
+        return False
+    return bool(hash_file(path, kind, size).digest() == checksum)
+
+
+def _disk_full(exc: OSError, path: Path) -> DiskFullError:
+    return DiskFullError(f"disk full while writing {path} ({exc.strerror})")
+
+
+def _iter_body(resp: httpx.Response) -> Any:
+    """The raw body, straight from the connection (no re-chunking or decoding layer)."""
+    return iter(resp.stream)  # type: ignore[arg-type]
+
+
+class Transfer:
+    """Fetch one :class:`FileJob` (see the module docstring for the states)."""
+
+    def __init__(
+        self,
+        client: HubClient,
+        job: FileJob,
+        *,
+        stop: threading.Event | None = None,
+        on_bytes: Any = None,
+    ) -> None:
+        self.client = client
+        self.job = job
+        self.part = part_path(job.dest)
+        self.stop = stop or threading.Event()
+        self.on_bytes = on_bytes or (lambda n: None)
+        self.transferred = 0  # body bytes received over the network
+        self.requests = 0
+        self.ranged = 0  # requests sent with a Range header
+        self.hasher: Any = None  # hash of the part's bytes so far
+        self.have = 0  # bytes in the part file
+        self._fsynced = False
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> str:
+        """Return "skipped" or "downloaded"; raise an M3leoError when the file failed."""
+        job = self.job
+        try:
+            if job.dest.stat().st_size == job.size and not self.part.exists():
+                return "skipped"
+        except FileNotFoundError:
+            pass
+        job.dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(exc, self.part) from None
+            raise
+
+    def _run(self) -> str:
+        job = self.job
+        self._seed()
+        if self.have == job.size:
+            if self.hasher.digest() == job.checksum:
+                self._commit()
+                return "downloaded"
+            self._restart()
+        retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
+        refetches = 0
+        import httpx
+
+        while True:
+            if self.stop.is_set():
+                raise Cancelled()
+            before = self.have
+            try:
+                self._fetch()
+            except (httpx.TransportError, _Truncated) as exc:
+                if self.have > before:
+                    retrier.reset()  # progress was made: the budget starts again
+                if not retrier.again(None, None):
+                    if isinstance(exc, _Truncated):
+                        raise SizeMismatchError(
+                            f"{job.label}: the server kept ending the body early "
+                            f"({self.have} of {job.size} bytes)"
+                        ) from None
+                    raise self.client.connection_error(exc, job.url) from None
+                continue
+            except _BadRange as exc:
+                if not retrier.again(None, None):
+                    raise HubProtocolError(f"{job.label}: {exc}") from None
+                self._restart()
+                continue
+            if self.hasher.digest() == job.checksum:
+                self._commit()
+                return "downloaded"
+            refetches += 1
+            if refetches > MAX_CHECKSUM_REFETCH:
+                self.part.unlink(missing_ok=True)
+                raise ChecksumMismatchError(
+                    f"{job.label}: {job.checksum_kind} differs from the manifest after "
+                    f"{refetches} downloads"
+                )
+            self._restart()
+
+    # ------------------------------------------------------------------ states
+    def _seed(self) -> None:
+        """Hash what an earlier run left in the part file (truncating it if it is too long)."""
+        try:
+            have = self.part.stat().st_size
+        except FileNotFoundError:
+            self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
+            return
+        if have > self.job.size:
+            self._restart()
+            return
+        self.hasher = hash_file(self.part, self.job.checksum_kind, self.job.size)
+        self.have = have
+
+    def _restart(self) -> None:
+        with self.part.open("wb"):
+            pass
+        self._fsynced = False
+        self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
+
+    def _fetch(self) -> None:
+        """One GET from ``self.have`` on; returns when the expected size is reached."""
+        job = self.job
+        headers: dict[str, str] = {}
+        if self.have:
+            headers["range"] = f"bytes={self.have}-"
+            headers["if-range"] = f'"{job.checksum.hex()}"'
+            self.ranged += 1
+        self.requests += 1
+        with self.client.stream("GET", job.url, headers=headers) as resp:
+            if resp.status_code == 206:
+                cr = resp.headers.get("content-range", "")
+                m = _CONTENT_RANGE.match(cr)
+                if not m or int(m.group(1)) != self.have:
+                    raise _BadRange(f"wrong Content-Range {cr!r} for bytes={self.have}-")
+                if m.group(3) != "*" and int(m.group(3)) != job.size:
+                    raise SizeMismatchError(
+                        f"{job.label}: the server says {m.group(3)} bytes, the manifest {job.size}"
+                    )
+            elif resp.status_code == 200:
+                if self.have:  # Range ignored, or If-Range did not match: start over
+                    self._restart()
+                cl = resp.headers.get("content-length")
+                if cl is not None and cl.isdigit() and int(cl) < job.size:
+                    raise SizeMismatchError(
+                        f"{job.label}: the server sends {cl} bytes, the manifest says {job.size}"
+                    )
+            else:
+                raise HubProtocolError(f"{job.label}: unexpected status {resp.status_code}")
+            self._write_body(resp)
+        if self.have < job.size:
+            raise _Truncated()
+
+    def _write_body(self, resp: httpx.Response) -> None:
+        job = self.job
+        want = job.size - self.have
+        pending = 0
+        hasher = self.hasher
+        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
+                raise _BadRange("the part file changed under us")
+            for chunk in _iter_body(resp):
+                if len(chunk) >= want:
+                    chunk = chunk[:want]  # never write bytes beyond the expected size
+                os.write(fd, chunk)
+                hasher.update(chunk)
+                n = len(chunk)
+                self.have += n
+                want -= n
+                self.transferred += n
+                pending += n
+                if pending >= PROGRESS_STEP:
+                    self.on_bytes(pending)
+                    pending = 0
+                if want <= 0:
+                    break
+                if self.stop.is_set():
+                    raise Cancelled()
+            if want <= 0:
+                os.fsync(fd)
+                self._fsynced = True
+        finally:
+            os.close(fd)
+            if pending:
+                self.on_bytes(pending)
+
+    def _commit(self) -> None:
+        if not self._fsynced:
+            with self.part.open("rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(self.part, self.job.dest)
+
+
+class _Truncated(Exception):
+    """The body ended before the expected size (connection closed cleanly but early)."""
+
+
+class _BadRange(Exception):
+    """A 206 for the wrong offset: the part must be restarted."""
+
+
+def __getattr__(name: str) -> Any:  # run_jobs and DownloadSummary live in jobs.py
+    if name in ("run_jobs", "DownloadSummary"):
+        from . import jobs
+
+        return getattr(jobs, name)
+    raise AttributeError(name)
