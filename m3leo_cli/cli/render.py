@@ -15,7 +15,7 @@ from rich.console import Console
 def err_console() -> Console:
     """Console for people: stderr, no colour when NO_COLOR is set or stderr is not a terminal."""
     return Console(
-        file=sys.stderr,
+        stderr=True,  # follows sys.stderr when it is replaced (pytest's capsys, redirections)
         no_color=bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty(),
         highlight=False,
         soft_wrap=True,
