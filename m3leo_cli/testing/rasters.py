@@ -104,7 +104,7 @@ def esaworldcover(land: Landscape, grid: Grid) -> tuple[np.ndarray, tuple[str, .
     )
     code = np.where(urban > 0.86, 50, code)
     code = np.where(water(land, grid), 80, code)
-    code = np.where(land.field("nodata", grid) > 0.95, 0, code)
+    code = np.where(land.field("nodata", grid) > 0.965, 0, code)
     return code.astype(np.uint8)[None], spec.ESAWC_BANDS
 
 
