@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ def download_full(
     from .lock import store_lock
 
     check_fetch_mode(fetch)
+    t0 = time.monotonic()
     store = Store(settings.data_dir)
     run = _Run(settings, store, client, keep_shards, progress)
     tasks, orphans, aux = _tasks(settings, selection, progress)
@@ -221,6 +223,7 @@ def download_full(
             _execute(run, todo, workers, summary)
         finally:
             progress(ProgressEvent("done", "download"))
+    summary.seconds = time.monotonic() - t0
     finish(summary, store, orphans + refused)
     return summary
 

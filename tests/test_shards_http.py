@@ -1,0 +1,193 @@
+"""Full-edition downloads against the loopback Hub server: layout, bytes fetched, faults."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from m3leo_cli.config import Settings, load_settings
+from m3leo_cli.download import download
+from m3leo_cli.errors import ShardError
+from m3leo_cli.jobs import DownloadSummary
+from m3leo_cli.selection import build_selection
+from m3leo_cli.server import Faults, HubServer
+from m3leo_cli.shards import FullDownloadPlan, recorded_checksums
+from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
+
+REGION = "europe"
+DK = "s1grd-2020"
+AUX = 2  # a first download also fetches the split CSV and the _parquet.csv
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    cfg = SynthConfig(regions=(REGION,), tiles=20, datakinds=(DK, "gssic"), tiles_per_shard=8,
+                      rows_per_row_group=1)  # fmt: skip
+    return write_source(tmp_path_factory.mktemp("src"), cfg)
+
+
+@pytest.fixture(scope="module")
+def server(source: SourceInfo) -> Iterator[HubServer]:
+    with HubServer(source.root) as srv:
+        yield srv
+
+
+@pytest.fixture
+def hub(server: HubServer) -> Iterator[HubServer]:
+    server.faults = Faults()
+    server.clear_log()
+    yield server
+    server.faults = Faults()
+
+
+def _settings(tmp_path: Path, hub: HubServer) -> Settings:
+    return load_settings({"data_dir": tmp_path / "data", "endpoint": hub.url, "max_retries": 3})
+
+
+def _get(settings: Settings, **sel: object) -> DownloadSummary | FullDownloadPlan:
+    opts = {k: v for k, v in sel.items() if k in ("fetch", "keep_shards", "dry_run")}
+    sel = {k: v for k, v in sel.items() if k not in opts}
+    selection = build_selection(edition="full", regions=[REGION], **sel)  # type: ignore[arg-type]
+    return download(settings, selection, workers=2, **opts)  # type: ignore[arg-type]
+
+
+def _shard_bytes(hub: HubServer, shard: str) -> int:
+    return sum(r.bytes_sent for r in hub.log if r.repo_path == shard and r.method == "GET")
+
+
+def _same_as_miniset(source: SourceInfo, settings: Settings, tiles: list[str], dk: str = DK):
+    full, mini = source.repo("full", REGION), source.repo("miniset", REGION)
+    recorded = recorded_checksums(settings, "full", REGION)
+    for t in tiles:
+        rel = full.tile_path(dk, t)
+        local = settings.data_dir / "full" / REGION / rel
+        data = local.read_bytes()
+        assert data == (mini.root / rel).read_bytes(), rel
+        assert recorded[rel] == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_region_modality_split_is_byte_identical_to_the_miniset(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    res = _get(s, modalities=["s1grd"], splits=["train"])
+    assert isinstance(res, DownloadSummary) and res.failed == 0, res.failures
+    full = source.repo("full", REGION)
+    train = [t for t in full.coverage[DK] if full.split_of(t) == "train"]
+    assert res.downloaded == len(train) + AUX
+    _same_as_miniset(source, s, train)
+    region_dir = s.data_dir / "full" / REGION
+    tiles = [f for f in _all_files(region_dir) if f.endswith(".tif")]
+    assert tiles == sorted(full.tile_path(DK, t) for t in train)
+    assert (region_dir / full.partition).is_dir()
+    reg = region_dir.iterdir()
+    assert any(p.name.endswith("_60-20-20.csv") for p in reg)
+    assert not list((s.data_dir / ".m3leo" / "shards").rglob("*.parquet"))  # removed after unpack
+    hub.clear_log()
+    again = _get(s, modalities=["s1grd"], splits=["train"])
+    assert isinstance(again, DownloadSummary) and again.bytes == 0 and again.downloaded == 0
+    assert again.skipped >= len(train)
+    assert not [r for r in hub.log if r.origin == "content"]
+
+
+def test_one_tile_fetches_well_under_half_of_its_shard(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    full = source.repo("full", REGION)
+    shard = max((i for i in full.shards.values() if i.datakind == DK), key=lambda i: i.size)
+    tile, other = shard.tile_ids[2], shard.tile_ids[5]
+    plan = _get(s, modalities=[DK], tiles=tile, dry_run=True)
+    assert isinstance(plan, FullDownloadPlan)
+    assert [(p["mode"], p["tiles"]) for p in plan.shards] == [("ranges", 1)]
+    assert not (s.data_dir / "full" / REGION / full.partition).exists()
+    hub.clear_log()
+    res = _get(s, modalities=[DK], tiles=tile)
+    assert isinstance(res, DownloadSummary) and res.failed == 0 and res.downloaded == 1 + AUX
+    _same_as_miniset(source, s, [tile])
+    sent = _shard_bytes(hub, shard.path)
+    assert 0 < sent < 0.4 * shard.size
+    # the footer and path chunks were cached by the dry run: the real run read no tail
+    tail = f"bytes={shard.size - 1}"
+    assert not [r for r in hub.log if r.range and r.range.endswith(str(shard.size - 1))], tail
+    hub.clear_log()
+    res2 = _get(s, modalities=[DK], tiles=other)
+    assert isinstance(res2, DownloadSummary) and res2.downloaded == 1
+    assert not [r for r in hub.log if r.range and r.range.endswith(str(shard.size - 1))]
+    _same_as_miniset(source, s, [tile, other])
+
+
+def test_server_ignoring_range_falls_back_to_the_whole_shard(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    hub.faults = Faults(ignore_range=True)
+    tile = source.repo("full", REGION).coverage[DK][0]
+    res = _get(s, modalities=[DK], tiles=tile)
+    assert isinstance(res, DownloadSummary) and res.failed == 0 and res.downloaded == 1 + AUX
+    _same_as_miniset(source, s, [tile])
+
+
+def test_corrupt_shard_is_refetched_then_reported(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    full = source.repo("full", REGION)
+    test_tiles = [t for t in full.coverage[DK] if full.split_of(t) == "test"]
+    _get(s, modalities=[DK], splits=["test"], fetch="whole", dry_run=True)  # catalog first
+    hub.faults = Faults(corrupt_first=1)
+    res = _get(s, modalities=[DK], splits=["test"], fetch="whole")
+    assert isinstance(res, DownloadSummary) and res.failed == 0
+    _same_as_miniset(source, s, test_tiles)
+    s2 = _settings(tmp_path / "again", hub)
+    hub.faults = Faults()
+    _get(s2, modalities=[DK], splits=["test"], fetch="whole", dry_run=True)
+    hub.faults = Faults(corrupt_first=50)
+    bad = _get(s2, modalities=[DK], splits=["test"], fetch="whole")
+    assert isinstance(bad, DownloadSummary)
+    tif = [(p, why) for p, why in bad.failures if p.endswith(".tif")]
+    assert len(tif) == len(test_tiles) and all("sha256" in why for _, why in tif)
+    assert bad.report_path is not None and bad.report_path.is_file()
+    region_dir = s2.data_dir / "full" / REGION
+    assert not [f for f in _all_files(region_dir) if f.endswith((".tif", ".part"))]
+
+
+def test_dropped_connection_mid_shard_resumes(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    hub.faults = Faults(cut_after_bytes=3000, cut_first=1)
+    res = _get(s, modalities=[DK], splits=["val"], fetch="whole", keep_shards=True)
+    assert isinstance(res, DownloadSummary) and res.failed == 0
+    full = source.repo("full", REGION)
+    _same_as_miniset(source, s, [t for t in full.coverage[DK] if full.split_of(t) == "val"])
+    assert any(r.range for r in hub.log if r.origin == "content")
+    assert list((s.data_dir / ".m3leo" / "shards").rglob("*.zstd.parquet"))
+
+
+def test_a_tile_the_shard_lacks_is_reported_and_the_rest_unpacked(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    full = source.repo("full", REGION)
+    lacking = [t for t in full.missing("gssic") if full.shard_for("gssic", t) is not None]
+    assert lacking, "the synthetic source should leave a gssic tile out of its shard"
+    shard = full.shard_for("gssic", lacking[0])
+    assert shard is not None
+    res = _get(s, modalities=["gssic"], tiles=",".join([lacking[0], shard.tile_ids[0]]))
+    assert isinstance(res, DownloadSummary) and res.downloaded == 1 + AUX and res.failed == 1
+    assert "absent from its shard" in res.failures[0][1]
+    _same_as_miniset(source, s, [shard.tile_ids[0]], "gssic")
+
+
+def test_ranges_mode_reads_corrupt_bytes_then_falls_back(source, hub, tmp_path) -> None:
+    s = _settings(tmp_path, hub)
+    full = source.repo("full", REGION)
+    shard = max((i for i in full.shards.values() if i.datakind == DK), key=lambda i: i.size)
+    hub.faults = Faults(error_first=0, corrupt_first=0, cut_after_bytes=10, cut_first=1)
+    res = _get(s, modalities=[DK], tiles=shard.tile_ids[1], fetch="ranges")
+    assert isinstance(res, DownloadSummary) and res.failed == 0 and res.downloaded == 1 + AUX
+    _same_as_miniset(source, s, [shard.tile_ids[1]])
+
+
+def test_bad_fetch_mode_is_a_usage_error(hub, tmp_path) -> None:
+    from m3leo_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--fetch"):
+        _get(_settings(tmp_path, hub), modalities=[DK], fetch="some")
+    assert ShardError.default_hint
