@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from clirun import run
 
 from m3leo_cli import spec
+from tests.clirun import run
 
 
 def test_synth_writes_both_editions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
