@@ -34,6 +34,7 @@ __all__ = [
     "plan_jobs",
     "resolve_url",
     "run_jobs",
+    "selected_rows",
 ]
 
 SPACE_MARGIN = 64 * 1024 * 1024  # keep this much free beyond the request
@@ -146,15 +147,26 @@ def check_space(root: Path, needed: int) -> None:
         )
 
 
-def _selected_rows(
-    settings: Settings, selection: Selection, progress: ProgressCallback
+def selected_rows(
+    settings: Settings,
+    selection: Selection,
+    progress: ProgressCallback = no_progress,
+    *,
+    refresh: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Tile rows of the selection plus the split CSV and GeoJSON of each region they are in."""
+    """Tile rows of the selection plus the split CSV and GeoJSON of each region they are in.
+
+    With ``refresh`` (download) a region without a manifest is catalogued first; without it
+    (verify) a missing manifest is an error.
+    """
     import pyarrow.compute as pc
 
     from . import catalog
 
-    catalog.ensure_manifest(settings, selection.edition, selection.region_names, progress=progress)
+    if refresh:
+        catalog.ensure_manifest(
+            settings, selection.edition, selection.region_names, progress=progress
+        )
     cols = ["edition", "region", "path", "size", "checksum_kind", "checksum", "commit"]
     tiles = catalog.select(settings, selection, kinds=("tile",))
     rows = tiles.select(cols).to_pylist()
@@ -204,7 +216,7 @@ def download(
             )
         return result
 
-    rows, regions = _selected_rows(settings, selection, progress)
+    rows, regions = selected_rows(settings, selection, progress)
     jobs, refused = build_jobs(settings, rows)
     plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
     if dry_run:

@@ -1,0 +1,297 @@
+"""`m3leo download`, `m3leo verify`, `m3leo clean`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import DownloadFailedError
+from .app import app
+from .options import (
+    BBoxOpt,
+    DataDir,
+    Edition,
+    JsonOut,
+    Limit,
+    Modalities,
+    Quiet,
+    Regions,
+    Splits,
+    TilesFile,
+    TilesOpt,
+    Workers,
+    Years,
+    selection_from,
+    settings_from,
+)
+from .render import err_console, human_bytes, print_json, say
+
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the plan (files, bytes, requests, pacing) and fetch nothing."
+    ),
+]
+NoSpaceCheck = Annotated[
+    bool, typer.Option("--no-space-check", help="Skip the free-space check before starting.")
+]
+Wait = Annotated[
+    bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
+]
+
+
+class _Bar:
+    """One rich bar on stderr for bytes, with rate, ETA and the file count (terminals only)."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.p = Progress(
+            TextColumn(label),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[files]}"),
+            console=err_console(),
+            transient=True,
+        )
+        self.done = 0
+        self.total: int | None = None
+        self.task = self.p.add_task(label, total=None, files="")
+        self.p.start()
+
+    def update(self, event: Any) -> None:
+        if event.kind == "start":
+            self.total = event.total_files
+            self.p.update(self.task, total=event.total_bytes, files=self._files())
+        elif event.kind == "advance":
+            self.done += event.files
+            self.p.update(self.task, advance=event.bytes, files=self._files())
+
+    def _files(self) -> str:
+        return f"{self.done}/{self.total if self.total is not None else '?'} files"
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(quiet: bool, json_out: bool, label: str) -> tuple[Any, Any]:
+    from ..progress import ProgressEvent
+
+    show = not quiet and not json_out and err_console().is_terminal
+    bar = _Bar(label) if show else None
+
+    def progress(event: ProgressEvent) -> None:
+        if event.kind == "message" and not quiet:
+            if bar is not None:
+                bar.p.console.print(event.message, markup=False, highlight=False)
+            else:
+                say(event.message)
+        elif bar is not None and event.phase in ("download", "verify", "shards"):
+            bar.update(event)
+
+    return progress, bar
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return human_bytes(nbytes / seconds) + "/s" if seconds > 0 else "-"
+
+
+@app.command("download")
+def download_cmd(
+    edition: Edition = "full",
+    region: Regions = None,
+    modality: Modalities = None,
+    split: Splits = None,
+    year: Years = None,
+    bbox: BBoxOpt = None,
+    tiles: TilesOpt = None,
+    tiles_file: TilesFile = None,
+    limit: Limit = None,
+    workers: Workers = None,
+    dry_run: DryRun = False,
+    no_space_check: NoSpaceCheck = False,
+    wait: Wait = False,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download the selected files into the store: resumable, checksummed, polite.
+
+    Finished files are skipped, interrupted ones resume, and one failure never stops the
+    others: they are listed in a report file and the exit code is 1.
+
+    Example: m3leo download --edition miniset --region europe --modality coherence
+    """
+    from ..download import DownloadPlan, download
+
+    settings = settings_from(data_dir=data_dir, workers=workers)
+    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    progress, bar = _progress(quiet, json_out, "download")
+    try:
+        result = download(
+            settings,
+            sel,
+            workers=workers,
+            dry_run=dry_run,
+            check_space=not no_space_check,
+            progress=progress,
+            wait=wait,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if isinstance(result, DownloadPlan) or not hasattr(result, "downloaded"):
+        plan = result.to_dict()
+        if json_out:
+            print_json(plan)
+        else:
+            _show_plan(plan)
+        return
+    s = result
+    if json_out:
+        print_json(s.to_dict())
+    elif not quiet:
+        say(
+            f"downloaded {s.downloaded}, skipped {s.skipped} (already there), failed {s.failed}: "
+            f"{human_bytes(s.bytes)} in {s.seconds:.1f} s ({_rate(s.bytes, s.seconds)})"
+        )
+    if s.failed:
+        first = s.failures[0]
+        raise DownloadFailedError(
+            f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}"
+        )
+
+
+def _show_plan(plan: dict[str, Any]) -> None:
+    say(
+        f"{plan.get('files', 0)} files selected ({human_bytes(plan.get('bytes'))}); "
+        f"{plan.get('present_files', 0)} already present"
+    )
+    say(
+        f"to fetch: {plan.get('to_fetch_files', 0)} files, "
+        f"{human_bytes(plan.get('to_fetch_bytes'))}"
+        + (
+            f" ({human_bytes(plan['partial_bytes'])} already in .part files)"
+            if plan.get("partial_bytes")
+            else ""
+        )
+    )
+    if "requests" in plan:
+        pace = plan.get("pacing_seconds", 0) or 0
+        say(
+            f"requests: {plan['requests']} at a budget of {plan.get('request_budget')} per "
+            f"{plan.get('window_seconds', 0):.0f} s"
+            + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
+        )
+    for item in plan.get("refused", []):
+        say(f"refused {item['path']}: {item['reason']}")
+
+
+@app.command("verify")
+def verify_cmd(
+    edition: Edition = "full",
+    region: Regions = None,
+    modality: Modalities = None,
+    split: Splits = None,
+    year: Years = None,
+    bbox: BBoxOpt = None,
+    tiles: TilesOpt = None,
+    tiles_file: TilesFile = None,
+    limit: Limit = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Re-download the missing and corrupt files.")
+    ] = False,
+    workers: Workers = None,
+    wait: Wait = False,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Re-hash exactly the selected local files against the manifest; report what is wrong.
+
+    Example: m3leo verify --edition miniset --region europe --modality gssic --repair
+    """
+    from ..verify import verify
+
+    settings = settings_from(data_dir=data_dir, workers=workers)
+    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    progress, bar = _progress(quiet, json_out, "verify")
+    try:
+        rep = verify(settings, sel, repair=repair, workers=workers, progress=progress, wait=wait)
+    finally:
+        if bar is not None:
+            bar.close()
+    if json_out:
+        print_json(rep.to_dict())
+    elif not quiet:
+        say(
+            f"checked {rep.checked} files: {rep.ok} ok, {len(rep.missing)} missing, "
+            f"{len(rep.corrupt)} corrupt"
+        )
+        for p in rep.missing[:20]:
+            say(f"missing {p}")
+        for p in rep.corrupt[:20]:
+            say(f"corrupt {p}")
+        for p, why in rep.refused:
+            say(f"refused {p}: {why}")
+        if rep.unchecked:
+            say(f"{len(rep.unchecked)} files have no checksum in the manifest (size checked)")
+        if rep.parts:
+            say(
+                f"{len(rep.parts)} stray .part files (a download was interrupted): "
+                "re-run the download to resume them, or `m3leo clean` to remove them"
+            )
+        if rep.repaired is not None:
+            r = rep.repaired
+            say(f"repair: downloaded {r.downloaded}, failed {r.failed}")
+    if rep.problems:
+        from ..errors import ChecksumMismatchError
+
+        raise ChecksumMismatchError(
+            f"{rep.problems} selected file(s) are missing or corrupt",
+            "run the same command with --repair"
+            if rep.repaired is None
+            else f"re-run; failures are in {rep.repaired.report_path}",
+        )
+
+
+@app.command("clean")
+def clean_cmd(
+    edition: Annotated[
+        str | None, typer.Option("--edition", "-e", help="Only this edition (default: both).")
+    ] = None,
+    region: Regions = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the .part files; remove nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Remove stray .part files left by interrupted downloads (finished files are untouched).
+
+    Example: m3leo clean --region europe
+    """
+    from .. import spec
+    from ..verify import clean
+
+    settings = settings_from(data_dir=data_dir)
+    ed = spec.get_edition(edition).name if edition else None
+    regs = [spec.get_region(r).name for r in region or ()]
+    rep = clean(settings, ed, regs, dry_run=dry_run)
+    if json_out:
+        print_json(rep.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for p in rep.removed:
+        say(f"{verb} {p}")
+    say(f"{verb} {len(rep.removed)} .part files ({human_bytes(rep.bytes)})")

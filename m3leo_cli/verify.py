@@ -1,0 +1,216 @@
+"""``m3leo verify`` and ``m3leo clean``: check exactly the selected local files; drop stray parts.
+
+Verification re-hashes each selected file against the manifest (sha256 for LFS files, git
+blob sha1 for the small text files) and reports the missing and corrupt ones; ``repair``
+re-downloads them through the normal engine. Stray ``.part`` files (a download that was
+interrupted) are reported, never touched: the next download resumes them, ``clean`` removes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import spec
+from .config import Settings
+from .errors import UnsafePathError
+from .jobs import DownloadSummary
+from .progress import ProgressCallback, ProgressEvent, no_progress
+from .selection import Selection
+from .store import Store
+from .transfer import PART_SUFFIX, FileJob, hash_file
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    ok: int = 0
+    bytes: int = 0  # bytes hashed
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)  # wrong size or checksum
+    unchecked: list[str] = field(default_factory=list)  # manifest has no checksum (size only)
+    parts: list[str] = field(default_factory=list)  # stray .part files under the regions
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    repaired: DownloadSummary | None = None
+
+    @property
+    def problems(self) -> int:
+        still = len(self.missing) + len(self.corrupt) + len(self.refused)
+        if self.repaired is not None:
+            still = self.repaired.failed
+        return still
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["refused"] = [{"path": p, "reason": r} for p, r in self.refused]
+        d["repaired"] = self.repaired.to_dict() if self.repaired else None
+        d["problems"] = self.problems
+        return d
+
+
+def _check(job: FileJob, has_checksum: bool) -> str:
+    try:
+        size = job.dest.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if job.size >= 0 and size != job.size:
+        return "corrupt"
+    if not has_checksum:
+        return "unchecked"
+    digest = hash_file(job.dest, job.checksum_kind, job.size).digest()
+    return "ok" if digest == job.checksum else "corrupt"
+
+
+def _jobs_for(
+    settings: Settings, rows: Sequence[dict[str, Any]]
+) -> tuple[list[tuple[FileJob, bool]], list[tuple[str, str]]]:
+    """Like download.build_jobs, but keeps rows without a checksum (checked by presence/size)."""
+    from .hub import resolve_url
+
+    store = Store(settings.data_dir)
+    out: list[tuple[FileJob, bool]] = []
+    refused: list[tuple[str, str]] = []
+    for r in rows:
+        label = f"{r['edition']}/{r['region']}/{r['path']}"
+        try:
+            dest = store.local_path(r["edition"], r["region"], r["path"])
+        except UnsafePathError as exc:
+            refused.append((label, exc.message))
+            continue
+        has = bool(r.get("checksum")) and bool(r.get("checksum_kind"))
+        size = r.get("size")
+        repo = spec.get_edition(r["edition"]).repo_id(r["region"])
+        job = FileJob(
+            url=resolve_url(settings.endpoint, repo, r["commit"], r["path"]),
+            dest=dest,
+            size=int(size) if size is not None else -1,
+            checksum_kind=str(r.get("checksum_kind") or "sha256"),
+            checksum=bytes(r.get("checksum") or b""),
+            name=label,
+        )
+        out.append((job, has and size is not None))
+    return out, refused
+
+
+def stray_parts(
+    settings: Settings, edition: str | None = None, regions: Sequence[str] = ()
+) -> list[Path]:
+    """Every ``*.part`` file under the store's region folders (edition/regions narrow it)."""
+    found: list[Path] = []
+    for ed in [edition] if edition else list(spec.EDITIONS):
+        for reg in regions or list(spec.REGIONS):
+            base = Store(settings.data_dir).region_dir(ed, reg)
+            if not base.is_dir():
+                continue
+            for dirpath, _dirs, files in os.walk(base):
+                found += [Path(dirpath) / f for f in files if f.endswith(PART_SUFFIX)]
+    return sorted(found)
+
+
+def verify(
+    settings: Settings,
+    selection: Selection,
+    *,
+    repair: bool = False,
+    workers: int | None = None,
+    progress: ProgressCallback = no_progress,
+    wait: bool = False,
+) -> VerifyReport:
+    """Re-hash the selected local files; with ``repair``, re-download the missing/corrupt ones."""
+    from .download import selected_rows
+
+    rows, regions = selected_rows(settings, selection, progress, refresh=False)
+    pairs, refused = _jobs_for(settings, rows)
+    rep = VerifyReport(refused=refused)
+    nworkers = workers or settings.workers
+    total = sum(max(j.size, 0) for j, _ in pairs)
+    progress(ProgressEvent("start", "verify", total_files=len(pairs), total_bytes=total))
+    with ThreadPoolExecutor(max(1, nworkers)) as pool:
+        results = pool.map(lambda p: _check(*p), pairs)
+        for (job, _), state in zip(pairs, results, strict=True):
+            rep.checked += 1
+            if state == "ok":
+                rep.ok += 1
+                rep.bytes += job.size
+            else:
+                getattr(rep, state).append(job.label)
+            progress(ProgressEvent("advance", "verify", files=1, bytes=max(job.size, 0)))
+    progress(ProgressEvent("done", "verify"))
+    rep.parts = [str(p) for p in stray_parts(settings, selection.edition, regions)]
+    if repair and (rep.missing or rep.corrupt):
+        rep.repaired = _repair(settings, selection, pairs, rep, nworkers, progress, wait)
+    return rep
+
+
+def _repair(
+    settings: Settings,
+    selection: Selection,
+    pairs: list[tuple[FileJob, bool]],
+    rep: VerifyReport,
+    workers: int,
+    progress: ProgressCallback,
+    wait: bool,
+) -> DownloadSummary:
+    from .download import download, finish
+
+    bad = set(rep.missing) | set(rep.corrupt)
+    for job, _ in pairs:
+        if job.label in set(rep.corrupt):
+            job.dest.unlink(missing_ok=True)  # a wrong file at a final path must go
+    if selection.edition == "full":
+        tiles = sorted({lbl.rsplit("/", 1)[-1].split(".")[0] for lbl in bad})
+        sel = dataclasses.replace(selection, tiles=tuple(tiles), limit=None)
+        result = download(settings, sel, workers=workers, progress=progress, wait=wait)
+        assert isinstance(result, DownloadSummary)
+        return result
+    from .hub import HubClient
+    from .jobs import run_jobs
+    from .lock import store_lock
+
+    jobs = [j for j, has in pairs if j.label in bad and has]
+    store = Store(settings.data_dir)
+    with store_lock(store, wait=wait), HubClient(settings) as client:
+        summary = run_jobs(client, jobs, workers=workers, progress=progress)
+    finish(summary, store)
+    return summary
+
+
+@dataclass
+class CleanReport:
+    removed: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def clean(
+    settings: Settings,
+    edition: str | None = None,
+    regions: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+) -> CleanReport:
+    """Remove stray ``.part`` files (under the store lock, so a running download keeps its own)."""
+    from .lock import store_lock
+
+    rep = CleanReport()
+    store = Store(settings.data_dir)
+    if not store.root.is_dir():
+        return rep
+    with store_lock(store):
+        for p in stray_parts(settings, edition, regions):
+            try:
+                size = p.stat().st_size
+                if not dry_run:
+                    p.unlink()
+            except FileNotFoundError:
+                continue
+            rep.removed.append(str(p))
+            rep.bytes += size
+    return rep
