@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_catalog",
     "cmd_stats",
     "cmd_download",
+    "cmd_unpack",
 ]
 
 
