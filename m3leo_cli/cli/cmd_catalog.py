@@ -84,9 +84,21 @@ def catalog_show(
     if json_out:
         print_json({"manifests": rows})
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table("region", "status", "commit", "refreshed", "files", "tiles", "bytes", "path")
+    table = Table(
+        "region",
+        "status",
+        "commit",
+        "refreshed",
+        "files",
+        "tiles",
+        "bytes",
+        "path",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for r in rows:
         table.add_row(
             r["region"],
@@ -113,9 +125,18 @@ def regions_cmd(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
     if json_out:
         print_json({"regions": rows})
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table("region", "description", "chips (full)", "full manifest", "miniset manifest")
+    table = Table(
+        "region",
+        "description",
+        "chips (full)",
+        "full manifest",
+        "miniset manifest",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for r in rows:
         cells = []
         for e in ("full", "miniset"):
@@ -146,20 +167,31 @@ def modalities_cmd(
     if json_out:
         print_json({"modalities": rows})
         return
-    from rich.table import Table
+    from rich import box
+    from rich.table import Column, Table
 
-    table = Table("datakind", "aliases", "format", "bands / variables", "res. m", "tiles", "bytes")
+    table = Table(
+        Column("datakind", no_wrap=True),
+        Column("fmt", no_wrap=True),
+        Column("layers", no_wrap=True),
+        Column("res. m", no_wrap=True),
+        Column("tiles", no_wrap=True),
+        Column("bytes", no_wrap=True),
+        "aliases",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for r in rows:
-        names = r["bands"] or r["variables"]
-        shown = ", ".join(names[:4]) + (f" ... ({len(names)})" if len(names) > 4 else "")
+        n = len(r["bands"] or r["variables"])
+        layers = f"{n} band{'s' * (n != 1)}" if r["bands"] else f"{n} var{'s' * (n != 1)}"
         table.add_row(
             r["datakind"],
-            ", ".join(r["aliases"]),
-            r["format"] or "?",
-            shown,
+            {"geotiff": "tif", "netcdf": "nc"}.get(r["format"], "?"),
+            layers,
             f"{r['resolution_m']:g}" if r["resolution_m"] else "?",
             "-" if r["tiles"] is None else f"{r['tiles']:,}",
             "-" if r["bytes"] is None else human_bytes(r["bytes"]),
+            ", ".join(r["aliases"]),
         )
     out_console().print(table)
     if any(r["tiles"] is None for r in rows):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .app import app
 from .options import (
     BBoxOpt,
@@ -52,11 +54,22 @@ def stats_cmd(
     render_stats(rows)
 
 
-def render_stats(rows: list[dict]) -> None:
+def render_stats(rows: list[dict[str, Any]]) -> None:
     """The people's table, with a total line."""
+    from rich import box
     from rich.table import Table
 
-    table = Table("region", "modality", "split", "tiles", "files", "bytes", "local tiles")
+    table = Table(
+        "region",
+        "modality",
+        "split",
+        "tiles",
+        "files",
+        "bytes",
+        "local tiles",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for r in rows:
         table.add_row(
             r["region"],

@@ -1,0 +1,184 @@
+"""`m3leo catalog refresh|show`, `regions`, `modalities`, `stats`: output and every bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from catalog_source import own_source, shared_source
+from clirun import run
+
+from m3leo_cli.server import Faults, HubServer
+from m3leo_cli.store import Store
+from m3leo_cli.testing.synth import SourceInfo
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    return shared_source(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(source: SourceInfo) -> Iterator[HubServer]:
+    with HubServer(source.root, page_size=5) as srv:
+        yield srv
+
+
+@pytest.fixture
+def hub(server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    server.reset_faults()
+    server.clear_log()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    return server
+
+
+@pytest.fixture
+def refreshed(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> HubServer:
+    res = run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe")
+    assert res.code == 0, res.err
+    return hub
+
+
+def assert_error(res, code: int, message: str, hint: str) -> None:
+    assert res.code == code, res.err
+    lines = res.err.strip().splitlines()
+    assert any(line.startswith("Error:") and message in line for line in lines), res.err
+    assert any(line.startswith("hint:") and hint in line for line in lines), res.err
+    assert "Traceback" not in res.err
+
+
+def test_refresh_reports_created_then_unchanged(hub: HubServer, capsys) -> None:
+    res = run(
+        capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "-r", "conus", "--json"
+    )
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert [r["status"] for r in doc["regions"]] == ["created", "created"]
+    assert "europe (miniset, M3LEO-miniset/europe): manifest created at commit" in res.err
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe")
+    assert res.code == 0 and "unchanged at commit" in res.err and "nothing to do" in res.err
+    assert res.out == ""
+
+
+def test_stats_json_is_exactly_rows(refreshed: HubServer, source: SourceInfo, capsys) -> None:
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "gssic", "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert list(doc) == ["rows"]
+    repo = source.repo("miniset", "europe")
+    for row in doc["rows"]:
+        assert set(row) == {"edition", "region", "modality", "split", "tiles", "bytes",
+                            "local_tiles"}  # fmt: skip
+        want = [t for t in repo.coverage["gssic"] if repo.split_of(t) == row["split"]]
+        assert (row["modality"], row["tiles"]) == ("gssic", len(want))
+    assert sum(r["tiles"] for r in doc["rows"]) == len(repo.coverage["gssic"])
+
+
+def test_stats_table_for_people(refreshed: HubServer, capsys) -> None:
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "dem", "-s", "train")
+    assert res.code == 0, res.err
+    assert "srtmdem" in res.out and "train" in res.out and "total" in res.out
+
+
+def test_stats_works_offline_from_the_cache(refreshed: HubServer, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refreshed.clear_log()
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--json")
+    assert res.code == 0 and json.loads(res.out)["rows"] and refreshed.log == []
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe")
+    assert_error(res, 1, "offline mode is on", "unset HF_HUB_OFFLINE")
+
+
+def test_regions_modalities_and_show(refreshed: HubServer, capsys) -> None:
+    res = run(capsys, "regions", "--json")
+    regions = {r["region"]: r for r in json.loads(res.out)["regions"]}
+    assert set(regions) == {"china", "conus", "europe", "middleeast", "pakin", "southamerica"}
+    assert regions["europe"]["manifests"]["miniset"]["tiles"] == 10
+    res = run(capsys, "modalities", "-r", "europe", "-e", "miniset", "--json")
+    mods = {m["datakind"]: m for m in json.loads(res.out)["modalities"]}
+    assert "gunw_2020-01-01_2020-03-31" not in mods
+    assert mods["s1grd-2020"]["bands"][0] == "winter_vvasc" and mods["gssic"]["tiles"] > 0
+    res = run(capsys, "modalities", "-r", "conus")
+    assert res.code == 0 and "gunw_2020-08-01_2020-10-31" in res.out
+    res = run(capsys, "catalog", "show", "-e", "miniset", "-r", "europe", "--json")
+    assert json.loads(res.out)["manifests"][0]["status"] == "ok"
+    assert run(capsys, "regions").code == 0 and run(capsys, "catalog", "show").code == 0
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (["-r", "europa"], "unknown region 'europa'", "'europe'"),
+        (["-m", "gsic"], "unknown modality 'gsic'", "'gssic'"),
+        (["--bbox", "1,2,3"], "malformed bbox", "W,S,E,N"),
+        (["--bbox", "a,b,c,d"], "malformed bbox", "W,S,E,N"),
+        (["-r", "europe", "--bbox", "-120,30,-119,31"], "overlaps no miniset tile", "W,S,E,N"),
+        (["-r", "europe", "-m", "gunw"], "region europe has no gunw datakind", "modalities"),
+        (["-r", "europe", "--tiles", "zzz"], "bad tile id 'zzz'", "13 lowercase hex"),
+        (["-r", "europe", "--tiles", "3" * 13], "not in the miniset manifest", "--region"),
+        (["-r", "conus"], "no miniset manifest for conus", "m3leo catalog refresh"),
+    ],
+)
+def test_bad_selection(refreshed: HubServer, capsys, args, message, hint) -> None:
+    assert_error(run(capsys, "stats", "-e", "miniset", *args), 1, message, hint)
+
+
+def test_full_edition_bbox_points_at_the_miniset(hub: HubServer, capsys) -> None:
+    assert run(capsys, "catalog", "refresh", "-r", "europe").code == 0
+    res = run(capsys, "stats", "-r", "europe", "--bbox", "5,45,6,46")
+    assert_error(res, 1, "full edition publishes no tile geometry", "--edition miniset")
+
+
+def test_tiles_file_with_bad_ids(refreshed: HubServer, capsys, tmp_path: Path) -> None:
+    f = tmp_path / "tiles.txt"
+    f.write_text("# my tiles\n0123456789abc\nnot-a-tile\n")
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--tiles-file", str(f))
+    assert_error(res, 1, "bad tile id 'not-a-tile'", "13 lowercase hex")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign"])
+def test_corrupt_or_foreign_manifest(refreshed: HubServer, capsys, data_dir: Path, kind) -> None:
+    path = Store(data_dir).manifest_path("miniset", "europe")
+    if kind == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    else:
+        pq.write_table(pa.table({"x": [1]}), path)
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe")
+    assert_error(res, 1, "is not an m3leo manifest", "catalog refresh")
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe")
+    assert res.code == 0 and "unreadable manifest" in res.err
+
+
+@pytest.mark.parametrize(
+    ("fault", "message", "hint"),
+    [
+        ({"SPLITS": 404}, "not found on the Hub", "--revision"),
+        ({"SPLITS": 401}, "access denied", "HF_TOKEN"),
+        ("garbage", "invalid JSON", "HF_ENDPOINT"),
+    ],
+)
+def test_hub_failures_keep_the_old_manifest(
+    tmp_path: Path, capsys, monkeypatch, data_dir: Path, fault, message, hint
+) -> None:
+    root, info = own_source(tmp_path)
+    split_csv = next(p for p in info.repo("miniset", "europe").files if p.endswith(".csv"))
+    with HubServer(root, page_size=4) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        assert run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe").code == 0
+        path = Store(data_dir).manifest_path("miniset", "europe")
+        before = path.read_bytes()
+        (root / "M3LEO-miniset" / "europe" / "NOTES.txt").write_text("a new commit\n")
+        if fault == "garbage":
+            srv.faults = Faults(garbage_json=True)
+        else:
+            srv.faults = Faults(status_for_paths={split_csv: fault["SPLITS"]})
+        res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe")
+    assert_error(res, 1, message, hint)
+    assert path.read_bytes() == before
