@@ -32,7 +32,7 @@ class ExportOptions:
     num_shards: int = 1
     shard_index: int = 0
     overwrite: bool = False
-    workers: int = 2
+    workers: int | None = None  # decoding threads; None: min(cpu count, settings.workers)
     command: tuple[str, ...] = ()  # the command line, recorded in metadata.json only
 
     def fingerprint(self) -> dict[str, Any]:

@@ -27,8 +27,11 @@ def npy_bytes(array: Any) -> bytes:
     """An array as ``.npy`` bytes (format version 1.0 when it fits: stable header)."""
     import numpy as np
 
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # (never for 0-d arrays: it would make them 1-d)
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    np.lib.format.write_array(buf, array, allow_pickle=False)
     return buf.getvalue()
 
 

@@ -123,6 +123,14 @@ def probe_layers(exporter: Exporter, plan: SamplePlan) -> dict[str, dict[str, An
     return info
 
 
+def _workers(options: ExportOptions, settings: Settings | None) -> int:
+    if options.workers:
+        return max(1, options.workers)
+    import os
+
+    return max(1, min(os.cpu_count() or 1, settings.workers if settings else 4))
+
+
 def run_export(
     plan: SamplePlan,
     options: ExportOptions,
@@ -162,7 +170,7 @@ def run_export(
     written = files = nbytes = 0
     failures: list[Failure] = []
     flat = (s for u in todo for s in u.samples)
-    processed: Iterator[Any] = ordered_map(exporter.process, flat, max(1, options.workers))
+    processed: Iterator[Any] = ordered_map(exporter.process, flat, _workers(options, settings))
     for unit in todo:
         items = (next(processed) for _ in unit.samples)
         res: UnitResult = exporter.write(unit, items)

@@ -1,0 +1,197 @@
+"""`m3leo export`: co-aligned multi-modal samples in the formats training frameworks read."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import CorruptTileError
+from ..export import EXPORTERS
+from .app import app
+from .options import (
+    BBoxOpt,
+    DataDir,
+    Edition,
+    JsonOut,
+    Limit,
+    Quiet,
+    Regions,
+    Splits,
+    TilesFile,
+    TilesOpt,
+    Years,
+    selection_from,
+    settings_from,
+)
+from .render import err_console, human_bytes, print_json, say
+
+FORMATS = ", ".join(EXPORTERS)
+
+Format = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {FORMATS}.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (empty, or this export).")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--modality", "-m", help="Input layer (repeatable): datakind, family or alias, e.g. s1grd."
+    ),
+]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="Target layer (repeatable), e.g. esaworldcover."),
+]
+
+
+@app.command("export")
+def export_cmd(
+    format: Format,
+    out: Out,
+    modality: Inputs = None,
+    label: Labels = None,
+    edition: Edition = "full",
+    region: Regions = None,
+    split: Splits = None,
+    year: Years = None,
+    bbox: BBoxOpt = None,
+    tiles: TilesOpt = None,
+    tiles_file: TilesFile = None,
+    limit: Limit = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing", help="Keep tiles lacking a layer (absent layers recorded)."
+        ),
+    ] = False,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Samples per tar/Parquet shard.")
+    ] = 256,
+    resample: Annotated[
+        int | None,
+        typer.Option("--resample", help="Put every layer on an N x N grid (nearest for labels)."),
+    ] = None,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="(value - mean) / std with `m3leo stats --bands` stats."),
+    ] = False,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="Cast values, e.g. float32 (default: as stored).")
+    ] = None,
+    num_shards: Annotated[
+        int, typer.Option("--num-shards", help="Split the export into K disjoint jobs.")
+    ] = 1,
+    shard_index: Annotated[
+        int, typer.Option("--shard-index", help="Which job this is, 0..K-1 (Slurm array id).")
+    ] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different earlier export in --out.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", help="Decoding threads (default: settings).")
+    ] = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Export local tiles as samples (every requested layer joined on tile id), split by split.
+
+    Re-running the same command completes an interrupted export; --num-shards/--shard-index
+    cut it into disjoint jobs that write into the same --out.
+
+    Example: m3leo export --format webdataset --out ds --edition miniset --region europe
+    --modality s1grd --modality gssic --label esaworldcover
+    """
+    from ..export import ExportOptions, export
+    from ..progress import ProgressEvent
+
+    settings = settings_from(data_dir=data_dir, workers=workers)
+    sel = selection_from(edition, region, None, split, year, bbox, tiles, tiles_file, limit)
+    options = ExportOptions(
+        format=format,
+        out=out,
+        inputs=tuple(modality or ()),
+        labels=tuple(label or ()),
+        allow_missing=allow_missing,
+        shard_size=shard_size,
+        resample=resample,
+        normalize=normalize,
+        dtype=dtype,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        overwrite=overwrite,
+        workers=workers,
+        command=("m3leo", *sys.argv[1:]),
+    )
+    show = not quiet and not json_out and err_console().is_terminal
+    bar = _Bar() if show else None
+
+    def progress(event: ProgressEvent) -> None:
+        if event.kind == "message" and not quiet:
+            say(event.message)
+        elif bar is not None:
+            bar.update(event)
+
+    try:
+        summary = export(settings, sel, options, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if json_out:
+        print_json(summary.as_dict())
+    elif not quiet:
+        _report(summary)
+    if summary.failures:
+        first = summary.failures[0]
+        raise CorruptTileError(
+            f"{len(summary.failures)} tile(s) could not be read and were left out "
+            f"(first: {first.path}: {first.reason})",
+            "run `m3leo verify --repair`, then re-run the same export to add them",
+        )
+
+
+def _report(summary: object) -> None:
+    from ..export import ExportSummary
+
+    assert isinstance(summary, ExportSummary)
+    s = summary
+    part = f" (job {s.part[0]} of {s.part[1]})" if s.part[1] > 1 else ""
+    say(
+        f"exported {s.written} samples into {s.units_written} {s.format} outputs{part}: "
+        f"{s.files} files, {human_bytes(s.bytes)} in {s.seconds:.1f} s"
+    )
+    if s.units_skipped:
+        say(f"{s.units_skipped} outputs were already finished and kept")
+    for layer, n in s.skipped_missing.items():
+        say(f"skipped {n} tiles lacking {layer} (pass --allow-missing to keep them)")
+    for layer, n in s.not_downloaded.items():
+        say(f"{n} {layer} files are not downloaded (`m3leo download` fetches them)")
+    for f in s.failures:
+        say(f"failed {f.split}/{f.tile_id}: {f.path}: {f.reason}")
+    if s.complete and s.metadata_path:
+        say(f"metadata: {s.metadata_path}")
+    elif not s.complete:
+        say("other jobs of this export are not finished; the last one writes metadata.json")
+
+
+class _Bar:
+    """A rich progress bar over samples on stderr (only on a terminal)."""
+
+    def __init__(self) -> None:
+        from rich.progress import Progress
+
+        self.p = Progress(console=err_console(), transient=True)
+        self.task = self.p.add_task("export", total=None)
+        self.p.start()
+
+    def update(self, event: object) -> None:
+        from ..progress import ProgressEvent
+
+        assert isinstance(event, ProgressEvent)
+        if event.kind == "start":
+            self.p.update(self.task, total=event.total_files)
+        elif event.kind == "advance":
+            self.p.advance(self.task, event.files)
+
+    def close(self) -> None:
+        self.p.stop()
