@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_synth",
     "cmd_catalog",
     "cmd_stats",
+    "cmd_export",
     "cmd_download",
     "cmd_unpack",
 ]
