@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
     "cmd_synth",
     "cmd_catalog",
     "cmd_stats",
+    "cmd_show",
+    "cmd_info",
     "cmd_export",
     "cmd_download",
     "cmd_unpack",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
+
 from .app import app
 from .options import (
     BBoxOpt,
@@ -36,6 +38,10 @@ def stats_cmd(
     limit: Limit = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
+    bands: bool = typer.Option(
+        False, "--bands", help="Per-band statistics of the selected local tiles (saved for export)."
+    ),
+    percentiles: str = typer.Option("2,50,98", "--percentiles", help="With --bands: which ones."),
 ) -> None:
     """Tiles, files and bytes per region, modality and split, and how many are local.
 
@@ -47,6 +53,10 @@ def stats_cmd(
 
     settings = settings_from(data_dir=data_dir)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    if bands:
+        from .bands_view import run_band_stats
+
+        return run_band_stats(settings, sel, percentiles, json_out)
     rows = stats(settings, sel, files=not json_out)
     if json_out:
         print_json({"rows": rows})

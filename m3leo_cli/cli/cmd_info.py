@@ -1,0 +1,55 @@
+"""`m3leo info TILE`: where a tile is, which modalities exist remotely and locally, its bands."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import spec
+from .app import app
+from .options import DataDir, Edition, JsonOut, Modalities, Regions, settings_from
+from .render import out_console, print_json
+
+
+@app.command("info")
+def info_cmd(
+    tile: str = typer.Argument(..., help="Tile id (13 hex characters)."),
+    edition: Edition = "full",
+    region: Regions = None,
+    modality: Modalities = None,
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Region, split and bounds of a tile; its modalities remotely and locally; each file's bands.
+
+    Example: m3leo info 020d259a89240 --edition miniset --json
+    """
+    from ..tileinfo import locate_tile
+    from ..tiles import DECODING
+
+    settings = settings_from(data_dir=data_dir)
+    info = locate_tile(
+        settings, tile, edition=edition, regions=region or (), modalities=modality or ()
+    )
+    if json_out:
+        print_json(info.as_dict())
+        return
+    con = out_console()
+    bbox = ", ".join(f"{v:.5f}" for v in info.bbox) if info.bbox else "unknown (full edition)"
+    con.print(f"tile     {info.tile_id}", markup=False)
+    con.print(f"edition  {info.edition}", markup=False)
+    con.print(f"region   {info.region}", markup=False)
+    con.print(f"split    {info.split or '?'}", markup=False)
+    con.print(f"bounds   {bbox}  (W, S, E, N; EPSG:4326)", markup=False)
+    for f in info.files:
+        state = "local " if f.local else "remote"
+        con.print(f"\n{f.datakind}  [{state}]  {f.path}", markup=False)
+        if f.error:
+            con.print(f"  {f.error}", markup=False)
+            con.print("  fix: m3leo verify --repair", markup=False)
+        elif f.bands is not None:
+            family = spec.parse_datakind(f.datakind).family.name
+            con.print(f"  {len(f.bands)} bands, {f.dtype}, shape {f.shape}", markup=False)
+            con.print("  bands: " + ", ".join(f.bands), markup=False)
+            con.print(f"  values: {DECODING.get(family, 'as stored')}", markup=False)
+    if not any(f.local for f in info.files):
+        con.print(f"\nnothing local; get it with: {info.download_command()}", markup=False)
