@@ -151,7 +151,9 @@ def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> Shar
         import pyarrow.parquet as pq
 
         rf.prefetch(coalesce((s for rg in todo for s in idx.span(rg, ["path"])), GAP, MAX_BATCH))
-        pf = pq.ParquetFile(rf, metadata=idx.metadata, pre_buffer=False)
+        pf = pq.ParquetFile(
+            rf, metadata=idx.metadata, pre_buffer=False, page_checksum_verification=True
+        )
         for rg in todo:
             try:
                 col = pf.read_row_group(rg, columns=["path"], use_threads=False).column(0)

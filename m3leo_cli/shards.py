@@ -50,9 +50,8 @@ def record_unpacked(store: Store, region: str, key: str, report: UnpackReport) -
     """Merge the files a shard gave into its sidecar (``verify`` reads these)."""
     if not report.written:
         return
-    folder = unpacked_dir(store, "full", region)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (key.replace("/", "__") + ".json")
+    path = _sidecar(store, region, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[Any]] = {}
     with contextlib.suppress(OSError, ValueError):
         files = json.loads(path.read_text(encoding="utf-8"))["files"]
@@ -63,6 +62,16 @@ def record_unpacked(store: Store, region: str, key: str, report: UnpackReport) -
     os.replace(tmp, path)
 
 
+def _sidecar(store: Store, region: str, key: str) -> Path:
+    return unpacked_dir(store, "full", region) / (key.replace("/", "__") + ".json")
+
+
+def _read_sidecar(path: Path, out: dict[str, tuple[int, str]]) -> None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        for rel, (size, sha) in json.loads(path.read_text(encoding="utf-8"))["files"].items():
+            out[rel] = (int(size), str(sha))
+
+
 def recorded_checksums(settings: Settings, edition: str, region: str) -> dict[str, tuple[int, str]]:
     """``{path relative to the region folder: (size, sha256 hex)}`` of every unpacked file."""
     out: dict[str, tuple[int, str]] = {}
@@ -70,9 +79,7 @@ def recorded_checksums(settings: Settings, edition: str, region: str) -> dict[st
     if not folder.is_dir():
         return out
     for p in sorted(folder.glob("*.json"), key=lambda q: q.stat().st_mtime):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            for rel, (size, sha) in json.loads(p.read_text(encoding="utf-8"))["files"].items():
-                out[rel] = (int(size), str(sha))
+        _read_sidecar(p, out)
     return out
 
 
@@ -110,6 +117,7 @@ def _tasks(
     settings: Settings, selection: Selection, progress: ProgressCallback
 ) -> tuple[list[ShardTask], list[tuple[str, str]], list[dict[str, Any]]]:
     """Shard tasks for the selection, tiles no shard holds, and the aux rows to fetch."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from . import catalog
@@ -127,13 +135,19 @@ def _tasks(
         for r in man.filter(pc.equal(man["kind"], "aux")).to_pylist()
         if (r["region"], r["path"]) in aux_wanted
     ]
+    needed = sorted({r["shard"] for r in rows if r["shard"]})
+    tile_rows = man.filter(
+        pc.and_(
+            pc.equal(man["kind"], "tile"), pc.is_in(man["shard"], pa.array(needed, pa.string()))
+        )
+    ).select(["region", "tile_id", "shard"])
     known: dict[tuple[str, str], set[str]] = {}
-    tile_rows = man.filter(pc.equal(man["kind"], "tile")).select(["region", "tile_id", "shard"])
     for r in tile_rows.to_pylist():
-        if r["shard"]:
-            known.setdefault((r["region"], r["shard"]), set()).add(r["tile_id"])
+        known.setdefault((r["region"], r["shard"]), set()).add(r["tile_id"])
     store = Store(settings.data_dir)
-    recorded = {g: recorded_checksums(settings, "full", g) for g in regions}
+    recorded: dict[str, tuple[int, str]] = {}
+    for region, shard in {(r["region"], r["shard"]) for r in rows if r["shard"]}:
+        _read_sidecar(_sidecar(store, region, shard), recorded)  # only the shards involved
     tasks: dict[tuple[str, str], ShardTask] = {}
     orphans: list[tuple[str, str]] = []
     for r in rows:
@@ -155,7 +169,7 @@ def _tasks(
                 wanted={},
                 known=frozenset(known.get(key, ())),
             )
-        rec = recorded[r["region"]].get(r["path"])
+        rec = recorded.get(r["path"])
         dest = store.local_path("full", r["region"], r["path"])
         if rec is not None and dest.is_file() and dest.stat().st_size == rec[0]:
             task.present += 1
@@ -360,7 +374,13 @@ def _unpack_ranges(
             rf.drop()
             rf.prefetch(batches[rg][1])
 
-    pf = pq.ParquetFile(rf, metadata=idx.metadata, pre_buffer=False, buffer_size=1 << 20)
+    pf = pq.ParquetFile(
+        rf,
+        metadata=idx.metadata,
+        pre_buffer=False,
+        buffer_size=1 << 20,
+        page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
+    )
     try:
         unpack_parquet(
             pf,
@@ -509,8 +529,11 @@ def unpack_files(
                     report=report,
                 )
             finally:
-                if out is None:
-                    record_unpacked(store, reg, f"local/{path.name}", report)
+                if out is None and report.written:
+                    # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
+                    # `download --edition full` sees these tiles as present
+                    folder = report.written[0].path.rsplit("/", 1)[0]
+                    record_unpacked(store, reg, f"{folder}/{path.name}", report)
             summary.reports.append(report)
     progress(ProgressEvent("done", "unpack"))
     return summary

@@ -131,7 +131,9 @@ def open_local(path: Path) -> pq.ParquetFile:
         with open(path, "rb") as fh:
             fh.seek(max(0, size - 8))
             footer_length(fh.read(8), size, path.name)
-        return pq.ParquetFile(path, buffer_size=READ_BUFFER, pre_buffer=False)
+        return pq.ParquetFile(
+            path, buffer_size=READ_BUFFER, pre_buffer=False, page_checksum_verification=True
+        )
     except FileNotFoundError:
         raise ShardError(f"no such shard file: {path}", "check the path") from None
     except (OSError, pa.ArrowException) as exc:

@@ -266,3 +266,19 @@ def test_range_file_fetches_unknown_bytes_on_demand() -> None:
     assert rf.read(5) == data[10:15] and len(log) == 1
     rf.seek(-4, io.SEEK_END)
     assert rf.read() == data[-4:] and len(log) == 2 and rf.fetched == 104
+
+
+def test_page_checksums_catch_a_flipped_byte(tmp_path: Path) -> None:
+    rows = [(f"{REGION}/{PART}/{DK}/{i:013x}.tif", DK, bytes(range(256)) * 40) for i in range(2)]
+    t = pa.table({"path": [r[0] for r in rows], "ds": [r[1] for r in rows],
+                  "content": pa.array([r[2] for r in rows], pa.binary())})  # fmt: skip
+    shard = tmp_path / "s.zstd.parquet"
+    pq.write_table(t, shard, compression="zstd", row_group_size=1, write_page_checksum=True)
+    cc = pq.read_metadata(shard).row_group(1).column(2)
+    data = bytearray(shard.read_bytes())
+    start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+    data[start + cc.total_compressed_size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="row group 1 is corrupt"):
+        unpack_shard(shard, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").rglob("*.tif")] == [f"{0:013x}.tif"]
