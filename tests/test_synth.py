@@ -334,8 +334,15 @@ def test_geojson(mini: RepoInfo) -> None:
 
 
 def _reference_id(ring: list[list[float]]) -> str:
-    """geetiles' algorithm, written out again: sha256 of numpy's text of the rounded ring."""
-    text = str(np.array(ring).round(5))
+    """geetiles' algorithm, written out again: sha256 of numpy's text of the rounded envelope.
+
+    The envelope boundary is what shapely (GEOS) returns: (minx, miny) -> (maxx, miny) ->
+    (maxx, maxy) -> (minx, maxy) -> (minx, miny).
+    """
+    xs, ys = [v[0] for v in ring], [v[1] for v in ring]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    envelope = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    text = str(np.array(envelope).round(5))
     return hex(int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 10**15)[2:].zfill(13)
 
 

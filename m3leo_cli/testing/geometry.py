@@ -58,9 +58,23 @@ def ring_of(lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> n
     )
 
 
+def envelope_ring(ring: np.ndarray) -> np.ndarray:
+    """The boundary of a shape's envelope as shapely/GEOS builds it (counter-clockwise).
+
+    GEOS starts at (min, min) and walks along x first, which is not the chip polygon's order.
+    """
+    pts = np.asarray(ring, dtype=np.float64)
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
+
+
 def identifier(ring: np.ndarray) -> str:
-    """The M3LEO tile id of a chip: sha256 of numpy's text of the rounded ring, mod 1e15, hex."""
-    text = str(np.asarray(ring, dtype=np.float64).round(5))
+    """The M3LEO tile id of a chip: sha256 of numpy's text of its rounded envelope, mod 1e15.
+
+    As geetiles does: ``str(np.r_[geom.envelope.boundary.coords].round(5))``, sha256 as an
+    integer, modulo 10**15, 13 zero-padded hex digits.
+    """
+    text = str(envelope_ring(ring).round(5))
     k = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 10**15
     return f"{k:013x}"
 
