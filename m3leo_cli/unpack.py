@@ -15,7 +15,9 @@ import contextlib
 import errno
 import hashlib
 import os
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,26 +189,74 @@ def unpack_parquet(
     cols = [c for c in UNPACK_COLUMNS if c in names]
     seen: set[str] = set()
     groups = list(range(pf.metadata.num_row_groups)) if row_groups is None else list(row_groups)
-    for rg in groups:
-        if before_row_group is not None:
-            before_row_group(rg)
-        paths: list[str] = []
-        try:
-            for batch in pf.iter_batches(
-                batch_size=BATCH_ROWS, row_groups=[rg], columns=cols, use_threads=False
-            ):
-                _unpack_batch(batch, cols, region_dir, rules, report, seen, paths, progress)
-        except (OSError, pa.ArrowException) as exc:
-            raise ShardError(
-                f"shard {source}: row group {rg} is corrupt ({str(exc).splitlines()[0][:100]})",
-                "re-run to re-fetch the shard (--fetch whole verifies it against its sha256)",
-            ) from None
-        report.row_groups += 1
-        if after_row_group is not None:
-            after_row_group(rg, paths)
+    with _Writer(report, progress) as writer:
+        for rg in groups:
+            if before_row_group is not None:
+                before_row_group(rg)
+            paths: list[str] = []
+            try:
+                for batch in pf.iter_batches(
+                    batch_size=BATCH_ROWS, row_groups=[rg], columns=cols, use_threads=False
+                ):
+                    _unpack_batch(batch, cols, region_dir, rules, report, seen, paths, writer)
+            except (OSError, pa.ArrowException) as exc:
+                writer.drain()  # rows decoded before the damage are complete: keep them
+                raise ShardError(
+                    f"shard {source}: row group {rg} is corrupt ({str(exc).splitlines()[0][:100]})",
+                    "re-run to re-fetch the shard (--fetch whole verifies it against its sha256)",
+                ) from None
+            writer.drain()
+            report.row_groups += 1
+            if after_row_group is not None:
+                after_row_group(rg, paths)
     if rules.expected is not None:
         report.missing = sorted(set(rules.expected) - seen)
     return report
+
+
+class _Writer:
+    """Write files on two threads so decoding the next rows overlaps writing and fsyncing.
+
+    At most ``MAX_PENDING`` rows are in flight (memory stays bounded); results are recorded
+    in row order; the first write error is raised by :meth:`drain`.
+    """
+
+    WRITERS = 2
+    MAX_PENDING = 4
+
+    def __init__(self, report: UnpackReport, progress: ProgressCallback) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.report = report
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="m3leo-unpack")
+        self.pending: deque[tuple[Future[str], str, int]] = deque()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.drain()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def submit(self, dest: Path, buf: Any, rel: str) -> None:
+        while len(self.pending) >= self.MAX_PENDING:
+            self._finish_one()
+        fut = self.pool.submit(write_atomic, dest, memoryview(buf))
+        self.pending.append((fut, rel, buf.size))
+
+    def _finish_one(self) -> None:
+        fut, rel, size = self.pending.popleft()
+        sha = fut.result()
+        self.report.written.append(UnpackedFile(rel, size, sha))
+        self.progress(ProgressEvent("advance", "unpack", files=1, extra={"written": size}))
+
+    def drain(self) -> None:
+        while self.pending:
+            self._finish_one()
 
 
 def _unpack_batch(
@@ -217,7 +267,7 @@ def _unpack_batch(
     report: UnpackReport,
     seen: set[str],
     paths: list[str],
-    progress: ProgressCallback,
+    writer: _Writer,
 ) -> None:
     path_col = batch.column(cols.index("path"))
     content_col = batch.column(cols.index("content"))
@@ -253,11 +303,9 @@ def _unpack_batch(
         except UnsafePathError as exc:
             report.refused.append((str(row_path), exc.message))
             continue
-        sha = write_atomic(dest, memoryview(buf))
         seen.add(tile)
         report.region = report.region or region
-        report.written.append(UnpackedFile(rel, buf.size, sha))
-        progress(ProgressEvent("advance", "unpack", files=1, extra={"written": buf.size}))
+        writer.submit(dest, buf, rel)
 
 
 def unpack_shard(
