@@ -98,19 +98,23 @@ def summarize(table: pa.Table, edition: str, region: str, commit: str, revision:
         dk = datakinds.setdefault(
             row["datakind"], {"tiles": 0, "files": 0, "bytes": 0, "splits": {}}
         )
+        dk["tiles"] += row["tiles"]
         dk["files"] += row["files"]
         dk["bytes"] += row["bytes"]
         dk["splits"][row["split"] or "none"] = {k: row[k] for k in ("tiles", "files", "bytes")}
     tiles_all = table.filter(pc.field("kind") == "tile")
+    listed = table.filter(pc.field("datakind").is_valid()).group_by("datakind")
+    folders = {r["datakind"]: r["path_min"].rpartition("/")[0]
+               for r in listed.aggregate([("path", "min")]).to_pylist()}  # fmt: skip
+    for name in folders:
+        datakinds.setdefault(name, {"tiles": 0, "files": 0, "bytes": 0, "splits": {}})
     for name, dk in datakinds.items():
-        dk["tiles"] = sum(s["tiles"] for s in dk["splits"].values())
-        family, year = (None, None)
+        dk["folder"] = folders.get(name)
         try:
             parsed = spec.parse_datakind(name)
-            family, year = parsed.family.name, parsed.year
+            dk["family"], dk["year"] = parsed.family.name, parsed.year
         except UnknownModalityError:
-            pass
-        dk["family"], dk["year"] = family, year
+            dk["family"], dk["year"] = None, None
     remote = table.filter(pc.field("checksum").is_valid())
     bbox = None
     if tiles_all.num_rows and tiles_all["lon_min"].null_count < tiles_all.num_rows:

@@ -141,14 +141,26 @@ def read_manifest(
     paths: Sequence[Path],
     filter: pc.Expression | None = None,
     columns: Sequence[str] | None = None,
+    dictionary: Sequence[str] = (),
 ) -> pa.Table:
-    """Read manifest files with predicate pushdown. Every file is validated first."""
+    """Read manifest files with predicate pushdown. Every file is validated first.
+
+    ``dictionary`` columns come back dictionary-encoded (much less memory for group-bys).
+    """
     for p in paths:
         read_summary(p)
     if not paths:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     try:
-        dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
+        schema, fmt = SCHEMA, ds.ParquetFileFormat()
+        if dictionary:
+            fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": list(dictionary)})
+            for name in dictionary:
+                i = SCHEMA.get_field_index(name)
+                schema = schema.set(
+                    i, SCHEMA.field(i).with_type(pa.dictionary(pa.int32(), pa.string()))
+                )
+        dataset = ds.dataset([str(p) for p in paths], schema=schema, format=fmt)
         table = dataset.to_table(filter=filter, columns=list(columns) if columns else None)
     except (pa.ArrowException, OSError) as exc:
         where = paths[0] if len(paths) == 1 else paths[0].parent.parent
