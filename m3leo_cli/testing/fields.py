@@ -90,7 +90,7 @@ class Landscape:
                 + np.outer(np.sin(b * lat), np.cos(a * lon + phase))
             )
             weight += amp
-        out = np.clip(0.5 + 0.5 * total / (weight * 0.75), 0.0, 1.0)
+        out = np.clip(0.5 + 0.5 * total / (weight * 0.75), 0.0, 1.0).astype(np.float32)
         if len(self._cache) > 256:
             self._cache.clear()
         self._cache[key] = out

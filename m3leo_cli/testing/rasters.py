@@ -83,14 +83,19 @@ def s2srm(
     veg = vegetation(land, grid)
     soil = land.field("soil", grid)
     wet = water(land, grid)
-    bands = []
+    visible = np.where(wet, 12.0, 60 - 30 * veg)
+    nir = np.where(wet, 6.0, 30 + 60 * veg)
+    swir = np.where(wet, 12.0, 90 - 40 * veg + 20 * soil)
+    out = np.empty((len(names), grid.height, grid.width), dtype=np.uint8)
     for i, name in enumerate(names):
-        nir = any(t in name for t in ("B8", "B7", "B6"))
-        swir = "B11" in name or "B12" in name
-        refl = (30 + 60 * veg) if nir else (90 - 40 * veg + 20 * soil if swir else 60 - 30 * veg)
-        refl = refl + 3 * np.sin(i + year)
-        bands.append(np.where(wet, 12.0 if not nir else 6.0, refl))
-    return np.clip(np.rint(np.stack(bands)), 1, 255).astype(np.uint8), tuple(names)
+        if any(t in name for t in ("B8", "B7", "B6")):
+            base = nir
+        elif "B11" in name or "B12" in name:
+            base = swir
+        else:
+            base = visible
+        out[i] = np.clip(np.rint(base + 3 * np.sin(i + year)), 1, 255)
+    return out, tuple(names)
 
 
 def esaworldcover(land: Landscape, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:

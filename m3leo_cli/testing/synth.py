@@ -209,7 +209,8 @@ class _Region:
         if got is None:
             family = spec.parse_datakind(datakind).family.name
             ids = list(self.tiles)
-            frac = self.config.coverage.get(family, self.config.coverage.get(datakind, 1.0))
+            cov = self.config.coverage  # a datakind's own entry wins over its family's
+            frac = cov.get(datakind, cov.get(family, 1.0))
             frac = min(max(float(frac), 0.0), 1.0)
             keep = len(ids) if frac >= 1.0 else round(frac * len(ids))
             if frac > 0:
