@@ -191,3 +191,28 @@ def test_bad_fetch_mode_is_a_usage_error(hub, tmp_path) -> None:
     with pytest.raises(UsageError, match="--fetch"):
         _get(_settings(tmp_path, hub), modalities=[DK], fetch="some")
     assert ShardError.default_hint
+
+
+def test_a_damaged_range_fails_the_page_crc_and_the_whole_shard_is_used(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    cfg = SynthConfig(regions=(REGION,), editions=("miniset", "full"), tiles=8, datakinds=(DK,),
+                      tiles_per_shard=8, rows_per_row_group=1, chip_px=32)  # fmt: skip
+    src = write_source(tmp_path / "src", cfg)
+    full = src.repo("full", REGION)
+    shard = max(full.shards.values(), key=lambda i: i.size)
+    path = full.root / shard.path
+    table = pq.read_table(path)  # rewrite it as Spark does: with page CRCs
+    pq.write_table(table, path, compression="zstd", row_group_size=1, write_page_checksum=True)
+    with HubServer(src.root) as srv:
+        s = _settings(tmp_path, srv)
+        tile = shard.tile_ids[4]
+        plan = _get(s, modalities=[DK], tiles=tile, fetch="ranges", dry_run=True)
+        assert isinstance(plan, FullDownloadPlan) and plan.shards[0]["mode"] == "ranges"
+        srv.clear_log()
+        srv.faults = Faults(corrupt_first=1)  # the first content range comes back damaged
+        res = _get(s, modalities=[DK], tiles=tile, fetch="ranges")
+        assert isinstance(res, DownloadSummary) and res.failed == 0, res.failures
+        whole = [r for r in srv.log if r.repo_path == shard.path and r.method == "GET"]
+        assert whole[0].range and not whole[-1].range  # a range, then the whole shard
+        _same_as_miniset(src, s, [tile])
