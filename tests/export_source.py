@@ -17,6 +17,12 @@ LAYERS = (
     LayerSpec("gssic", "input"),
     LayerSpec("esaworldcover-2020", "label"),
 )
+# GeoTIFF-only layers for the tests that exercise the machinery rather than the readers
+FAST_LAYERS = (
+    LayerSpec("s1grd-2020", "input"),
+    LayerSpec("s2rgbm-2020", "input"),
+    LayerSpec("esaworldcover-2020", "label"),
+)
 CONFIG = SynthConfig(regions=("europe",), editions=("miniset",), tiles=10, chip_px=16,
                      native_shape=(4, 5))  # fmt: skip
 _CACHE: dict[str, SourceInfo] = {}
@@ -64,3 +70,21 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and ".m3leo-export" not in p.parts
     }
+
+
+def read_webdataset(urls: list[str]) -> list[dict]:
+    """Every sample of the shards, decoded by the webdataset library itself.
+
+    webdataset leaves its tar handles to the garbage collector; collect them here, with their
+    ResourceWarning silenced, so they do not surface later in an unrelated test.
+    """
+    import gc
+    import warnings
+
+    import webdataset as wds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
+        gc.collect()
+    return samples

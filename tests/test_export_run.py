@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_source import plan_for, private_copy, shared_source, source_array, tree_bytes
+from export_source import (
+    FAST_LAYERS,
+    plan_for,
+    private_copy,
+    shared_source,
+    source_array,
+    tree_bytes,
+)
 
 from m3leo_cli.errors import DiskFullError, OutputExistsError, UsageError
 from m3leo_cli.export import ExportOptions, run_export
@@ -17,27 +24,27 @@ from m3leo_cli.progress import ProgressEvent
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def source(tmp_path_factory: pytest.TempPathFactory):
     return shared_source(tmp_path_factory)
 
 
-def _opts(fmt: str, out: Path, **kw) -> ExportOptions:  # type: ignore[no-untyped-def]
+def _opts(fmt: str, out: Path, **kw) -> ExportOptions:
     kw.setdefault("shard_size", 2)
     kw.setdefault("command", ("m3leo", "export"))
     return ExportOptions(fmt, out, **kw)
 
 
 @pytest.mark.parametrize("fmt", ["npz", "webdataset", "parquet"])
-def test_same_input_same_bytes_whatever_the_workers(source, tmp_path: Path, fmt: str) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_for(source)
+def test_same_input_same_bytes_whatever_the_workers(source, tmp_path: Path, fmt: str) -> None:
+    plan = plan_for(source, FAST_LAYERS)
     run_export(plan, _opts(fmt, tmp_path / "a", workers=1))
     run_export(plan, _opts(fmt, tmp_path / "b", workers=3))
     a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
     assert a == b and "metadata.json" in a
 
 
-def test_partitions_are_disjoint_and_add_up_to_the_whole(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_for(source)
+def test_partitions_are_disjoint_and_add_up_to_the_whole(source, tmp_path: Path) -> None:
+    plan = plan_for(source, FAST_LAYERS)
     whole = tmp_path / "whole"
     run_export(plan, _opts("webdataset", whole))
     parts = tmp_path / "parts"
@@ -54,16 +61,18 @@ def test_partitions_are_disjoint_and_add_up_to_the_whole(source, tmp_path: Path)
     )
 
 
-def test_bad_partition_is_a_usage_error(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_partition_is_a_usage_error(source, tmp_path: Path) -> None:
     with pytest.raises(UsageError) as exc:
-        run_export(plan_for(source), _opts("npz", tmp_path / "o", num_shards=2, shard_index=2))
+        run_export(
+            plan_for(source, FAST_LAYERS), _opts("npz", tmp_path / "o", num_shards=2, shard_index=2)
+        )
     assert "0 <= i < K" in exc.value.hint
 
 
-def test_an_interrupted_export_completes_without_redoing_finished_shards(  # type: ignore[no-untyped-def]
+def test_an_interrupted_export_completes_without_redoing_finished_shards(
     source, tmp_path: Path
 ) -> None:
-    plan = plan_for(source)
+    plan = plan_for(source, FAST_LAYERS)
     out = tmp_path / "o"
     seen: list[int] = []
 
@@ -89,11 +98,9 @@ def test_an_interrupted_export_completes_without_redoing_finished_shards(  # typ
     assert tree_bytes(out) == tree_bytes(tmp_path / "fresh")
 
 
-def test_a_corrupt_tile_is_skipped_named_and_redone_once_repaired(  # type: ignore[no-untyped-def]
-    source, tmp_path: Path
-) -> None:
+def test_a_corrupt_tile_is_skipped_named_and_redone_once_repaired(source, tmp_path: Path) -> None:
     root = private_copy(source, tmp_path / "repo")
-    plan = plan_for(source, root=root)
+    plan = plan_for(source, FAST_LAYERS, root=root)
     victim = plan.samples[1]
     path = victim.files["s1grd-2020"].path
     good = path.read_bytes()
@@ -113,9 +120,9 @@ def test_a_corrupt_tile_is_skipped_named_and_redone_once_repaired(  # type: igno
     assert json.loads((out / "metadata.json").read_text())["counts"]["failed"] == 0
 
 
-def test_geotiff_refuses_a_file_that_differs_from_the_manifest(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_geotiff_refuses_a_file_that_differs_from_the_manifest(source, tmp_path: Path) -> None:
     root = private_copy(source, tmp_path / "repo")
-    plan = plan_for(source, root=root)
+    plan = plan_for(source, FAST_LAYERS, root=root)
     victim = plan.samples[0]
     path = victim.files["esaworldcover-2020"].path
     data = bytearray(path.read_bytes())
@@ -127,8 +134,8 @@ def test_geotiff_refuses_a_file_that_differs_from_the_manifest(source, tmp_path:
     assert not (tmp_path / "o" / victim.split / "s1grd-2020" / f"{victim.tile_id}.tif").exists()
 
 
-def test_an_output_folder_holding_something_else_is_refused(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_for(source)
+def test_an_output_folder_holding_something_else_is_refused(source, tmp_path: Path) -> None:
+    plan = plan_for(source, FAST_LAYERS)
     out = tmp_path / "o"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
@@ -146,8 +153,8 @@ def test_an_output_folder_holding_something_else_is_refused(source, tmp_path: Pa
     assert s.complete and (out / "thesis.tex").read_text() == "precious"
 
 
-def test_disk_full_leaves_no_half_written_shard(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_for(source)
+def test_disk_full_leaves_no_half_written_shard(source, tmp_path: Path) -> None:
+    plan = plan_for(source, FAST_LAYERS)
     out = tmp_path / "o"
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -164,7 +171,7 @@ def test_disk_full_leaves_no_half_written_shard(source, tmp_path: Path) -> None:
     assert s.complete and not s.failures
 
 
-def test_resample_puts_every_layer_on_one_grid(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_resample_puts_every_layer_on_one_grid(source, tmp_path: Path) -> None:
     plan = plan_for(source)
     run_export(plan, _opts("npz", tmp_path / "o", resample=8))
     s = plan.samples[0]
@@ -195,8 +202,8 @@ def test_bilinear_resampling_of_a_smooth_field_is_close(tmp_path: Path) -> None:
     assert (out[0, 4:] > -1).all()  # valid pixels never mix in the fill value
 
 
-def test_dtype_casts_and_geotiff_refuses_value_options(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_for(source)
+def test_dtype_casts_and_geotiff_refuses_value_options(source, tmp_path: Path) -> None:
+    plan = plan_for(source, FAST_LAYERS)
     run_export(plan, _opts("npz", tmp_path / "o", dtype="float32"))
     s = plan.samples[0]
     with np.load(tmp_path / "o" / s.split / f"{s.tile_id}.npz") as z:

@@ -23,7 +23,7 @@ def get_exporter(name: str) -> type[Exporter]:
     try:
         return EXPORTERS[name.strip().lower()]
     except KeyError:
-        raise UnknownFormatError(name, sorted(EXPORTERS)) from None
+        raise UnknownFormatError(name, list(EXPORTERS)) from None
 
 
 from .run import ExportSummary, export, run_export  # noqa: E402  (needs get_exporter above)

@@ -147,7 +147,11 @@ def explain_empty(plan: SamplePlan, total_tiles: int) -> EmptySelectionError:
     detail = "; ".join(parts) if parts else "the selection holds no tiles"
     hint = "pass --allow-missing to keep incomplete tiles, or drop that layer"
     if plan.not_local:
-        hint = "download the missing layers first (`m3leo download ...`), or pass --allow-missing"
+        sel = plan.selection
+        flags = [f"--edition {sel.get('edition') or plan.edition}"]
+        flags += [f"--region {r}" for r in sel.get("regions") or []]
+        flags += [f"--modality {m}" for m in sorted(plan.not_local)]
+        hint = f"download them first: m3leo download {' '.join(flags)} (or pass --allow-missing)"
     return EmptySelectionError(f"no tile has every requested layer: {detail}", hint)
 
 

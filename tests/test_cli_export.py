@@ -1,0 +1,153 @@
+"""`m3leo export` end to end: download from the loopback Hub, export, read back; bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import run
+from export_source import read_webdataset
+
+from m3leo_cli.server import HubServer
+from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
+from m3leo_cli.tiles import read_tile
+
+SEL = ("--edition", "miniset", "--region", "europe")
+LAYERS = ("--modality", "s1grd", "--modality", "gssic", "--label", "esaworldcover")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    cfg = SynthConfig(editions=("miniset",), tiles=8, chip_px=16, native_shape=(4, 5))
+    return write_source(tmp_path_factory.mktemp("cli-export-src"), cfg)
+
+
+@pytest.fixture
+def store(
+    source: SourceInfo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[SourceInfo]:
+    """A store holding s1grd, gssic and esaworldcover, downloaded from the loopback Hub."""
+    with HubServer(source.root) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        res = run(capsys, "download", *SEL, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover")
+        assert res.code == 0, res.err
+        yield source
+
+
+def test_export_webdataset_end_to_end(store: SourceInfo, tmp_path: Path, capsys, data_dir) -> None:
+    out = tmp_path / "ds"
+    res = run(capsys, "export", "--format", "webdataset", "--out", str(out), *SEL, *LAYERS,
+              "--shard-size", "2", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    repo = store.repo("miniset", "europe")
+    lacking = repo.missing("gssic")
+    assert summary["written"] == len(repo.tiles) - len(lacking)
+    assert summary["skipped_missing_layer"] == {"gssic": len(lacking)}
+    assert summary["complete"] and summary["failed"] == []
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["provenance"]["command"][:2] == ["m3leo", "export"] or meta["provenance"]["command"]
+    assert meta["provenance"]["regions"]["europe"] == repo_commit(data_dir)
+    assert {lay["name"]: lay["role"] for lay in meta["layers"]} == {
+        "s1grd-2020": "input", "gssic": "input", "esaworldcover-2020": "label",
+    }  # fmt: skip
+    n = 0
+    for split in ("train", "val", "test"):
+        urls = sorted(str(p) for p in (out / split).glob("*.tar"))
+        for s in read_webdataset(urls):
+            tid = s["__key__"]
+            assert repo.split_of(tid) == split
+            path = data_dir / "miniset" / "europe" / repo.tile_path("gssic", tid)
+            np.testing.assert_array_equal(s["gssic.npy"], read_tile(path, "gssic").data)
+            n += 1
+    assert n == summary["written"]
+
+
+def repo_commit(data_dir: Path) -> str:
+    import pyarrow.parquet as pq
+
+    path = data_dir / "manifest" / "edition=miniset" / "region=europe" / "manifest.parquet"
+    return pq.read_table(path, columns=["commit"])["commit"][0].as_py()
+
+
+def test_rerun_completes_and_partitions(store: SourceInfo, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p"
+    for i in (0, 1):
+        res = run(capsys, "export", "-f", "parquet", "-o", str(out), *SEL, *LAYERS,
+                  "--shard-size", "1", "--num-shards", "2", "--shard-index", str(i))  # fmt: skip
+        assert res.code == 0, res.err
+    assert "exported" in res.err and (out / "metadata.json").exists()
+    res = run(capsys, "export", "-f", "parquet", "-o", str(out), *SEL, *LAYERS,
+              "--shard-size", "1", "--json")  # fmt: skip
+    summary = json.loads(res.out)
+    assert res.code == 0 and summary["units_written"] == 0 and summary["units_skipped"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (("-f", "tfrecord"), "unknown format 'tfrecord'", "npz, webdataset, parquet, geotiff"),
+        (("-f", "npz", "-m", "gunw"), "region europe has no gunw datakind", "m3leo modalities"),
+        (("-f", "npz", "-m", "s1grd", "-m", "biomass"),
+         "no tile has every requested layer: biomass-2020 not downloaded on 8 of 8 tiles",
+         "m3leo download --edition miniset --region europe --modality biomass-2020"),
+        (("-f", "npz", "-m", "s1grd", "--normalize"), "no saved band statistics",
+         "m3leo stats --bands --edition miniset --region europe --modality s1grd-2020"),
+        (("-f", "geotiff", "-m", "s1grd", "--resample", "8"),
+         "--format geotiff copies the original files", "--format npz"),
+        (("-f", "npz", "-m", "s1grd", "--num-shards", "2", "--shard-index", "5"),
+         "--shard-index 5 is outside 0..1", "SLURM_ARRAY_TASK_ID"),
+        (("-f", "npz"), "name at least one layer", "--modality"),
+    ],
+)  # fmt: skip
+def test_bad_input(store: SourceInfo, tmp_path: Path, capsys, args, message, hint) -> None:
+    res = run(capsys, "export", "-o", str(tmp_path / "o"), *SEL, *args)
+    assert res.code in (1, 2)
+    assert f"Error: {message}" in res.err, res.err
+    assert "hint: " in res.err and hint in res.err
+
+
+def test_foreign_output_folder_is_refused(store: SourceInfo, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
+    assert res.code == 1
+    assert "Error: --out" in res.err and "not an m3leo export" in res.err
+    assert "hint: choose an empty --out folder or pass --overwrite" in res.err
+
+
+def test_corrupt_tile_exit_1_at_the_end(
+    store: SourceInfo, tmp_path: Path, capsys, data_dir
+) -> None:
+    repo = store.repo("miniset", "europe")
+    victim = sorted(repo.tiles)[0]
+    path = data_dir / "miniset" / "europe" / repo.tile_path("s1grd-2020", victim)
+    path.write_bytes(path.read_bytes()[:100])
+    out = tmp_path / "o"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
+    assert res.code == 1
+    assert f"failed {repo.split_of(victim)}/{victim}" in res.err
+    assert "Error: 1 tile(s) could not be read" in res.err and "verify --repair" in res.err
+    assert len(list(out.rglob("*.npz"))) == len(repo.tiles) - 1
+
+
+def test_normalize_with_saved_stats(store: SourceInfo, tmp_path: Path, capsys, data_dir) -> None:
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic")
+    assert res.code == 0, res.err
+    out = tmp_path / "n"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic", "--normalize")
+    assert res.code == 0, res.err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert set(meta["normalization"]) == {"gssic"}
+    stacked = []
+    for f in sorted(out.rglob("*.npz")):
+        with np.load(f) as z:
+            assert z["gssic"].dtype == np.float32
+            stacked.append(z["gssic"])
+    allv = np.stack(stacked)
+    means = np.nanmean(allv, axis=(0, 2, 3))
+    assert np.all(np.abs(means) < 1e-3)  # the stats came from exactly these tiles
