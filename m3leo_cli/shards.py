@@ -178,6 +178,17 @@ def _tasks(
     return list(tasks.values()), orphans, aux
 
 
+def _as_download(progress: ProgressCallback) -> ProgressCallback:
+    """Unpacked files count as the download's finished files (one bar for the whole run)."""
+
+    def forward(event: ProgressEvent) -> None:
+        if event.kind == "advance" and event.phase == "unpack":
+            event = ProgressEvent("advance", "download", files=event.files, extra=event.extra)
+        progress(event)
+
+    return forward
+
+
 def _aux_paths(region: str) -> tuple[str, ...]:
     reg = spec.get_region(region)
     return (reg.split_csv("full"), reg.parquet_csv())
@@ -205,9 +216,8 @@ def download_full(
     check_fetch_mode(fetch)
     t0 = time.monotonic()
     store = Store(settings.data_dir)
-    run = _Run(settings, store, client, keep_shards, progress)
+    run = _Run(settings, store, client, keep_shards, _as_download(progress))
     tasks, orphans, aux = _tasks(settings, selection, progress)
-    progress(ProgressEvent("message", "plan", message=f"planning {len(tasks)} shard(s)"))
     aux_jobs, refused = build_jobs(settings, aux)
     planned = _plan_all(run, tasks, fetch, workers)
     plan = _to_plan(settings, selection, tasks, orphans + refused)

@@ -216,3 +216,24 @@ def test_a_damaged_range_fails_the_page_crc_and_the_whole_shard_is_used(tmp_path
         whole = [r for r in srv.log if r.repo_path == shard.path and r.method == "GET"]
         assert whole[0].range and not whole[-1].range  # a range, then the whole shard
         _same_as_miniset(src, s, [tile])
+
+
+def test_cli_download_full_json_and_dry_run(source, hub, capsys, monkeypatch, data_dir) -> None:
+    import json
+
+    from clirun import run
+
+    monkeypatch.setenv("M3LEO_ENDPOINT", hub.url)
+    args = ("download", "--edition", "full", "--region", REGION, "--modality", "s1grd",
+            "--split", "val", "--json")  # fmt: skip
+    res = run(capsys, *args, "--dry-run")
+    assert res.code == 0, res.err
+    plan = json.loads(res.out)
+    assert plan["shards"] and {p["mode"] for p in plan["shards"]} <= {"whole", "ranges"}
+    res = run(capsys, *args)
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    full = source.repo("full", REGION)
+    val = [t for t in full.coverage[DK] if full.split_of(t) == "val"]
+    assert doc["failed"] == 0 and doc["downloaded"] == len(val) + AUX
+    _same_as_miniset(source, load_settings(), val)
