@@ -1,0 +1,45 @@
+"""`m3leo demo` is README's first command: it must pass offline, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.clirun import run
+
+
+def test_demo_runs_every_command_offline(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_must_not_leak")
+    done = subprocess.run(
+        [sys.executable, "-m", "m3leo_cli", "demo", "--workdir", str(work), "--tiles", "6"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    err = done.stderr
+    for command in ("catalog refresh", "download", "verify", "stats", "show", "export"):
+        assert f"$ m3leo {command}" in err
+    assert "Demo finished: 12 commands" in err
+    pngs = list(work.glob("*.png"))
+    assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
+    assert (work / "export-npz" / "metadata.json").is_file()
+    # the store holds the Hub layout, both editions
+    assert (work / "store" / "miniset" / "europe").is_dir()
+    assert (work / "store" / "full" / "europe").is_dir()
+
+
+def test_demo_refuses_a_non_empty_workdir(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "something").write_text("x")
+    res = run(capsys, "demo", "--workdir", str(tmp_path))
+    assert res.code == 2
+    assert res.err.startswith("Error: ") and "not empty" in res.err
+    assert "hint: give an empty or new --workdir" in res.err
