@@ -104,6 +104,13 @@ class _Run:
     progress: ProgressCallback
     stop: threading.Event = field(default_factory=threading.Event)
 
+    def check_stop(self) -> None:
+        """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
+        if self.stop.is_set():
+            from .transfer import Cancelled
+
+            raise Cancelled()
+
     @property
     def index_dir(self) -> Path:
         return self.store.state_dir / "shard-index"
@@ -380,6 +387,7 @@ def _unpack_ranges(
     batches = {b[0][0]: b for b in row_group_batches(idx, task.row_groups)}
 
     def before(rg: int) -> None:
+        run.check_stop()
         if rg in batches:
             rf.drop()
             rf.prefetch(batches[rg][1])
@@ -444,6 +452,7 @@ def _unpack_whole(
         source=task.shard,
         progress=run.progress,
         report=report,
+        before_row_group=lambda rg: run.check_stop(),
         after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
     )
     with open(dest, "rb") as fh:
