@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_export",
     "cmd_download",
     "cmd_unpack",
+    "cmd_serve",
 ]
 
 

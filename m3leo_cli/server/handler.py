@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 _JSON = "application/json; charset=utf-8"
 
 
+def _content_length(value: str | None) -> int:
+    """The request body length; -1 if the header is not a plain number."""
+    if not value:
+        return 0
+    return int(value) if value.strip().isdigit() else -1
+
+
 class _Done(Exception):
     """The answer has been sent; unwind to the dispatcher."""
 
@@ -85,7 +92,10 @@ class _BaseHandler(BaseHTTPRequestHandler):
         faults = self.hub.faults
         body = b""
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = _content_length(self.headers.get("Content-Length"))
+            if length < 0:
+                self.close_connection = True
+                self._reply(400, b'{"error":"bad Content-Length"}')
             if length > 0:
                 body = self.rfile.read(length)
             if faults.latency_ms > 0:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,14 +124,23 @@ class RepoIndex:
         self._lock = threading.Lock()
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._snapshot: Snapshot | None = None
+        self._scan_started = 0
 
     def snapshot(self) -> Snapshot:
         snap = self._snapshot
         return snap if snap is not None else self.rescan()
 
     def rescan(self) -> Snapshot:
-        """Walk the folder, hash what is new or changed, publish a new snapshot."""
+        """Walk the folder, hash what is new or changed, publish a new snapshot.
+
+        Callers that queue behind a scan which started after they arrived reuse its result, so
+        a burst of clients costs one walk, not one each.
+        """
+        arrived = time.monotonic_ns()
         with self._lock:
+            if self._snapshot is not None and self._scan_started >= arrived:
+                return self._snapshot
+            self._scan_started = time.monotonic_ns()
             found = self._walk()
             files: dict[str, FileEntry] = {}
             hashes: dict[tuple[str, int, int], str] = {}
