@@ -28,7 +28,7 @@ MANIFEST_VERSION = "1"
 VERSION_KEY = b"m3leo.manifest_version"
 SUMMARY_KEY = b"m3leo.summary"
 SORT_KEYS = ("kind", "datakind", "split", "tile_id")
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 16_384
 
 SCHEMA = pa.schema(
     [
