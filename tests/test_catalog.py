@@ -332,3 +332,20 @@ def test_regions_and_modalities_read_the_summaries(mini: Settings, source: Sourc
     assert info["status"] == "ok" and len(info["bbox"]) == 4
     t = catalog.load_manifest(mini, "miniset", ["europe"])
     assert pc.all(pc.equal(t["commit"], info["commit"])).as_py()
+
+
+def test_full_stats_with_tile_filters_count_the_shards_they_need(
+    hub: HubServer, source: SourceInfo
+) -> None:
+    s = settings_for(hub.url)
+    catalog.refresh(s, "full", ["europe"])
+    repo = source.repo("full", "europe")
+    tid = sorted(repo.tiles)[0]
+    rows = catalog.stats(s, build_selection(regions=["europe"], tiles=tid), files=True)
+    for row in rows:
+        shard = repo.shard_for(row["modality"], tid)
+        assert shard is not None and row["split"] == repo.split_of(tid)
+        assert (row["tiles"], row["files"], row["bytes"]) == (1, 1, shard.size)
+    assert {r["modality"] for r in rows} == {dk for dk in repo.datakinds if repo.shard_for(dk, tid)}
+    limited = catalog.stats(s, build_selection(regions=["europe"], modalities=["dem"], limit=2))
+    assert sum(r["tiles"] for r in limited) == 2
