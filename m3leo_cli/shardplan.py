@@ -63,6 +63,7 @@ class ShardTask:
     absent: list[str] = field(default_factory=list)  # wanted tiles the shard does not hold
     index_bytes: int = 0  # spent reading the footer and path chunks while planning
     index_requests: int = 0
+    reader: Any = field(default=None, repr=False)  # the HttpRanges used to plan (URL remembered)
 
     def row_path(self, tile: str) -> str:
         return f"{self.region}/{self.wanted[tile]}"

@@ -273,7 +273,8 @@ def _plan_all(run: _Run, tasks: list[ShardTask], fetch: str, workers: int) -> Do
 
 def _choose_one(run: _Run, task: ShardTask, fetch: str) -> None:
     try:
-        choose(task, fetch, HttpRanges(run.client, run.url(task)), run.index_dir)
+        task.reader = HttpRanges(run.client, run.url(task))
+        choose(task, fetch, task.reader, run.index_dir)
     except RangeNotHonoredError:
         task.mode, task.bytes, task.requests = "whole", task.size, 1
     except M3leoError as exc:
@@ -376,7 +377,7 @@ def _unpack_ranges(
 
     idx = task.index
     assert idx is not None
-    reader = HttpRanges(run.client, run.url(task))
+    reader = task.reader or HttpRanges(run.client, run.url(task))
 
     def counted(start: int, end: int) -> bytes:
         data = reader(start, end)
