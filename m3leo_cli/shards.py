@@ -538,6 +538,8 @@ def unpack_files(
                     f"{path.name}: cannot tell its region from its rows ({reg!r})", "pass --region"
                 )
             dest = out if out is not None else store.region_dir("full", reg)
+            rows = pf.metadata.num_rows
+            progress(ProgressEvent("message", "unpack", message=f"unpacking {path} ({rows} rows)"))
             report = UnpackReport(source=str(path), region=reg)
             try:
                 unpack_parquet(
