@@ -45,6 +45,8 @@ class Settings:
     max_retries: int = 6
     timeout: float = 30.0
     debug: bool = False
+    fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
+    keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
     config_path: Path | None = None
 
     @property
@@ -74,6 +76,8 @@ _ENV: dict[str, tuple[str, ...]] = {
     "max_retries": ("M3LEO_MAX_RETRIES",),
     "timeout": ("M3LEO_TIMEOUT",),
     "debug": ("M3LEO_DEBUG",),
+    "fetch": ("M3LEO_FETCH",),
+    "keep_shards": ("M3LEO_KEEP_SHARDS",),
 }
 
 

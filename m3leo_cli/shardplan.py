@@ -38,7 +38,10 @@ GAP = 64 * 1024  # spans closer than this are fetched as one
 
 def check_fetch_mode(fetch: str) -> str:
     if fetch not in FETCH_MODES:
-        raise UsageError(f"unknown --fetch {fetch!r}", "use --fetch auto, whole or ranges")
+        raise UsageError(
+            f"unknown fetch mode {fetch!r}",
+            "use auto, whole or ranges (M3LEO_FETCH, or fetch = ... in the config file)",
+        )
     return fetch
 
 

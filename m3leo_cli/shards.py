@@ -209,8 +209,8 @@ def download_full(
     workers: int,
     dry_run: bool = False,
     progress: ProgressCallback = no_progress,
-    keep_shards: bool = False,
-    fetch: str = "auto",
+    keep_shards: bool | None = None,
+    fetch: str | None = None,
     check_space: bool = True,
     wait: bool = False,
     **_: Any,
@@ -220,7 +220,8 @@ def download_full(
     from .jobs import run_jobs
     from .lock import store_lock
 
-    check_fetch_mode(fetch)
+    fetch = check_fetch_mode(fetch or settings.fetch)
+    keep_shards = settings.keep_shards if keep_shards is None else keep_shards
     t0 = time.monotonic()
     store = Store(settings.data_dir)
     run = _Run(settings, store, client, keep_shards, _as_download(progress))

@@ -188,7 +188,7 @@ def test_ranges_mode_reads_corrupt_bytes_then_falls_back(source, hub, tmp_path) 
 def test_bad_fetch_mode_is_a_usage_error(hub, tmp_path) -> None:
     from m3leo_cli.errors import UsageError
 
-    with pytest.raises(UsageError, match="--fetch"):
+    with pytest.raises(UsageError, match="unknown fetch mode"):
         _get(_settings(tmp_path, hub), modalities=[DK], fetch="some")
     assert ShardError.default_hint
 
@@ -237,3 +237,28 @@ def test_cli_download_full_json_and_dry_run(source, hub, capsys, monkeypatch, da
     val = [t for t in full.coverage[DK] if full.split_of(t) == "val"]
     assert doc["failed"] == 0 and doc["downloaded"] == len(val) + AUX
     _same_as_miniset(source, load_settings(), val)
+
+
+def test_cli_fetch_and_keep_shards_settings(source, hub, capsys, monkeypatch, data_dir) -> None:
+    import json
+
+    from clirun import run
+
+    monkeypatch.setenv("M3LEO_ENDPOINT", hub.url)
+    full = source.repo("full", REGION)
+    tile = full.coverage[DK][0]
+    args = ("download", "--region", REGION, "--modality", DK, "--tiles", tile, "--json")
+    monkeypatch.setenv("M3LEO_FETCH", "sometimes")
+    res = run(capsys, *args)
+    assert (
+        res.code == 2 and "Error: unknown fetch mode 'sometimes'" in res.err and "hint:" in res.err
+    )
+    monkeypatch.setenv("M3LEO_FETCH", "whole")
+    monkeypatch.setenv("M3LEO_KEEP_SHARDS", "1")
+    res = run(capsys, *args, "--dry-run")
+    assert res.code == 0 and [p["mode"] for p in json.loads(res.out)["shards"]] == ["whole"]
+    res = run(capsys, *args)
+    assert res.code == 0, res.err
+    assert [p.name for p in (data_dir / ".m3leo" / "shards").rglob("*.zstd.parquet")] == [
+        full.shard_for(DK, tile).path.rsplit("/", 1)[1]  # type: ignore[union-attr]
+    ]
