@@ -211,10 +211,15 @@ def choose(task: ShardTask, fetch: str, read_range: ReadRange, cache_dir: Path) 
         task.mode = "skip"
         return
     whole_bytes, whole_requests = task.size, 1
+    cached = load_index(cache_dir, task.sha256)
+    if cached is not None and cached.complete():
+        plan_ranges(task, cached)
+        if not task.row_groups:  # every wanted tile is known to be absent: fetch nothing
+            task.mode, task.index = "ranges", cached
+            return
     if fetch == "whole":
         task.mode, task.bytes, task.requests = "whole", whole_bytes, whole_requests
         return
-    cached = load_index(cache_dir, task.sha256)
     if fetch == "auto" and cached is None and task.known:
         # no footer yet: when most of the shard is wanted anyway, do not spend a request on it
         if len(task.wanted) >= RANGES_BELOW * len(task.known):

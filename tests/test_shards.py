@@ -282,3 +282,20 @@ def test_page_checksums_catch_a_flipped_byte(tmp_path: Path) -> None:
     with pytest.raises(ShardError, match="row group 1 is corrupt"):
         unpack_shard(shard, tmp_path / "out")
     assert [p.name for p in (tmp_path / "out").rglob("*.tif")] == [f"{0:013x}.tif"]
+
+
+def test_tiles_known_absent_from_a_complete_index_cost_nothing(source, tmp_path: Path) -> None:
+    repo, info, path = _shard(source)
+    data = path.read_bytes()
+    idx = ShardIndex(info.path, len(data), read_footer(_reader(data, []), len(data), "s"),
+                     sha256=info.sha256)  # fmt: skip
+    pf = pq.ParquetFile(path)
+    for rg in range(idx.num_row_groups):
+        idx.rows[rg] = pf.read_row_group(rg, columns=["path"]).column(0).to_pylist()
+    save_index(tmp_path, idx)
+    ghost = "3" + "0" * 12
+    task = _task(repo, info, [])
+    task.wanted = {ghost: f"{PART}/{DK}/{ghost}.tif"}
+    log: list[tuple[int, int]] = []
+    choose(task, "whole", _reader(data, log), tmp_path)
+    assert task.mode == "ranges" and task.absent == [ghost] and task.bytes == 0 and log == []
