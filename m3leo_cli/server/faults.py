@@ -31,9 +31,13 @@ class Faults:
     status_for_paths: dict[str, int] = field(default_factory=dict)  # repo path -> status
 
 
-@dataclass(frozen=True)
+@dataclass
 class RequestRecord:
-    """One request as the server saw it (headers lower-cased, authorization included)."""
+    """One request as the server saw it (headers lower-cased, authorization included).
+
+    Appended when the request arrives, so the log is in the order the server received them;
+    ``status`` is 0 until the answer starts.
+    """
 
     method: str
     path: str  # URL path, percent-decoded

@@ -65,7 +65,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.origin} {self.client_address[0]} {format % args}\n")
 
     def send_response(self, code: int, message: str | None = None) -> None:
-        self._status = code
+        self._record.status = code
         super().send_response(code, message)
 
     def do_GET(self) -> None:
@@ -84,11 +84,20 @@ class _BaseHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        self._status = 0
-        self._sent = 0
-        self._repo_path: str | None = None
         self._method = method
         raw_path, _, query = self.path.partition("?")
+        # Logged on arrival (so the log is in causal order), completed as the answer goes out.
+        self._record = RequestRecord(
+            method=method,
+            path=unquote(raw_path),
+            query=query,
+            status=0,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            origin=self.origin,
+            range=self.headers.get("Range"),
+        )
+        if self.hub.keep_log:
+            self.hub.log.append(self._record)
         faults = self.hub.faults
         body = b""
         try:
@@ -105,21 +114,10 @@ class _BaseHandler(BaseHTTPRequestHandler):
             pass
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        finally:
-            if self.hub.keep_log:
-                self.hub.log.append(
-                    RequestRecord(
-                        method=method,
-                        path=unquote(raw_path),
-                        query=query,
-                        status=self._status,
-                        headers={k.lower(): v for k, v in self.headers.items()},
-                        origin=self.origin,
-                        range=self.headers.get("Range"),
-                        repo_path=self._repo_path,
-                        bytes_sent=self._sent,
-                    )
-                )
+
+    def _sending(self, n: int) -> None:
+        """Note the body bytes about to be written (before writing: a client may be faster)."""
+        self._record.bytes_sent = n
 
     def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
         raise NotImplementedError
@@ -140,8 +138,8 @@ class _BaseHandler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if body and self._method != "HEAD":
+            self._sending(len(body))
             self.wfile.write(body)
-            self._sent = len(body)
         raise _Done
 
     def _json(self, doc: object, headers: dict[str, str] | None = None) -> NoReturn:
@@ -239,7 +237,8 @@ class _BaseHandler(BaseHTTPRequestHandler):
             cut = faults.cut_after_bytes is not None and counters.take("cut", key, faults.cut_first)
             corrupt = counters.take("corrupt", key, faults.corrupt_first)
             if not (cut or corrupt or faults.extra_bytes):
-                self._sent = self.connection.sendfile(f, start, count)
+                self._sending(count)
+                self.connection.sendfile(f, start, count)
                 raise _Done
             f.seek(start)
             data = bytearray(f.read(count))
@@ -247,15 +246,14 @@ class _BaseHandler(BaseHTTPRequestHandler):
             data[len(data) // 2] ^= 0xFF
         if cut:
             data = data[: max(0, faults.cut_after_bytes or 0)]
+        self._sending(len(data) + (0 if cut else faults.extra_bytes))
         self.wfile.write(bytes(data))
-        self._sent = len(data)
         if cut:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             raise _Done
         if faults.extra_bytes:
             self.wfile.write(b"\0" * faults.extra_bytes)
-            self._sent += faults.extra_bytes
             self.close_connection = True
         raise _Done
 
@@ -351,7 +349,7 @@ class HubHandler(_BaseHandler):
         path = route.path
         if not P.safe_repo_path(path):
             self._error(400, None, f"Invalid path {path!r}")
-        self._repo_path = path
+        self._record.repo_path = path
         snap, entry = self._lookup(index, path)
         if route.rev not in ("main", "refs/heads/main", snap.commit):
             self._error(404, "RevisionNotFound", f"Invalid rev id: {route.rev}")
@@ -398,7 +396,7 @@ class ContentHandler(_BaseHandler):
         if index is None or not P.safe_repo_path(route.path):
             self._reply(404, b"Not found", "text/plain")
             return
-        self._repo_path = route.path
+        self._record.repo_path = route.path
         self.hub_repo = route.repo_id
         self._path_status(route.repo_id, route.path, faults, {})
         _, entry = self._lookup(index, route.path)

@@ -182,15 +182,19 @@ class HubServer:
         self.content_url = f"http://{shown}:{self.content_port}"
         for server in self._servers:
             t = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
             )
             t.start()
             self._threads.append(t)
         return self
 
     def stop(self) -> None:
+        stoppers = [threading.Thread(target=s.shutdown) for s in self._servers]
+        for t in stoppers:  # both origins at once: each waits up to one poll interval
+            t.start()
+        for t in stoppers:
+            t.join()
         for server in self._servers:
-            server.shutdown()
             server.server_close()
         with self._conns_lock:
             conns = list(self._conns)

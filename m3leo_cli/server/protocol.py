@@ -206,8 +206,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
         return (max(0, size - suffix), size - 1) if size else "unsatisfiable"
     start = int(m.group(1))
     end = int(m.group(2)) if m.group(2) else size - 1
-    if end < start:
-        return None
+    if m.group(2) and end < start:
+        return None  # syntactically invalid: ignored
     if start >= size:
         return "unsatisfiable"
     return start, min(end, size - 1)
