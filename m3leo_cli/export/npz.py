@@ -23,16 +23,22 @@ from .samples import Sample
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def npy_bytes(array: Any) -> bytes:
-    """An array as ``.npy`` bytes (format version 1.0 when it fits: stable header)."""
+def npy_bytes(array: Any) -> bytearray:
+    """An array as ``.npy`` bytes (format 1.0: a stable header), with a single copy of the data."""
     import numpy as np
 
     array = np.asarray(array)
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)  # (never for 0-d arrays: it would make them 1-d)
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, array, allow_pickle=False)
-    return buf.getvalue()
+    head = io.BytesIO()
+    fmt = np.lib.format
+    fmt.write_array_header_1_0(head, fmt.header_data_from_array_1_0(array))
+    h = head.getvalue()
+    buf = bytearray(len(h) + array.nbytes)
+    buf[: len(h)] = h
+    if array.nbytes:
+        np.frombuffer(buf, np.uint8, offset=len(h))[:] = array.reshape(-1).view(np.uint8)
+    return buf
 
 
 def sample_json(decoded: Decoded) -> dict[str, Any]:
@@ -42,7 +48,7 @@ def sample_json(decoded: Decoded) -> dict[str, Any]:
     return meta
 
 
-def write_npz(path: Path, members: dict[str, bytes]) -> None:
+def write_npz(path: Path, members: dict[str, bytearray]) -> None:
     with writing(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=ZIP_EPOCH)
@@ -63,7 +69,7 @@ class NpzExporter(Exporter):
         decoded = decode_sample(sample, self.layers, self.options, self.stats)
         if isinstance(decoded, Failure):
             return decoded
-        members: dict[str, bytes] = {}
+        members: dict[str, bytearray] = {}
         for name, arr in decoded.layers.items():
             members[name] = npy_bytes(arr.data)
             members[name + ".bands"] = npy_bytes(np.array(arr.band_names, dtype=str))

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ROWS_PER_GROUP = 8
-COMPRESSION = "none"  # lossless either way; raster bytes compress little and zstd costs CPU
+# Parquet has no 8/16-bit physical type: uint8/uint16 values are stored as INT32. zstd level 1
+# takes that padding (and more) back for about the CPU the extra bytes would cost to write and
+# hash; lossless either way.
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 1
 
 
 def nested_lists(arrays: Sequence[np.ndarray | None], value_type: pa.DataType) -> pa.Array:
@@ -123,7 +127,17 @@ class ParquetExporter(Exporter):
         schema = self.schema()
         with writing(path) as fh:
             hw = HashingWriter(fh)
-            with pq.ParquetWriter(hw, schema, compression=COMPRESSION) as writer:
+            meta_cols = [f.name for f in schema if f.name not in self.layer_info]
+            with pq.ParquetWriter(
+                hw,
+                schema,
+                compression=COMPRESSION,
+                compression_level=COMPRESSION_LEVEL,
+                # dictionaries and min/max statistics pay off for the metadata columns only;
+                # on tensor values they cost several times the write itself
+                use_dictionary=meta_cols,
+                write_statistics=meta_cols,
+            ) as writer:
                 batch: list[tuple[dict[str, Any], dict[str, Any]]] = []
                 for item in items:
                     if isinstance(item, Failure):

@@ -21,6 +21,8 @@ from .npz import npy_bytes, sample_json
 from .outputs import HashingWriter, promote, writing
 from .samples import Sample
 
+COPY_BUFFER = 8 << 20  # few large writes (and hash updates) per member
+
 
 def _member(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -40,7 +42,7 @@ class WebDatasetExporter(Exporter):
     def path_of(self, unit: Unit) -> Path:
         return self.out / f"{unit.key}.tar"
 
-    def process(self, sample: Sample) -> tuple[dict[str, Any], list[tuple[str, bytes]]] | Failure:
+    def process(self, sample: Sample) -> tuple[dict[str, Any], list[tuple[str, Any]]] | Failure:
         decoded = decode_sample(sample, self.layers, self.options, self.stats)
         if isinstance(decoded, Failure):
             return decoded
@@ -48,7 +50,7 @@ class WebDatasetExporter(Exporter):
             (f"{sample.tile_id}.{name}.npy", npy_bytes(arr.data))
             for name, arr in decoded.layers.items()
         ]
-        meta = json.dumps(sample_json(decoded), sort_keys=True).encode()
+        meta: Any = json.dumps(sample_json(decoded), sort_keys=True).encode()
         members.append((f"{sample.tile_id}.json", meta))
         return decoded.meta(), members
 
@@ -57,7 +59,9 @@ class WebDatasetExporter(Exporter):
         path = self.path_of(unit)
         with writing(path) as fh:
             hw = HashingWriter(fh)
-            with tarfile.open(fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=COPY_BUFFER
+            ) as tar:
                 for item in items:
                     if isinstance(item, Failure):
                         res.failures.append(item)

@@ -1,0 +1,176 @@
+"""Export throughput per format against the bare cost of reading the same layers, and memory.
+
+    .venv/bin/python benchmarks/bench_export.py [--tiles 48] [--chip 448] [--workers 2]
+
+Writes a synthetic miniset (europe; s1grd-2020 + gssic inputs, esaworldcover-2020 label, every
+tile complete) under --work, then:
+
+1. *bare read*: every layer of every tile read in a plain loop, rasterio ``src.read()`` for
+   GeoTIFFs and h5netcdf (every variable, whole) for netCDF: the floor any exporter pays;
+2. *read_tile*: the same loop through ``m3leo_cli.tiles.read_tile`` (named bands, nodata masks);
+3. each format's export of the same samples (``run_export``, threads = --workers), tiles/s and
+   the ratio to (1) and (2);
+4. peak RSS of a child process exporting N and 4N tiles (flat = streaming works).
+
+Every timing is the median of --repeat runs on a warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LAYER_SETS = {
+    "mixed": (("s1grd-2020", "input"), ("gssic", "input"), ("esaworldcover-2020", "label")),
+    "tif": (("s1grd-2020", "input"), ("s2rgbm-2020", "input"), ("esaworldcover-2020", "label")),
+}
+FORMATS = ("npz", "webdataset", "parquet", "geotiff")
+
+
+def make_source(work: Path, tiles: int, chip: int, layer_set: str):  # type: ignore[no-untyped-def]
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(
+        regions=("europe",), editions=("miniset",), tiles=tiles, chip_px=chip,
+        native_shape=(48, 60), coverage={"gssic": 1.0, "gunw": 1.0},
+        datakinds=tuple(name for name, _ in LAYER_SETS[layer_set]),
+    )  # fmt: skip
+    root = work / f"src-{tiles}-{chip}-{layer_set}"
+    listing = work / f"rows-{tiles}-{chip}-{layer_set}.json"
+    if not listing.exists():
+        info = write_source(root, cfg)
+        repo = info.repo("miniset", "europe")
+        rows = [
+            [tid, repo.tiles[tid].split, dk, str(repo.root / fi.path), fi.path, fi.sha256,
+             fi.size, list(repo.tiles[tid].bbox)]
+            for (dk, tid), fi in sorted(repo.tile_files.items())
+        ]  # fmt: skip
+        listing.write_text(json.dumps(rows))
+    return json.loads(listing.read_text())
+
+
+def plan_of(rows, layer_set: str, limit: int | None = None):  # type: ignore[no-untyped-def]
+    from m3leo_cli.export import LayerFile, LayerSpec, join_samples
+
+    layers = [LayerSpec(n, r) for n, r in LAYER_SETS[layer_set]]
+    keep = set(sorted({r[0] for r in rows})[:limit] if limit else {r[0] for r in rows})
+    joined = [
+        (tid, split, "europe", dk, LayerFile(Path(path), repo_path, sha, "sha256", size),
+         tuple(bbox))
+        for tid, split, dk, path, repo_path, sha, size, bbox in rows
+        if tid in keep
+    ]  # fmt: skip
+    return join_samples(layers, joined, edition="miniset")
+
+
+def bare_read(plan) -> None:  # type: ignore[no-untyped-def]
+    import h5netcdf
+    import rasterio
+
+    for s in plan.samples:
+        for lf in s.files.values():
+            if lf.path.suffix == ".tif":
+                with rasterio.open(lf.path) as src:
+                    src.read()
+            else:
+                with h5netcdf.File(lf.path, "r") as nc:
+                    _read_group(nc)
+
+
+def _read_group(group) -> None:  # type: ignore[no-untyped-def]
+    for var in group.variables.values():
+        var[...]
+    for sub in group.groups.values():
+        _read_group(sub)
+
+
+def read_tile_loop(plan) -> None:  # type: ignore[no-untyped-def]
+    from m3leo_cli.tiles import read_tile
+
+    for s in plan.samples:
+        for name, lf in s.files.items():
+            read_tile(lf.path, name)
+
+
+def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t)
+    return statistics.median(runs)
+
+
+def export_once(plan, fmt: str, out: Path, workers: int) -> None:  # type: ignore[no-untyped-def]
+    from m3leo_cli.export import ExportOptions, run_export
+
+    shutil.rmtree(out, ignore_errors=True)
+    run_export(plan, ExportOptions(fmt, out, shard_size=64, workers=workers))
+
+
+def child(args: argparse.Namespace) -> None:
+    """Export the first --limit tiles and print this process's peak RSS (KiB)."""
+    rows = make_source(args.work, args.tiles, args.chip, args.layers)
+    plan = plan_of(rows, args.layers, args.limit)
+    export_once(plan, args.child, args.work / f"mem-{args.child}", args.workers)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"tiles": len(plan.samples), "peak_rss_mib": round(peak / 1024, 1)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiles", type=int, default=48)
+    ap.add_argument("--chip", type=int, default=448)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--layers", choices=sorted(LAYER_SETS), default="mixed")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-export"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        child(args)
+        return
+
+    rows = make_source(args.work, args.tiles, args.chip, args.layers)
+    plan = plan_of(rows, args.layers)
+    n = len(plan.samples)
+    mb = sum(lf.size or 0 for s in plan.samples for lf in s.files.values()) / 1e6
+    names = ", ".join(name for name, _ in LAYER_SETS[args.layers])
+    print(f"{n} tiles x ({names}): {mb:.0f} MB of source files, chip {args.chip} px")
+    bare_read(plan)  # warm the page cache
+    bare = timed(lambda: bare_read(plan), args.repeat)
+    rt = timed(lambda: read_tile_loop(plan), args.repeat)
+    print("| reader | tiles/s | vs bare read |\n|---|---|---|")
+    print(f"| bare read (rasterio / h5netcdf loop) | {n / bare:.1f} | 1.00 |")
+    print(f"| tiles.read_tile loop | {n / rt:.1f} | {bare / rt:.2f} |")
+    print(
+        "\n| format | workers | tiles/s | vs bare read | vs read_tile loop |\n|---|---|---|---|---|"
+    )
+    for fmt in FORMATS:
+        for w in sorted({1, args.workers}):
+            out = args.work / f"out-{fmt}"
+            t = timed(lambda fmt=fmt, out=out, w=w: export_once(plan, fmt, out, w), args.repeat)
+            print(f"| {fmt} | {w} | {n / t:.1f} | {bare / t:.2f} | {rt / t:.2f} |")
+
+    print("\n| format | tiles | peak RSS (MiB) |\n|---|---|---|")
+    for fmt in FORMATS:
+        for limit in (max(1, n // 4), n):
+            cmd = [sys.executable, __file__, "--child", fmt, "--limit", str(limit),
+                   "--tiles", str(args.tiles), "--chip", str(args.chip),
+                   "--workers", str(args.workers), "--work", str(args.work),
+                   "--layers", args.layers]  # fmt: skip
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout)
+            print(f"| {fmt} | {res['tiles']} | {res['peak_rss_mib']} |")
+
+
+if __name__ == "__main__":
+    main()
