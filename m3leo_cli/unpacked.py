@@ -1,0 +1,159 @@
+"""What was unpacked: per-shard records of every file's size and sha256, and local unpacking.
+
+The Hub publishes no checksum per full-edition tile, so the record m3leo writes while unpacking
+is the reference ``verify`` checks unpacked files against, and what tells a re-run that a tile is
+already there. One JSON sidecar per shard, ``<data_dir>/.m3leo/unpacked/full/<region>/<shard
+path with / -> __>.json`` = ``{"source": ..., "files": {rel path: [size, sha256]}}``, merged
+atomically. ``unpack_files`` is ``m3leo unpack``: shard files already on disk into the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import spec
+from .config import Settings
+from .errors import UsageError
+from .progress import ProgressCallback, ProgressEvent, no_progress
+from .store import Store
+from .unpack import RowRules, UnpackReport, first_row_region, open_local, unpack_parquet
+
+__all__ = ["UnpackSummary", "record_unpacked", "recorded_checksums", "unpack_files"]
+
+
+def unpacked_dir(store: Store, edition: str, region: str) -> Path:
+    return store.state_dir / "unpacked" / edition / region
+
+
+def record_unpacked(store: Store, region: str, key: str, report: UnpackReport) -> None:
+    """Merge the files a shard gave into its sidecar (``verify`` reads these)."""
+    if not report.written:
+        return
+    path = sidecar_path(store, region, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[Any]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    for f in report.written:
+        files[f.path] = [f.size, f.sha256]
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps({"source": key, "files": files}, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sidecar_path(store: Store, region: str, key: str) -> Path:
+    return unpacked_dir(store, "full", region) / (key.replace("/", "__") + ".json")
+
+
+def read_sidecar(path: Path, out: dict[str, tuple[int, str]]) -> None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        for rel, (size, sha) in json.loads(path.read_text(encoding="utf-8"))["files"].items():
+            out[rel] = (int(size), str(sha))
+
+
+def recorded_checksums(settings: Settings, edition: str, region: str) -> dict[str, tuple[int, str]]:
+    """``{path relative to the region folder: (size, sha256 hex)}`` of every unpacked file."""
+    out: dict[str, tuple[int, str]] = {}
+    folder = unpacked_dir(Store(settings.data_dir), edition, region)
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.glob("*.json"), key=lambda q: q.stat().st_mtime):
+        read_sidecar(p, out)
+    return out
+
+
+@dataclass
+class UnpackSummary:
+    """What ``m3leo unpack`` did over all the shard files it was given."""
+
+    reports: list[UnpackReport] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(len(r.written) for r in self.reports)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.reports)
+
+    @property
+    def refused(self) -> list[tuple[str, str, str]]:
+        return [(r.source, p, why) for r in self.reports for p, why in r.refused]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.written,
+            "bytes": self.bytes,
+            "shards": [
+                {
+                    "shard": r.source,
+                    "region": r.region,
+                    "files": len(r.written),
+                    "bytes": r.bytes,
+                    "row_groups": r.row_groups,
+                    "skipped": r.skipped,
+                    "refused": [{"path": p, "reason": w} for p, w in r.refused],
+                }
+                for r in self.reports
+            ],
+        }
+
+
+def unpack_files(
+    settings: Settings,
+    shards: Sequence[Path],
+    *,
+    region: str | None = None,
+    out: Path | None = None,
+    progress: ProgressCallback = no_progress,
+) -> UnpackSummary:
+    """Unpack local shard files into the store (``full/<region>/``) or into ``out``."""
+    from .lock import store_lock
+
+    if region is not None:
+        region = spec.get_region(region).name
+    if not shards:
+        raise UsageError("no shard files given", "m3leo unpack SHARD.zstd.parquet ...")
+    store = Store(settings.data_dir)
+    summary = UnpackSummary()
+    files = [Path(s) for s in shards]
+    pfs = [open_local(p) for p in files]  # fail early on a shard that is not Parquet
+    ctx = store_lock(store) if out is None else contextlib.nullcontext()
+    total = sum(int(pf.metadata.num_rows) for pf in pfs)
+    progress(ProgressEvent("start", "unpack", total_files=total))
+    with ctx:
+        for path, pf in zip(files, pfs, strict=True):
+            reg = region or first_row_region(pf)
+            if reg not in spec.REGIONS:
+                raise UsageError(
+                    f"{path.name}: cannot tell its region from its rows ({reg!r})", "pass --region"
+                )
+            dest = out if out is not None else store.region_dir("full", reg)
+            rows = pf.metadata.num_rows
+            progress(ProgressEvent("message", "unpack", message=f"unpacking {path} ({rows} rows)"))
+            report = UnpackReport(source=str(path), region=reg)
+            try:
+                unpack_parquet(
+                    pf,
+                    dest,
+                    RowRules(region=reg),
+                    source=path.name,
+                    progress=progress,
+                    report=report,
+                )
+            finally:
+                if out is None and report.written:
+                    # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
+                    # `download --edition full` sees these tiles as present
+                    folder = report.written[0].path.rsplit("/", 1)[0]
+                    record_unpacked(store, reg, f"{folder}/{path.name}", report)
+            summary.reports.append(report)
+    progress(ProgressEvent("done", "unpack"))
+    return summary
