@@ -24,14 +24,14 @@ from . import spec
 from .config import Settings
 from .download import DownloadPlan, finish
 from .download import check_space as _check_space
-from .errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
+from .errors import DiskFullError, HubConnectionError, M3leoError, OfflineError, UnsafePathError
 from .hub import HubClient, resolve_url
 from .jobs import DownloadSummary
 from .progress import ProgressCallback, ProgressEvent, no_progress
 from .selection import Selection
 from .shardindex import RangeFile, RangeNotHonoredError, ShardIndex, read_footer, save_index
 from .shardplan import HttpRanges, ShardTask, check_fetch_mode, choose, row_group_batches
-from .store import Store
+from .store import Store, safe_join
 from .unpack import RowRules, UnpackReport, open_local, unpack_parquet
 from .unpacked import (
     UnpackSummary,
@@ -147,7 +147,12 @@ def _tasks(
                 known=frozenset(known.get(key, ())),
             )
         rec = recorded.get(r["path"])
-        dest = store.local_path("full", r["region"], r["path"])
+        try:
+            dest = store.local_path("full", r["region"], r["path"])
+            safe_join(store.state_dir / "shards", r["shard"])
+        except UnsafePathError as exc:
+            orphans.append((label, exc.message))
+            continue
         if rec is not None and dest.is_file() and dest.stat().st_size == rec[0]:
             task.present += 1
         else:
@@ -394,7 +399,7 @@ def _unpack_whole(
 ) -> None:
     from .transfer import FileJob, Transfer
 
-    dest = run.store.state_dir / "shards" / task.region / task.shard
+    dest = safe_join(run.store.state_dir / "shards" / task.region, task.shard)
     job = FileJob(
         run.url(task),
         dest,
