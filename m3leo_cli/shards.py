@@ -24,7 +24,14 @@ from . import spec
 from .config import Settings
 from .download import DownloadPlan, finish
 from .download import check_space as _check_space
-from .errors import DiskFullError, HubConnectionError, M3leoError, OfflineError, UnsafePathError
+from .errors import (
+    DiskFullError,
+    HubConnectionError,
+    M3leoError,
+    OfflineError,
+    ShardError,
+    UnsafePathError,
+)
 from .hub import HubClient, resolve_url
 from .jobs import DownloadSummary
 from .progress import ProgressCallback, ProgressEvent, no_progress
@@ -421,17 +428,21 @@ def _unpack_whole(
         out.requests += t.requests
         out.ranged_requests += t.ranged
     rows: dict[int, list[str]] = {}
-    pf = open_local(dest)
-    unpack_parquet(
-        pf,
-        run.store.region_dir("full", task.region),
-        rules,
-        source=task.shard,
-        progress=run.progress,
-        report=report,
-        before_row_group=lambda rg: run.check_stop(),
-        after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
-    )
+    try:
+        unpack_parquet(
+            open_local(dest),
+            run.store.region_dir("full", task.region),
+            rules,
+            source=task.shard,
+            progress=run.progress,
+            report=report,
+            before_row_group=lambda rg: run.check_stop(),
+            after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
+        )
+    except ShardError:
+        # a kept shard is trusted by size on the next run: never keep one that failed
+        dest.unlink(missing_ok=True)
+        raise
     with open(dest, "rb") as fh:
         footer = read_footer(_file_reader(fh), task.size, task.shard)
     save_index(run.index_dir, ShardIndex(task.shard, task.size, footer, task.sha256, rows))

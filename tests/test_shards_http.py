@@ -262,3 +262,35 @@ def test_cli_fetch_and_keep_shards_settings(source, hub, capsys, monkeypatch, da
     assert [p.name for p in (data_dir / ".m3leo" / "shards").rglob("*.zstd.parquet")] == [
         full.shard_for(DK, tile).path.rsplit("/", 1)[1]  # type: ignore[union-attr]
     ]
+
+
+def test_a_corrupt_row_group_in_a_verified_shard(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    cfg = SynthConfig(regions=(REGION,), editions=("miniset", "full"), tiles=6, datakinds=(DK,),
+                      tiles_per_shard=6, rows_per_row_group=1, chip_px=32)  # fmt: skip
+    src = write_source(tmp_path / "src", cfg)
+    full = src.repo("full", REGION)
+    shard = max(full.shards.values(), key=lambda i: len(i.tile_ids))
+    path = full.root / shard.path
+    pq.write_table(pq.read_table(path), path, compression="zstd", row_group_size=1,
+                   write_page_checksum=True)  # fmt: skip
+    cc = pq.read_metadata(path).row_group(1).column(2)
+    data = bytearray(path.read_bytes())
+    start = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+    data[start + cc.total_compressed_size // 2] ^= 0x01
+    path.write_bytes(bytes(data))  # the Hub's own copy is damaged: its sha256 still matches
+    with HubServer(src.root) as srv:
+        s = _settings(tmp_path, srv)
+        res = _get(s, modalities=[DK], tiles=",".join(shard.tile_ids), fetch="whole",
+                   keep_shards=True)  # fmt: skip
+    assert isinstance(res, DownloadSummary)
+    bad = {p.rsplit("/", 1)[1].split(".")[0] for p, _ in res.failures}
+    assert bad == set(shard.tile_ids[1:])
+    assert all("row group 1 is corrupt" in why for _, why in res.failures)
+    _same_as_miniset(src, s, [shard.tile_ids[0]])
+    region_dir = s.data_dir / "full" / REGION
+    assert [f for f in _all_files(region_dir) if f.endswith((".tif", ".part"))] == [
+        full.tile_path(DK, shard.tile_ids[0])
+    ]
+    assert not list((s.data_dir / ".m3leo" / "shards").rglob("*.parquet"))  # not kept
