@@ -429,16 +429,17 @@ def _unpack_whole(
         out.ranged_requests += t.ranged
     rows: dict[int, list[str]] = {}
     try:
-        unpack_parquet(
-            open_local(dest),
-            run.store.region_dir("full", task.region),
-            rules,
-            source=task.shard,
-            progress=run.progress,
-            report=report,
-            before_row_group=lambda rg: run.check_stop(),
-            after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
-        )
+        with open_local(dest) as pf:
+            unpack_parquet(
+                pf,
+                run.store.region_dir("full", task.region),
+                rules,
+                source=task.shard,
+                progress=run.progress,
+                report=report,
+                before_row_group=lambda rg: run.check_stop(),
+                after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
+            )
     except ShardError:
         # a kept shard is trusted by size on the next run: never keep one that failed
         dest.unlink(missing_ok=True)

@@ -318,7 +318,9 @@ def unpack_shard(
     datakind: str | None = None,
 ) -> UnpackReport:
     """Unpack one local shard under ``store_region_dir`` (``expected``: tile id -> rel path)."""
-    pf = open_local(Path(path))
-    reg = region or first_row_region(pf)
-    rules = RowRules(region=reg, datakind=datakind, expected=expected)
-    return unpack_parquet(pf, store_region_dir, rules, source=Path(path).name, progress=progress)
+    with open_local(Path(path)) as pf:
+        reg = region or first_row_region(pf)
+        rules = RowRules(region=reg, datakind=datakind, expected=expected)
+        return unpack_parquet(
+            pf, store_region_dir, rules, source=Path(path).name, progress=progress
+        )

@@ -124,12 +124,16 @@ def unpack_files(
     store = Store(settings.data_dir)
     summary = UnpackSummary()
     files = [Path(s) for s in shards]
-    pfs = [open_local(p) for p in files]  # fail early on a shard that is not Parquet
+    total = 0
+    for p in files:  # fail early on a shard that is not Parquet; keep no file open
+        pf = open_local(p)
+        total += int(pf.metadata.num_rows)
+        pf.close()
     ctx = store_lock(store) if out is None else contextlib.nullcontext()
-    total = sum(int(pf.metadata.num_rows) for pf in pfs)
     progress(ProgressEvent("start", "unpack", total_files=total))
     with ctx:
-        for path, pf in zip(files, pfs, strict=True):
+        for path in files:
+            pf = open_local(path)
             reg = region or first_row_region(pf)
             if reg not in spec.REGIONS:
                 raise UsageError(
@@ -149,6 +153,7 @@ def unpack_files(
                     report=report,
                 )
             finally:
+                pf.close()
                 if out is None and report.written:
                     # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
                     # `download --edition full` sees these tiles as present
