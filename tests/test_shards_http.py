@@ -294,3 +294,17 @@ def test_a_corrupt_row_group_in_a_verified_shard(tmp_path) -> None:
         full.tile_path(DK, shard.tile_ids[0])
     ]
     assert not list((s.data_dir / ".m3leo" / "shards").rglob("*.parquet"))  # not kept
+
+
+def test_full_and_miniset_downloads_give_the_same_tree(source, hub, capsys, monkeypatch, data_dir):
+    from clirun import run
+
+    monkeypatch.setenv("M3LEO_ENDPOINT", hub.url)
+    sel = ("--region", REGION, "--modality", "s1grd", "--split", "train", "--quiet")
+    assert run(capsys, "download", "--edition", "full", *sel).code == 0
+    assert run(capsys, "download", "--edition", "miniset", *sel).code == 0
+    trees = {}
+    for ed in ("full", "miniset"):
+        root = data_dir / ed / REGION
+        trees[ed] = {f: (root / f).read_bytes() for f in _all_files(root) if f.endswith(".tif")}
+    assert trees["full"] and trees["full"] == trees["miniset"]
