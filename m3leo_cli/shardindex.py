@@ -296,10 +296,10 @@ class RangeFile(io.RawIOBase):
     def drop(self) -> None:
         self._parts.clear()
 
-    def _covered(self, s: int, e: int) -> bytes | None:
+    def _covered(self, s: int, e: int) -> memoryview | None:
         for ps, data in self._parts:
             if ps <= s and e <= ps + len(data):
-                return data[s - ps : e - ps]
+                return memoryview(data)[s - ps : e - ps]  # no copy of a fetched span
         return None
 
     def readinto(self, b: Any) -> int:
@@ -308,8 +308,6 @@ class RangeFile(io.RawIOBase):
             return 0
         s, e = self._pos, self._pos + n
         chunk = self._covered(s, e)
-        if chunk is None:
-            chunk = self._fetch(s, e)
-        memoryview(b)[:n] = chunk
+        memoryview(b)[:n] = chunk if chunk is not None else self._fetch(s, e)
         self._pos = e
         return n
