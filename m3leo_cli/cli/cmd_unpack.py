@@ -13,7 +13,9 @@ from .render import human_bytes, print_json, say
 
 Shards = Annotated[
     list[Path],
-    typer.Argument(help="Shard files (<split>_<12hex>.zstd.parquet).", show_default=False),
+    typer.Argument(
+        metavar="SHARD", help="Shard files (<split>_<12hex>.zstd.parquet).", show_default=False
+    ),
 ]
 Region = Annotated[
     str | None,
