@@ -11,6 +11,7 @@ import bisect
 import difflib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from . import spec
 from .config import Settings
 from .errors import (
     EmptySelectionError,
+    M3leoError,
     ManifestNotFoundError,
     SelectionError,
     TileNotFoundError,
@@ -113,13 +115,10 @@ def select(
     return _select(settings, selection, kinds, columns)[0]
 
 
-def _select(
-    settings: Settings,
-    selection: Selection,
-    kinds: Sequence[str],
-    columns: Sequence[str] | None,
-    dictionary: Sequence[str] = (),
-) -> tuple[pa.Table, dict[str, dict[str, Any]], list[str], list[Path]]:
+def _plan(
+    settings: Settings, selection: Selection
+) -> tuple[dict[str, Path], dict[str, dict[str, Any]], list[str]]:
+    """Manifest paths, their footer summaries and the datakinds the selection wants."""
     if selection.bbox is not None and selection.edition == "full":
         raise EmptySelectionError(
             "the full edition publishes no tile geometry, so --bbox cannot select from it",
@@ -132,6 +131,17 @@ def _select(
     datakinds = [dk for dk in all_dks if _wants(selection, dk)]
     if not datakinds:
         raise _no_datakind(selection, summaries)
+    return paths, summaries, datakinds
+
+
+def _select(
+    settings: Settings,
+    selection: Selection,
+    kinds: Sequence[str],
+    columns: Sequence[str] | None,
+    dictionary: Sequence[str] = (),
+) -> tuple[pa.Table, dict[str, dict[str, Any]], list[str], list[Path]]:
+    paths, summaries, datakinds = _plan(settings, selection)
     files = list(paths.values())
     cols = None if columns is None else list(dict.fromkeys(["kind", "tile_id", *columns]))
     table = read_manifest(
@@ -300,32 +310,73 @@ def local_counts(
     return out
 
 
+def _from_summaries(
+    selection: Selection, summaries: dict[str, dict[str, Any]], datakinds: list[str]
+) -> dict[tuple, dict[str, int]]:
+    """Counts straight from the manifest footers: exact when no tile-level filter is given."""
+    out: dict[tuple, dict[str, int]] = {}
+    for region, s in summaries.items():
+        for dk in datakinds:
+            for split, c in s.get("datakinds", {}).get(dk, {}).get("splits", {}).items():
+                sp = None if split == "none" else split
+                if selection.splits and sp not in selection.splits:
+                    continue
+                if c["tiles"]:
+                    out[(region, dk, sp)] = {k: int(c[k]) for k in ("tiles", "files", "bytes")}
+    return out
+
+
 def stats(settings: Settings, selection: Selection, *, files: bool = False) -> list[dict[str, Any]]:
     """Rows ``edition, region, modality (datakind), split, tiles, bytes, local_tiles``.
 
     ``files=True`` adds a ``files`` count (shards for the full edition) for the people's table.
-    Reads only the columns it needs, as dictionaries, so all 17.4 M rows stay cheap.
+    Without tile-level filters (--tiles, --bbox, --limit) the counts come from the manifest
+    footers and only datakinds that have a local folder are read (for ``local_tiles``);
+    otherwise only the needed columns are read, dictionary-encoded.
     """
+    store = Store(settings.data_dir)
     full = selection.edition == "full"
     tile_level = bool(selection.tiles or selection.limit or selection.bbox)
-    cols = (
-        [*KEYS, "tile_id"] + (["shard"] if full and tile_level else []) + ([] if full else ["size"])
-    )
-    tiles, summaries, datakinds, paths = _select(
-        settings, selection, ("tile",), cols, dictionary=KEYS
-    )
-    shards = None
-    if full:
-        expr = (pc.field("kind") == "shard") & in_set("datakind", datakinds)
-        if selection.splits:
-            expr = expr & in_set("split", selection.splits)
-        shard_cols = [*KEYS, "size"] + (["path"] if tile_level else [])
-        shards = read_manifest(paths, filter=expr, columns=shard_cols, dictionary=KEYS)
-        if tile_level:
-            used = pc.unique(tiles["shard"])
-            shards = shards.filter(pc.is_in(shards["path"], value_set=used))
-    counts = _tally(selection.edition, tiles, shards)
-    local = local_counts(Store(settings.data_dir), selection.edition, tiles, _folders(summaries))
+    if not tile_level:
+        paths, summaries, datakinds = _plan(settings, selection)
+        counts = _from_summaries(selection, summaries, datakinds)
+        if not counts:
+            raise _explain_empty(selection, summaries, datakinds)
+        folders = _folders(summaries)
+        regions = sorted(
+            {k[0] for k in counts if store.region_dir(selection.edition, k[0]).is_dir()}
+        )
+        local: dict[tuple, int] = {}
+        if regions:
+            sub = replace(selection, regions=tuple(regions), limit=None)
+            wanted = sorted(
+                {
+                    k[1]
+                    for k in counts
+                    if k[0] in regions
+                    and _has_local(store, selection.edition, k[0], folders.get((k[0], k[1])))
+                }
+            )
+            if wanted:
+                sub = replace(sub, modalities=tuple(wanted), years=())
+                tiles = _select(settings, sub, ("tile",), [*KEYS, "tile_id"], dictionary=KEYS)[0]
+                local = local_counts(store, selection.edition, tiles, folders)
+    else:
+        cols = [*KEYS] + (["shard"] if full else ["size"])
+        tiles, summaries, datakinds, paths_l = _select(
+            settings, selection, ("tile",), cols, dictionary=[*KEYS, "kind"]
+        )
+        shards = None
+        if full:
+            expr = (pc.field("kind") == "shard") & in_set("datakind", datakinds)
+            if selection.splits:
+                expr = expr & in_set("split", selection.splits)
+            shards = read_manifest(
+                paths_l, filter=expr, columns=[*KEYS, "size", "path"], dictionary=KEYS
+            )
+            shards = shards.filter(pc.is_in(shards["path"], value_set=pc.unique(tiles["shard"])))
+        counts = _tally(selection.edition, tiles, shards)
+        local = local_counts(store, selection.edition, tiles, _folders(summaries))
     rows = []
     for t in _rows(counts):
         key = (t["region"], t["datakind"], t["split"])
@@ -342,3 +393,12 @@ def stats(settings: Settings, selection: Selection, *, files: bool = False) -> l
             row["files"] = t["files"]
         rows.append(row)
     return rows
+
+
+def _has_local(store: Store, edition: str, region: str, folder: str | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        return store.local_path(edition, region, folder).is_dir()
+    except M3leoError:
+        return False
