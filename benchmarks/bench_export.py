@@ -120,8 +120,15 @@ def child(args: argparse.Namespace) -> None:
     rows = make_source(args.work, args.tiles, args.chip, args.layers)
     plan = plan_of(rows, args.layers, args.limit)
     export_once(plan, args.child, args.work / f"mem-{args.child}", args.workers)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"tiles": len(plan.samples), "peak_rss_mib": round(peak / 1024, 1)}))
+    print(json.dumps({"tiles": len(plan.samples), "peak_rss_mib": round(peak_rss_kib() / 1024, 1)}))
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM: unlike ru_maxrss, not inherited across fork+exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:

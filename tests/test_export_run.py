@@ -214,3 +214,21 @@ def test_dtype_casts_and_geotiff_refuses_value_options(source, tmp_path: Path) -
     with pytest.raises(UsageError) as exc:
         run_export(plan, _opts("npz", tmp_path / "d", dtype="complex64"))
     assert "float32" in exc.value.hint
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_decoding_keeps_order_and_a_bounded_window(workers: int) -> None:
+    from m3leo_cli.export.decode import ordered_map
+
+    pulled: list[int] = []
+
+    def items():  # type: ignore[no-untyped-def]
+        for i in range(50):
+            pulled.append(i)
+            yield i
+
+    out = []
+    for r in ordered_map(lambda x: x * x, items(), workers, window=4):
+        assert len(pulled) - len(out) <= 4  # never more than the window in flight
+        out.append(r)
+    assert out == [i * i for i in range(50)]

@@ -8,7 +8,7 @@ bounded window, so memory holds at most ``2 x workers`` samples whatever the exp
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -122,7 +122,7 @@ def decode_sample(
 
 def ordered_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """``map(fn, items)`` on ``workers`` threads, results in input order, at most ``window``
     items in flight (``Executor.map`` would submit everything up front)."""
     if workers <= 1:

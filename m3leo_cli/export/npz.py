@@ -21,10 +21,11 @@ from .outputs import discard, part_info, part_path, promote, writing
 from .samples import Sample
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+ZIP64_LIMIT = (1 << 31) - 1
 
 
-def npy_bytes(array: Any) -> bytearray:
-    """An array as ``.npy`` bytes (format 1.0: a stable header), with a single copy of the data."""
+def npy_parts(array: Any) -> tuple[bytes, memoryview]:
+    """An array as ``.npy``: its header (format 1.0, stable) and its data, without copying it."""
     import numpy as np
 
     array = np.asarray(array)
@@ -33,12 +34,13 @@ def npy_bytes(array: Any) -> bytearray:
     head = io.BytesIO()
     fmt = np.lib.format
     fmt.write_array_header_1_0(head, fmt.header_data_from_array_1_0(array))
-    h = head.getvalue()
-    buf = bytearray(len(h) + array.nbytes)
-    buf[: len(h)] = h
-    if array.nbytes:
-        np.frombuffer(buf, np.uint8, offset=len(h))[:] = array.reshape(-1).view(np.uint8)
-    return buf
+    return head.getvalue(), memoryview(array.reshape(-1).view(np.uint8))
+
+
+def npy_bytes(array: Any) -> bytes:
+    """An array as ``.npy`` bytes (small arrays: band names, JSON)."""
+    head, data = npy_parts(array)
+    return head + data.tobytes()
 
 
 def sample_json(decoded: Decoded) -> dict[str, Any]:
@@ -48,12 +50,16 @@ def sample_json(decoded: Decoded) -> dict[str, Any]:
     return meta
 
 
-def write_npz(path: Path, members: dict[str, bytearray]) -> None:
+def write_npz(path: Path, members: dict[str, tuple[bytes, memoryview]]) -> None:
+    """A zip of ``.npy`` members, stored (no compression), fixed times; hashed as it is written."""
     with writing(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members.items():
+        for name, (head, data) in members.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=ZIP_EPOCH)
             info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
+            info.file_size = len(head) + data.nbytes
+            with zf.open(info, "w", force_zip64=info.file_size > ZIP64_LIMIT) as member:
+                member.write(head)
+                member.write(data)
 
 
 class NpzExporter(Exporter):
@@ -69,12 +75,12 @@ class NpzExporter(Exporter):
         decoded = decode_sample(sample, self.layers, self.options, self.stats)
         if isinstance(decoded, Failure):
             return decoded
-        members: dict[str, bytearray] = {}
+        members: dict[str, tuple[bytes, memoryview]] = {}
         for name, arr in decoded.layers.items():
-            members[name] = npy_bytes(arr.data)
-            members[name + ".bands"] = npy_bytes(np.array(arr.band_names, dtype=str))
+            members[name] = npy_parts(arr.data)
+            members[name + ".bands"] = npy_parts(np.array(arr.band_names, dtype=str))
         meta = json.dumps(sample_json(decoded), sort_keys=True)
-        members["__sample__"] = npy_bytes(np.array(meta))
+        members["__sample__"] = npy_parts(np.array(meta))
         path = self.path_of(sample)
         write_npz(path, members)  # heavy I/O and hashing stay in the worker thread
         return decoded.meta(), part_info(path)

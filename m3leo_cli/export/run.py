@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -170,19 +169,23 @@ def run_export(
     written = files = nbytes = 0
     failures: list[Failure] = []
     flat = (s for u in todo for s in u.samples)
-    processed: Iterator[Any] = ordered_map(exporter.process, flat, _workers(options, settings))
-    for unit in todo:
-        items = (next(processed) for _ in unit.samples)
-        res: UnitResult = exporter.write(unit, items)
-        log.record(res)
-        done[unit.key] = res
-        written += len(res.samples)
-        files += len(res.files)
-        nbytes += sum(int(i["size"]) for i in res.files.values())
-        failures.extend(res.failures)
-        for f in res.failures:
-            progress(ProgressEvent("message", message=f"skipped {f.tile_id}: {f.path}: {f.reason}"))
-        progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
+    processed = ordered_map(exporter.process, flat, _workers(options, settings))
+    try:
+        for unit in todo:
+            items = (next(processed) for _ in unit.samples)
+            res: UnitResult = exporter.write(unit, items)
+            log.record(res)
+            done[unit.key] = res
+            written += len(res.samples)
+            files += len(res.files)
+            nbytes += sum(int(i["size"]) for i in res.files.values())
+            failures.extend(res.failures)
+            for f in res.failures:
+                msg = f"skipped {f.tile_id}: {f.path}: {f.reason}"
+                progress(ProgressEvent("message", message=msg))
+            progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
+    finally:
+        processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
     progress(ProgressEvent("done", phase="export"))
 
     complete = all(u.key in done for u in units)

@@ -8,30 +8,51 @@ order: the same input gives the same bytes.
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .base import Exporter, Failure, Unit, UnitResult
 from .decode import decode_sample
-from .npz import npy_bytes, sample_json
+from .npz import npy_parts, sample_json
 from .outputs import HashingWriter, promote, writing
 from .samples import Sample
 
-COPY_BUFFER = 8 << 20  # few large writes (and hash updates) per member
+BLOCK = tarfile.BLOCKSIZE  # 512
+RECORD = tarfile.RECORDSIZE  # 20 blocks: a tar file is a whole number of records
 
 
-def _member(name: str, size: int) -> tarfile.TarInfo:
+def _header(name: str, size: int) -> bytes:
+    """A ustar header with fixed mtime/uid/gid/owner names (so shards are reproducible)."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    return info
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+
+
+class _TarStream:
+    """Writes tar members straight from the arrays' memory (``tarfile`` copies each one through
+    a file object); the layout is exactly what ``tarfile`` writes: header, data, zero padding to
+    512 bytes, and two zero blocks plus padding to a 10240-byte record at the end."""
+
+    def __init__(self, out: HashingWriter) -> None:
+        self.out = out
+
+    def add(self, name: str, parts: Sequence[bytes | memoryview]) -> None:
+        size = sum(memoryview(p).nbytes for p in parts)
+        self.out.write(_header(name, size))
+        for p in parts:
+            self.out.write(p)
+        self.out.write(bytes(-size % BLOCK))
+
+    def close(self) -> None:
+        self.out.write(bytes(2 * BLOCK))
+        self.out.write(bytes(-self.out.size % RECORD))
 
 
 class WebDatasetExporter(Exporter):
@@ -46,12 +67,12 @@ class WebDatasetExporter(Exporter):
         decoded = decode_sample(sample, self.layers, self.options, self.stats)
         if isinstance(decoded, Failure):
             return decoded
-        members = [
-            (f"{sample.tile_id}.{name}.npy", npy_bytes(arr.data))
+        members: list[tuple[str, Sequence[bytes | memoryview]]] = [
+            (f"{sample.tile_id}.{name}.npy", npy_parts(arr.data))
             for name, arr in decoded.layers.items()
         ]
-        meta: Any = json.dumps(sample_json(decoded), sort_keys=True).encode()
-        members.append((f"{sample.tile_id}.json", meta))
+        meta = json.dumps(sample_json(decoded), sort_keys=True).encode()
+        members.append((f"{sample.tile_id}.json", (meta,)))
         return decoded.meta(), members
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:
@@ -59,17 +80,16 @@ class WebDatasetExporter(Exporter):
         path = self.path_of(unit)
         with writing(path) as fh:
             hw = HashingWriter(fh)
-            with tarfile.open(  # type: ignore[call-overload]
-                fileobj=hw, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=COPY_BUFFER
-            ) as tar:
-                for item in items:
-                    if isinstance(item, Failure):
-                        res.failures.append(item)
-                        continue
-                    meta, members = item
-                    for name, data in members:
-                        tar.addfile(_member(name, len(data)), io.BytesIO(data))
-                    res.samples.append(meta)
+            tar = _TarStream(hw)
+            for item in items:
+                if isinstance(item, Failure):
+                    res.failures.append(item)
+                    continue
+                meta, members = item
+                for name, parts in members:
+                    tar.add(name, parts)
+                res.samples.append(meta)
+            tar.close()
             fh.flush()
         promote(path)
         res.files[path.relative_to(self.out).as_posix()] = hw.info()
