@@ -68,10 +68,17 @@ class ParquetExporter(Exporter):
     )
     sharded = True
 
+    _schema: pa.Schema | None = None
+
     def path_of(self, unit: Unit) -> Path:
         return self.out / f"{unit.key}.parquet"
 
     def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self._schema = self._make_schema()
+        return self._schema
+
+    def _make_schema(self) -> pa.Schema:
         import numpy as np
         import pyarrow as pa
 
@@ -101,7 +108,7 @@ class ParquetExporter(Exporter):
             return decoded
         meta = decoded.meta()
         arrays = {name: arr.data for name, arr in decoded.layers.items()}
-        return meta, arrays
+        return meta, self._table(self.schema(), [(meta, arrays)])  # built in the worker thread
 
     def _table(self, schema: pa.Schema, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
         import pyarrow as pa
@@ -120,6 +127,7 @@ class ParquetExporter(Exporter):
         return pa.Table.from_arrays(cols, schema=schema)
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         res = UnitResult(unit.key)
@@ -138,18 +146,21 @@ class ParquetExporter(Exporter):
                 use_dictionary=meta_cols,
                 write_statistics=meta_cols,
             ) as writer:
-                batch: list[tuple[dict[str, Any], dict[str, Any]]] = []
+                batch: list[pa.Table] = []
                 for item in items:
                     if isinstance(item, Failure):
                         res.failures.append(item)
                         continue
-                    batch.append(item)
-                    res.samples.append(item[0])
+                    meta, row = item
+                    batch.append(row)
+                    res.samples.append(meta)
                     if len(batch) >= ROWS_PER_GROUP:
-                        writer.write_table(self._table(schema, batch))
+                        writer.write_table(pa.concat_tables(batch), row_group_size=len(batch))
                         batch = []
-                if batch or not res.samples:
-                    writer.write_table(self._table(schema, batch))
+                if batch:
+                    writer.write_table(pa.concat_tables(batch), row_group_size=len(batch))
+                elif not res.samples:
+                    writer.write_table(schema.empty_table())
             fh.flush()
         promote(path)
         res.files[path.relative_to(self.out).as_posix()] = hw.info()
