@@ -151,3 +151,22 @@ def test_normalize_with_saved_stats(store: SourceInfo, tmp_path: Path, capsys, d
     allv = np.stack(stacked)
     means = np.nanmean(allv, axis=(0, 2, 3))
     assert np.all(np.abs(means) < 1e-3)  # the stats came from exactly these tiles
+
+
+def test_no_complete_sample_says_which_layer_is_missing_where(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    repo = store.repo("miniset", "europe")
+    lacking = repo.missing("gssic")[0]
+    res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "o"), *SEL,
+              "-m", "s1grd", "-m", "gssic", "--tiles", lacking)  # fmt: skip
+    assert res.code == 1
+    assert (
+        f"Error: no tile has every requested layer: gssic absent on 1 of 1 tiles (e.g. {lacking})"
+        in res.err
+    )
+    assert "hint: pass --allow-missing" in res.err
+    res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "o"), *SEL,
+              "-m", "s1grd", "-m", "gssic", "--tiles", lacking, "--allow-missing")  # fmt: skip
+    assert res.code == 0, res.err
+    assert len(list((tmp_path / "o").rglob("*.npz"))) == 1

@@ -136,14 +136,15 @@ def explain_empty(plan: SamplePlan, total_tiles: int) -> EmptySelectionError:
     """Say which layer is missing where when no tile has every requested layer."""
     parts = []
     for name in sorted(set(plan.skipped) | set(plan.not_local)):
-        absent = len(plan.skipped.get(name, ()))
-        not_local = len(plan.not_local.get(name, ()))
+        not_local = set(plan.not_local.get(name, ()))
+        absent = [t for t in plan.skipped.get(name, ()) if t not in not_local]
         bits = []
-        if absent - not_local > 0:
-            bits.append(f"absent on {absent - not_local}")
+        if absent:
+            bits.append(f"absent on {len(absent)}")
         if not_local:
-            bits.append(f"not downloaded on {not_local}")
-        parts.append(f"{name} {' and '.join(bits)} of {total_tiles} tiles")
+            bits.append(f"not downloaded on {len(not_local)}")
+        eg = f" (e.g. {', '.join(absent[:3])})" if absent else ""
+        parts.append(f"{name} {' and '.join(bits)} of {total_tiles} tiles{eg}")
     detail = "; ".join(parts) if parts else "the selection holds no tiles"
     hint = "pass --allow-missing to keep incomplete tiles, or drop that layer"
     if plan.not_local:
@@ -205,7 +206,7 @@ def plan_from_catalog(
     table = catalog.select(settings, sel)
     store = Store(settings.data_dir)
     rows = _rows(table)
-    layers = resolve_layers(sorted({r["datakind"] for r in rows}), inputs, labels)
+    layers = resolve_layers(_datakinds(settings, sel), inputs, labels)
     not_local: dict[str, list[str]] = {}
     present: list[tuple[str, str, str, str, LayerFile, BBox | None]] = []
     all_tiles: set[tuple[str, str]] = set()
@@ -248,6 +249,24 @@ def plan_from_catalog(
     if not plan.samples:
         raise explain_empty(plan, len(all_tiles))
     return plan
+
+
+def _datakinds(settings: Settings, sel: Selection) -> list[str]:
+    """Datakinds the selected regions' manifests hold (from their footers, not the rows: a
+    layer no selected tile has is still a layer, reported as missing on every tile)."""
+    from ..catalog_query import manifest_paths
+    from ..errors import UnknownModalityError
+    from ..manifest import read_summary
+
+    out: set[str] = set()
+    for path in manifest_paths(settings, sel).values():
+        for dk in read_summary(path).get("datakinds", {}):
+            try:
+                if sel.wants_datakind(dk):
+                    out.add(dk)
+            except UnknownModalityError:
+                continue
+    return sorted(out)
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
