@@ -194,21 +194,22 @@ def _reduce_band(
     if family in _CLASS_FAMILIES and raw.dtype == np.uint8:
         keep = raw if nodata is None else raw[~nodata]
         part.classes = np.bincount(keep.ravel(), minlength=256).astype(np.int64)
-    sel = values[valid]
+    everything = bool(valid.all())
+    sel = values.ravel() if everything else values[valid]
     if sel.size:
         x = sel.astype(np.float64)
         part.count = int(x.size)
         part.mean = float(x.mean())
         part.m2 = float(np.square(x - part.mean).sum())
         part.min, part.max = float(x.min()), float(x.max())
-        c = codes[valid]
+        c = codes.ravel() if everything else codes[valid]
         if kind == "f":
             keys = _float_keys(c)
         elif kind == "i16":
             keys = c.astype(np.intp) + 32768
         else:
             keys = c.astype(np.intp)
-        part.hist = np.bincount(keys, minlength=256 if kind == "u8" else _NBINS).astype(np.int64)
+        part.hist = np.bincount(keys, minlength=256 if kind == "u8" else _NBINS)
     if acc is None:
         return part
     acc.merge(part)
