@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from clirun import run
 from export_source import read_webdataset
 
+from m3leo_cli.cli import main
 from m3leo_cli.server import HubServer
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
 from m3leo_cli.tiles import read_tile
@@ -25,16 +27,28 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
     return write_source(tmp_path_factory.mktemp("cli-export-src"), cfg)
 
 
+@pytest.fixture(scope="module")
+def downloaded(source: SourceInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding s1grd, gssic and esaworldcover, downloaded once from the loopback Hub."""
+    template = tmp_path_factory.mktemp("export-store")
+    with HubServer(source.root) as srv, pytest.MonkeyPatch.context() as mp:
+        for var in list(os.environ):  # the same isolation conftest gives every test
+            if var.startswith(("M3LEO_", "HF_")):
+                mp.delenv(var)
+        mp.setenv("HF_HOME", str(template / ".hf"))
+        mp.setenv("M3LEO_CONFIG", str(template / "config.toml"))
+        mp.setenv("M3LEO_DATA_DIR", str(template / "data"))
+        mp.setenv("HF_ENDPOINT", srv.url)
+        code = main(["download", *SEL, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover"])
+        assert code == 0
+    return template / "data"
+
+
 @pytest.fixture
-def store(
-    source: SourceInfo, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[SourceInfo]:
-    """A store holding s1grd, gssic and esaworldcover, downloaded from the loopback Hub."""
-    with HubServer(source.root) as srv:
-        monkeypatch.setenv("HF_ENDPOINT", srv.url)
-        res = run(capsys, "download", *SEL, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover")
-        assert res.code == 0, res.err
-        yield source
+def store(source: SourceInfo, downloaded: Path, data_dir: Path) -> SourceInfo:
+    """This test's own copy of the downloaded store (tests may damage it)."""
+    shutil.copytree(downloaded, data_dir, dirs_exist_ok=True)
+    return source
 
 
 def test_export_webdataset_end_to_end(store: SourceInfo, tmp_path: Path, capsys, data_dir) -> None:
