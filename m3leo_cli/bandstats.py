@@ -176,11 +176,15 @@ def _key_value(kind: str, key: float, family: str) -> float:
 def _reduce_band(
     family: str, raw: np.ndarray, nodata: np.ndarray | None, acc: Accumulator | None
 ) -> Accumulator:
+    """Fold one band of one file into ``acc`` (histograms are added in place, over the
+    band's own key range only, so a file costs O(pixels), not O(bins))."""
     import numpy as np
 
     from .tiles import decode_values
 
     kind, codes = _code_kind(raw, family)
+    if acc is None:
+        acc = Accumulator(kind=kind)
     values = decode_values(raw, family)
     valid = ~np.isnan(values)
     if nodata is not None:
@@ -193,7 +197,8 @@ def _reduce_band(
         part.water = int(np.count_nonzero(water))
     if family in _CLASS_FAMILIES and raw.dtype == np.uint8:
         keep = raw if nodata is None else raw[~nodata]
-        part.classes = np.bincount(keep.ravel(), minlength=256).astype(np.int64)
+        counts = np.bincount(keep.ravel(), minlength=256)
+        acc.classes = counts if acc.classes is None else acc.classes + counts
     everything = bool(valid.all())
     sel = values.ravel() if everything else values[valid]
     if sel.size:
@@ -209,9 +214,10 @@ def _reduce_band(
             keys = c.astype(np.intp) + 32768
         else:
             keys = c.astype(np.intp)
-        part.hist = np.bincount(keys, minlength=256 if kind == "u8" else _NBINS)
-    if acc is None:
-        return part
+        lo, hi = int(keys.min()), int(keys.max())
+        if acc.hist is None:
+            acc.hist = np.zeros(256 if kind == "u8" else _NBINS, dtype=np.int64)
+        acc.hist[lo : hi + 1] += np.bincount(keys - lo, minlength=hi - lo + 1)
     acc.merge(part)
     return acc
 

@@ -254,10 +254,8 @@ def _read_tif(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | No
             needed = list(dict.fromkeys(needed))
             indexes = [stored.index(n) + 1 for n in needed]
             raw = src.read(indexes)
-            masked = any(
-                flags != [MaskFlags.all_valid]
-                for flags in (src.mask_flag_enums[i - 1] for i in indexes)
-            )
+            all_flags = src.mask_flag_enums  # a property that queries GDAL: read it once
+            masked = any(all_flags[i - 1] != [MaskFlags.all_valid] for i in indexes)
             raw_mask = (src.read_masks(indexes) == 0) if masked else None
             crs = src.crs.to_string() if src.crs else None
             transform = tuple(src.transform)[:6]
@@ -265,6 +263,12 @@ def _read_tif(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | No
             bounds = (b.left, b.bottom, b.right, b.top)
     except (RasterioError, OSError) as exc:
         raise corrupt(path, exc) from None
+    if list(names) == needed:  # no derived bands: the read array is the answer, no copy
+        nodata = raw_mask
+        implied = datakind_nodata(raw, family)
+        if implied is not None:
+            nodata = implied if nodata is None else (nodata | implied)
+        return Tile(tile_id, datakind, path, raw, tuple(names), nodata, crs, transform, bounds)
     pos = {n: i for i, n in enumerate(needed)}
     planes, masks = [], []
     for n in names:
