@@ -305,6 +305,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/m3leo-bench-manifest"))
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--modes", default="", help="comma-separated subset of the measurements")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "build":
@@ -330,7 +331,8 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(store_dir)
-    results = [measure(m, args.out, args.runs) for m in modes]
+    only = set(filter(None, args.modes.split(",")))
+    results = [measure(m, args.out, args.runs) for m in modes if not only or m in only]
     subprocess.run(
         [sys.executable, __file__, "--child", "prepare-local", "--out", str(args.out)], check=True
     )
@@ -341,7 +343,7 @@ def main() -> None:
         modes += ["baseline-listing", "baseline-parquet-csv"]
     else:
         print("pandas is not installed: skipping the pandas baselines", file=sys.stderr)
-    results += [measure(m, args.out, args.runs) for m in modes]
+    results += [measure(m, args.out, args.runs) for m in modes if not only or m in only]
     for r in results:
         print(json.dumps(r), flush=True)
     (args.out / "results.json").write_text(

@@ -93,6 +93,8 @@ def _now() -> str:
 
 def summarize(table: pa.Table, edition: str, region: str, commit: str, revision: str) -> dict:
     """The summary stored in the manifest footer (read without touching data pages)."""
+    import numpy as np
+
     datakinds: dict[str, dict[str, Any]] = {}
     for row in tally(table, edition):
         dk = datakinds.setdefault(
@@ -102,20 +104,27 @@ def summarize(table: pa.Table, edition: str, region: str, commit: str, revision:
         dk["files"] += row["files"]
         dk["bytes"] += row["bytes"]
         dk["splits"][row["split"] or "none"] = {k: row[k] for k in ("tiles", "files", "bytes")}
-    tiles_all = table.filter(pc.field("kind") == "tile")
-    listed = table.filter(pc.field("datakind").is_valid()).group_by("datakind")
-    folders = {r["datakind"]: r["path_min"].rpartition("/")[0]
-               for r in listed.aggregate([("path", "min")]).to_pylist()}  # fmt: skip
-    for name in folders:
-        datakinds.setdefault(name, {"tiles": 0, "files": 0, "bytes": 0, "splits": {}})
+    # the folder of each datakind: the parent of its first row's path
+    enc = pc.dictionary_encode(table["datakind"].combine_chunks())
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+    uniq, first = np.unique(codes, return_index=True)
+    for code, i in zip(uniq.tolist(), first.tolist(), strict=True):
+        if code < 0:
+            continue
+        name = enc.dictionary[code].as_py()
+        dk = datakinds.setdefault(name, {"tiles": 0, "files": 0, "bytes": 0, "splits": {}})
+        dk["folder"] = table["path"][i].as_py().rpartition("/")[0]
     for name, dk in datakinds.items():
-        dk["folder"] = folders.get(name)
         try:
             parsed = spec.parse_datakind(name)
             dk["family"], dk["year"] = parsed.family.name, parsed.year
         except UnknownModalityError:
             dk["family"], dk["year"] = None, None
-    remote = table.filter(pc.field("checksum").is_valid())
+    is_tile = pc.equal(table["kind"], "tile")
+    tiles_all = table.select(["tile_id", "lon_min", "lat_min", "lon_max", "lat_max"]).filter(
+        is_tile
+    )
+    remote = pc.is_valid(table["checksum"])
     bbox = None
     if tiles_all.num_rows and tiles_all["lon_min"].null_count < tiles_all.num_rows:
         bbox = [
@@ -130,9 +139,9 @@ def summarize(table: pa.Table, edition: str, region: str, commit: str, revision:
         "commit": commit,
         "revision": revision,
         "refreshed_at": _now(),
-        "files": remote.num_rows,
-        "bytes": int(pc.sum(remote["size"]).as_py() or 0),
-        "tiles": len(pc.unique(tiles_all["tile_id"].drop_null())),
+        "files": int(pc.sum(remote.cast(pa.int64())).as_py() or 0),
+        "bytes": int(pc.sum(table["size"].filter(remote)).as_py() or 0),
+        "tiles": int(pc.count_distinct(tiles_all["tile_id"]).as_py()),
         "datakinds": dict(sorted(datakinds.items())),
         "bbox": bbox,
     }
@@ -239,7 +248,7 @@ def _refresh_one(
         rr.added = sorted(set(after) - set(before))
         rr.removed = sorted(set(before) - set(after))
         rr.changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
-    write_manifest(path, built.table, summary)
+    write_manifest(path, built.table, summary, presorted=True)
     return rr
 
 

@@ -256,6 +256,7 @@ def _tally(edition: str, tiles: pa.Table, shards: pa.Table | None) -> dict[tuple
 
 def tally(table: pa.Table, edition: str) -> list[dict[str, Any]]:
     """Tiles, files and bytes per (region, datakind, split) of a whole manifest table."""
+    table = table.select(["kind", *KEYS, "tile_id", "size", "shard"])
     tiles = table.filter(pc.field("kind") == "tile")
     shards = None
     if edition == "full":

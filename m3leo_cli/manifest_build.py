@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from . import spec
 from .errors import HubProtocolError, UnknownModalityError, UnsafePathError
-from .manifest import SCHEMA
+from .manifest import SCHEMA, sort_manifest
 from .selection import TILE_ID_RE
 from .store import safe_join
 
@@ -126,8 +126,10 @@ def build_manifest(
     entries: Iterable[EntryLike],
     files: Mapping[str, bytes],
 ) -> Built:
-    """The manifest table of one edition+region. ``files`` maps the ``definition_files``
-    roles ("splits", "parquet", "geojson") to their bytes; a missing role is a warning."""
+    """The manifest table of one edition+region, already in ``manifest.SORT_KEYS`` order.
+
+    ``files`` maps the ``definition_files`` roles ("splits", "parquet", "geojson") to their
+    bytes; a missing role is a warning."""
     warnings: list[str] = []
     rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     datakind_dirs: dict[str, str] = {}  # datakind -> "<partition>/<datakind>"
@@ -223,7 +225,7 @@ def build_manifest(
         }
     )
     listed = _with_bboxes(listed, bboxes)
-    tables = [_complete(listed, commit)]
+    tables = [sort_manifest(_complete(listed, commit))]  # aux < shard < tile: full tiles follow
     if pq_table is not None:
         tables.extend(
             _full_tiles(edition, region, commit, pq_table, datakind_dirs, shard_paths, warnings)
@@ -277,7 +279,9 @@ def _full_tiles(
         n_bad = pc.sum(bad.cast(pa.int64())).as_py()
         warnings.append(f"_parquet.csv: dropped {n_bad} rows whose identifier is not a tile id")
         pq_table = pq_table.filter(pc.invert(bad))
-        ids = pq_table["identifier"].combine_chunks()
+    # (split, tile_id) order once, so every datakind's rows come out sorted
+    pq_table = pq_table.sort_by([("split", "ascending"), ("identifier", "ascending")])
+    ids = pq_table["identifier"].combine_chunks()
     split = pq_table["split"].combine_chunks()
     pid = pq_table["parquet_identifier"].combine_chunks()
     n = len(ids)

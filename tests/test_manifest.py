@@ -174,3 +174,9 @@ def test_wrong_version_or_columns_are_refused(mini: RepoInfo, tmp_path: Path) ->
     )
     with pytest.raises(ManifestCorruptError, match="columns"):
         manifest.read_summary(path)
+
+
+def test_built_tables_are_already_in_sort_order(mini: RepoInfo, full: RepoInfo) -> None:
+    for repo in (mini, full):
+        t = _build(repo).table
+        assert t.equals(manifest.sort_manifest(t)), repo.edition
