@@ -100,7 +100,7 @@ def _panel(ax: Any, tf: TileFile, month: int | None) -> None:
         phase = np.angle(np.exp(1j * decode(t)[0]))  # wrap to (-pi, pi]
         im = ax.imshow(phase, cmap="twilight", vmin=-math.pi, vmax=math.pi, interpolation="nearest")
         plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="rad")
-        title = f"{t.band_names[0]} (wrapped)"
+        title = f"{tf.datakind}\n{t.band_names[0]} (wrapped phase)"
     elif family == "esaworldcover":
         _classes_panel(ax, tf)
         title = f"{tf.datakind} (ESA WorldCover)"

@@ -20,6 +20,7 @@ from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
 from m3leo_cli.tiles import decode, read_tile
 from tests.clirun import run
 
+ENDPOINT: list[str] = []  # the running loopback Hub of the module fixture
 CONFIG = SynthConfig(regions=("conus",), editions=("miniset",), tiles=8, chip_px=32,
                      native_shape=(8, 10), gunw_datepairs=3)  # fmt: skip
 
@@ -37,7 +38,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RepoInfo, P
         catalog.refresh(s, "miniset", ["conus"])
         download(s, Selection(edition="miniset", regions=("conus",), tiles=tuple(local)),
                  check_space=False)  # fmt: skip
-    yield repo, store, local
+        ENDPOINT.append(srv.url)
+        yield repo, store, local
 
 
 def local_files(repo: RepoInfo, store: Path, local: list[str]) -> list[tuple[str, Path]]:
@@ -168,6 +170,24 @@ def test_show_tile_not_downloaded_gives_the_command(capsys, repo, tmp_path: Path
         res.err
     )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_hinted_download_command_fixes_it(capsys, repo, tmp_path, monkeypatch) -> None:
+    src, store, local = repo
+    mine = tmp_path / "store"
+    shutil.copytree(store, mine)
+    missing = next(t for t in src.tiles if t not in local)
+    out = tmp_path / "x.png"
+    res = run(capsys, "show", missing, "--edition", "miniset", "--data-dir", str(mine),
+              "--out", str(out))  # fmt: skip
+    command = res.err.split("hint: run `", 1)[1].split("`", 1)[0]
+    monkeypatch.setenv("HF_ENDPOINT", ENDPOINT[-1])
+    argv = command.split()[1:] + ["--data-dir", str(mine), "--no-space-check", "--quiet"]
+    assert run(capsys, *argv).code == 0
+    res = run(capsys, "show", missing, "--edition", "miniset", "--data-dir", str(mine),
+              "--out", str(out))  # fmt: skip
+    assert res.code == 0, res.err
+    assert decode_png(out).shape[0] > 300
 
 
 def test_show_corrupt_file(capsys, repo, tmp_path: Path) -> None:
