@@ -208,7 +208,10 @@ def child(mode: str, out: Path) -> None:
 
     t0 = time.perf_counter()
     result: dict = {"mode": mode}
-    if mode.startswith("baseline"):
+    if mode == "refresh-build":
+        result.update(refresh_build(out))
+        result["import_s"] = 0.0
+    elif mode.startswith("baseline"):
         import pandas as pd
 
         t0 = _imported(result, t0)
@@ -253,6 +256,63 @@ def child(mode: str, out: Path) -> None:
     print(json.dumps(result))
 
 
+def refresh_inputs(region: str, seed: int = 7):
+    """A real-sized full-edition listing (shards) and ``_parquet.csv`` for ``region``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from m3leo_cli import spec
+    from m3leo_cli.hub import TreeEntry
+
+    reg = spec.REGIONS[region]
+    rng = np.random.default_rng(seed)
+    n = reg.total_chips
+    ids = _hex_ids(rng, n)
+    codes = rng.choice(3, size=n, p=[0.6, 0.2, 0.2])
+    pid_idx = np.empty(n, dtype=np.int64)
+    labels: list[str] = []
+    for code, (name, base) in enumerate([("train", 10), ("val", 20), ("test", 30)]):
+        idx = np.flatnonzero(codes == code)
+        k = np.arange(len(idx)) // TILES_PER_SHARD
+        pid_idx[idx] = len(labels) + k
+        labels += [f"{name}_{base * 10**9 + j:012x}" for j in range(int(k.max()) + 1)]
+    splits = pc.take(pa.array(["train", "val", "test"]), pa.array(codes))
+    pids = pc.take(pa.array(labels), pa.array(pid_idx))
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(
+        pa.table({"identifier": ids, "split": splits, "parquet_identifier": pids}), sink
+    )
+    csv = sink.getvalue().to_pybytes().replace(b'"', b"")
+    entries = [TreeEntry(reg.parquet_csv(), "file", len(csv), "1" * 40, None)]
+    for dk in spec.expected_datakinds("full", region):
+        for label in labels:
+            entries.append(
+                TreeEntry(f"{reg.partition}/{dk}/{label}.zstd.parquet", "file",
+                          int(rng.integers(10**8, 2 * 10**9)), "2" * 40, rng.bytes(32).hex())
+            )  # fmt: skip
+    return entries, csv
+
+
+def refresh_build(out: Path, region: str = "europe") -> dict:
+    """What ``catalog refresh`` does after the listing arrived: build, summarize, write."""
+    from m3leo_cli.catalog import summarize
+    from m3leo_cli.manifest import write_manifest
+    from m3leo_cli.manifest_build import build_manifest
+
+    entries, csv = refresh_inputs(region)
+    t0 = time.perf_counter()
+    built = build_manifest("full", region, "c" * 40, entries, {"parquet": csv})
+    t1 = time.perf_counter()
+    summary = summarize(built.table, "full", region, "c" * 40, "main")
+    t2 = time.perf_counter()
+    write_manifest(out / "refresh-test.parquet", built.table, summary, presorted=True)
+    t3 = time.perf_counter()
+    return {"rows": built.table.num_rows, "shards": len(entries) - 1, "build_s": t1 - t0,
+            "summarize_s": t2 - t1, "write_s": t3 - t2}  # fmt: skip
+
+
 def _imported(result: dict, t0: float) -> float:
     now = time.perf_counter()
     result["import_s"] = now - t0
@@ -289,7 +349,9 @@ def measure(mode: str, out: Path, runs: int) -> dict:
         ops.append(last["op_s"])
         imps.append(last["import_s"])
         rss.append(last["rss_mib"])
+    extra = {k: round(v, 3) for k, v in last.items() if k.endswith("_s") and k != "op_s"}
     return {
+        **extra,
         "mode": mode,
         "rows": last.get("rows"),
         "wall_s": round(statistics.median(walls), 3),
@@ -325,7 +387,7 @@ def main() -> None:
     built = json.loads((args.out / "built.json").read_text())
     print(f"manifest: {sum(v['rows'] for v in built.values()):,} rows in 6 files, "
           f"{sum(v['file_mb'] for v in built.values()):.0f} MB", flush=True)  # fmt: skip
-    modes = ["query", "query-all", "stats", "stats-all"]
+    modes = ["query", "query-all", "stats", "stats-all", "refresh-build"]
     store_dir = args.out / "data" / "full"
     if store_dir.exists():  # stats without local files first
         import shutil

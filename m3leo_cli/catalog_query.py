@@ -223,7 +223,7 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str | None]:
     return (str(row["region"]), str(row["datakind"]), row["split"])
 
 
-def _group(table: pa.Table, aggs: list[tuple[str, str]]) -> dict[tuple, dict[str, Any]]:
+def _group(table: pa.Table, aggs: list[tuple[Any, str]]) -> dict[tuple, dict[str, Any]]:
     out = {}
     table = table.unify_dictionaries()  # one dictionary per column, across row groups/files
     for row in table.group_by(KEYS).aggregate(aggs).to_pylist():
@@ -241,12 +241,12 @@ def _tally(edition: str, tiles: pa.Table, shards: pa.Table | None) -> dict[tuple
     """
     out: dict[tuple, dict[str, int]] = {}
     if edition == "miniset":
-        for k, r in _group(tiles, [("tile_id", "count"), ("size", "sum")]).items():
-            n = int(r["tile_id_count"])
+        for k, r in _group(tiles, [([], "count_all"), ("size", "sum")]).items():
+            n = int(r["count_all"])
             out[k] = {"tiles": n, "files": n, "bytes": int(r["size_sum"] or 0)}
         return out
-    for k, r in _group(tiles, [("tile_id", "count")]).items():
-        out[k] = {"tiles": int(r["tile_id_count"]), "files": 0, "bytes": 0}
+    for k, r in _group(tiles, [([], "count_all")]).items():
+        out[k] = {"tiles": int(r["count_all"]), "files": 0, "bytes": 0}
     assert shards is not None
     for k, r in _group(shards, [("size", "sum"), ("size", "count")]).items():
         if k in out:
@@ -256,12 +256,15 @@ def _tally(edition: str, tiles: pa.Table, shards: pa.Table | None) -> dict[tuple
 
 def tally(table: pa.Table, edition: str) -> list[dict[str, Any]]:
     """Tiles, files and bytes per (region, datakind, split) of a whole manifest table."""
-    table = table.select(["kind", *KEYS, "tile_id", "size", "shard"])
-    tiles = table.filter(pc.field("kind") == "tile")
+    is_tile = pc.equal(table["kind"], "tile")
+    cols = {k: pc.dictionary_encode(table[k]) for k in KEYS}  # cheap group keys
+    cols["size"] = table["size"]
+    lean = pa.table(cols)
     shards = None
     if edition == "full":
-        tiles = tiles.filter(pc.field("shard").is_valid())
-        shards = table.filter(pc.field("kind") == "shard")
+        is_tile = pc.and_(is_tile, pc.is_valid(table["shard"]))
+        shards = lean.filter(pc.equal(table["kind"], "shard"))
+    tiles = lean.filter(is_tile)
     return _rows(_tally(edition, tiles, shards))
 
 
