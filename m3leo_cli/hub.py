@@ -188,7 +188,8 @@ class HubClient:
             hdrs = dict(headers)
             if self.settings.token and _origin(url) == self._origin:
                 hdrs["authorization"] = f"Bearer {self.settings.token}"
-            self.pacer.acquire()
+            if "/resolve/" in url and _origin(url) == self._origin:
+                self.pacer.acquire()  # the Hub's resolver quota; API and CDN hops are not in it
             with self._lock:
                 self.requests += 1
             req = self._http.build_request(method, url, headers=hdrs)

@@ -56,29 +56,23 @@ class Pacer:
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait: ``Retry-After`` (seconds or HTTP date) or
+    """Seconds the server asked us to wait: ``Retry-After`` (seconds or HTTP date), else
     ``RateLimit: "...";r=0;t=N`` (quota exhausted, resets in N seconds)."""
-    out: float | None = None
+    ra = (headers.get("retry-after") or "").strip()
+    if ra:
+        if ra.isdigit():
+            return float(ra)
+        try:
+            when = parsedate_to_datetime(ra).timestamp()
+            return max(0.0, when - (time.time() if now is None else now))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            pass
     rl = headers.get("ratelimit")
     if rl:
         r, t = _RATELIMIT_R.search(rl), _RATELIMIT_T.search(rl)
         if r and t and int(r.group(1)) == 0:
-            out = float(t.group(1)) + 1.0
-    ra = headers.get("retry-after")
-    if ra:
-        ra = ra.strip()
-        secs: float | None
-        if ra.isdigit():
-            secs = float(ra)
-        else:
-            try:
-                when = parsedate_to_datetime(ra).timestamp()
-                secs = max(0.0, when - (time.time() if now is None else now))
-            except (TypeError, ValueError, IndexError, OverflowError):
-                secs = None
-        if secs is not None:
-            out = max(out or 0.0, secs)
-    return out
+            return float(t.group(1)) + 1.0  # t is rounded: one more second to be safe
+    return None
 
 
 class Retrier:

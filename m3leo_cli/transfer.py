@@ -218,7 +218,7 @@ class Transfer:
         if have > self.job.size:
             self._restart()
             return
-        self.hasher = hash_file(self.part, self.job.checksum_kind, self.job.size)
+        self.hasher = hash_file(self.part, self.job.checksum_kind, self.job.size, limit=have)
         self.have = have
 
     def _restart(self) -> None:
