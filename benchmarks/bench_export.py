@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--layers", choices=sorted(LAYER_SETS), default="mixed")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS runs")
     ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-export"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)
@@ -194,7 +196,8 @@ def main() -> None:
         "\n| format | workers | tiles/s (wall) | tiles per CPU-s | vs bare read (CPU) "
         "| vs floor (CPU) |\n|---|---|---|---|---|---|"
     )
-    for fmt in FORMATS:
+    formats = [f for f in args.formats.split(",") if f]
+    for fmt in formats:
         for w in sorted({1, args.workers}):
             out = args.work / f"out-{fmt}"
             runs = []
@@ -211,8 +214,10 @@ def main() -> None:
                 flush=True,
             )
 
+    if args.no_memory:
+        return
     print("\n| format | tiles | peak RSS (MiB) |\n|---|---|---|")
-    for fmt in FORMATS:
+    for fmt in formats:
         for limit in (max(1, n // 4), n):
             cmd = [sys.executable, __file__, "--child", fmt, "--limit", str(limit),
                    "--tiles", str(args.tiles), "--chip", str(args.chip),
