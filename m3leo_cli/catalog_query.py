@@ -208,7 +208,7 @@ def _explain_empty(
         return EmptySelectionError(
             f"bbox {b} overlaps no {selection.edition} tile of region "
             f"{', '.join(summaries)} ({'; '.join(spans) or 'no tile has a bbox'})",
-            "check the order W,S,E,N and the region; `m3leo catalog show` gives each extent",
+            "check the order W,S,E,N and the region; `m3leo catalog show --json` gives each extent",
         )
     return EmptySelectionError("no tile matches " + ", ".join(what))
 

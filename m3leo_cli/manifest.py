@@ -10,6 +10,7 @@ and ``catalog show`` never read a data page.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -138,8 +139,20 @@ def _corrupt(path: Path, why: str) -> ManifestCorruptError:
 def read_summary(path: Path) -> dict[str, Any]:
     """Validate the file is our manifest (schema + version key) and return its summary.
 
-    Reads only the Parquet footer. Foreign or damaged files raise ManifestCorruptError.
+    Reads only the Parquet footer (cached per path, size and mtime: files are only ever
+    replaced whole). Foreign or damaged files raise ManifestCorruptError.
     """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _corrupt(path, f"unreadable: {exc.strerror}") from None
+    raw = _validated_summary(str(path), st.st_size, st.st_mtime_ns)
+    return dict(json.loads(raw))
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_summary(path_str: str, size: int, mtime_ns: int) -> bytes:
+    path = Path(path_str)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
@@ -154,13 +167,14 @@ def read_summary(path: Path) -> dict[str, Any]:
     want = [(f.name, f.type) for f in SCHEMA]
     if got != want:
         raise _corrupt(path, "its columns differ from the manifest schema")
+    raw = meta.get(SUMMARY_KEY, b"{}")
     try:
-        summary = json.loads(meta.get(SUMMARY_KEY, b"{}"))
+        summary = json.loads(raw)
     except ValueError:
         raise _corrupt(path, "its summary metadata is not JSON") from None
     if not isinstance(summary, dict):
         raise _corrupt(path, "its summary metadata is not an object")
-    return summary
+    return raw
 
 
 def read_manifest(
@@ -171,26 +185,23 @@ def read_manifest(
 ) -> pa.Table:
     """Read manifest files with predicate pushdown. Every file is validated first.
 
-    ``dictionary`` columns come back dictionary-encoded (much less memory for group-bys).
+    ``dictionary`` columns come back dictionary-encoded (fast group-bys).
     """
     for p in paths:
         read_summary(p)
     if not paths:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     try:
-        schema, fmt = SCHEMA, ds.ParquetFileFormat()
-        if dictionary:
-            fmt = ds.ParquetFileFormat(read_options={"dictionary_columns": list(dictionary)})
-            for name in dictionary:
-                i = SCHEMA.get_field_index(name)
-                schema = schema.set(
-                    i, SCHEMA.field(i).with_type(pa.dictionary(pa.int32(), pa.string()))
-                )
-        dataset = ds.dataset([str(p) for p in paths], schema=schema, format=fmt)
+        dataset = ds.dataset([str(p) for p in paths], schema=SCHEMA, format="parquet")
         table = dataset.to_table(filter=filter, columns=list(columns) if columns else None)
     except (pa.ArrowException, OSError) as exc:
         where = paths[0] if len(paths) == 1 else paths[0].parent.parent
         raise _corrupt(Path(where), f"unreadable data: {str(exc).splitlines()[0][:120]}") from None
+    # encoded after the read: a dictionary-typed dataset schema would disable row-group pruning
+    for name in dictionary:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pc.dictionary_encode(table[name]))
     return table.replace_schema_metadata(None)
 
 
