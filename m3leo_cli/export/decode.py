@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +18,8 @@ from .resample import cast, resample
 from .samples import LayerSpec, Sample
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
 
     from .normalize import BandStats
@@ -129,6 +130,8 @@ def ordered_map(
         for item in items:
             yield fn(item)
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     window = window or 2 * workers
     pending: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="m3leo-export") as pool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,9 @@ def sample_json(decoded: Decoded) -> dict[str, Any]:
 
 
 def write_npz(path: Path, members: dict[str, tuple[bytes, memoryview]]) -> None:
-    """A zip of ``.npy`` members, stored (no compression), fixed times; hashed as it is written."""
+    """A zip of ``.npy`` members, stored (no compression), with fixed member times."""
+    import zipfile
+
     with writing(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         for name, (head, data) in members.items():
             info = zipfile.ZipInfo(name + ".npy", date_time=ZIP_EPOCH)

@@ -9,7 +9,6 @@ order: the same input gives the same bytes.
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,14 @@ from .npz import npy_parts, sample_json
 from .outputs import HashingWriter, promote, writing
 from .samples import Sample
 
-BLOCK = tarfile.BLOCKSIZE  # 512
-RECORD = tarfile.RECORDSIZE  # 20 blocks: a tar file is a whole number of records
+BLOCK = 512  # tarfile.BLOCKSIZE
+RECORD = 20 * BLOCK  # tarfile.RECORDSIZE: a tar file is a whole number of records
 
 
 def _header(name: str, size: int) -> bytes:
     """A ustar header with fixed mtime/uid/gid/owner names (so shards are reproducible)."""
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
