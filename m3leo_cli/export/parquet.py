@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ROWS_PER_GROUP = 8
+ROW_GROUP_BYTES = 48 << 20  # ...or fewer: the writer holds a row group (and its encoding) in memory
 # Parquet has no 8/16-bit physical type: uint8/uint16 values are stored as INT32. Snappy takes
 # that padding back for less CPU than writing and hashing the padded bytes (zstd-1 packs ~2x
 # tighter at ~1.5x the CPU); every Parquet reader has it. Lossless either way.
@@ -154,7 +155,8 @@ class ParquetExporter(Exporter):
                     meta, row = item
                     batch.append(row)
                     res.samples.append(meta)
-                    if len(batch) >= ROWS_PER_GROUP:
+                    pending = sum(t.nbytes for t in batch)
+                    if len(batch) >= ROWS_PER_GROUP or pending >= ROW_GROUP_BYTES:
                         writer.write_table(pa.concat_tables(batch), row_group_size=len(batch))
                         batch = []
                 if batch:
