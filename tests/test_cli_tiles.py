@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,3 +277,18 @@ def test_info_without_manifest(capsys, tmp_path: Path) -> None:
               str(tmp_path))  # fmt: skip
     assert res.code == 1
     assert "Error: no miniset manifest" in res.err and "m3leo catalog refresh" in res.err
+
+
+def test_without_matplotlib_png_says_how_to_install_and_html_still_works(
+    capsys, repo, tmp_path: Path, monkeypatch
+) -> None:
+    _, store, local = repo
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the viz extra were missing
+    res = run(capsys, "show", local[0], "--edition", "miniset", "--data-dir", str(store),
+              "--out", str(tmp_path / "x.png"))  # fmt: skip
+    assert res.code == 1
+    assert "Error: this needs the optional package 'matplotlib'" in res.err
+    assert "hint: pip install 'm3leo-cli[viz]'" in res.err
+    res = run(capsys, "map", "--region", "conus", "--data-dir", str(store), "--out",
+              str(tmp_path / "m.html"))  # fmt: skip
+    assert res.code == 0 and (tmp_path / "m.html").read_text().count("<rect") > 0
