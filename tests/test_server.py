@@ -447,3 +447,14 @@ def test_hidden_bookkeeping_folders_are_not_served(tmp_path: Path, files: dict) 
     with HubServer(tmp_path / "src") as srv, httpx.Client() as c:
         paths = {e["path"] for e in c.get(f"{srv.url}{API}/tree/main?recursive=true").json()}
         assert not any(p.startswith(".cache") for p in paths) and ".gitattributes" in paths
+
+
+def test_client_resets_are_not_reported_as_errors(
+    srv: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub_origin = srv._servers[0]
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        hub_origin.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""

@@ -28,6 +28,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     hub: HubServer
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up or resets is routine; anything else is a bug and is shown."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class HubServer:
     """Serves every ``root/<org>/<name>/`` folder as the Hub dataset repo ``<org>/<name>``."""
