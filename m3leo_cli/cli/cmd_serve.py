@@ -22,16 +22,22 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 for every interface.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Hub port (0 picks a free one).")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Hub port (0 picks a free one).")
+    ] = 8080,
     content_port: Annotated[
         int,
-        typer.Option("--content-port", help="Port for LFS bytes (the 302 target; 0 = free one)."),
+        typer.Option(
+            "--content-port", min=0, max=65535, help="Port for LFS bytes (the 302 target; 0 = any)."
+        ),
     ] = 0,
     page_size: Annotated[
-        int, typer.Option("--page-size", help="Entries per tree-listing page (the Hub uses 1000).")
+        int,
+        typer.Option("--page-size", min=1, help="Entries per tree-listing page (the Hub: 1000)."),
     ] = 1000,
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", help="Delay every answer (to rehearse a slow link).")
+        float,
+        typer.Option("--latency-ms", min=0, help="Delay every answer (to rehearse a slow link)."),
     ] = 0.0,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Print one line per request on stderr.")

@@ -1,0 +1,93 @@
+"""`m3leo serve`: starts, prints the HF_ENDPOINT line, serves, stops cleanly; refuses bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.clirun import run
+from tests.serverkit import REPO, build_repo
+
+
+def _start(folder: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Run `m3leo serve` in a child process; return it, its endpoint and the lines so far."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "m3leo_cli", "serve", str(folder), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    for line in proc.stderr:  # ends when the child exits, so a failure cannot hang the test
+        lines.append(line)
+        if "HF_ENDPOINT=" in line:
+            return proc, line.split("HF_ENDPOINT=", 1)[1].strip(), lines
+    proc.wait()
+    raise AssertionError("no HF_ENDPOINT line:\n" + "".join(lines))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_prints_the_endpoint_serves_and_stops_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    build_repo(tmp_path)
+    proc, endpoint, lines = _start(tmp_path, "--page-size", "2")
+    try:
+        assert endpoint.startswith("http://127.0.0.1:")
+        text = "".join(lines)
+        assert REPO in text and "Serving 1 repo(s)" in text
+        with httpx.Client(timeout=30) as c:
+            r = c.get(f"{endpoint}/api/datasets/{REPO}/tree/main?recursive=true")
+            assert r.status_code == 200 and len(r.json()) == 2 and "link" in r.headers
+            readme = c.get(f"{endpoint}/datasets/{REPO}/resolve/main/README.md")
+            assert readme.content == (tmp_path / REPO / "README.md").read_bytes()
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "Traceback" not in err and "Stopped." in err
+    assert out == ""  # people on stderr, nothing on stdout
+
+
+def test_serve_bad_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    res = run(capsys, "serve", str(tmp_path / "missing"), "--port", "0")
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert lines[0] == f"Error: {tmp_path / 'missing'} is not a folder"
+    assert lines[1].startswith("hint: give the folder that holds <org>/<name>/")
+
+
+def test_serve_port_in_use(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = run(capsys, "serve", str(tmp_path), "--port", str(port))
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert lines[0] == f"Error: port {port} on 127.0.0.1 is already in use (hub port)"
+    assert lines[1].startswith("hint: choose another --port")
+    assert "Traceback" not in res.err
+
+
+def test_serve_bad_host(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    res = run(capsys, "serve", str(tmp_path), "--host", "203.0.113.7", "--port", "0")
+    assert res.code == 1
+    assert res.err.startswith("Error: cannot listen on 203.0.113.7:0")
+    assert "hint: use --host 127.0.0.1" in res.err
+
+
+def test_serve_bad_page_size_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    res = run(capsys, "serve", str(tmp_path), "--page-size", "0")
+    assert res.code == 2 and "--page-size" in res.err
