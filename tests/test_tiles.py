@@ -182,3 +182,22 @@ def test_corrupt_files_name_the_file(
 def test_missing_file_is_not_local(tmp_path: Path) -> None:
     with pytest.raises(TileNotLocalError):
         read_tile(tmp_path / "0123456789abc.tif", "srtmdem")
+
+
+def test_geotiff_nodata_value_becomes_the_mask(repo: RepoInfo, tmp_path: Path) -> None:
+    _, src_path = one(repo, "srtmdem")
+    with rasterio.open(src_path) as src:
+        data, profile, descs = src.read(), src.profile, src.descriptions
+    value = int(data[0, 0, 0])
+    profile.update(nodata=value)
+    copy = tmp_path / src_path.name
+    with rasterio.open(copy, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descs, 1):
+            dst.set_band_description(i, d)
+    tile = read_tile(copy, "srtmdem", ["slope", "elevation"])
+    assert tile.band_names == ("slope", "elevation")
+    assert tile.nodata is not None
+    np.testing.assert_array_equal(tile.nodata[1], data[0] == value)
+    np.testing.assert_array_equal(tile.nodata[0], data[1] == value)
+    assert np.isnan(decode(tile)[1][data[0] == value]).all()
