@@ -358,6 +358,7 @@ def stats(settings: Settings, selection: Selection, *, files: bool = False) -> l
                     k[1]
                     for k in counts
                     if k[0] in regions
+                    and _known(k[1])
                     and _has_local(store, selection.edition, k[0], folders.get((k[0], k[1])))
                 }
             )
@@ -397,6 +398,14 @@ def stats(settings: Settings, selection: Selection, *, files: bool = False) -> l
             row["files"] = t["files"]
         rows.append(row)
     return rows
+
+
+def _known(datakind: str) -> bool:
+    try:
+        spec.parse_datakind(datakind)
+    except UnknownModalityError:
+        return False
+    return True
 
 
 def _has_local(store: Store, edition: str, region: str, folder: str | None) -> bool:
