@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import spec
+from .errors import TileError
 from .tiles import (
     Tile,
     corrupt,
@@ -100,7 +101,15 @@ def _catalogue(group: Any, datakind: str) -> dict[str, tuple[str, tuple[int, ...
 def _open(path: Path) -> Any:
     import h5netcdf
 
-    return h5netcdf.File(path, "r")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:3] == b"CDF":  # netCDF-3 classic / 64-bit offset: not HDF5, h5netcdf cannot read it
+        raise TileError(
+            f"cannot read {path}: it is a netCDF-3 file, m3leo reads netCDF-4 (HDF5) tiles",
+            f"convert it: nccopy -k nc4 {path.name} converted.nc",
+        )
+    # phony_dims: plain HDF5 datasets without dimension scales still get named dimensions
+    return h5netcdf.File(path, "r", phony_dims="sort")
 
 
 def nc_band_names(path: Path, datakind: str) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from m3leo_cli import spec
-from m3leo_cli.errors import CorruptTileError, TileNotLocalError, UnknownBandError
+from m3leo_cli.errors import CorruptTileError, TileError, TileNotLocalError, UnknownBandError
 from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
 from m3leo_cli.tiles import band_names, decode, read_tile
 
@@ -201,3 +201,11 @@ def test_geotiff_nodata_value_becomes_the_mask(repo: RepoInfo, tmp_path: Path) -
     np.testing.assert_array_equal(tile.nodata[1], data[0] == value)
     np.testing.assert_array_equal(tile.nodata[0], data[1] == value)
     assert np.isnan(decode(tile)[1][data[0] == value]).all()
+
+
+def test_netcdf3_files_are_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "0123456789abc.nc"
+    path.write_bytes(b"CDF\x01" + b"\x00" * 60)  # the netCDF-3 classic magic
+    with pytest.raises(TileError) as exc:
+        read_tile(path, "biomass-2020")
+    assert "netCDF-3" in exc.value.message and "nccopy" in exc.value.hint
