@@ -6,8 +6,9 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import UsageError
+from ..progress import ProgressEvent
 from ..selection import Selection
-from .render import out_console, print_json, say
+from .render import err_console, out_console, print_json, say
 
 
 def parse_percentiles(text: str) -> tuple[float, ...]:
@@ -33,7 +34,28 @@ def run_band_stats(
 ) -> None:
     from ..bandstats import band_stats
 
-    report = band_stats(settings, selection, percentiles=parse_percentiles(percentiles))
+    pcts = parse_percentiles(percentiles)
+    bar: Any = None
+    if err_console().is_terminal:
+        from rich.progress import Progress
+
+        bar = Progress(console=err_console(), transient=True)
+        task = bar.add_task("band statistics", total=None)
+        bar.start()
+
+    def progress(event: ProgressEvent) -> None:
+        if bar is None:
+            return
+        if event.kind == "start":
+            bar.update(task, total=event.total_files)
+        elif event.kind == "advance":
+            bar.advance(task, event.files)
+
+    try:
+        report = band_stats(settings, selection, percentiles=pcts, progress=progress)
+    finally:
+        if bar is not None:
+            bar.stop()
     if json_out:
         print_json(report.as_dict())
     else:
