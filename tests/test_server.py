@@ -458,3 +458,15 @@ def test_client_resets_are_not_reported_as_errors(
     except ConnectionResetError:
         hub_origin.handle_error(None, ("127.0.0.1", 1))
     assert capsys.readouterr().err == ""
+
+
+def test_an_m3leo_store_is_served_under_the_hub_org(tmp_path: Path, client: httpx.Client) -> None:
+    files = build_repo(tmp_path / "staging")
+    store = tmp_path / "store"
+    (store / "miniset").mkdir(parents=True)
+    (tmp_path / "staging" / REPO).rename(store / "miniset" / "europe")  # <data dir>/miniset/europe
+    (store / ".m3leo").mkdir()
+    with HubServer(store) as srv:
+        assert srv.repo_ids() == [REPO]
+        assert client.get(f"{srv.url}{API}/revision/main").json()["id"] == REPO
+        assert client.get(resolve(srv, NC), follow_redirects=True).content == files[NC]

@@ -17,9 +17,14 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import ServeError
+from ..spec import EDITIONS
 from .faults import FaultCounters, Faults, RequestRecord
 from .handler import ContentHandler, HubHandler
 from .index import RepoIndex, valid_repo_part
+
+# An m3leo store keeps each repo under <data dir>/<edition>/<region>/: serve it under the org.
+_EDITION_DIRS = {e.org: e.name for e in EDITIONS.values()}
+_STORE_ORGS = {e.name: e.org for e in EDITIONS.values()}
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,14 +112,22 @@ class HubServer:
 
     def repo_ids(self) -> list[str]:
         """Every ``<org>/<name>`` folder under root that would be served."""
-        out = []
-        for org in sorted(os.listdir(self.root)):
-            if not valid_repo_part(org) or not (self.root / org).is_dir():
+        out = set()
+        for top in sorted(os.listdir(self.root)):
+            if not valid_repo_part(top) or not (self.root / top).is_dir():
                 continue
-            for name in sorted(os.listdir(self.root / org)):
-                if valid_repo_part(name) and (self.root / org / name).is_dir():
-                    out.append(f"{org}/{name}")
-        return out
+            org = _STORE_ORGS.get(top, top)  # an m3leo store: miniset/ -> M3LEO-miniset
+            for name in sorted(os.listdir(self.root / top)):
+                if valid_repo_part(name) and self._folder(org, name) is not None:
+                    out.add(f"{org}/{name}")
+        return sorted(out)
+
+    def _folder(self, org: str, name: str) -> Path | None:
+        """``root/<org>/<name>``, or in an m3leo store ``root/<edition>/<region>``."""
+        for top in (org, _EDITION_DIRS.get(org)):
+            if top and (self.root / top / name).is_dir():
+                return self.root / top / name
+        return None
 
     def _repo(self, org: str, name: str) -> RepoIndex | None:
         repo_id = f"{org}/{name}"
@@ -123,9 +136,11 @@ class HubServer:
             return index
         if not (valid_repo_part(org) and valid_repo_part(name)):
             return None
-        folder = self.root / org / name
+        folder = self._folder(org, name)
+        if folder is None:
+            return None
         real = os.path.realpath(folder)
-        if not folder.is_dir() or not real.startswith(self._root_real.rstrip(os.sep) + os.sep):
+        if not real.startswith(self._root_real.rstrip(os.sep) + os.sep):
             return None
         with self._repos_lock:
             return self._repos.setdefault(repo_id, RepoIndex(repo_id, folder, self._root_real))
