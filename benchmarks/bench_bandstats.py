@@ -8,7 +8,7 @@ every band in memory and calls numpy at the end (mean, std, min, max, percentile
 Each variant runs in its own interpreter (warm page cache, one warm-up pass first), so peak RSS
 is per variant. Usage:
 
-    .venv/bin/python benchmarks/bench_bandstats.py [--tiles 300] [--chip 128] [--repeat 3]
+    .venv/bin/python benchmarks/bench_bandstats.py [--tiles 300] [--chip 224] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def run_variant(root: Path, variant: str, repeat: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", type=int, default=300)
-    ap.add_argument("--chip", type=int, default=128)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--chip", type=int, default=224)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--variant")
     ap.add_argument("--root")
     args = ap.parse_args()
