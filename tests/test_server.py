@@ -470,3 +470,23 @@ def test_an_m3leo_store_is_served_under_the_hub_org(tmp_path: Path, client: http
         assert srv.repo_ids() == [REPO]
         assert client.get(f"{srv.url}{API}/revision/main").json()["id"] == REPO
         assert client.get(resolve(srv, NC), follow_redirects=True).content == files[NC]
+
+
+def test_hash_cache_file_survives_restarts(tmp_path: Path, files: dict) -> None:
+    cache = tmp_path / "state" / "hashes.json"
+    with HubServer(tmp_path / "src", hash_cache=cache) as srv:
+        commit = srv.commit(REPO)
+    doc = json.loads(cache.read_text())
+    real = str(tmp_path / "src" / REPO / NC)
+    size, mtime_ns, lfs, digest = doc["entries"][real]
+    assert (size, lfs, digest) == (len(files[NC]), True, hashlib.sha256(files[NC]).hexdigest())
+    doc["entries"][real][3] = "ab" * 32  # a restart trusts the cache while size+mtime hold
+    cache.write_text(json.dumps(doc))
+    with HubServer(tmp_path / "src", hash_cache=cache) as srv, httpx.Client() as c:
+        assert srv.commit(REPO) != commit
+        assert c.head(resolve(srv, NC)).headers["x-linked-etag"] == f'"{"ab" * 32}"'
+        os.utime(tmp_path / "src" / REPO / NC, ns=(mtime_ns + 10**9, mtime_ns + 10**9))
+        assert srv.commit(REPO) == commit  # changed mtime: hashed again, for real
+    cache.write_text("not json")  # a broken cache is ignored, not fatal
+    with HubServer(tmp_path / "src", hash_cache=cache) as srv:
+        assert srv.commit(REPO) == commit

@@ -42,6 +42,13 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Print one line per request on stderr.")
     ] = False,
+    hash_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--hash-cache",
+            help="JSON file that keeps file hashes across restarts (big mirrors start fast).",
+        ),
+    ] = None,
 ) -> None:
     """Serve every DIR/<org>/<name>/ folder as the Hub dataset repo <org>/<name>.
 
@@ -69,6 +76,7 @@ def serve(
         page_size=page_size,
         latency_ms=latency_ms,
         access_log=access_log,
+        hash_cache=hash_cache,
         on_ready=ready,
     )
     say("Stopped.")

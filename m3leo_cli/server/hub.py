@@ -20,6 +20,7 @@ from ..errors import ServeError
 from ..spec import EDITIONS
 from .faults import FaultCounters, Faults, RequestRecord
 from .handler import ContentHandler, HubHandler
+from .hashcache import HashCache
 from .index import RepoIndex, valid_repo_part
 
 # An m3leo store keeps each repo under <data dir>/<edition>/<region>/: serve it under the org.
@@ -56,6 +57,7 @@ class HubServer:
         content_port: int = 0,
         access_log: bool = False,
         keep_log: bool = True,
+        hash_cache: Path | None = None,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -83,6 +85,7 @@ class HubServer:
         self._counters = FaultCounters()
         self._faults = faults or Faults()
         self._repos: dict[str, RepoIndex] = {}
+        self._hashes = HashCache(Path(hash_cache) if hash_cache else None)
         self._repos_lock = threading.Lock()
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
@@ -143,7 +146,9 @@ class HubServer:
         if not real.startswith(self._root_real.rstrip(os.sep) + os.sep):
             return None
         with self._repos_lock:
-            return self._repos.setdefault(repo_id, RepoIndex(repo_id, folder, self._root_real))
+            return self._repos.setdefault(
+                repo_id, RepoIndex(repo_id, folder, self._root_real, self._hashes)
+            )
 
     def rescan(self, repo_id: str | None = None) -> None:
         """Re-read the folders now (normally done on ``revision``/``tree`` calls at ``main``)."""
@@ -258,6 +263,7 @@ def run_server(
     page_size: int = 1000,
     latency_ms: float = 0.0,
     access_log: bool = False,
+    hash_cache: Path | None = None,
     on_ready: Callable[[HubServer, dict[str, int]], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -273,6 +279,7 @@ def run_server(
         faults=Faults(latency_ms=latency_ms),
         access_log=access_log,
         keep_log=False,
+        hash_cache=hash_cache,
     )
     server.start()
     stop = stop or threading.Event()

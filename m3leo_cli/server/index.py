@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .hashcache import HashCache
+
 # Files stored with LFS on the Hub (M3LEO chips and shards), plus anything large.
 LFS_SUFFIXES = (".tif", ".tiff", ".nc", ".parquet")
 LFS_MIN_SIZE = 10 * 1024 * 1024
@@ -117,12 +119,14 @@ def _inside(real: str, root_real: str) -> bool:
 class RepoIndex:
     """The current snapshot of one repo folder, with a hash cache that survives rescans."""
 
-    def __init__(self, repo_id: str, folder: Path, root_real: str) -> None:
+    def __init__(
+        self, repo_id: str, folder: Path, root_real: str, hashes: HashCache | None = None
+    ) -> None:
         self.repo_id = repo_id
         self.folder = folder
         self.root_real = root_real
         self._lock = threading.Lock()
-        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._hashes = hashes if hashes is not None else HashCache()
         self._snapshot: Snapshot | None = None
         self._scan_started = 0
 
@@ -143,17 +147,15 @@ class RepoIndex:
             self._scan_started = time.monotonic_ns()
             found = self._walk()
             files: dict[str, FileEntry] = {}
-            hashes: dict[tuple[str, int, int], str] = {}
             for rel, (real, size, mtime_ns) in found.items():
                 lfs = is_lfs(rel, size)
-                key = (real, size, mtime_ns)
-                digest = self._hashes.get(key)
+                digest = self._hashes.get(real, size, mtime_ns, lfs)
                 if digest is None:
                     try:
                         digest = _hash_file(real, size, lfs)
                     except OSError:
                         continue  # vanished or unreadable while scanning: not served
-                hashes[key] = digest
+                    self._hashes.put(real, size, mtime_ns, lfs, digest)
                 if lfs:
                     pointer = lfs_pointer(digest, size)
                     files[rel] = FileEntry(
@@ -161,7 +163,7 @@ class RepoIndex:
                     )
                 else:
                     files[rel] = FileEntry(rel, real, size, mtime_ns, digest, None, None)
-            self._hashes = hashes
+            self._hashes.save()
             self._snapshot = _build_snapshot(self.repo_id, files)
             return self._snapshot
 
