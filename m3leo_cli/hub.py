@@ -167,7 +167,7 @@ class HubClient:
                     continue
                 raise self.connection_error(exc, url) from None
             if resp.status_code in RETRY_STATUS and retrier.again(resp.status_code, resp.headers):
-                resp.close()
+                _discard(resp)
                 continue
             try:
                 self._raise_for_status(resp, url)
@@ -196,7 +196,7 @@ class HubClient:
             resp = self._http.send(req, stream=True)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
-                resp.close()
+                _discard(resp)
                 if resp.status_code == 303:
                     method = "GET"
                 url = nxt
@@ -250,6 +250,20 @@ class HubClient:
 
     def _get_json(self, url: str) -> Any:
         return _parse_json(self._retry_body(url, {}), url)
+
+
+def _discard(resp: httpx.Response) -> None:
+    """Read a small unwanted body (redirect, error) so the keep-alive connection is reused."""
+    import httpx
+
+    try:
+        if int(resp.headers.get("content-length") or 0) <= 65536:
+            for _ in resp.iter_raw():
+                pass
+    except (httpx.HTTPError, ValueError):
+        pass
+    finally:
+        resp.close()
 
 
 def _slice_body(resp: httpx.Response, start: int, end: int) -> bytes:

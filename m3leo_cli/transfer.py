@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 PART_SUFFIX = ".part"
 MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
-READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore's default is 64 KiB)
+READ_SIZE = 1 << 20  # local reads (hashing a part or a finished file)
 PROGRESS_STEP = 1 << 20  # report transferred bytes at least every MiB
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -119,6 +119,17 @@ def _disk_full(exc: OSError, path: Path) -> DiskFullError:
 def _iter_body(resp: httpx.Response) -> Any:
     """The raw body, straight from the connection (no re-chunking or decoding layer)."""
     return iter(resp.stream)  # type: ignore[arg-type]
+
+
+def _drain(body: Any) -> None:
+    """Consume the end of a body whose expected bytes all arrived (at most one empty read).
+
+    Leaving the iterator early would make httpcore close the connection; a server that keeps
+    sending beyond the announced size gets its connection closed instead.
+    """
+    for extra in body:
+        if extra:
+            return
 
 
 class Transfer:
@@ -269,8 +280,10 @@ class Transfer:
         try:
             if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
                 raise _BadRange("the part file changed under us")
-            for chunk in _iter_body(resp):
+            body = _iter_body(resp)
+            for chunk in body:
                 if len(chunk) >= want:
+                    extra = len(chunk) > want
                     chunk = chunk[:want]  # never write bytes beyond the expected size
                 os.write(fd, chunk)
                 hasher.update(chunk)
@@ -283,6 +296,8 @@ class Transfer:
                     self.on_bytes(pending)
                     pending = 0
                 if want <= 0:
+                    if not extra:
+                        _drain(body)  # reach the end of the message: the connection is reused
                     break
                 if self.stop.is_set():
                     raise Cancelled()
