@@ -23,8 +23,14 @@ def err_console() -> Console:
 
 
 def out_console() -> Console:
+    """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager."""
+    piped = not sys.stdout.isatty()
     return Console(
-        file=sys.stdout, highlight=False, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR"))
+        file=sys.stdout,
+        highlight=False,
+        soft_wrap=True,
+        no_color=bool(os.environ.get("NO_COLOR")),
+        width=200 if piped else None,
     )
 
 
