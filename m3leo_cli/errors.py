@@ -34,7 +34,7 @@ escapes is a bug and shows its traceback.
     │   ├── SizeMismatchError
     │   └── DownloadFailedError                   some files failed; the report names them
     ├── ShardError                                a full-edition Parquet shard is unusable
-    ├── ServeError                                `m3leo serve` cannot start (bad folder, port in use)
+    ├── ServeError                                `m3leo serve` cannot start (folder, port)
     ├── TileError
     │   ├── TileNotFoundError / TileNotLocalError
     │   ├── CorruptTileError
