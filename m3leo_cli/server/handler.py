@@ -143,9 +143,12 @@ class _BaseHandler(BaseHTTPRequestHandler):
         raise _Done
 
     def _json(self, doc: object, headers: dict[str, str] | None = None) -> NoReturn:
+        self._json_bytes(json.dumps(doc, separators=(",", ":")).encode(), headers)
+
+    def _json_bytes(self, body: bytes, headers: dict[str, str] | None = None) -> NoReturn:
         if self.hub.faults.garbage_json:
             self._reply(200, b'{"id": "M3LEO-miniset/eu', headers=headers)
-        self._reply(200, json.dumps(doc, separators=(",", ":")).encode(), headers=headers)
+        self._reply(200, body, headers=headers)
 
     def _error(
         self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None
@@ -289,7 +292,12 @@ class HubHandler(_BaseHandler):
         if route.rev not in ("main", "refs/heads/main", snap.commit):
             self._error(404, "RevisionNotFound", f"Invalid rev id: {route.rev}")
         if route.kind in ("info", "revision"):
-            self._json(P.repo_info_json(snap, P.query_flag(query, "blobs")))
+            blobs = P.query_flag(query, "blobs")
+            doc = snap.memo.get(("info", blobs))
+            if doc is None:
+                doc = json.dumps(P.repo_info_json(snap, blobs), separators=(",", ":")).encode()
+                snap.memo[("info", blobs)] = doc
+            self._json_bytes(doc)
         elif route.kind == "tree":
             self._tree(snap, route, raw, query, faults)
         else:

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .hashcache import HashCache
 
@@ -93,6 +94,7 @@ class Snapshot:
     children: dict[str, list[str]]  # directory ("" = root) -> sorted child paths
     last_modified_ns: int
     ordered: list[str] = field(default_factory=list)  # every path, sorted
+    memo: dict[object, Any] = field(default_factory=dict, compare=False)  # answers, per snapshot
 
     def is_dir(self, path: str) -> bool:
         return path == "" or path in self.dirs
@@ -108,8 +110,11 @@ class Snapshot:
             return self.children.get(path, [])
         if path == "":
             return self.ordered
-        prefix = path + "/"
-        return [p for p in self.ordered if p.startswith(prefix)]
+        key = ("listing", path)
+        if key not in self.memo:  # every page of a listing asks again
+            prefix = path + "/"
+            self.memo[key] = [p for p in self.ordered if p.startswith(prefix)]
+        return self.memo[key]  # type: ignore[no-any-return]
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -128,6 +133,7 @@ class RepoIndex:
         self._lock = threading.Lock()
         self._hashes = hashes if hashes is not None else HashCache()
         self._snapshot: Snapshot | None = None
+        self._last_walk: dict[str, tuple[str, int, int]] = {}
         self._scan_started = 0
 
     def snapshot(self) -> Snapshot:
@@ -146,8 +152,19 @@ class RepoIndex:
                 return self._snapshot
             self._scan_started = time.monotonic_ns()
             found = self._walk()
+            if self._snapshot is not None and found == self._last_walk:
+                return self._snapshot  # nothing moved: same snapshot, same commit
+            previous = self._snapshot.files if self._snapshot is not None else {}
             files: dict[str, FileEntry] = {}
             for rel, (real, size, mtime_ns) in found.items():
+                old = previous.get(rel)
+                if old is not None and (old.abspath, old.size, old.mtime_ns) == (
+                    real,
+                    size,
+                    mtime_ns,
+                ):
+                    files[rel] = old
+                    continue
                 lfs = is_lfs(rel, size)
                 digest = self._hashes.get(real, size, mtime_ns, lfs)
                 if digest is None:
@@ -164,6 +181,7 @@ class RepoIndex:
                 else:
                     files[rel] = FileEntry(rel, real, size, mtime_ns, digest, None, None)
             self._hashes.save()
+            self._last_walk = found
             self._snapshot = _build_snapshot(self.repo_id, files)
             return self._snapshot
 
