@@ -490,3 +490,29 @@ def test_hash_cache_file_survives_restarts(tmp_path: Path, files: dict) -> None:
     cache.write_text("not json")  # a broken cache is ignored, not fatal
     with HubServer(tmp_path / "src", hash_cache=cache) as srv:
         assert srv.commit(REPO) == commit
+
+
+def test_links_and_redirects_follow_the_host_the_client_used(
+    tmp_path: Path, files: dict, client: httpx.Client
+) -> None:
+    with HubServer(tmp_path / "src", page_size=2) as srv:  # e.g. compute nodes say "mirror01"
+        host = {"Host": f"mirror01.cluster:{srv.port}"}
+        r = client.get(f"{srv.url}{API}/tree/main?recursive=true", headers=host)
+        assert r.links["next"]["url"].startswith(f"http://mirror01.cluster:{srv.port}{API}/tree/")
+        loc = client.head(resolve(srv, NC), headers=host).headers["location"]
+        assert loc.startswith(f"http://mirror01.cluster:{srv.content_port}/lfs/")
+        bad = {"Host": "evil/path?x"}  # not a host name: the server's own address is used
+        r = client.get(f"{srv.url}{API}/tree/main?recursive=true", headers=bad)
+        assert r.links["next"]["url"].startswith(f"{srv.url}{API}/tree/")
+
+
+def test_access_log_is_off_by_default(
+    tmp_path: Path, files: dict, client: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with HubServer(tmp_path / "src") as quiet:
+        client.get(resolve(quiet, "README.md"))
+    with HubServer(tmp_path / "src", access_log=True, keep_log=False) as loud:
+        client.get(resolve(loud, "README.md"))
+        assert loud.log == []
+    err = capsys.readouterr().err
+    assert err.count("GET /datasets/") == 1 and '" 200 ' in err
