@@ -232,3 +232,14 @@ def test_decoding_keeps_order_and_a_bounded_window(workers: int) -> None:
         assert len(pulled) - len(out) <= 4  # never more than the window in flight
         out.append(r)
     assert out == [i * i for i in range(50)]
+
+
+def test_s1grd_is_interpolated_as_the_signed_db_it_encodes() -> None:
+    from m3leo_cli.export.resample import resample
+
+    db = np.array([[[-2, 2], [-2, 2]]], dtype=np.int16)  # -2 dB wraps to 65534 in uint16
+    out, _ = resample(db.view(np.uint16), 4, nearest=False, family="s1grd")
+    assert out.dtype == np.uint16
+    signed = out.view(np.int16)
+    assert signed.min() >= -2 and signed.max() <= 2  # never a value between 2 and 65534
+    assert (signed[0, :, 0] == -2).all() and (signed[0, :, -1] == 2).all()
