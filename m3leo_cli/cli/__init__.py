@@ -24,16 +24,17 @@ def _load_commands() -> None:
 
 # One line per command module; each module registers its commands on `app` when imported.
 COMMAND_MODULES: list[str] = [
-    "cmd_config",
-    "cmd_synth",
+    "cmd_demo",
     "cmd_catalog",
     "cmd_stats",
-    "cmd_show",
-    "cmd_info",
-    "cmd_export",
     "cmd_download",
     "cmd_unpack",
+    "cmd_info",
+    "cmd_show",
+    "cmd_export",
     "cmd_serve",
+    "cmd_synth",
+    "cmd_config",
 ]
 
 
