@@ -44,6 +44,13 @@ def _check_metadata(out: Path, plan, fmt: str) -> dict:
     assert meta["provenance"]["edition"] == "miniset"
     assert meta["provenance"]["m3leo_version"]
     assert not list(out.rglob("*.part"))
+    if fmt != "geotiff":
+        wc = next(lay for lay in meta["layers"] if lay["name"] == "esaworldcover-2020")
+        assert wc["nodata"] == 0 and wc["bands"] == ["Map"] and wc["dtype"] == "uint8"
+        first = meta["samples"][0]
+        assert first["crs"] == "EPSG:4326" and len(first["bounds"]) == 4
+        assert first["layers"]["s1grd-2020"]["shape"][0] == 16
+        assert "nodata_pixels" in first["layers"]["esaworldcover-2020"]
     return meta
 
 

@@ -44,22 +44,34 @@ class LayerArray:
 class Decoded:
     sample: Sample
     layers: dict[str, LayerArray]  # present layers, in the export's layer order
+    _meta: dict[str, Any] | None = None
 
     def meta(self) -> dict[str, Any]:
-        """Per-sample metadata: CRS and bounds (from the first layer), shapes and dtypes."""
-        first = next(iter(self.layers.values()), None)
-        return {
-            "tile_id": self.sample.tile_id,
-            "split": self.sample.split,
-            "region": self.sample.region,
-            "crs": first.crs if first else None,
-            "bounds": list(first.bounds) if first else self.sample.bounds,
-            "layers": {
-                n: {"shape": list(a.data.shape), "dtype": str(a.data.dtype)}
-                for n, a in self.layers.items()
-            },
-            "missing": list(self.sample.missing),
-        }
+        """Per-sample metadata: CRS and bounds (from the first layer); per layer its shape,
+        dtype and nodata pixel count (with the nodata value when there are any)."""
+        if self._meta is None:
+            first = next(iter(self.layers.values()), None)
+            layers: dict[str, Any] = {}
+            for n, a in self.layers.items():
+                count = int(a.nodata.sum()) if a.nodata is not None else 0
+                entry: dict[str, Any] = {
+                    "shape": list(a.data.shape),
+                    "dtype": str(a.data.dtype),
+                    "nodata_pixels": count,
+                }
+                if count:
+                    entry["nodata_value"] = nodata_value(a.data, a.nodata)
+                layers[n] = entry
+            self._meta = {
+                "tile_id": self.sample.tile_id,
+                "split": self.sample.split,
+                "region": self.sample.region,
+                "crs": first.crs if first else None,
+                "bounds": list(first.bounds) if first else self.sample.bounds,
+                "layers": layers,
+                "missing": list(self.sample.missing),
+            }
+        return {**self._meta, "layers": {k: dict(v) for k, v in self._meta["layers"].items()}}
 
 
 def nodata_value(data: np.ndarray, mask: np.ndarray | None) -> float | int | None:

@@ -57,6 +57,11 @@ def build_metadata(
                     "size": lf.size,
                 }
             )
+    info = {k: dict(v) for k, v in layer_info.items()}
+    for meta in samples:  # a nodata value seen on any tile, when the probed tile had none
+        for name, lay in meta.get("layers", {}).items():
+            if "nodata_value" in lay and info.get(name, {}).get("nodata") is None:
+                info.setdefault(name, {})["nodata"] = lay["nodata_value"]
     per_split: dict[str, int] = {}
     for meta in samples:
         per_split[meta["split"]] = per_split.get(meta["split"], 0) + 1
@@ -69,7 +74,7 @@ def build_metadata(
                 "role": lay.role,
                 "family": lay.family.name,
                 "categorical": lay.categorical,
-                **dict(layer_info.get(lay.name, {})),
+                **info.get(lay.name, {}),
             }
             for lay in plan.layers
         ],
