@@ -192,6 +192,7 @@ def main() -> None:
         default="65536,262144,1048576",
         help="httpcore read sizes to compare for m3leo (bytes)",
     )
+    ap.add_argument("--cases", default="small,big", help="small (many tiles) and/or big")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -210,12 +211,13 @@ def main() -> None:
     with HubServer(root, keep_log=False) as srv:
         for lat in [float(x) for x in a.latency.split(",")]:
             srv.faults = Faults(latency_ms=lat)
-            for case in ("small", "big"):
+            for case in a.cases.split(","):
                 if case == "big" and lat:
                     continue  # one large file: latency is one round trip, not interesting
                 configs = [("hf", case, 8, 0)]
                 configs += [("m3leo", case, 8, rs) for rs in read_sizes]
-                if case == "small":
+                if case == "small":  # same concurrency for both, at 16
+                    configs.append(("hf", case, 16, 0))
                     configs.append(("m3leo", case, 16, read_sizes[0] if read_sizes else 0))
                 if shutil.which("aria2c"):
                     configs.append(("aria2", case, 16, 0))
@@ -228,15 +230,15 @@ def main() -> None:
     print()
     for lat in sorted({r["latency_ms"] for r in rows}):
         for case in ("small", "big"):
-            base = [r for r in rows if r["client"] == "hf" and r["case"] == case
-                    and r["latency_ms"] == lat]  # fmt: skip
-            if not base:
-                continue
             for r in rows:
-                if r["client"] != "hf" and r["case"] == case and r["latency_ms"] == lat:
+                if r["client"] == "hf" or r["case"] != case or r["latency_ms"] != lat:
+                    continue
+                base = [b for b in rows if b["client"] == "hf" and b["case"] == case
+                        and b["latency_ms"] == lat and b["workers"] == r["workers"]]  # fmt: skip
+                if base:
                     print(f"ratio {case:5s} +{lat:.0f} ms  {r['client']} w={r['workers']} "
                           f"read={r['read_size']}: {base[0]['seconds'] / r['seconds']:.2f}x "
-                          "snapshot_download")  # fmt: skip
+                          f"snapshot_download w={base[0]['workers']}")  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

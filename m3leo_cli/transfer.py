@@ -180,7 +180,8 @@ class Transfer:
                 self._commit()
                 return "downloaded"
             self._restart()
-        retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
+        # sleeping on the stop event: Ctrl-C does not wait for a backoff to end
+        retrier = Retrier(self.client.settings.max_retries, self.client.pacer, sleep=self.stop.wait)
         refetches = 0
         import httpx
 
