@@ -126,6 +126,10 @@ class Exporter(ABC):
         return f"{split}/{split}-{n:06d}"
 
     @abstractmethod
+    def outputs(self, unit: Unit) -> list[Path]:
+        """The finished paths ``unit`` produces (their ``.part`` files are cleaned on failure)."""
+
+    @abstractmethod
     def process(self, sample: Sample) -> Any:
         """Heavy per-sample work (decode, serialise); runs in a worker thread."""
 

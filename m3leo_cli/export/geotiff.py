@@ -53,6 +53,9 @@ class GeoTiffExporter(Exporter):
         ext = lf.path.name.split(".", 1)[1] if "." in lf.path.name else ""
         return self.out / sample.split / layer / f"{sample.tile_id}.{ext}"
 
+    def outputs(self, unit: Unit) -> list[Path]:
+        return [self.path_of(s, name, lf) for s in unit.samples for name, lf in s.files.items()]
+
     def _check(self, sample: Sample, layer: str, lf: LayerFile, digest: str) -> str | None:
         """Why the source is unusable, or None when it is intact."""
         if lf.checksum and lf.checksum_kind == "sha256":

@@ -70,6 +70,9 @@ class NpzExporter(Exporter):
     def path_of(self, sample: Sample) -> Path:
         return self.out / sample.split / f"{sample.tile_id}.npz"
 
+    def outputs(self, unit: Unit) -> list[Path]:
+        return [self.path_of(s) for s in unit.samples]
+
     def process(self, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]] | Failure:
         import numpy as np
 

@@ -74,6 +74,9 @@ class ParquetExporter(Exporter):
     def path_of(self, unit: Unit) -> Path:
         return self.out / f"{unit.key}.parquet"
 
+    def outputs(self, unit: Unit) -> list[Path]:
+        return [self.path_of(unit)]
+
     def schema(self) -> pa.Schema:
         if self._schema is None:
             self._schema = self._make_schema()

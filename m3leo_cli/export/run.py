@@ -11,6 +11,7 @@ from ..errors import TileError, UsageError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
 from .metadata import build_metadata, layer_entry, write_metadata
+from .outputs import discard, part_path
 from .samples import SamplePlan
 from .state import ProgressLog, is_done, load_results, prepare_out
 
@@ -169,6 +170,7 @@ def run_export(
     written = files = nbytes = 0
     failures: list[Failure] = []
     flat = (s for u in todo for s in u.samples)
+    committed: set[str] = set()
     processed = ordered_map(exporter.process, flat, _workers(options, settings))
     try:
         for unit in todo:
@@ -176,6 +178,7 @@ def run_export(
             res: UnitResult = exporter.write(unit, items)
             log.record(res)
             done[unit.key] = res
+            committed.add(unit.key)
             written += len(res.samples)
             files += len(res.files)
             nbytes += sum(int(i["size"]) for i in res.files.values())
@@ -184,8 +187,14 @@ def run_export(
                 msg = f"skipped {f.tile_id}: {f.path}: {f.reason}"
                 progress(ProgressEvent("message", message=msg))
             progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
-    finally:
+    except BaseException:
         processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
+        for unit in todo:  # workers may have finished .part files of units never committed
+            if unit.key not in committed:
+                for path in exporter.outputs(unit):
+                    discard(part_path(path))
+        raise
+    processed.close()
     progress(ProgressEvent("done", phase="export"))
 
     complete = all(u.key in done for u in units)

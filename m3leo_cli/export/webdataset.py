@@ -64,6 +64,9 @@ class WebDatasetExporter(Exporter):
     def path_of(self, unit: Unit) -> Path:
         return self.out / f"{unit.key}.tar"
 
+    def outputs(self, unit: Unit) -> list[Path]:
+        return [self.path_of(unit)]
+
     def process(self, sample: Sample) -> tuple[dict[str, Any], list[tuple[str, Any]]] | Failure:
         decoded = decode_sample(sample, self.layers, self.options, self.stats)
         if isinstance(decoded, Failure):
