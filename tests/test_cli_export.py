@@ -63,7 +63,9 @@ def test_export_webdataset_end_to_end(store: SourceInfo, tmp_path: Path, capsys,
     assert summary["skipped_missing_layer"] == {"gssic": len(lacking)}
     assert summary["complete"] and summary["failed"] == []
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["provenance"]["command"][:2] == ["m3leo", "export"] or meta["provenance"]["command"]
+    command = meta["provenance"]["command"]
+    assert command[:6] == ["m3leo", "export", "--format", "webdataset", "--out", str(out)]
+    assert "--modality" in command and "--label" in command and "--json" in command
     assert meta["provenance"]["regions"]["europe"] == repo_commit(data_dir)
     assert {lay["name"]: lay["role"] for lay in meta["layers"]} == {
         "s1grd-2020": "input", "gssic": "input", "esaworldcover-2020": "label",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +45,7 @@ Labels = Annotated[
 
 @app.command("export")
 def export_cmd(
+    ctx: typer.Context,
     format: Format,
     out: Out,
     modality: Inputs = None,
@@ -121,7 +121,7 @@ def export_cmd(
         shard_index=shard_index,
         overwrite=overwrite,
         workers=workers,
-        command=("m3leo", *sys.argv[1:]),
+        command=_command_line(ctx),
     )
     show = not quiet and not json_out and err_console().is_terminal
     bar = _Bar() if show else None
@@ -148,6 +148,23 @@ def export_cmd(
             f"(first: {first.path}: {first.reason})",
             "run `m3leo verify --repair`, then re-run the same export to add them",
         )
+
+
+def _command_line(ctx: typer.Context) -> tuple[str, ...]:
+    """The command as given (options in declaration order, defaults left out), for
+    metadata.json: rebuilt from the parsed options, so it is right in-process too."""
+    words = ["m3leo", "export"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or value == param.default or not param.opts:
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            words.append(flag)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            words += [flag, str(v)]
+    return tuple(words)
 
 
 def _report(summary: object) -> None:
