@@ -302,3 +302,43 @@ def test_ctrl_c_keeps_parts_and_the_next_run_resumes(info, tmp_path):
         s = download(st, SEL)
         assert any(r.range for r in file_requests(srv))
     assert s.failed == 0 and local_files(tmp_path) == expected_files(info, "gssic")  # type: ignore[union-attr]
+
+
+def test_space_preflight_refuses_what_cannot_fit(tmp_path):
+    from m3leo_cli.download import check_space
+    from m3leo_cli.errors import InsufficientSpaceError
+
+    check_space(tmp_path / "not" / "yet", 1)  # probes the nearest existing parent
+    with pytest.raises(InsufficientSpaceError, match="free on") as exc:
+        check_space(tmp_path, 10**18)
+    assert "--no-space-check" in exc.value.hint
+
+
+def test_wrong_content_range_restarts_the_file(tmp_path):
+    """A 206 for another offset must not be appended: the part restarts from zero."""
+    import hashlib
+
+    import httpx
+
+    from m3leo_cli.config import load_settings
+    from m3leo_cli.transfer import Transfer
+
+    data = bytes(range(256)) * 40
+    seen: list[str | None] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        rng = req.headers.get("range")
+        seen.append(rng)
+        if rng:  # always the wrong offset
+            wrong = f"bytes 10-{len(data) - 1}/{len(data)}"
+            return httpx.Response(206, content=data[10:], headers={"content-range": wrong})
+        return httpx.Response(200, content=data)
+
+    st = load_settings({"endpoint": "http://hub.test", "data_dir": tmp_path}, env={})
+    dest = tmp_path / "f.bin"
+    part_path(dest).write_bytes(data[:1000])
+    job = FileJob("http://hub.test/f", dest, len(data), "sha256", hashlib.sha256(data).digest())
+    with HubClient(st, transport=httpx.MockTransport(handler)) as client:
+        assert Transfer(client, job).run() == "downloaded"
+    assert seen == ["bytes=1000-", None]
+    assert dest.read_bytes() == data

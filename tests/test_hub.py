@@ -130,3 +130,14 @@ def test_retrier_is_bounded_resets_and_honours_the_server():
     assert clock.t >= 9  # the 429 paused every thread through the shared pacer
     r.reset()
     assert r.again(None, None)
+
+
+def test_forbidden_is_an_auth_error(info, tmp_path):
+    from m3leo_cli.errors import AuthError
+
+    folder = repo_dir(info)
+    path = next(folder.rglob("*.csv")).relative_to(folder).as_posix()
+    with serve(info, Faults(status_for_paths={path: 403})) as srv:
+        with HubClient(settings_for(srv, tmp_path)) as c, pytest.raises(AuthError) as exc:
+            c.get_bytes(REPO, c.revision(REPO), path)
+    assert "HF_TOKEN" in exc.value.hint
