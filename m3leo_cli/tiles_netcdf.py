@@ -9,9 +9,9 @@ georeferencing comes from the 1-D coordinate variables of the last two dimension
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import spec
 from .errors import TileError
@@ -60,25 +60,36 @@ def _data_group(f: Any, datakind: str) -> Any:
     return g
 
 
-def _band_vars(group: Any, datakind: str) -> Iterator[tuple[str, Any, list[tuple[int, ...]]]]:
-    """(variable name, variable, index tuples of its bands) in a stable order."""
-    import itertools
+class _BandVar(NamedTuple):
+    """A band-holding variable with its dimensions and shape looked up once.
 
+    h5netcdf recomputes ``shape`` (every dimension's size) on each access, ~0.5 ms a time.
+    """
+
+    name: str
+    var: Any
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+
+
+def _band_vars(group: Any, datakind: str) -> list[_BandVar]:
+    """The variables that hold bands, in a stable order (family order, then by name)."""
     family = spec.parse_datakind(datakind).family
     names = [n for n in family.variables if n in group.variables]
     names += sorted(n for n in group.variables if n not in names)
+    out = []
     for name in names:
         var = group.variables[name]
-        dims = var.dimensions
+        dims = tuple(var.dimensions)
         if len(dims) < 2 or name in dims:
             continue  # scalars, grid mappings and coordinate variables
-        lead = var.shape[:-2]
-        yield name, var, list(itertools.product(*(range(n) for n in lead)))
+        out.append(_BandVar(name, var, dims, tuple(var.shape)))
+    return out
 
 
-def _labels(group: Any, var: Any) -> list[list[str]]:
+def _labels(group: Any, bv: _BandVar) -> list[list[str]]:
     out = []
-    for dim, size in zip(var.dimensions[:-2], var.shape[:-2], strict=True):
+    for dim, size in zip(bv.dims[:-2], bv.shape[:-2], strict=True):
         coord = _find_var(group, dim)
         if coord is not None and coord.shape == (size,):
             out.append([_label(v) for v in coord[...]])
@@ -87,15 +98,20 @@ def _labels(group: Any, var: Any) -> list[list[str]]:
     return out
 
 
-def _catalogue(group: Any, datakind: str) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Band name -> (variable, index into its leading dimensions)."""
+def _catalogue(
+    group: Any, datakind: str
+) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, _BandVar]]:
+    """Band name -> (variable, index into its leading dimensions); the band variables by name."""
+    import itertools
+
     cat: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for name, var, combos in _band_vars(group, datakind):
-        labels = _labels(group, var)
-        for combo in combos:
-            parts = [name] + [labels[d][i] for d, i in enumerate(combo)]
-            cat[":".join(parts)] = (name, combo)
-    return cat
+    bvars = _band_vars(group, datakind)
+    for bv in bvars:
+        labels = _labels(group, bv)
+        for combo in itertools.product(*(range(n) for n in bv.shape[:-2])):
+            parts = [bv.name] + [labels[d][i] for d, i in enumerate(combo)]
+            cat[":".join(parts)] = (bv.name, combo)
+    return cat, {bv.name: bv for bv in bvars}
 
 
 def _open(path: Path) -> Any:
@@ -115,18 +131,19 @@ def _open(path: Path) -> Any:
 def nc_band_names(path: Path, datakind: str) -> tuple[str, ...]:
     try:
         with _open(path) as f:
-            return tuple(_catalogue(_data_group(f, datakind), datakind))
+            return tuple(_catalogue(_data_group(f, datakind), datakind)[0])
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise corrupt(path, exc) from None
 
 
 def _georef(
-    group: Any, var: Any
+    group: Any, bv: _BandVar
 ) -> tuple[str | None, tuple[float, ...], tuple[float, float, float, float]]:
     import numpy as np
 
-    ydim, xdim = var.dimensions[-2:]
-    h, w = var.shape[-2:]
+    var = bv.var
+    ydim, xdim = bv.dims[-2:]
+    h, w = bv.shape[-2:]
     ycoord, xcoord = _find_var(group, ydim), _find_var(group, xdim)
     if ycoord is None or xcoord is None or ycoord.shape != (h,) or xcoord.shape != (w,):
         transform = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -171,20 +188,30 @@ def _crs(group: Any, var: Any, ycoord: Any, xcoord: Any) -> str | None:
     return None
 
 
-def _plane(var: Any, combo: tuple[int, ...]) -> tuple[Any, Any]:
-    """One band's stored values and its nodata mask (fill values, NaN)."""
+def _read_slab(bv: _BandVar, combos: Sequence[tuple[int, ...]]) -> tuple[Any, Any, tuple[int, ...]]:
+    """The smallest box of ``bv`` holding every band in ``combos``, read in one call.
+
+    Returns the stored values, their nodata mask (fill values, NaN) and the box's origin in
+    the leading dimensions. One read per variable instead of one per band: each h5netcdf
+    read has a fixed cost (dimension and padding lookups) that dominated small tiles.
+    """
     import numpy as np
 
-    values = np.asarray(var[combo + (slice(None), slice(None))])
+    origin = tuple(min(c[d] for c in combos) for d in range(len(bv.shape) - 2))
+    box = tuple(slice(lo, max(c[d] for c in combos) + 1) for d, lo in enumerate(origin)) + (
+        slice(None),
+        slice(None),
+    )
+    values = np.asarray(bv.var[box])
     mask = np.zeros(values.shape, dtype=bool)
     for attr in _FILL_ATTRS:
-        fill = var.attrs.get(attr)
+        fill = bv.var.attrs.get(attr)
         if fill is not None:
             for fv in np.atleast_1d(np.asarray(fill)):
                 mask |= np.isnan(values) if np.isnan(fv) else values == fv
     if values.dtype.kind == "f":
         mask |= np.isnan(values)
-    return values, mask
+    return values, mask, origin
 
 
 def read_nc(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | None) -> Tile:
@@ -193,29 +220,40 @@ def read_nc(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | None
     try:
         with _open(path) as f:
             group = _data_group(f, datakind)
-            cat = _catalogue(group, datakind)
+            cat, bvars = _catalogue(group, datakind)
             names = resolve_bands(bands, tuple(cat), datakind)
+            # stored bands each output band needs (a derived band needs two)
+            sources = [(n,) if n in cat else (derived_parts(n) or (n,)) for n in names]
+            wanted: dict[str, list[tuple[int, ...]]] = {}
+            for src in sources:
+                for b in src:
+                    vname, combo = cat[b]
+                    wanted.setdefault(vname, []).append(combo)
+            slabs = {v: _read_slab(bvars[v], combos) for v, combos in wanted.items()}
+
+            def plane(band: str) -> tuple[Any, Any]:
+                vname, combo = cat[band]
+                values, mask, origin = slabs[vname]
+                at = tuple(i - o for i, o in zip(combo, origin, strict=True))
+                return values[at], mask[at]
+
             planes, masks = [], []
-            for n in names:
-                parts = derived_parts(n) if n not in cat else None
-                if parts:
-                    (v1, m1), (v2, m2) = (
-                        _plane(group.variables[cat[p][0]], cat[p][1]) for p in parts
-                    )
+            for src in sources:
+                if len(src) == 2:
+                    (v1, m1), (v2, m2) = plane(src[0]), plane(src[1])
                     planes.append(difference_encoded(v1, v2))
                     masks.append(m1 | m2)
-                    continue
-                vname, combo = cat[n]
-                values, mask = _plane(group.variables[vname], combo)
-                planes.append(values)
-                masks.append(mask)
-            first_var = group.variables[cat[names[0]][0]] if names else None
-            if first_var is None:
-                first = next(iter(cat.values()), None)
-                first_var = group.variables[first[0]] if first else None
-            if first_var is None:
+                else:
+                    values, mask = plane(src[0])
+                    planes.append(values)
+                    masks.append(mask)
+            if names:
+                first: _BandVar | None = bvars[cat[sources[0][0]][0]]
+            else:
+                first = next(iter(bvars.values()), None)
+            if first is None:
                 raise ValueError("no band variables in the file")
-            crs, transform, bounds = _georef(group, first_var)
+            crs, transform, bounds = _georef(group, first)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise corrupt(path, exc) from None
     if planes:
@@ -223,8 +261,8 @@ def read_nc(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | None
         data = np.stack([p.astype(dtype, copy=False) for p in planes])
         nodata = np.stack(masks)
     else:
-        h, w = first_var.shape[-2:]
-        data = np.zeros((0, h, w), dtype=first_var.dtype)
+        h, w = first.shape[-2:]
+        data = np.zeros((0, h, w), dtype=first.var.dtype)
         nodata = np.zeros((0, h, w), dtype=bool)
     return Tile(
         tile_id,
