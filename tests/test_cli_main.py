@@ -41,3 +41,29 @@ def test_python_dash_m_entry_point() -> None:
     )
     assert out.returncode == 0
     assert out.stdout.strip() == __import__("m3leo_cli").__version__
+
+
+def test_bad_flag_value_is_one_error_line_and_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    res = run(capsys, "stats", "--year", "abc")
+    assert res.code == 2
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("Error: Invalid value for '--year'")
+    assert lines[1] == "hint: see `m3leo stats --help`"
+    assert res.out == ""
+
+
+def test_ctrl_c_says_interrupted_with_a_hint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(**_: object) -> None:
+        raise KeyboardInterrupt  # what Python raises when the user presses Ctrl-C
+
+    monkeypatch.setattr("m3leo_cli.cli.cmd_config.settings_from", interrupted)
+    res = run(capsys, "config", "show")
+    assert res.code == 130
+    lines = res.err.strip().splitlines()
+    assert lines == [
+        "Error: interrupted",
+        "hint: re-run the same command: finished files are kept and partial ones resume",
+    ]

@@ -61,21 +61,33 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             err_console().print(f"hint: {exc.hint}", markup=False, highlight=False)
         return exc.exit_code
-    except typer.Abort:
-        err_console().print("[bold red]Error:[/] interrupted", markup=True, highlight=False)
-        err_console().print(
-            "hint: re-run the same command: finished files are kept and partial ones resume",
-            markup=False,
-            highlight=False,
-        )
-        return 130
-    except KeyboardInterrupt:
-        err_console().print("[bold red]Error:[/] interrupted", markup=True, highlight=False)
-        return 130
+    except (typer.Abort, KeyboardInterrupt):
+        return _interrupted()
     except TyperUsageError as exc:
-        exc.show()
+        _usage_error(exc)
         return exc.exit_code
+    if rv == 130:  # typer turns Ctrl-C into a quiet Exit(130); no command returns 130 itself
+        return _interrupted()
     return int(rv or 0) if isinstance(rv, int) else 0
+
+
+def _interrupted() -> int:
+    err_console().print("[bold red]Error:[/] interrupted", markup=True, highlight=False)
+    err_console().print(
+        "hint: re-run the same command: finished files are kept and partial ones resume",
+        markup=False,
+        highlight=False,
+    )
+    return 130
+
+
+def _usage_error(exc: TyperUsageError) -> None:
+    """A bad flag gets the same one-line ``Error:`` + ``hint:`` as every other error."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "m3leo"
+    message = " ".join(exc.format_message().split())
+    err_console().print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    err_console().print(f"hint: see `{command} --help`", markup=False, highlight=False)
 
 
 # typer vendors click; in non-standalone mode its usage errors are raised as this class
