@@ -38,7 +38,7 @@ class Settings:
     token: str | None = None
     offline: bool = False
     revision: str = "main"
-    workers: int = 8
+    workers: int = 16
     # Hub resolver quota: requests per window (anonymous 3,000 / 5 min; 5,000 with a token)
     requests_per_window: int | None = None
     window_seconds: float = 300.0
