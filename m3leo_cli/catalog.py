@@ -265,8 +265,12 @@ def ensure_manifest(
     edition: str,
     regions: Sequence[str] | None,
     progress: ProgressCallback = no_progress,
-) -> None:
-    """Refresh the regions that have no readable manifest yet; leave the others alone."""
+) -> RefreshReport | None:
+    """Refresh the regions that have no readable manifest yet; leave the others alone.
+
+    Returns the refresh's report (its ``warnings`` are worth showing), or None when every
+    region already had a manifest.
+    """
     ed = spec.get_edition(edition).name
     store = Store(settings.data_dir)
     missing = []
@@ -280,14 +284,14 @@ def ensure_manifest(
             pass
         missing.append(r)
     if not missing:
-        return
+        return None
     if settings.offline:
         raise ManifestNotFoundError(
             f"no {ed} manifest cached for {', '.join(missing)} and offline mode is on",
             "unset HF_HUB_OFFLINE and run `m3leo catalog refresh --edition "
             f"{ed} " + " ".join(f"--region {r}" for r in missing) + "`",
         )
-    refresh(settings, ed, missing, progress=progress)
+    return refresh(settings, ed, missing, progress=progress)
 
 
 def load_manifest(
