@@ -516,3 +516,49 @@ def test_access_log_is_off_by_default(
         assert loud.log == []
     err = capsys.readouterr().err
     assert err.count("GET /datasets/") == 1 and '" 200 ' in err
+
+
+def _handler_threads_done() -> None:
+    """Join the server's per-connection threads (they end once the dropped client is handled)."""
+    import threading
+
+    for t in threading.enumerate():
+        if "process_request_thread" in t.name:
+            t.join(timeout=10)
+
+
+def _drop_mid_body(port: int, path: str) -> bytes:
+    """Ask for ``path``, read a little of the answer, then reset the connection (RST)."""
+    import struct
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    head = sock.recv(4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # linger 0: the server's next write meets a reset, not a clean close
+    return head
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults(corrupt_first=1)], ids=["sendfile", "write"])
+def test_a_client_dropping_mid_body_prints_nothing(
+    tmp_path: Path, faults: Faults, capfd: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "src" / REPO
+    repo.mkdir(parents=True)
+    (repo / "big.csv").write_bytes(os.urandom(8 << 20))  # not LFS: served by the Hub origin
+    with HubServer(tmp_path / "src", faults=faults) as srv:
+        path = f"/datasets/{REPO}/resolve/main/big.csv"
+        for _ in range(3):
+            assert _drop_mid_body(srv.port, path).startswith(b"HTTP/1.1 200")
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(b"GET /api/datasets/")  # half a request line, then gone
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        sock.close()
+        _handler_threads_done()
+        status, _ = raw_get(srv, f"/api/datasets/{REPO}/revision/main")
+        assert status == 200  # still serving
+        assert [r.status for r in srv.log[:3]] == [200, 200, 200]
+    _handler_threads_done()
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
