@@ -32,6 +32,7 @@ __all__ = [
     "check_space",
     "download",
     "plan_jobs",
+    "refresh_catalog",
     "resolve_url",
     "run_jobs",
     "selected_rows",
@@ -147,6 +148,25 @@ def check_space(root: Path, needed: int) -> None:
         )
 
 
+def refresh_catalog(
+    settings: Settings, selection: Selection, progress: ProgressCallback = no_progress
+) -> list[str]:
+    """Catalogue the regions that have no manifest yet; pass the refresh's warnings on.
+
+    Warnings (a listing entry refused because its path escapes the store, a missing split
+    CSV, ...) go to ``progress`` as "message" events of phase "warning", and are returned.
+    """
+    from . import catalog
+
+    report = catalog.ensure_manifest(
+        settings, selection.edition, selection.region_names, progress=progress
+    )
+    warnings = list(report.warnings) if report is not None else []
+    for w in warnings:
+        progress(ProgressEvent("message", "warning", message=f"warning: catalog {w}"))
+    return warnings
+
+
 def selected_rows(
     settings: Settings,
     selection: Selection,
@@ -164,10 +184,9 @@ def selected_rows(
     from . import catalog
 
     if refresh:
-        catalog.ensure_manifest(
-            settings, selection.edition, selection.region_names, progress=progress
-        )
-    cols = ["edition", "region", "path", "size", "checksum_kind", "checksum", "commit"]
+        refresh_catalog(settings, selection, progress)
+    cols = ["edition", "region", "kind", "tile_id", "path", "size", "checksum_kind", "checksum",
+            "commit"]  # fmt: skip
     tiles = catalog.select(settings, selection, kinds=("tile",))
     rows = tiles.select(cols).to_pylist()
     regions = sorted({r["region"] for r in rows})
@@ -197,10 +216,14 @@ def download(
     """Fetch the selected files into the store (or, with ``dry_run``, say what it would do)."""
     from .hub import HubClient
     from .lock import store_lock
+    from .shardplan import check_fetch_mode
 
+    check_fetch_mode(str(opts.get("fetch") or settings.fetch))  # a bad setting fails early
     nworkers = workers or settings.workers
     if selection.edition == "full":
         from . import shards
+
+        refresh_catalog(settings, selection, progress)  # download_full then finds it there
 
         with HubClient(settings) as client:
             result: DownloadSummary | DownloadPlan = shards.download_full(

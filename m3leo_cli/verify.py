@@ -69,13 +69,26 @@ def _check(job: FileJob, has_checksum: bool) -> str:
 def _jobs_for(
     settings: Settings, rows: Sequence[dict[str, Any]]
 ) -> tuple[list[tuple[FileJob, bool]], list[tuple[str, str]]]:
-    """Like download.build_jobs, but keeps rows without a checksum (checked by presence/size)."""
+    """Like download.build_jobs, but keeps rows without a checksum (checked by presence/size).
+
+    Full-edition tiles have no checksum in the manifest (the Hub publishes none per tile):
+    they are checked against the size and sha256 recorded when they were unpacked.
+    """
     from .hub import resolve_url
+    from .unpacked import recorded_checksums
 
     store = Store(settings.data_dir)
     out: list[tuple[FileJob, bool]] = []
     refused: list[tuple[str, str]] = []
+    records: dict[str, dict[str, tuple[int, str]]] = {}
     for r in rows:
+        if r["edition"] == "full" and r.get("kind") == "tile" and not r.get("checksum"):
+            if r["region"] not in records:
+                records[r["region"]] = recorded_checksums(settings, "full", r["region"])
+            rec = records[r["region"]].get(r["path"])
+            if rec is not None:
+                r = {**r, "size": rec[0], "checksum_kind": "sha256"}
+                r["checksum"] = bytes.fromhex(rec[1])
         label = f"{r['edition']}/{r['region']}/{r['path']}"
         try:
             dest = store.local_path(r["edition"], r["region"], r["path"])
@@ -143,7 +156,12 @@ def verify(
     progress(ProgressEvent("done", "verify"))
     rep.parts = [str(p) for p in stray_parts(settings, selection.edition, regions)]
     if repair and (rep.missing or rep.corrupt):
-        rep.repaired = _repair(settings, selection, pairs, rep, nworkers, progress, wait)
+        tile_ids = {
+            f"{r['edition']}/{r['region']}/{r['path']}": str(r["tile_id"])
+            for r in rows
+            if r.get("kind") == "tile" and r.get("tile_id")
+        }
+        rep.repaired = _repair(settings, selection, pairs, rep, tile_ids, nworkers, progress, wait)
     return rep
 
 
@@ -152,6 +170,7 @@ def _repair(
     selection: Selection,
     pairs: list[tuple[FileJob, bool]],
     rep: VerifyReport,
+    tile_ids: dict[str, str],
     workers: int,
     progress: ProgressCallback,
     wait: bool,
@@ -162,9 +181,11 @@ def _repair(
     for job, _ in pairs:
         if job.label in set(rep.corrupt):
             job.dest.unlink(missing_ok=True)  # a wrong file at a final path must go
-    if selection.edition == "full":
-        tiles = sorted({lbl.rsplit("/", 1)[-1].split(".")[0] for lbl in bad})
-        sel = dataclasses.replace(selection, tiles=tuple(tiles), limit=None)
+    bad_tiles = sorted({tile_ids[lbl] for lbl in bad if lbl in tile_ids})
+    if selection.edition == "full" and bad_tiles:
+        # full-edition tiles come out of shards: the whole full download path fetches them
+        # (aux files of the regions are fetched by it too)
+        sel = dataclasses.replace(selection, tiles=tuple(bad_tiles), limit=None)
         result = download(settings, sel, workers=workers, progress=progress, wait=wait)
         assert isinstance(result, DownloadSummary)
         return result
@@ -182,11 +203,32 @@ def _repair(
 
 @dataclass
 class CleanReport:
-    removed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # every path removed (or, dry run, listed)
     bytes: int = 0
+    parts: int = 0  # .part files, in the regions and in the shard cache
+    shards: int = 0  # whole cached shards (only with ``shards=True``)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def shard_cache_files(
+    settings: Settings, regions: Sequence[str] = (), *, whole: bool = False
+) -> list[Path]:
+    """Files under ``<data_dir>/.m3leo/shards/<region>/``: ``.part`` ones, and whole shards too.
+
+    A partial shard download is only ever resumed by a download of the same shard; a whole one
+    is kept by ``--keep-shards`` (or left by a run that stopped before unpacking it).
+    """
+    base = Store(settings.data_dir).state_dir / "shards"
+    found: list[Path] = []
+    for reg in regions or list(spec.REGIONS):
+        folder = base / reg
+        if not folder.is_dir():
+            continue
+        for dirpath, _dirs, files in os.walk(folder):
+            found += [Path(dirpath) / f for f in files if whole or f.endswith(PART_SUFFIX)]
+    return sorted(found)
 
 
 def clean(
@@ -195,8 +237,12 @@ def clean(
     regions: Sequence[str] = (),
     *,
     dry_run: bool = False,
+    shards: bool = False,
 ) -> CleanReport:
-    """Remove stray ``.part`` files (under the store lock, so a running download keeps its own)."""
+    """Remove stray ``.part`` files and, with ``shards``, the cached whole shards.
+
+    Runs under the store lock, so a running download keeps its own parts.
+    """
     from .lock import store_lock
 
     rep = CleanReport()
@@ -204,7 +250,10 @@ def clean(
     if not store.root.is_dir():
         return rep
     with store_lock(store):
-        for p in stray_parts(settings, edition, regions):
+        found = stray_parts(settings, edition, regions)
+        if edition in (None, "full"):
+            found += shard_cache_files(settings, regions, whole=shards)
+        for p in found:
             try:
                 size = p.stat().st_size
                 if not dry_run:
@@ -213,4 +262,8 @@ def clean(
                 continue
             rep.removed.append(str(p))
             rep.bytes += size
+            if p.name.endswith(PART_SUFFIX):
+                rep.parts += 1
+            else:
+                rep.shards += 1
     return rep

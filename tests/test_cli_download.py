@@ -157,3 +157,19 @@ def test_sigkill_mid_download_then_resume_with_range(srv, info, data_dir, tmp_pa
     ranged = [r for r in srv.log if r.range and r.origin == "hub"]
     assert sorted(r.range for r in ranged) == sorted(f"bytes={n}-" for n in sizes)
     assert local_files(data_dir) == expected_files(info, "gssic")
+
+
+def test_catalog_warnings_are_shown_and_hostile_paths_never_written(
+    capsys, monkeypatch, info, data_dir
+):
+    hostile = ("../evil.tif", "/etc/passwd")
+    with serve(info, Faults(hostile_paths=hostile)) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        res = run(capsys, "download", *ARGS, "--quiet")  # warnings show even with --quiet
+    assert res.code == 0, res.err
+    warned = [ln for ln in res.err.splitlines() if ln.startswith("warning: catalog europe:")]
+    assert len(warned) == 2 and all("escape the store" in ln for ln in warned), res.err
+    assert "'../evil.tif'" in warned[0] + warned[1] and "'/etc/passwd'" in warned[0] + warned[1]
+    assert local_files(data_dir) == expected_files(info, "gssic")  # the rest, all of it
+    assert not list(data_dir.parent.rglob("evil*")) and not (data_dir / "etc").exists()
+    assert not (data_dir / "miniset" / "europe" / "etc").exists()

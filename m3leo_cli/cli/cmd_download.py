@@ -39,6 +39,24 @@ NoSpaceCheck = Annotated[
 Wait = Annotated[
     bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
 ]
+Fetch = Annotated[
+    str | None,
+    typer.Option(
+        "--fetch",
+        help="Full edition, per shard: auto (fewest bytes), whole (the verified shard) or "
+        "ranges (footer + the needed row groups). Default: the fetch setting (auto).",
+        show_default=False,
+    ),
+]
+KeepShards = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-shards/--no-keep-shards",
+        help="Full edition: keep whole shards in <data dir>/.m3leo/shards/ after unpacking "
+        "(default: the keep_shards setting, off).",
+        show_default=False,
+    ),
+]
 
 
 class _Bar:
@@ -91,7 +109,7 @@ def _progress(quiet: bool, json_out: bool, label: str) -> tuple[Any, Any]:
     bar = _Bar(label) if show else None
 
     def progress(event: ProgressEvent) -> None:
-        if event.kind == "message" and not quiet:
+        if event.kind == "message" and (not quiet or event.phase == "warning"):
             if bar is not None:
                 bar.p.console.print(event.message, markup=False, highlight=False)
             else:
@@ -118,6 +136,8 @@ def download_cmd(
     tiles_file: TilesFile = None,
     limit: Limit = None,
     workers: Workers = None,
+    fetch: Fetch = None,
+    keep_shards: KeepShards = None,
     dry_run: DryRun = False,
     no_space_check: NoSpaceCheck = False,
     wait: Wait = False,
@@ -128,13 +148,16 @@ def download_cmd(
     """Download the selected files into the store: resumable, checksummed, polite.
 
     Finished files are skipped, interrupted ones resume, and one failure never stops the
-    others: they are listed in a report file and the exit code is 1.
+    others: they are listed in a report file and the exit code is 1. For the full edition each
+    shard is fetched whole or as row-group ranges, whichever moves fewer bytes (see --fetch).
 
     Example: m3leo download --edition miniset --region europe --modality coherence
     """
     from ..download import DownloadPlan, download
 
-    settings = settings_from(data_dir=data_dir, workers=workers)
+    settings = settings_from(
+        data_dir=data_dir, workers=workers, fetch=fetch, keep_shards=keep_shards
+    )
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
     progress, bar = _progress(quiet, json_out, "download")
     try:
@@ -193,8 +216,51 @@ def _show_plan(plan: dict[str, Any]) -> None:
             f"{plan.get('window_seconds', 0):.0f} s"
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
         )
+    shards = plan.get("shards", [])
+    if shards:
+        modes = [sh.get("mode") for sh in shards]
+        say(
+            f"shards: {len(shards)} ({modes.count('whole')} whole, {modes.count('ranges')} "
+            f"by ranges, {modes.count('skip')} already unpacked)"
+        )
+    for sh in shards:
+        say(_shard_line(sh))
     for item in plan.get("refused", []):
         say(f"refused {item['path']}: {item['reason']}")
+
+
+def _shard_line(sh: dict[str, Any]) -> str:
+    """One full-edition shard of the plan: whole or ranges, row groups, bytes, requests."""
+    name = f"{sh.get('region')}/{sh.get('shard')}"
+    tiles = f"{sh.get('tiles', 0)} tiles"
+    if sh.get("present"):
+        tiles += f" (+{sh['present']} present)"
+    if sh.get("mode") == "skip":
+        return f"  {name}: skip, all {sh.get('present', 0)} tiles already unpacked"
+    if sh.get("mode") == "ranges":
+        rgs = sh.get("row_groups") or []
+        how = f"ranges, {len(rgs)} row group{'s' if len(rgs) != 1 else ''} {_groups(rgs)}"
+    else:
+        how = f"whole shard ({human_bytes(sh.get('size'))})"
+    return (
+        f"  {name}: {how}; {tiles}; {human_bytes(sh.get('bytes'))} in "
+        f"{sh.get('requests', 0)} request{'s' if sh.get('requests') != 1 else ''}"
+    )
+
+
+def _groups(rgs: list[int]) -> str:
+    """[0, 1, 2, 5] -> "[0-2, 5]"."""
+    spans: list[str] = []
+    for g in sorted(rgs):
+        if (
+            spans
+            and spans[-1].rsplit("-", 1)[-1].isdigit()
+            and int(spans[-1].rsplit("-", 1)[-1]) == g - 1
+        ):
+            spans[-1] = f"{spans[-1].split('-')[0]}-{g}"
+        else:
+            spans.append(str(g))
+    return "[" + ", ".join(spans) + "]"
 
 
 @app.command("verify")
@@ -244,7 +310,12 @@ def verify_cmd(
             say(f"corrupt {p}")
         for p, why in rep.refused:
             say(f"refused {p}: {why}")
-        if rep.unchecked:
+        if rep.unchecked and sel.edition == "full":
+            say(
+                f"{len(rep.unchecked)} unchecked: present, but with no size and sha256 recorded "
+                "by m3leo's unpacking (put there by other means); --repair leaves them alone"
+            )
+        elif rep.unchecked:
             say(f"{len(rep.unchecked)} files have no checksum in the manifest (size checked)")
         if rep.parts:
             say(
@@ -271,15 +342,26 @@ def clean_cmd(
         str | None, typer.Option("--edition", "-e", help="Only this edition (default: both).")
     ] = None,
     region: Regions = None,
+    shards: Annotated[
+        bool,
+        typer.Option(
+            "--shards",
+            help="Also remove the cached whole shards (kept by --keep-shards) in "
+            "<data dir>/.m3leo/shards/.",
+        ),
+    ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the .part files; remove nothing.")
+        bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
     ] = False,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
 ) -> None:
     """Remove stray .part files left by interrupted downloads (finished files are untouched).
 
-    Example: m3leo clean --region europe
+    Partial shard downloads under <data dir>/.m3leo/shards/ go too; --shards also removes the
+    cached whole shards. Unpacked tiles are never touched.
+
+    Example: m3leo clean --region europe --shards
     """
     from .. import spec
     from ..verify import clean
@@ -287,11 +369,13 @@ def clean_cmd(
     settings = settings_from(data_dir=data_dir)
     ed = spec.get_edition(edition).name if edition else None
     regs = [spec.get_region(r).name for r in region or ()]
-    rep = clean(settings, ed, regs, dry_run=dry_run)
+    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards)
     if json_out:
         print_json(rep.to_dict())
         return
     verb = "would remove" if dry_run else "removed"
     for p in rep.removed:
         say(f"{verb} {p}")
-    say(f"{verb} {len(rep.removed)} .part files ({human_bytes(rep.bytes)})")
+    cached = f" and {rep.shards} cached shards" if shards else ""
+    freed = "would free" if dry_run else "freed"
+    say(f"{verb} {rep.parts} .part files{cached}: {freed} {human_bytes(rep.bytes)}")

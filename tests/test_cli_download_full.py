@@ -1,0 +1,127 @@
+"""`m3leo download/verify/clean` on the full edition: --fetch, --keep-shards, the per-shard
+dry-run plan, verify against the recorded checksums (and --repair), clean of the shard cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clirun import run
+
+from m3leo_cli.server import HubServer
+from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
+
+REGION = "europe"
+DK = "s1grd-2020"
+SEL = ("--edition", "full", "--region", REGION, "--modality", DK)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    cfg = SynthConfig(regions=(REGION,), editions=("full",), tiles=12, datakinds=(DK,),
+                      tiles_per_shard=6, rows_per_row_group=1, chip_px=32)  # fmt: skip
+    return write_source(tmp_path_factory.mktemp("full-src"), cfg)
+
+
+@pytest.fixture
+def hub(source: SourceInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    with HubServer(source.root) as srv:
+        monkeypatch.setenv("M3LEO_ENDPOINT", srv.url)
+        yield srv
+
+
+def _tiles(source: SourceInfo) -> list[str]:
+    return list(source.repo("full", REGION).coverage[DK])
+
+
+def _local(data_dir: Path, source: SourceInfo, tile: str) -> Path:
+    return data_dir / "full" / REGION / source.repo("full", REGION).tile_path(DK, tile)
+
+
+def test_dry_run_lists_the_plan_of_each_shard(capsys, hub, source, data_dir) -> None:
+    full = source.repo("full", REGION)
+    tile = _tiles(source)[0]
+    shard = full.shard_for(DK, tile)
+    assert shard is not None
+    res = run(capsys, "download", *SEL, "--tiles", tile, "--fetch", "ranges", "--dry-run")
+    assert res.code == 0, res.err
+    assert "shards: 1 (0 whole, 1 by ranges, 0 already unpacked)" in res.err
+    line = next(ln for ln in res.err.splitlines() if shard.path in ln)
+    assert "ranges, 1 row group [" in line and "1 tiles" in line and "request" in line
+    res = run(capsys, "download", *SEL, "--fetch", "whole", "--dry-run", "--json")
+    plan = json.loads(res.out)
+    assert {s["mode"] for s in plan["shards"]} == {"whole"}
+    res = run(capsys, "download", *SEL, "--fetch", "whole", "--dry-run")
+    assert f"{REGION}/{shard.path}: whole shard (" in res.err
+    assert not (data_dir / "full").exists()  # a plan fetches no tile
+
+
+def test_bad_fetch_value_is_a_usage_error_naming_the_choices(capsys, hub) -> None:
+    res = run(capsys, "download", *SEL, "--fetch", "sometimes")
+    assert res.code == 2
+    assert "Error: unknown fetch mode 'sometimes'" in res.err
+    assert "hint: use auto, whole or ranges" in res.err
+
+
+def test_keep_shards_then_clean_the_shard_cache(capsys, hub, source, data_dir) -> None:
+    tile = _tiles(source)[0]
+    shard = source.repo("full", REGION).shard_for(DK, tile)
+    assert shard is not None
+    res = run(capsys, "download", *SEL, "--tiles", tile, "--fetch", "whole", "--keep-shards")
+    assert res.code == 0, res.err
+    cache = data_dir / ".m3leo" / "shards"
+    kept = cache / REGION / shard.path
+    assert kept.stat().st_size == shard.size
+    stale = cache / REGION / (shard.path.rsplit(".", 2)[0] + "x.zstd.parquet.part")
+    stale.write_bytes(b"x" * 1000)  # an interrupted whole-shard download
+    res = run(capsys, "clean", "--dry-run")
+    assert res.code == 0 and f"would remove {stale}" in res.err
+    assert "would remove 1 .part files: would free 1.0 kB" in res.err
+    assert stale.exists() and kept.exists()
+    res = run(capsys, "clean", "--json")
+    doc = json.loads(res.out)
+    assert (doc["parts"], doc["shards"], doc["bytes"]) == (1, 0, 1000)
+    assert not stale.exists() and kept.exists()  # whole shards stay without --shards
+    res = run(capsys, "clean", "--shards", "--dry-run", "--json")
+    assert json.loads(res.out)["removed"] == [str(kept)] and kept.exists()
+    res = run(capsys, "clean", "--shards")
+    assert res.code == 0 and "removed 0 .part files and 1 cached shards" in res.err
+    assert not kept.exists()
+    assert _local(data_dir, source, tile).is_file()  # unpacked tiles are never touched
+    res = run(capsys, "clean", "--edition", "miniset", "--shards", "--json")
+    assert json.loads(res.out)["removed"] == []
+
+
+def test_verify_checks_recorded_checksums_and_repairs(capsys, hub, source, data_dir) -> None:
+    tiles = _tiles(source)[:4]
+    args = (*SEL, "--tiles", ",".join(tiles))
+    assert run(capsys, "download", *args, "--fetch", "ranges").code == 0
+    good = {t: _local(data_dir, source, t).read_bytes() for t in tiles}
+    res = run(capsys, "verify", *args, "--json")
+    assert res.code == 0, res.err
+    rep = json.loads(res.out)
+    assert rep["ok"] == rep["checked"] and not rep["unchecked"] and rep["checked"] >= 4
+    bad = _local(data_dir, source, tiles[1])
+    raw = bytearray(good[tiles[1]])
+    raw[len(raw) // 2] ^= 0xFF
+    bad.write_bytes(bytes(raw))  # same size: only the recorded sha256 can tell
+    res = run(capsys, "verify", *args)
+    assert res.code == 1 and "1 corrupt" in res.err and f"corrupt full/{REGION}/" in res.err
+    assert "hint: run the same command with --repair" in res.err
+    hub.clear_log()
+    res = run(capsys, "verify", *args, "--repair")
+    assert res.code == 0, res.err
+    assert "repair: downloaded 1, failed 0" in res.err
+    assert bad.read_bytes() == good[tiles[1]]
+    fetched = [r for r in hub.log if r.method == "GET" and (r.repo_path or "").endswith(".parquet")]
+    assert fetched  # re-fetched from its shard, the other tiles left alone
+    assert all(_local(data_dir, source, t).read_bytes() == good[t] for t in tiles)
+    assert run(capsys, "verify", *args).code == 0
+    # a tile with no record (put there by other means) is "unchecked", counted, not an error
+    for p in (data_dir / ".m3leo" / "unpacked").rglob("*.json"):
+        p.unlink()
+    res = run(capsys, "verify", *args)
+    assert res.code == 0, res.err
+    assert "4 unchecked: present, but with no size and sha256 recorded" in res.err
