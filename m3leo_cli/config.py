@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -153,5 +153,7 @@ def load_settings(
     values["config_path"] = cfg_path
     s = Settings(**values)
     if s.workers < 1:
+        if "workers" in overrides:  # a flag: a usage error whose hint names the flag
+            raise UsageError(f"--workers must be at least 1, not {s.workers}", "e.g. --workers 8")
         raise ConfigError(f"workers must be at least 1, not {s.workers}")
     return s

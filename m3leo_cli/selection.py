@@ -112,7 +112,10 @@ def build_selection(
     if tiles_file is not None:
         tile_ids = tuple(dict.fromkeys(tile_ids + read_tiles_file(tiles_file)))
     if limit is not None and limit < 1:
-        raise SelectionError(f"--limit must be at least 1, not {limit}")
+        raise SelectionError(
+            f"--limit must be at least 1, not {limit}",
+            "give --limit N with N >= 1, or leave it out",
+        )
     return Selection(
         edition=ed,
         regions=regs,

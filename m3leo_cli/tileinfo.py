@@ -80,8 +80,9 @@ def _manifests(store: Store, edition: str, regions: Sequence[str]) -> list[tuple
     if not found:
         raise ManifestNotFoundError(
             f"no {edition} manifest cached for {', '.join(regions)}",
-            f"run `m3leo catalog refresh --edition {edition}`"
-            + "".join(f" --region {r}" for r in regions if len(regions) < len(spec.REGIONS)),
+            f"run `m3leo catalog refresh --edition {edition}"
+            + "".join(f" --region {r}" for r in regions if len(regions) < len(spec.REGIONS))
+            + "`",
         )
     return found
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,11 +208,25 @@ def _check_exists(path: Path) -> None:
         raise TileNotLocalError(f"tile file {path} does not exist")
 
 
+def repair_command(path: Path) -> str:
+    """The verify command that re-downloads this store file (a bare one for files elsewhere)."""
+    parts = Path(path).parts
+    if len(parts) >= 5 and parts[-5] in spec.EDITIONS and parts[-4] in spec.REGIONS:
+        # <data dir>/<edition>/<region>/<partition>/<datakind>/<tile>.<ext>: repair just this
+        # tile, in its own edition (a bare `verify` looks at the default edition only)
+        return (
+            f"m3leo verify --repair --edition {parts[-5]} --region {parts[-4]} "
+            f"--modality {parts[-2]} --tiles {Path(path).stem}"
+        )
+    return "m3leo verify --repair"
+
+
 def corrupt(path: Path, exc: BaseException) -> CorruptTileError:
     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    reason = reason.replace(" See previous exception for details.", "")  # rasterio noise
     return CorruptTileError(
         f"cannot read {path}: {reason}",
-        f"the file is corrupt or truncated; run `m3leo verify --repair` to re-download {path.name}",
+        f"the file is corrupt or truncated; run `{repair_command(Path(path))}` to re-download it",
     )
 
 
@@ -225,12 +240,22 @@ def _tif_names_open(src: Any, datakind: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _tif_names(path: Path, datakind: str) -> tuple[str, ...]:
+def _open_tif(path: Path) -> Any:
+    """rasterio.open without its NotGeoreferencedWarning: a truncated tile loses its transform,
+    and the read that follows reports it as corrupt (one Error: line, not a Python warning)."""
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
+def _tif_names(path: Path, datakind: str) -> tuple[str, ...]:
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(path) as src:
+        with _open_tif(path) as src:
             return _tif_names_open(src, datakind)
     except (RasterioError, OSError) as exc:
         raise corrupt(path, exc) from None
@@ -238,13 +263,12 @@ def _tif_names(path: Path, datakind: str) -> tuple[str, ...]:
 
 def _read_tif(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | None) -> Tile:
     import numpy as np
-    import rasterio
     from rasterio.enums import MaskFlags
     from rasterio.errors import RasterioError
 
     family = spec.parse_datakind(datakind).family.name
     try:
-        with rasterio.open(path) as src:
+        with _open_tif(path) as src:
             stored = _tif_names_open(src, datakind)
             names = resolve_bands(bands, stored, datakind)
             needed: list[str] = []

@@ -67,3 +67,30 @@ def test_ctrl_c_says_interrupted_with_a_hint(
         "Error: interrupted",
         "hint: re-run the same command: finished files are kept and partial ones resume",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message", "hint"),
+    [
+        (("download", "--workers", "0", "--dry-run"), 2, "--workers must be at least 1", "--workers 8"),
+        (("stats", "--limit", "0"), 1, "--limit must be at least 1", "--limit N"),
+        (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--shard-size", "0"), 2,
+         "--shard-size must be at least 1", "--shard-size 256"),
+        (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--resample", "0"), 2,
+         "--resample must be at least 1", "--resample 64"),
+    ],
+)  # fmt: skip
+def test_bad_numbers_name_the_flag_in_a_hint(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    args: tuple[str, ...],
+    code: int,
+    message: str,
+    hint: str,
+) -> None:
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    res = run(capsys, *argv, "--data-dir", str(tmp_path / "store"))
+    assert res.code == code
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"Error: {message}")
+    assert lines[1].startswith("hint: ") and hint in lines[1]

@@ -292,3 +292,36 @@ def test_without_matplotlib_png_says_how_to_install_and_html_still_works(
     res = run(capsys, "map", "--region", "conus", "--data-dir", str(store), "--out",
               str(tmp_path / "m.html"))  # fmt: skip
     assert res.code == 0 and (tmp_path / "m.html").read_text().count("<rect") > 0
+
+
+def test_truncated_tif_is_one_error_with_the_exact_repair_command(
+    capsys, repo, tmp_path: Path, monkeypatch
+) -> None:
+    src, store, local = repo
+    mine = tmp_path / "store"
+    shutil.copytree(store, mine)
+    rel = src.tile_files[("s1grd-2020", local[0])].path
+    path = mine / "miniset" / "conus" / rel
+    path.write_bytes(path.read_bytes()[:500])  # header kept, georeferencing and pixels cut off
+    res = run(capsys, "show", local[0], "--edition", "miniset", "--modality", "s1grd",
+              "--data-dir", str(mine), "--out", str(tmp_path / "x.png"))  # fmt: skip
+    assert res.code == 1
+    lines = res.err.strip().splitlines()  # no rasterio warning, no traceback
+    assert len(lines) == 2 and lines[0].startswith(f"Error: cannot read {path}")
+    repair = (f"m3leo verify --repair --edition miniset --region conus --modality s1grd-2020 "
+              f"--tiles {local[0]}")  # fmt: skip
+    assert lines[1] == f"hint: the file is corrupt or truncated; run `{repair}` to re-download it"
+    res = run(capsys, "info", local[0], "--edition", "miniset", "--modality", "s1grd",
+              "--data-dir", str(mine))  # fmt: skip
+    assert res.code == 0 and f"fix: {repair}" in res.out
+    monkeypatch.setenv("HF_ENDPOINT", ENDPOINT[-1])
+    res = run(capsys, *repair.split()[1:], "--data-dir", str(mine), "--quiet")
+    assert res.code == 0, res.err
+    assert path.read_bytes() == (src.root / rel).read_bytes()
+
+
+def test_show_without_a_manifest_hint_is_one_command(capsys, tmp_path: Path) -> None:
+    res = run(capsys, "show", "0123456789abc", "--edition", "miniset", "--region", "conus",
+              "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png"))  # fmt: skip
+    assert res.code == 1
+    assert "hint: run `m3leo catalog refresh --edition miniset --region conus`" in res.err

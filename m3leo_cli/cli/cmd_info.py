@@ -24,7 +24,7 @@ def info_cmd(
     Example: m3leo info 020d259a89240 --edition miniset --json
     """
     from ..tileinfo import locate_tile
-    from ..tiles import DECODING
+    from ..tiles import DECODING, repair_command
 
     settings = settings_from(data_dir=data_dir)
     info = locate_tile(
@@ -45,7 +45,7 @@ def info_cmd(
         con.print(f"\n{f.datakind}  [{state}]  {f.path}", markup=False)
         if f.error:
             con.print(f"  {f.error}", markup=False)
-            con.print("  fix: m3leo verify --repair", markup=False)
+            con.print(f"  fix: {repair_command(f.local_path)}", markup=False)
         elif f.bands is not None:
             family = spec.parse_datakind(f.datakind).family.name
             con.print(f"  {len(f.bands)} bands, {f.dtype}, shape {f.shape}", markup=False)

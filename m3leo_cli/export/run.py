@@ -67,9 +67,13 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
             "give --num-shards K and --shard-index i with 0 <= i < K (e.g. $SLURM_ARRAY_TASK_ID)",
         )
     if options.shard_size < 1:
-        raise UsageError(f"--shard-size must be at least 1, not {options.shard_size}")
+        raise UsageError(
+            f"--shard-size must be at least 1, not {options.shard_size}", "e.g. --shard-size 256"
+        )
     if options.resample is not None and options.resample < 1:
-        raise UsageError(f"--resample must be at least 1, not {options.resample}")
+        raise UsageError(
+            f"--resample must be at least 1, not {options.resample}", "e.g. --resample 64"
+        )
     if options.dtype is not None:
         import numpy as np
 
@@ -151,7 +155,10 @@ def run_export(
         from .normalize import load_stats
 
         if settings is None:
-            raise UsageError("--normalize needs the store's saved statistics (no settings given)")
+            raise UsageError(
+                "--normalize needs the store's saved statistics (no settings given)",
+                "pass settings= so the statistics of `m3leo stats --bands` can be found",
+            )
         exporter.stats = load_stats(settings, plan, [lay.name for lay in plan.layers])
     prepare_out(out, plan, options)
     exporter.layer_info = probe_layers(exporter, plan)
