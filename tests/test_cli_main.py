@@ -72,7 +72,8 @@ def test_ctrl_c_says_interrupted_with_a_hint(
 @pytest.mark.parametrize(
     ("args", "code", "message", "hint"),
     [
-        (("download", "--workers", "0", "--dry-run"), 2, "--workers must be at least 1", "--workers 8"),
+        (("download", "--workers", "0", "--dry-run"), 2,
+         "--workers must be at least 1", "--workers 8"),
         (("stats", "--limit", "0"), 1, "--limit must be at least 1", "--limit N"),
         (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--shard-size", "0"), 2,
          "--shard-size must be at least 1", "--shard-size 256"),
