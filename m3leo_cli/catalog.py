@@ -22,6 +22,7 @@ from . import spec
 from .catalog_query import select, stats, tally
 from .config import Settings
 from .errors import (
+    ChecksumMismatchError,
     ManifestCorruptError,
     ManifestNotFoundError,
     OfflineError,
@@ -227,7 +228,8 @@ def _refresh_one(
     progress(ProgressEvent("message", phase="refresh", message=f"listing {repo_id}@{commit[:12]}"))
     entries = list(client.iter_tree(repo_id, commit))
     roles = definition_files(ed.name, [e.path for e in entries if e.type == "file"])
-    files = {role: client.get_bytes(repo_id, commit, p) for role, p in roles.items()}
+    by_path = {e.path: e for e in entries}
+    files = {role: _get_checked(client, repo_id, commit, by_path[p]) for role, p in roles.items()}
     built = build_manifest(ed.name, region, commit, entries, files)
     summary = summarize(built.table, ed.name, region, commit, rev)
     rr = RegionRefresh(
@@ -292,6 +294,27 @@ def ensure_manifest(
             f"{ed} " + " ".join(f"--region {r}" for r in missing) + "`",
         )
     return refresh(settings, ed, missing, progress=progress)
+
+
+def _get_checked(client: Any, repo_id: str, commit: str, entry: Any, tries: int = 3) -> bytes:
+    """A split CSV or GeoJSON, checked against the listing's checksum (re-fetched if it differs):
+    a byte flipped in transit must not end up as a wrong tile id or split in the manifest."""
+    from .manifest_build import _checksum
+    from .transfer import new_hasher
+
+    kind, digest = _checksum(entry)
+    for _ in range(tries):
+        data: bytes = client.get_bytes(repo_id, commit, entry.path)
+        if kind is None:
+            return data
+        h = new_hasher(kind, len(data))
+        h.update(data)
+        if h.digest() == digest:
+            return data
+    raise ChecksumMismatchError(
+        f"{repo_id}/{entry.path} differs from its listed checksum after {tries} fetches",
+        "the connection or mirror corrupts data; retry later or check HF_ENDPOINT",
+    )
 
 
 def load_manifest(

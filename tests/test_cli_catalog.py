@@ -182,3 +182,21 @@ def test_hub_failures_keep_the_old_manifest(
         res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe")
     assert_error(res, 1, message, hint)
     assert path.read_bytes() == before
+
+
+def test_split_csv_corrupted_in_transit_is_refetched_never_trusted(
+    hub: HubServer, capsys, data_dir: Path
+) -> None:
+    hub.faults = Faults(corrupt_first=1)  # the first GET of every file has one byte flipped
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "--json")
+    assert res.code == 0, res.err
+    path = Store(data_dir).manifest_path("miniset", "europe")
+    good = pq.read_table(path).to_pylist()
+    hub.faults = Faults()
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "--force")
+    assert res.code == 0, res.err
+    assert pq.read_table(path).to_pylist() == good
+    hub.faults = Faults(corrupt_first=100)  # a mirror that always corrupts: refuse, keep the old
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "--force")
+    assert_error(res, 1, "differs from its listed checksum", "HF_ENDPOINT")
+    assert pq.read_table(path).to_pylist() == good
