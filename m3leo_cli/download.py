@@ -16,7 +16,7 @@ from typing import Any
 
 from . import spec
 from .config import Settings
-from .errors import InsufficientSpaceError, UnsafePathError
+from .errors import InsufficientSpaceError, UnsafePathError, UsageError
 from .hub import resolve_url
 from .jobs import DownloadSummary, run_jobs, write_report
 from .progress import ProgressCallback, ProgressEvent, no_progress
@@ -216,9 +216,14 @@ def download(
     """Fetch the selected files into the store (or, with ``dry_run``, say what it would do)."""
     from .hub import HubClient
     from .lock import store_lock
-    from .shardplan import check_fetch_mode
+    from .shardplan import FETCH_MODES
 
-    check_fetch_mode(str(opts.get("fetch") or settings.fetch))  # a bad setting fails early
+    fetch = str(opts.get("fetch") or settings.fetch)
+    if fetch not in FETCH_MODES:  # a bad flag or setting fails before anything is fetched
+        raise UsageError(
+            f"unknown fetch mode {fetch!r}",
+            "use --fetch auto, whole or ranges (or M3LEO_FETCH, or fetch = ... in the config file)",
+        )
     nworkers = workers or settings.workers
     if selection.edition == "full":
         from . import shards

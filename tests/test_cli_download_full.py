@@ -62,7 +62,7 @@ def test_bad_fetch_value_is_a_usage_error_naming_the_choices(capsys, hub) -> Non
     res = run(capsys, "download", *SEL, "--fetch", "sometimes")
     assert res.code == 2
     assert "Error: unknown fetch mode 'sometimes'" in res.err
-    assert "hint: use auto, whole or ranges" in res.err
+    assert "hint: use --fetch auto, whole or ranges" in res.err
 
 
 def test_keep_shards_then_clean_the_shard_cache(capsys, hub, source, data_dir) -> None:
