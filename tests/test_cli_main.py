@@ -95,3 +95,18 @@ def test_bad_numbers_name_the_flag_in_a_hint(
     lines = res.err.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"Error: {message}")
     assert lines[1].startswith("hint: ") and hint in lines[1]
+
+
+def test_an_output_folder_that_cannot_be_created_is_an_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    res = run(capsys, "synth", str(a_file / "src"), "--quiet")
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"Error: {a_file / 'src'}") and lines[0].endswith(": Not a directory")
+    assert lines[1] == (
+        "hint: check that the folder exists and is writable (--out, --data-dir or M3LEO_DATA_DIR)"
+    )

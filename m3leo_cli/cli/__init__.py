@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         return _interrupted()
+    except OSError as exc:  # the filesystem said no: a missing or read-only folder, a full disk
+        if _debug():
+            traceback.print_exc()
+        _filesystem_error(exc)
+        return 1
     except TyperUsageError as exc:
         _usage_error(exc)
         return exc.exit_code
@@ -79,6 +84,18 @@ def _interrupted() -> int:
         highlight=False,
     )
     return 130
+
+
+def _filesystem_error(exc: OSError) -> None:
+    import errno
+
+    message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free space there (or raise the quota), or point --out / --data-dir elsewhere"
+    else:
+        hint = "check that the folder exists and is writable (--out, --data-dir or M3LEO_DATA_DIR)"
+    err_console().print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    err_console().print(f"hint: {hint}", markup=False, highlight=False)
 
 
 def _usage_error(exc: TyperUsageError) -> None:
