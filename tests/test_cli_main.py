@@ -106,7 +106,8 @@ def test_an_output_folder_that_cannot_be_created_is_an_error_not_a_traceback(
     assert res.code == 1
     lines = res.err.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"Error: {a_file / 'src'}") and lines[0].endswith(": Not a directory")
+    assert lines[0].startswith(f"Error: {a_file / 'src'}")
+    assert lines[0].endswith(": Not a directory")
     assert lines[1] == (
         "hint: check that the folder exists and is writable (--out, --data-dir or M3LEO_DATA_DIR)"
     )
