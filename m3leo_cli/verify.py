@@ -1,9 +1,11 @@
 """``m3leo verify`` and ``m3leo clean``: check exactly the selected local files; drop stray parts.
 
 Verification re-hashes each selected file against the manifest (sha256 for LFS files, git
-blob sha1 for the small text files) and reports the missing and corrupt ones; ``repair``
-re-downloads them through the normal engine. Stray ``.part`` files (a download that was
-interrupted) are reported, never touched: the next download resumes them, ``clean`` removes them.
+blob sha1 for the small text files; full-edition tiles against the size and sha256 recorded
+when they were unpacked) and reports the missing and corrupt ones; ``repair`` re-downloads them
+through the normal engine. Stray ``.part`` files (a download that was interrupted) are reported,
+never touched: the next download resumes them, ``clean`` removes them (and the partial or, on
+request, whole shards in the shard cache).
 """
 
 from __future__ import annotations
