@@ -186,3 +186,27 @@ def test_no_complete_sample_says_which_layer_is_missing_where(
               "-m", "s1grd", "-m", "gssic", "--tiles", lacking, "--allow-missing")  # fmt: skip
     assert res.code == 0, res.err
     assert len(list((tmp_path / "o").rglob("*.npz"))) == 1
+
+
+def test_the_hinted_repair_command_fixes_the_corrupt_tiles(
+    store: SourceInfo, tmp_path: Path, capsys, data_dir, monkeypatch
+) -> None:
+    repo = store.repo("miniset", "europe")
+    victims = sorted(repo.tiles)[:2]
+    for t in victims:
+        path = data_dir / "miniset" / "europe" / repo.tile_path("s1grd-2020", t)
+        path.write_bytes(path.read_bytes()[:100])
+    out = tmp_path / "o"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
+    assert res.code == 1
+    command = res.err.split("hint: run `", 1)[1].split("`", 1)[0]
+    assert command == (
+        "m3leo verify --repair --edition miniset --region europe --modality s1grd-2020 "
+        f"--tiles {','.join(victims)}"
+    )
+    with HubServer(store.root) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        assert run(capsys, *command.split()[1:], "--quiet").code == 0
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
+    assert res.code == 0, res.err
+    assert len(list(out.rglob("*.npz"))) == len(repo.tiles)

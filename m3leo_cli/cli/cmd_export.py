@@ -9,6 +9,7 @@ import typer
 
 from ..errors import CorruptTileError
 from ..export import EXPORTERS
+from ..export.base import Failure
 from .app import app
 from .options import (
     BBoxOpt,
@@ -146,8 +147,21 @@ def export_cmd(
         raise CorruptTileError(
             f"{len(summary.failures)} tile(s) could not be read and were left out "
             f"(first: {first.path}: {first.reason})",
-            "run `m3leo verify --repair`, then re-run the same export to add them",
+            f"run `{_repair_command(sel.edition, summary.failures)}`, "
+            "then re-run the same export to add them",
         )
+
+
+def _repair_command(edition: str, failures: list[Failure]) -> str:
+    """verify --repair for exactly the unreadable files (a bare one checks the default edition)."""
+    regions = sorted({f.region for f in failures})
+    datakinds = sorted({Path(f.path).parent.name for f in failures})
+    tiles = sorted({f.tile_id for f in failures})
+    words = ["m3leo verify --repair", f"--edition {edition}"]
+    words += [f"--region {r}" for r in regions] + [f"--modality {d}" for d in datakinds]
+    if len(tiles) <= 50:
+        words.append("--tiles " + ",".join(tiles))
+    return " ".join(words)
 
 
 def _command_line(ctx: typer.Context) -> tuple[str, ...]:
