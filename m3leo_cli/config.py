@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+MAX_WORKERS = 256  # more threads than this only burns memory and file descriptors
 
 
 def _default_data_dir() -> Path:
@@ -48,6 +49,11 @@ class Settings:
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
     config_path: Path | None = None
+    # where each value came from ("command line", "$VAR", the config file); absent = default
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "default")
 
     @property
     def request_budget(self) -> int:
@@ -129,7 +135,7 @@ def load_settings(
         known = {f.name for f in fields(Settings)}
         for key, value in raw.items():
             k = key.replace("-", "_")
-            if k not in known or k == "config_path":
+            if k not in known or k in ("config_path", "sources"):
                 raise ConfigError(
                     f"unknown setting {key!r} in {cfg_path}",
                     "known settings: " + ", ".join(sorted(_ENV)),
@@ -137,23 +143,32 @@ def load_settings(
             file_values[k] = _coerce(k, value, str(cfg_path))
 
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for f in fields(Settings):
         name = f.name
+        if name == "sources":
+            continue
         if name in overrides:
             values[name] = _coerce(name, overrides[name], "command line")
+            sources[name] = "command line"
             continue
         for var in _ENV.get(name, ()):
             if var in env and (env[var] != "" or name in ("offline", "debug")):
                 values[name] = _coerce(name, env[var], f"${var}")
+                sources[name] = f"${var}"
                 break
         else:
             if name in file_values:
                 values[name] = file_values[name]
-    values.setdefault("data_dir", _default_data_dir())
+                sources[name] = str(cfg_path)
+    if "data_dir" not in values:
+        values["data_dir"] = _default_data_dir()
     values["config_path"] = cfg_path
-    s = Settings(**values)
-    if s.workers < 1:
+    sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
+    s = Settings(**values, sources=sources)
+    if not 1 <= s.workers <= MAX_WORKERS:
+        msg = f"workers must be between 1 and {MAX_WORKERS}, not {s.workers}"
         if "workers" in overrides:  # a flag: a usage error whose hint names the flag
-            raise UsageError(f"--workers must be at least 1, not {s.workers}", "e.g. --workers 8")
-        raise ConfigError(f"workers must be at least 1, not {s.workers}")
+            raise UsageError("--" + msg, "e.g. --workers 16")
+        raise ConfigError(f"{msg} (from {sources.get('workers', 'config')})")
     return s

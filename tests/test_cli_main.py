@@ -73,7 +73,7 @@ def test_ctrl_c_says_interrupted_with_a_hint(
     ("args", "code", "message", "hint"),
     [
         (("download", "--workers", "0", "--dry-run"), 2,
-         "--workers must be at least 1", "--workers 8"),
+         "--workers must be between 1 and 256", "--workers 16"),
         (("stats", "--limit", "0"), 1, "--limit must be at least 1", "--limit N"),
         (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--shard-size", "0"), 2,
          "--shard-size must be at least 1", "--shard-size 256"),
@@ -111,3 +111,17 @@ def test_an_output_folder_that_cannot_be_created_is_an_error_not_a_traceback(
     assert lines[1] == (
         "hint: check that the folder exists and is writable (--out, --data-dir or M3LEO_DATA_DIR)"
     )
+
+
+def test_config_show_json_names_sources(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080/")
+    res = run(capsys, "config", "show", "--json")
+    assert res.code == 0
+    doc = json.loads(res.out)
+    assert doc["settings"]["endpoint"] == "http://mirror.example:8080"
+    assert doc["sources"]["endpoint"] == "$HF_ENDPOINT"
+    assert doc["sources"]["workers"] == "default"

@@ -54,3 +54,24 @@ def test_bad_env_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as exc2:
         load_settings(env={"M3LEO_TIMEOUT": "soon"})
     assert "$M3LEO_TIMEOUT" in exc2.value.message
+
+
+def test_sources_say_where_each_value_came_from(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("workers = 3\n")
+    s = load_settings({"revision": "v1"}, env={"M3LEO_CONFIG": str(cfg), "HF_TOKEN": "hf_x"})
+    assert s.source_of("revision") == "command line"
+    assert s.source_of("token") == "$HF_TOKEN"
+    assert s.source_of("workers") == str(cfg)
+    assert s.source_of("timeout") == "default"
+
+
+def test_workers_are_bounded() -> None:
+    from m3leo_cli.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        load_settings({"workers": 100_000}, env={})
+    assert exc.value.message.startswith("--workers must be between 1 and 256")
+    with pytest.raises(ConfigError) as cexc:
+        load_settings(env={"M3LEO_WORKERS": "999"})
+    assert "$M3LEO_WORKERS" in cexc.value.message

@@ -13,20 +13,22 @@ from .render import out_console, print_json
 
 @config_app.command("show")
 def config_show(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
-    """Print the resolved settings (the token is never shown).
+    """Print the resolved settings and where each comes from (the token is never shown).
 
     Example: m3leo config show --json
     """
     s = settings_from(data_dir=data_dir)
     data = asdict(s)
+    data.pop("sources")
     data["token"] = "set" if s.token else None
     data["request_budget"] = s.request_budget
     if json_out:
-        print_json(data)
+        print_json({"settings": data, "sources": {k: s.source_of(k) for k in data}})
         return
     con = out_console()
     for key, value in data.items():
-        con.print(f"{key} = {value}", markup=False)
+        source = "derived" if key == "request_budget" else s.source_of(key)
+        con.print(f"{key} = {value}  ({source})", markup=False)
 
 
 @config_app.command("path")
