@@ -186,7 +186,7 @@ def selected_rows(
     if refresh:
         refresh_catalog(settings, selection, progress)
     cols = ["edition", "region", "kind", "tile_id", "path", "size", "checksum_kind", "checksum",
-            "commit"]  # fmt: skip
+            "commit", "shard"]  # fmt: skip
     tiles = catalog.select(settings, selection, kinds=("tile",))
     rows = tiles.select(cols).to_pylist()
     regions = sorted({r["region"] for r in rows})

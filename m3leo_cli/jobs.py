@@ -38,6 +38,7 @@ class DownloadSummary:
     report_path: Path | None = None
     requests: int = 0  # file GETs sent (retries included, redirect hops not)
     ranged_requests: int = 0  # of which resumed with Range
+    absent: int = 0  # full edition: listed tiles their datakind's shard does not hold
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -48,6 +49,7 @@ class DownloadSummary:
             "seconds": round(self.seconds, 3),
             "requests": self.requests,
             "ranged_requests": self.ranged_requests,
+            "absent": self.absent,
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "report": str(self.report_path) if self.report_path else None,
         }
@@ -60,6 +62,7 @@ class DownloadSummary:
         self.failures += other.failures
         self.requests += other.requests
         self.ranged_requests += other.ranged_requests
+        self.absent += other.absent
 
 
 def run_jobs(
@@ -127,9 +130,10 @@ def run_jobs(
                 )
             )
 
+    nthreads = max(1, workers if total_files is None else min(workers, total_files))
     threads = [
         threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
-        for i in range(max(1, workers))
+        for i in range(nthreads)  # never more threads than files: each costs a start
     ]
     for th in threads:
         th.start()

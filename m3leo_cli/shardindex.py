@@ -184,6 +184,14 @@ class ShardIndex:
                 return rg, paths.index(path)
         return None
 
+    def lacks(self, path: str) -> bool:
+        """True when what is known proves the shard has no row ``path`` (rows read, statistics).
+
+        The footer and the row paths are the shard's own account of what it holds, so a tile
+        the map lists but the shard lacks is "not published" for that datakind, not a failure.
+        """
+        return self.locate(path) is None and not self.candidates([path])
+
     def complete(self) -> bool:
         return len(self.rows) == self.num_row_groups
 

@@ -176,13 +176,14 @@ def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> Shar
 def plan_ranges(task: ShardTask, idx: ShardIndex) -> None:
     """Fill in the row groups, bytes and requests of a ranges fetch, and the absent tiles."""
     groups: set[int] = set()
-    task.absent = []
+    absent = set(task.absent)
     for tile in sorted(task.wanted):
         where = idx.locate(task.row_path(tile))
         if where is None:
-            task.absent.append(tile)
+            absent.add(tile)
         else:
             groups.add(where[0])
+    task.absent = sorted(absent)
     task.row_groups = sorted(groups)
     batches = row_group_batches(idx, task.row_groups)
     task.bytes = sum(e - s for b in batches for s, e in b[1])
@@ -205,17 +206,37 @@ def row_group_batches(
     return out
 
 
+def drop_absent(task: ShardTask) -> None:
+    """Tiles the shard is known not to hold leave ``wanted``; nothing left to get -> skip."""
+    for tile in task.absent:
+        task.wanted.pop(tile, None)
+    if not task.wanted:
+        task.mode, task.bytes, task.requests, task.row_groups = "skip", 0, 0, []
+
+
 def choose(task: ShardTask, fetch: str, read_range: ReadRange, cache_dir: Path) -> None:
-    """Set ``task.mode`` (and the ranges plan) for ``fetch`` = auto | whole | ranges."""
+    """Set ``task.mode`` (and the ranges plan) for ``fetch`` = auto | whole | ranges.
+
+    Wanted tiles the shard's index shows it does not hold end up in ``task.absent`` (and out
+    of ``wanted``): they are not published for this datakind, there is nothing to fetch.
+    """
+    _choose(task, fetch, read_range, cache_dir)
+    drop_absent(task)
+
+
+def _choose(task: ShardTask, fetch: str, read_range: ReadRange, cache_dir: Path) -> None:
     if not task.wanted:
         task.mode = "skip"
         return
     whole_bytes, whole_requests = task.size, 1
     cached = load_index(cache_dir, task.sha256)
-    if cached is not None and cached.complete():
-        plan_ranges(task, cached)
-        if not task.row_groups:  # every wanted tile is known to be absent: fetch nothing
-            task.mode, task.index = "ranges", cached
+    if cached is not None:  # tiles a previous run proved absent cost nothing, whatever --fetch
+        task.absent = sorted(set(task.absent) | {
+            t for t in task.wanted if cached.lacks(task.row_path(t))
+        })  # fmt: skip
+        drop_absent(task)
+        if task.mode == "skip":
+            task.index = cached
             return
     if fetch == "whole":
         task.mode, task.bytes, task.requests = "whole", whole_bytes, whole_requests

@@ -37,6 +37,8 @@ class VerifyReport:
     corrupt: list[str] = field(default_factory=list)  # wrong size or checksum
     unchecked: list[str] = field(default_factory=list)  # manifest has no checksum (size only)
     parts: list[str] = field(default_factory=list)  # stray .part files under the regions
+    # full edition: listed in _parquet.csv, but the shard index shows the shard lacks them
+    unpublished: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     repaired: DownloadSummary | None = None
 
@@ -145,7 +147,7 @@ def verify(
     nworkers = workers or settings.workers
     total = sum(max(j.size, 0) for j, _ in pairs)
     progress(ProgressEvent("start", "verify", total_files=len(pairs), total_bytes=total))
-    with ThreadPoolExecutor(max(1, nworkers)) as pool:
+    with ThreadPoolExecutor(max(1, min(nworkers, len(pairs)))) as pool:
         results = pool.map(lambda p: _check(*p), pairs)
         for (job, _), state in zip(pairs, results, strict=True):
             rep.checked += 1
@@ -156,6 +158,10 @@ def verify(
                 getattr(rep, state).append(job.label)
             progress(ProgressEvent("advance", "verify", files=1, bytes=max(job.size, 0)))
     progress(ProgressEvent("done", "verify"))
+    if rep.missing and selection.edition == "full":
+        gone = _unpublished(settings, rows, regions, set(rep.missing))
+        rep.unpublished = [p for p in rep.missing if p in gone]
+        rep.missing = [p for p in rep.missing if p not in gone]
     rep.parts = [str(p) for p in stray_parts(settings, selection.edition, regions)]
     if repair and (rep.missing or rep.corrupt):
         tile_ids = {
@@ -165,6 +171,39 @@ def verify(
         }
         rep.repaired = _repair(settings, selection, pairs, rep, tile_ids, nworkers, progress, wait)
     return rep
+
+
+def _unpublished(
+    settings: Settings, rows: Sequence[dict[str, Any]], regions: list[str], missing: set[str]
+) -> set[str]:
+    """The missing full-edition tiles whose shard's cached index proves the shard lacks them.
+
+    Partial-coverage datakinds (gssic, gunw) hold only some of the tiles ``_parquet.csv``
+    lists; a download learns which from the shard footer and row paths and caches that.
+    """
+    import pyarrow.compute as pc
+
+    from . import catalog
+    from .shardindex import ShardIndex, load_index
+
+    man = catalog.load_manifest(settings, "full", regions)
+    man = man.filter(pc.equal(man["kind"], "shard")).select(["region", "path", "checksum"])
+    sha = {(r["region"], r["path"]): r["checksum"] for r in man.to_pylist() if r["checksum"]}
+    index_dir = Store(settings.data_dir).state_dir / "shard-index"
+    indexes: dict[str, ShardIndex | None] = {}
+    out: set[str] = set()
+    for r in rows:
+        label = f"full/{r['region']}/{r['path']}"
+        digest = sha.get((r["region"], r.get("shard")))
+        if label not in missing or digest is None:
+            continue
+        key = bytes(digest).hex()
+        if key not in indexes:
+            indexes[key] = load_index(index_dir, key)
+        idx = indexes[key]
+        if idx is not None and idx.lacks(f"{r['region']}/{r['path']}"):
+            out.add(label)
+    return out
 
 
 def _repair(

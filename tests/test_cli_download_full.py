@@ -125,3 +125,58 @@ def test_verify_checks_recorded_checksums_and_repairs(capsys, hub, source, data_
     res = run(capsys, "verify", *args)
     assert res.code == 0, res.err
     assert "4 unchecked: present, but with no size and sha256 recorded" in res.err
+
+
+@pytest.fixture(scope="module")
+def gsource(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    """Both editions, gssic only, with the synthetic default partial coverage (0.8)."""
+    cfg = SynthConfig(regions=(REGION,), tiles=12, datakinds=("gssic",), tiles_per_shard=4,
+                      rows_per_row_group=1, chip_px=32)  # fmt: skip
+    return write_source(tmp_path_factory.mktemp("gssic-src"), cfg)
+
+
+def test_tiles_a_datakind_does_not_publish_are_counted_not_failed(
+    capsys, gsource, data_dir, monkeypatch
+) -> None:
+    full, mini = gsource.repo("full", REGION), gsource.repo("miniset", REGION)
+    lacking = full.missing("gssic")
+    assert lacking and full.coverage["gssic"], "partial coverage expected"
+    sel = ("--region", REGION, "--modality", "gssic")  # the full edition is the default
+    with HubServer(gsource.root) as srv:
+        monkeypatch.setenv("M3LEO_ENDPOINT", srv.url)
+        res = run(capsys, "download", *sel)
+        assert res.code == 0, res.err
+        assert f"{len(lacking)} tiles not published in this datakind's shards" in res.err
+        assert "failed 0" in res.err
+        for t in full.coverage["gssic"]:
+            rel = full.tile_path("gssic", t)
+            assert (data_dir / "full" / REGION / rel).read_bytes() == (mini.root / rel).read_bytes()
+        for t in lacking:
+            assert not (data_dir / "full" / REGION / full.tile_path("gssic", t)).exists()
+        # a re-run transfers nothing and asks no shard for the tiles it does not hold
+        srv.clear_log()
+        res = run(capsys, "download", *sel, "--json")
+        assert res.code == 0, res.err
+        doc = json.loads(res.out)
+        assert (doc["absent"], doc["bytes"], doc["downloaded"], doc["failed"]) == (
+            len(lacking), 0, 0, 0,
+        )  # fmt: skip
+        assert not [r for r in srv.log if (r.repo_path or "").endswith(".parquet")]
+        res = run(capsys, "download", *sel, "--dry-run", "--json")
+        plan = json.loads(res.out)
+        assert (plan["absent"], plan["to_fetch_files"], plan["to_fetch_bytes"]) == (
+            len(lacking), 0, 0,
+        )  # fmt: skip
+        res = run(capsys, "download", *sel, "--dry-run")
+        assert f"{len(lacking)} tiles not published" in res.err
+    # verify works from the store alone: not published is not missing
+    res = run(capsys, "verify", "-m", "gssic", "--region", REGION)
+    assert res.code == 0, res.err
+    assert f"{len(lacking)} tiles not published in this datakind's shards" in res.err
+    assert "0 missing, 0 corrupt" in res.err and "missing full/" not in res.err
+    res = run(capsys, "verify", "-m", "gssic", "--region", REGION, "--json")
+    rep = json.loads(res.out)
+    assert res.code == 0 and rep["missing"] == [] and rep["problems"] == 0
+    assert sorted(rep["unpublished"]) == sorted(
+        f"full/{REGION}/{full.tile_path('gssic', t)}" for t in lacking
+    )

@@ -298,4 +298,10 @@ def test_tiles_known_absent_from_a_complete_index_cost_nothing(source, tmp_path:
     task.wanted = {ghost: f"{PART}/{DK}/{ghost}.tif"}
     log: list[tuple[int, int]] = []
     choose(task, "whole", _reader(data, log), tmp_path)
-    assert task.mode == "ranges" and task.absent == [ghost] and task.bytes == 0 and log == []
+    assert (
+        task.mode == "skip"
+        and task.absent == [ghost]
+        and not task.wanted
+        and task.bytes == 0
+        and log == []
+    )

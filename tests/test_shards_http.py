@@ -162,17 +162,35 @@ def test_dropped_connection_mid_shard_resumes(source, hub, tmp_path) -> None:
     assert list((s.data_dir / ".m3leo" / "shards").rglob("*.zstd.parquet"))
 
 
-def test_a_tile_the_shard_lacks_is_reported_and_the_rest_unpacked(source, hub, tmp_path) -> None:
+@pytest.mark.parametrize("fetch", ["whole", "ranges"])
+def test_a_tile_the_shard_lacks_is_not_published_not_a_failure(source, hub, tmp_path, fetch):
     s = _settings(tmp_path, hub)
     full = source.repo("full", REGION)
     lacking = [t for t in full.missing("gssic") if full.shard_for("gssic", t) is not None]
     assert lacking, "the synthetic source should leave a gssic tile out of its shard"
     shard = full.shard_for("gssic", lacking[0])
     assert shard is not None
-    res = _get(s, modalities=["gssic"], tiles=",".join([lacking[0], shard.tile_ids[0]]))
-    assert isinstance(res, DownloadSummary) and res.downloaded == 1 + AUX and res.failed == 1
-    assert "absent from its shard" in res.failures[0][1]
+    tiles = ",".join([lacking[0], shard.tile_ids[0]])
+    res = _get(s, modalities=["gssic"], tiles=tiles, fetch=fetch)
+    assert isinstance(res, DownloadSummary) and res.downloaded == 1 + AUX, res.failures
+    assert (res.failed, res.absent, res.to_dict()["absent"]) == (0, 1, 1)
     _same_as_miniset(source, s, [shard.tile_ids[0]], "gssic")
+    # the shard index remembers: a re-run (any --fetch) and a dry run want nothing from it
+    for again in ("whole", "ranges", "auto"):
+        plan = _get(s, modalities=["gssic"], tiles=tiles, fetch=again, dry_run=True)
+        assert isinstance(plan, FullDownloadPlan)
+        assert (plan.absent, plan.to_fetch_files, plan.to_fetch_bytes) == (1, 0, 0)
+        hub.clear_log()
+        res = _get(s, modalities=["gssic"], tiles=tiles, fetch=again)
+        assert isinstance(res, DownloadSummary)
+        assert (res.downloaded, res.skipped, res.failed, res.absent, res.bytes) == (
+            0,
+            1 + AUX,
+            0,
+            1,
+            0,
+        )
+        assert not [r for r in hub.log if r.repo_path == shard.path], again
 
 
 def test_ranges_mode_reads_corrupt_bytes_then_falls_back(source, hub, tmp_path) -> None:

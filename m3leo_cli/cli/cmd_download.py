@@ -188,11 +188,19 @@ def download_cmd(
             f"downloaded {s.downloaded}, skipped {s.skipped} (already there), failed {s.failed}: "
             f"{human_bytes(s.bytes)} in {s.seconds:.1f} s ({_rate(s.bytes, s.seconds)})"
         )
+        if s.absent:
+            say(_ABSENT.format(n=s.absent))
     if s.failed:
         first = s.failures[0]
         raise DownloadFailedError(
             f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}"
         )
+
+
+_ABSENT = (
+    "{n} tiles not published in this datakind's shards "
+    "(_parquet.csv lists them, the shard does not hold them): nothing to fetch"
+)
 
 
 def _show_plan(plan: dict[str, Any]) -> None:
@@ -216,6 +224,8 @@ def _show_plan(plan: dict[str, Any]) -> None:
             f"{plan.get('window_seconds', 0):.0f} s"
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
         )
+    if plan.get("absent"):
+        say(_ABSENT.format(n=plan["absent"]))
     shards = plan.get("shards", [])
     if shards:
         modes = [sh.get("mode") for sh in shards]
@@ -236,7 +246,11 @@ def _shard_line(sh: dict[str, Any]) -> str:
     if sh.get("present"):
         tiles += f" (+{sh['present']} present)"
     if sh.get("mode") == "skip":
-        return f"  {name}: skip, all {sh.get('present', 0)} tiles already unpacked"
+        gone = len(sh.get("absent") or [])
+        why = f"{sh.get('present', 0)} tiles already unpacked" + (
+            f", {gone} not published in it" if gone else ""
+        )
+        return f"  {name}: skip, {why}"
     if sh.get("mode") == "ranges":
         rgs = sh.get("row_groups") or []
         how = f"ranges, {len(rgs)} row group{'s' if len(rgs) != 1 else ''} {_groups(rgs)}"
@@ -304,6 +318,8 @@ def verify_cmd(
             f"checked {rep.checked} files: {rep.ok} ok, {len(rep.missing)} missing, "
             f"{len(rep.corrupt)} corrupt"
         )
+        if rep.unpublished:
+            say(_ABSENT.format(n=len(rep.unpublished)))
         for p in rep.missing[:20]:
             say(f"missing {p}")
         for p in rep.corrupt[:20]:
