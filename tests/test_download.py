@@ -67,6 +67,22 @@ def test_download_gets_exactly_the_selection_and_a_rerun_transfers_nothing(info,
     assert not any(r.method == "HEAD" for r in srv.log)
 
 
+def test_workers_beyond_the_number_of_files_start_no_extra_threads(info, tmp_path):
+    want = expected_files(info, "gssic")
+    seen: list[int] = []
+
+    def progress(event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind == "advance":
+            seen.append(sum(t.name.startswith("m3leo-dl-") for t in threading.enumerate()))
+
+    with serve(info) as srv:
+        s = _run(srv, tmp_path, workers=100_000, progress=progress)
+        assert (s.downloaded, s.failed) == (len(want), 0)
+        again = _run(srv, tmp_path, workers=100_000, progress=progress)
+    assert again.skipped == len(want)
+    assert seen and 0 < max(seen) <= len(want)  # one download thread per file at most
+
+
 def test_dry_run_plans_without_fetching(info, tmp_path):
     with serve(info) as srv:
         st = settings_for(srv, tmp_path, requests_per_window=3)
