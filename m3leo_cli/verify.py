@@ -162,6 +162,7 @@ def verify(
         gone = _unpublished(settings, rows, regions, set(rep.missing))
         rep.unpublished = [p for p in rep.missing if p in gone]
         rep.missing = [p for p in rep.missing if p not in gone]
+        rep.checked -= len(rep.unpublished)  # there is no file to check
     rep.parts = [str(p) for p in stray_parts(settings, selection.edition, regions)]
     if repair and (rep.missing or rep.corrupt):
         tile_ids = {
