@@ -353,6 +353,8 @@ def _run_task(run: _Run, task: ShardTask) -> DownloadSummary:
             out.absent += 1
             continue
         rel = task.wanted[tile]
+        if task.mode == "ranges":  # the cached index named a row group without it: forget it
+            (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
         out.failures.append(
             (f"full/{task.region}/{rel}", f"absent from its shard {task.shard} (the map lists it)")
         )
