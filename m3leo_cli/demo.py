@@ -43,13 +43,28 @@ class DemoReport:
     steps: list[DemoStep] = field(default_factory=list)
 
 
-def plan_steps(workdir: Path, tile: str) -> tuple[list[list[str]], dict[str, Path]]:
-    """The commands the demo runs, in order, and the outputs they leave behind."""
+def has_viz() -> bool:
+    """True when the optional `viz` extra (matplotlib) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def plan_steps(
+    workdir: Path, tile: str, *, viz: bool = True
+) -> tuple[list[list[str]], dict[str, Path]]:
+    """The commands the demo runs, in order, and the outputs they leave behind.
+
+    Without the `viz` extra the tile picture is left out and the map is the self-contained
+    HTML page (which needs no matplotlib).
+    """
     out = {
         "picture": workdir / f"{tile}.png",
-        "map": workdir / f"{REGION}-map.png",
+        "map": workdir / (f"{REGION}-map.png" if viz else f"{REGION}-map.html"),
         "export": workdir / "export-npz",
     }
+    if not viz:
+        del out["picture"]
     mini = ["--edition", "miniset", "--region", REGION]
     full = ["--edition", "full", "--region", REGION]
     pick = ["--modality", "coherence", "--modality", "s1grd", "--modality", "landcover"]
@@ -63,7 +78,7 @@ def plan_steps(workdir: Path, tile: str) -> tuple[list[list[str]], dict[str, Pat
         ["download", *full, "--modality", "s1grd", "--split", "val"],
         ["stats", "--bands", *mini, "--modality", "coherence"],
         ["info", tile, *mini],
-        ["show", tile, *mini, "--out", str(out["picture"])],
+        *([["show", tile, *mini, "--out", str(out["picture"])]] if viz else []),
         ["map", *mini, "--out", str(out["map"])],
         [
             "export",
@@ -107,7 +122,16 @@ def run_demo(
     progress(ProgressEvent("message", message=f"building a synthetic M3LEO in {source}"))
     info = write_source(source, SynthConfig(regions=(REGION,), tiles=tiles))
     tile = sorted(info.repo("miniset", REGION).tiles)[0]
-    steps, outputs = plan_steps(workdir, tile)
+    viz = has_viz()
+    if not viz:
+        progress(
+            ProgressEvent(
+                "message",
+                message="matplotlib is not installed: no tile picture, and the map is HTML "
+                "(pip install 'm3leo-cli[viz]' for both)",
+            )
+        )
+    steps, outputs = plan_steps(workdir, tile, viz=viz)
     report = DemoReport(workdir, store, source, outputs)
 
     env = {k: v for k, v in base_env.items() if not k.startswith(("HF_", "M3LEO_"))}

@@ -43,3 +43,16 @@ def test_demo_refuses_a_non_empty_workdir(
     assert res.code == 2
     assert res.err.startswith("Error: ") and "not empty" in res.err
     assert "hint: give an empty or new --workdir" in res.err
+
+
+def test_demo_plan_without_the_viz_extra_needs_no_matplotlib(tmp_path: Path) -> None:
+    from m3leo_cli.demo import plan_steps
+
+    steps, outputs = plan_steps(tmp_path, "030ad32a09739", viz=False)
+    assert not any(step[0] == "show" for step in steps)
+    map_step = next(step for step in steps if step[0] == "map")
+    assert map_step[-1].endswith(".html")
+    assert "picture" not in outputs and outputs["map"].suffix == ".html"
+    full_steps, full_outputs = plan_steps(tmp_path, "030ad32a09739", viz=True)
+    assert any(step[0] == "show" for step in full_steps)
+    assert full_outputs["map"].suffix == ".png"
