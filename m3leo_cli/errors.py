@@ -2,8 +2,9 @@
 
 Every error a user can cause or meet is an ``M3leoError``: a one-line ``message`` and a
 ``hint`` that names the flag or command that fixes it. The CLI turns them into
-``Error: ...`` / ``hint: ...`` on stderr and exits with ``exit_code``. Anything else that
-escapes is a bug and shows its traceback.
+``Error: ...`` / ``hint: ...`` on stderr and exits with ``exit_code``. The CLI renders an
+``OSError`` from the filesystem (missing or read-only folder, full disk) the same way; anything
+else that escapes is a bug and shows its traceback.
 
     M3leoError
     ├── UsageError (exit 2)                       flags that cannot work together
