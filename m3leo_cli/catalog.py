@@ -299,8 +299,8 @@ def ensure_manifest(
 def _get_checked(client: Any, repo_id: str, commit: str, entry: Any, tries: int = 3) -> bytes:
     """A split CSV or GeoJSON, checked against the listing's checksum (re-fetched if it differs):
     a byte flipped in transit must not end up as a wrong tile id or split in the manifest."""
+    from .checksum import new_hasher
     from .manifest_build import _checksum
-    from .transfer import new_hasher
 
     kind, digest = _checksum(entry)
     for _ in range(tries):

@@ -23,7 +23,6 @@ up; a transfer that makes no progress gives up after ``settings.max_retries`` at
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checksum import hash_file, new_hasher
 from .errors import (
     ChecksumMismatchError,
     DiskFullError,
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 PART_SUFFIX = ".part"
 MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
-READ_SIZE = 1 << 20  # local reads (hashing a part or a finished file)
 PROGRESS_STEP = 1 << 20  # report transferred bytes at least every MiB
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -73,34 +72,6 @@ class FileJob:
 
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def new_hasher(kind: str, size: int) -> Any:
-    """A hashlib object for ``kind``; git-sha1 is seeded with the ``blob <n>\\0`` header."""
-    if kind == "sha256":
-        return hashlib.sha256()
-    if kind == "git-sha1":
-        h = hashlib.sha1()
-        h.update(b"blob %d\0" % size)
-        return h
-    raise ValueError(f"unknown checksum kind {kind!r}")
-
-
-def hash_file(path: Path, kind: str, size: int, limit: int | None = None) -> Any:
-    """Hash the first ``limit`` bytes of ``path`` (all of it by default)."""
-    h = new_hasher(kind, size)
-    buf = bytearray(READ_SIZE)
-    view = memoryview(buf)
-    left = limit
-    with path.open("rb", buffering=0) as fh:
-        while left is None or left > 0:
-            n = fh.readinto(view if left is None or left >= len(buf) else view[:left])
-            if not n:
-                break
-            h.update(view[:n])
-            if left is not None:
-                left -= n
-    return h
 
 
 def file_matches(path: Path, kind: str, size: int, checksum: bytes) -> bool:

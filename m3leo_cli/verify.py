@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from . import spec
+from .checksum import hash_file
 from .config import Settings
 from .errors import UnsafePathError
 from .jobs import DownloadSummary
 from .progress import ProgressCallback, ProgressEvent, no_progress
 from .selection import Selection
 from .store import Store
-from .transfer import PART_SUFFIX, FileJob, hash_file
+from .transfer import PART_SUFFIX, FileJob
 
 
 @dataclass

@@ -9,13 +9,13 @@ the other), copied otherwise. Every file is checked against the manifest's sha25
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..checksum import file_hexdigest
 from ..errors import TileError
 from .base import Exporter, Failure, Unit, UnitResult
 from .outputs import discard, disk_full, is_disk_full, part_path, promote, sha256_file
@@ -63,11 +63,8 @@ class GeoTiffExporter(Exporter):
                 return f"sha256 {digest[:12]}... differs from the manifest's {lf.checksum[:12]}..."
             return None
         if lf.checksum and lf.checksum_kind == "git-sha1":
-            h = hashlib.sha1(f"blob {lf.path.stat().st_size}\0".encode())
-            with open(lf.path, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-            return None if h.hexdigest() == lf.checksum else "git blob sha1 differs"
+            ok = file_hexdigest(lf.path, "git-sha1") == lf.checksum
+            return None if ok else "git blob sha1 differs"
         from ..tiles import read_tile
 
         try:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..checksum import file_hexdigest
 from ..errors import DiskFullError
 
 PART = ".part"
@@ -20,12 +21,8 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + PART)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    return file_hexdigest(path, "sha256")
 
 
 def disk_full(path: Path, exc: OSError) -> DiskFullError:

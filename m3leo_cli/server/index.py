@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checksum import hash_file
 from .hashcache import HashCache
 
 # Files stored with LFS on the Hub (M3LEO chips and shards), plus anything large.
@@ -24,7 +25,6 @@ LFS_MIN_SIZE = 10 * 1024 * 1024
 # Top-level folders that are local bookkeeping, never repo content.
 SKIP_DIRS = frozenset({".git", ".cache"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_CHUNK = 1 << 20
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -49,12 +49,8 @@ def valid_repo_part(name: str) -> bool:
 
 
 def _hash_file(path: str, size: int, lfs: bool) -> str:
-    """sha256 of the content for LFS files, else the git blob sha1 (streamed, 1 MiB reads)."""
-    h = hashlib.sha256() if lfs else hashlib.sha1(b"blob %d\x00" % size)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of the content for LFS files, else the git blob sha1 (streamed)."""
+    return str(hash_file(Path(path), "sha256" if lfs else "git-sha1", size).hexdigest())
 
 
 @dataclass(frozen=True)
