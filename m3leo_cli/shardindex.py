@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ShardError
+from .store import write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -241,11 +241,7 @@ def save_index(cache_dir: Path, index: ShardIndex) -> None:
     """Write the index atomically (keyed by sha256; shards without one are not cached)."""
     if not index.sha256:
         return
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    p = index_path(cache_dir, index.sha256)
-    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(index.to_json()), encoding="utf-8")
-    os.replace(tmp, p)
+    write_text_atomic(index_path(cache_dir, index.sha256), json.dumps(index.to_json()))
 
 
 class RangeFile(io.RawIOBase):

@@ -19,15 +19,13 @@ Statistics are of the *decoded* values (``tiles.decode``): normalise with
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import spec
 from .errors import StatsNotFoundError
-from .store import Store
+from .store import Store, write_text_atomic
 
 if TYPE_CHECKING:
     from .bandstats import BandStatsReport
@@ -76,11 +74,7 @@ def save_band_stats(settings: Settings, report: BandStatsReport, selection: Sele
             "m3leo_version": __version__,
             "bands": bands,
         }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bands-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     return path
 
 

@@ -51,3 +51,21 @@ class Store:
     @property
     def state_dir(self) -> Path:
         return self.root / ".m3leo"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a small state file (JSON caches, records) all at once: readers never see half.
+
+    The temp name is unique per process and thread, so concurrent writers never share one.
+    """
+    import os
+    import threading
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from . import spec
 from .config import Settings
 from .errors import UsageError
 from .progress import ProgressCallback, ProgressEvent, no_progress
-from .store import Store
+from .store import Store, write_text_atomic
 from .unpack import RowRules, UnpackReport, first_row_region, open_local, unpack_parquet
 
 __all__ = ["UnpackSummary", "record_unpacked", "recorded_checksums", "unpack_files"]
@@ -37,15 +35,12 @@ def record_unpacked(store: Store, region: str, key: str, report: UnpackReport) -
     if not report.written:
         return
     path = sidecar_path(store, region, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     files: dict[str, list[Any]] = {}
     with contextlib.suppress(OSError, ValueError):
         files = json.loads(path.read_text(encoding="utf-8"))["files"]
     for f in report.written:
         files[f.path] = [f.size, f.sha256]
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps({"source": key, "files": files}, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"source": key, "files": files}, sort_keys=True))
 
 
 def sidecar_path(store: Store, region: str, key: str) -> Path:

@@ -8,9 +8,10 @@ inside the served folder unless the operator puts it there.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
+
+from ..store import write_text_atomic
 
 _VERSION = 1
 
@@ -53,10 +54,7 @@ class HashCache:
         with self._lock:
             doc = {"version": _VERSION, "entries": {k: list(v) for k, v in self._map.items()}}
             self._dirty = False
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(doc, separators=(",", ":")))
         except OSError:
             self._dirty = True  # try again after the next scan
