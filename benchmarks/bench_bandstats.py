@@ -56,7 +56,7 @@ def baseline(files: list[tuple[str, Path]]) -> int:
 
 
 def m3leo(files: list[tuple[str, Path]], executor: str, workers: int) -> int:
-    from m3leo_cli.bandstats import compute_band_stats
+    from m3leo_cli.tiles.bandstats import compute_band_stats
 
     return len(compute_band_stats(files, percentiles=PCTS, workers=workers, executor=executor))
 

@@ -58,9 +58,9 @@ def build_source(cache: Path, tiles: int, chip_px: int, big_mib: int) -> Path:
 # --------------------------------------------------------------------------- clients (children)
 def child_m3leo(endpoint: str, out: str, case: str, workers: int, read_size: int) -> dict:
     from m3leo_cli.config import load_settings
-    from m3leo_cli.hub import HubClient
-    from m3leo_cli.jobs import run_jobs
-    from m3leo_cli.transfer import FileJob
+    from m3leo_cli.fetch.runner import run_jobs
+    from m3leo_cli.fetch.transfer import FileJob
+    from m3leo_cli.hub.client import HubClient
 
     if read_size:
         import httpcore._sync.http11 as h11conn
@@ -77,8 +77,8 @@ def child_m3leo(endpoint: str, out: str, case: str, workers: int, read_size: int
             s = run_jobs(c, [job], workers=1)
             dt = time.perf_counter() - t0
         return {"seconds": dt, "files": s.downloaded, "bytes": s.bytes, "failed": s.failed}
-    from m3leo_cli.catalog import ensure_manifest
-    from m3leo_cli.download import download
+    from m3leo_cli.catalog.refresh import ensure_manifest
+    from m3leo_cli.fetch.plan import download
     from m3leo_cli.selection import build_selection
 
     ensure_manifest(settings, "miniset", [REGION])  # the catalog is not what we time
@@ -109,7 +109,7 @@ def child_hf(endpoint: str, out: str, case: str, workers: int) -> dict:
 
 def child_aria2(endpoint: str, out: str, case: str, workers: int) -> dict:
     from m3leo_cli.config import load_settings
-    from m3leo_cli.hub import HubClient
+    from m3leo_cli.hub.client import HubClient
 
     settings = load_settings({"endpoint": endpoint, "data_dir": out}, env={})
     repo = BIG_REPO if case == "big" else f"M3LEO-miniset/{REGION}"

@@ -7,7 +7,7 @@ tile complete) under --work, then:
 
 1. *bare read*: every layer of every tile read in a plain loop, rasterio ``src.read()`` for
    GeoTIFFs and h5netcdf (every variable, whole) for netCDF: the floor any exporter pays;
-2. *read_tile*: the same loop through ``m3leo_cli.tiles.read_tile`` (named bands, nodata masks);
+2. *read_tile*: the same loop through ``m3leo_cli.read_tile`` (named bands, nodata masks);
 3. each format's export of the same samples (``run_export``, threads = --workers), tiles/s and
    the ratio to (1) and (2);
 4. peak RSS of a child process exporting N and 4N tiles (flat = streaming works).
@@ -92,7 +92,7 @@ def _read_group(group) -> None:  # type: ignore[no-untyped-def]
 
 
 def read_tile_loop(plan) -> None:  # type: ignore[no-untyped-def]
-    from m3leo_cli.tiles import read_tile
+    from m3leo_cli.tiles.reader import read_tile
 
     for s in plan.samples:
         for name, lf in s.files.items():
@@ -104,7 +104,7 @@ def read_write_floor(plan, out: Path) -> None:  # type: ignore[no-untyped-def]
     lossless export must do (no container format, no metadata)."""
     import hashlib
 
-    from m3leo_cli.tiles import read_tile
+    from m3leo_cli.tiles.reader import read_tile
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

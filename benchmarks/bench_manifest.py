@@ -63,7 +63,7 @@ def build_region(region: str, rows: int, seed: int):
     import pyarrow.compute as pc
 
     from m3leo_cli import spec
-    from m3leo_cli.manifest import SCHEMA
+    from m3leo_cli.catalog.manifest import SCHEMA
 
     rng = np.random.default_rng(seed)
     reg = spec.REGIONS[region]
@@ -136,7 +136,7 @@ def build_region(region: str, rows: int, seed: int):
 def _complete(cols: dict, n: int, commit: str):
     import pyarrow as pa
 
-    from m3leo_cli.manifest import SCHEMA
+    from m3leo_cli.catalog.manifest import SCHEMA
 
     out = {}
     for f in SCHEMA:
@@ -153,9 +153,9 @@ def build(out: Path) -> dict:
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    from m3leo_cli.catalog import summarize
-    from m3leo_cli.manifest import write_manifest
-    from m3leo_cli.store import Store
+    from m3leo_cli.catalog.manifest import write_manifest
+    from m3leo_cli.catalog.refresh import summarize
+    from m3leo_cli.store.layout import Store
 
     store = Store(out / "data")
     info = {}
@@ -230,7 +230,7 @@ def child(mode: str, out: Path) -> None:
             paths = folder + sel["identifier"] + ".nc"
             result["rows"] = len(paths)
     else:
-        from m3leo_cli import catalog
+        from m3leo_cli.catalog import refresh as catalog
         from m3leo_cli.config import load_settings
         from m3leo_cli.selection import build_selection
 
@@ -264,7 +264,7 @@ def refresh_inputs(region: str, seed: int = 7):
     import pyarrow.csv as pacsv
 
     from m3leo_cli import spec
-    from m3leo_cli.hub import TreeEntry
+    from m3leo_cli.hub.client import TreeEntry
 
     reg = spec.REGIONS[region]
     rng = np.random.default_rng(seed)
@@ -297,9 +297,9 @@ def refresh_inputs(region: str, seed: int = 7):
 
 def refresh_build(out: Path, region: str = "europe") -> dict:
     """What ``catalog refresh`` does after the listing arrived: build, summarize, write."""
-    from m3leo_cli.catalog import summarize
-    from m3leo_cli.manifest import write_manifest
-    from m3leo_cli.manifest_build import build_manifest
+    from m3leo_cli.catalog.build import build_manifest
+    from m3leo_cli.catalog.manifest import write_manifest
+    from m3leo_cli.catalog.refresh import summarize
 
     entries, csv = refresh_inputs(region)
     t0 = time.perf_counter()
@@ -323,8 +323,8 @@ def prepare_local(out: Path, n: int = 1000) -> None:
     """Put n europe gssic tiles 'in the store' (empty files) so stats scans a local folder."""
     import pyarrow.compute as pc
 
-    from m3leo_cli.manifest import read_manifest
-    from m3leo_cli.store import Store
+    from m3leo_cli.catalog.manifest import read_manifest
+    from m3leo_cli.store.layout import Store
 
     store = Store(out / "data")
     path = store.manifest_path("full", "europe")

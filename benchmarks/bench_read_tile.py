@@ -7,7 +7,7 @@ every tile present) under --work once, then per family times, in CPU time per fi
 --repeat, warm page cache):
 
 1. *bare*: h5netcdf opens the file and reads every variable whole (coordinates included);
-2. *read_tile*: ``m3leo_cli.tiles.read_tile`` (all bands: labels, nodata mask, georeferencing);
+2. *read_tile*: ``m3leo_cli.read_tile`` (all bands: labels, nodata mask, georeferencing);
 3. *read_tile, 2 bands*: the first and last band only.
 """
 
@@ -59,7 +59,7 @@ def cpu_per_file(
 
 
 def main() -> None:
-    from m3leo_cli import tiles
+    from m3leo_cli.tiles import reader as tiles
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=10)

@@ -91,7 +91,7 @@ def child(mode: str, shard: Path, out: Path) -> dict[str, float]:
 
     import pyarrow.parquet as pq  # noqa: F401
 
-    from m3leo_cli.unpack import unpack_shard
+    from m3leo_cli.full.unpack import unpack_shard
 
     files = nbytes = 0
     t0 = time.perf_counter()
@@ -142,7 +142,7 @@ def run_child(mode: str, shard: Path, out: Path) -> dict[str, float]:
 
 def one_tile_local(shard: Path) -> dict[str, int]:
     """Plan + fetch one tile of a local shard through a counting range reader."""
-    from m3leo_cli.shardplan import ShardTask, choose
+    from m3leo_cli.full.plan import ShardTask, choose
 
     data_len = shard.stat().st_size
     fetched = [0, 0]
@@ -166,7 +166,7 @@ def one_tile_local(shard: Path) -> dict[str, int]:
 def one_tile_http(work: Path) -> dict[str, int]:
     """``download --edition full --tiles ID`` against m3leo serve on a synthetic full edition."""
     from m3leo_cli.config import load_settings
-    from m3leo_cli.download import download
+    from m3leo_cli.fetch.plan import download
     from m3leo_cli.selection import build_selection
     from m3leo_cli.server import HubServer
     from m3leo_cli.testing.synth import SynthConfig, write_source

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from m3leo_cli.hub import TreeEntry
+from m3leo_cli.hub.client import TreeEntry
 from m3leo_cli.server import git_blob_sha1
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
 

@@ -10,7 +10,7 @@ import pytest
 
 from m3leo_cli.export import LayerFile, LayerSpec, SamplePlan, join_samples
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
-from m3leo_cli.tiles import read_tile
+from m3leo_cli.tiles.reader import read_tile
 
 LAYERS = (
     LayerSpec("s1grd-2020", "input"),

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from m3leo_cli import spec
-from m3leo_cli.bandstats import BandStats, BandStatsReport, compute_band_stats
 from m3leo_cli.config import load_settings
 from m3leo_cli.errors import CorruptTileError, StatsNotFoundError
 from m3leo_cli.selection import Selection
-from m3leo_cli.statsfile import load_band_stats, normalization, save_band_stats, stats_path
 from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
-from m3leo_cli.tiles import decode, read_tile
+from m3leo_cli.tiles.bandstats import BandStats, BandStatsReport, compute_band_stats
+from m3leo_cli.tiles.reader import decode, read_tile
+from m3leo_cli.tiles.statsfile import load_band_stats, normalization, save_band_stats, stats_path
 
 GUNW = "gunw_2020-01-01_2020-03-31"
 PCTS = (0.0, 2.0, 37.5, 50.0, 98.0, 100.0)

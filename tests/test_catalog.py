@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from catalog_source import own_source, shared_source
 
-from m3leo_cli import catalog
+from m3leo_cli.catalog import refresh as catalog
 from m3leo_cli.config import Settings, load_settings
 from m3leo_cli.errors import (
     AuthError,
@@ -29,7 +29,7 @@ from m3leo_cli.errors import (
 )
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults, HubServer
-from m3leo_cli.store import Store
+from m3leo_cli.store.layout import Store
 from m3leo_cli.testing.synth import SourceInfo
 
 

@@ -13,7 +13,7 @@ from catalog_source import own_source, shared_source
 from clirun import run
 
 from m3leo_cli.server import Faults, HubServer
-from m3leo_cli.store import Store
+from m3leo_cli.store.layout import Store
 from m3leo_cli.testing.synth import SourceInfo
 
 

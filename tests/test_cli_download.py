@@ -14,9 +14,9 @@ import pytest
 from clirun import run
 from dl_helpers import PARTITION, expected_files, local_files, serve, source
 
-from m3leo_cli.lock import store_lock
 from m3leo_cli.server import Faults
-from m3leo_cli.store import Store
+from m3leo_cli.store.layout import Store
+from m3leo_cli.store.lock import store_lock
 
 ARGS = ("--edition", "miniset", "--region", "europe", "--modality", "gssic")
 

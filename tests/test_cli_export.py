@@ -15,7 +15,7 @@ from export_source import read_webdataset
 from m3leo_cli.cli import main
 from m3leo_cli.server import HubServer
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
-from m3leo_cli.tiles import read_tile
+from m3leo_cli.tiles.reader import read_tile
 
 SEL = ("--edition", "miniset", "--region", "europe")
 LAYERS = ("--modality", "s1grd", "--modality", "gssic", "--label", "esaworldcover")

@@ -12,13 +12,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from m3leo_cli import catalog
+from m3leo_cli.catalog import refresh as catalog
 from m3leo_cli.config import load_settings
-from m3leo_cli.download import download
+from m3leo_cli.fetch.plan import download
 from m3leo_cli.selection import Selection
 from m3leo_cli.server import HubServer
 from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
-from m3leo_cli.tiles import decode, read_tile
+from m3leo_cli.tiles.reader import decode, read_tile
 from tests.clirun import run
 
 ENDPOINT: list[str] = []  # the running loopback Hub of the module fixture

@@ -19,16 +19,16 @@ from dl_helpers import (
     source,
 )
 
-from m3leo_cli.catalog import ensure_manifest
-from m3leo_cli.download import DownloadPlan, build_jobs, download
+from m3leo_cli.catalog.refresh import ensure_manifest
 from m3leo_cli.errors import DiskFullError, HubConnectionError, StoreLockedError
-from m3leo_cli.hub import HubClient
-from m3leo_cli.jobs import DownloadSummary, run_jobs
-from m3leo_cli.lock import store_lock
+from m3leo_cli.fetch.plan import DownloadPlan, build_jobs, download
+from m3leo_cli.fetch.runner import DownloadSummary, run_jobs
+from m3leo_cli.fetch.transfer import FileJob, part_path
+from m3leo_cli.hub.client import HubClient
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults
-from m3leo_cli.store import Store
-from m3leo_cli.transfer import FileJob, part_path
+from m3leo_cli.store.layout import Store
+from m3leo_cli.store.lock import store_lock
 
 SEL = build_selection(edition="miniset", regions=["europe"], modalities=["gssic"])
 
@@ -321,8 +321,8 @@ def test_ctrl_c_keeps_parts_and_the_next_run_resumes(info, tmp_path):
 
 
 def test_space_preflight_refuses_what_cannot_fit(tmp_path):
-    from m3leo_cli.download import check_space
     from m3leo_cli.errors import InsufficientSpaceError
+    from m3leo_cli.fetch.plan import check_space
 
     check_space(tmp_path / "not" / "yet", 1)  # probes the nearest existing parent
     with pytest.raises(InsufficientSpaceError, match="free on") as exc:
@@ -337,7 +337,7 @@ def test_wrong_content_range_restarts_the_file(tmp_path):
     import httpx
 
     from m3leo_cli.config import load_settings
-    from m3leo_cli.transfer import Transfer
+    from m3leo_cli.fetch.transfer import Transfer
 
     data = bytes(range(256)) * 40
     seen: list[str | None] = []

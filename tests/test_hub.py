@@ -9,14 +9,9 @@ import pytest
 from dl_helpers import REGION, repo_dir, serve, settings_for, source
 
 from m3leo_cli.config import load_settings
-from m3leo_cli.errors import (
-    HubProtocolError,
-    OfflineError,
-    RemoteNotFoundError,
-    ServerError,
-)
-from m3leo_cli.hub import HubClient
-from m3leo_cli.pacing import Pacer, Retrier, retry_after_seconds
+from m3leo_cli.errors import HubProtocolError, OfflineError, RemoteNotFoundError, ServerError
+from m3leo_cli.hub.client import HubClient
+from m3leo_cli.hub.pacing import Pacer, Retrier, retry_after_seconds
 from m3leo_cli.server import Faults, HubServer
 
 REPO = f"M3LEO-miniset/{REGION}"

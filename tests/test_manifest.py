@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from catalog_source import listing_from_folder, shared_source
 
-from m3leo_cli import manifest
+from m3leo_cli.catalog import manifest
+from m3leo_cli.catalog.build import build_manifest, definition_files
 from m3leo_cli.errors import HubProtocolError, ManifestCorruptError
-from m3leo_cli.hub import TreeEntry
-from m3leo_cli.manifest_build import build_manifest, definition_files
+from m3leo_cli.hub.client import TreeEntry
 from m3leo_cli.testing.synth import RepoInfo
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from m3leo_cli import spec
 from m3leo_cli.errors import ShardError
-from m3leo_cli.shardindex import (
+from m3leo_cli.full.index import (
     RangeFile,
     ShardIndex,
     coalesce,
@@ -20,9 +20,9 @@ from m3leo_cli.shardindex import (
     read_footer,
     save_index,
 )
-from m3leo_cli.shardplan import ShardTask, choose, fetch_index, plan_ranges, row_group_batches
+from m3leo_cli.full.plan import ShardTask, choose, fetch_index, plan_ranges, row_group_batches
+from m3leo_cli.full.unpack import RowRules, open_local, unpack_parquet, unpack_shard
 from m3leo_cli.testing.synth import SynthConfig, write_source
-from m3leo_cli.unpack import RowRules, open_local, unpack_parquet, unpack_shard
 
 REGION = "europe"
 PART = spec.get_region(REGION).partition

@@ -14,17 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from m3leo_cli.config import Settings, load_settings
-from m3leo_cli.download import download
 from m3leo_cli.errors import ShardError
-from m3leo_cli.jobs import DownloadSummary
+from m3leo_cli.fetch.plan import download
+from m3leo_cli.fetch.runner import DownloadSummary
+from m3leo_cli.full.download import FullDownloadPlan, recorded_checksums
+from m3leo_cli.full.index import load_index
+from m3leo_cli.full.plan import ShardTask, fetch_index
+from m3leo_cli.full.unpack import unpack_shard
 from m3leo_cli.progress import ProgressEvent
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults, HubServer
-from m3leo_cli.shardindex import load_index
-from m3leo_cli.shardplan import ShardTask, fetch_index
-from m3leo_cli.shards import FullDownloadPlan, recorded_checksums
 from m3leo_cli.testing.synth import ShardInfo, SourceInfo, SynthConfig, write_source
-from m3leo_cli.unpack import unpack_shard
 
 REGION = "europe"
 DK = "s1grd-2020"

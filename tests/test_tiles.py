@@ -12,7 +12,7 @@ import rasterio
 from m3leo_cli import spec
 from m3leo_cli.errors import CorruptTileError, TileError, TileNotLocalError, UnknownBandError
 from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
-from m3leo_cli.tiles import band_names, decode, read_tile
+from m3leo_cli.tiles.reader import band_names, decode, read_tile
 
 GUNW = "gunw_2020-01-01_2020-03-31"
 

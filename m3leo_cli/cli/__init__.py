@@ -40,7 +40,7 @@ COMMAND_MODULES: list[str] = [
 
 def _debug() -> bool:
     """M3LEO_DEBUG, read through the settings like every other knob."""
-    from m3leo_cli.config import load_settings
+    from ..config import load_settings
 
     try:
         return load_settings().debug

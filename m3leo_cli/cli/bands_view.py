@@ -32,7 +32,7 @@ def _fmt(v: Any) -> str:
 def run_band_stats(
     settings: Settings, selection: Selection, percentiles: str, json_out: bool
 ) -> None:
-    from ..bandstats import band_stats
+    from ..tiles.bandstats import band_stats
 
     pcts = parse_percentiles(percentiles)
     bar: Any = None

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from m3leo_cli.demo import run_demo
-from m3leo_cli.progress import ProgressEvent
-
+from ..demo import run_demo
+from ..progress import ProgressEvent
 from .app import app
 from .render import err_console, say
 

@@ -153,7 +153,7 @@ def download_cmd(
 
     Example: m3leo download --edition miniset --region europe --modality coherence
     """
-    from ..download import DownloadPlan, download
+    from ..fetch.plan import DownloadPlan, download
 
     settings = settings_from(
         data_dir=data_dir, workers=workers, fetch=fetch, keep_shards=keep_shards
@@ -301,7 +301,7 @@ def verify_cmd(
 
     Example: m3leo verify --edition miniset --region europe --modality gssic --repair
     """
-    from ..verify import verify
+    from ..mirror.verify import verify
 
     settings = settings_from(data_dir=data_dir, workers=workers)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
@@ -380,7 +380,7 @@ def clean_cmd(
     Example: m3leo clean --region europe --shards
     """
     from .. import spec
-    from ..verify import clean
+    from ..mirror.verify import clean
 
     settings = settings_from(data_dir=data_dir)
     ed = spec.get_edition(edition).name if edition else None

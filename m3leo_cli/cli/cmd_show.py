@@ -27,7 +27,7 @@ def show_cmd(
 
     Example: m3leo show 020d259a89240 --edition miniset --out tile.png
     """
-    from ..preview import render_tile
+    from ..tiles.preview import render_tile
 
     settings = settings_from(data_dir=data_dir)
     path, info = render_tile(
@@ -52,7 +52,7 @@ def map_cmd(
 
     Example: m3leo map --region europe --out europe.html --color-by local
     """
-    from ..preview import render_map
+    from ..tiles.preview import render_map
 
     settings = settings_from(data_dir=data_dir)
     path, n = render_map(settings, region, out, edition=edition, color_by=color_by)

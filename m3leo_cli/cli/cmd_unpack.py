@@ -47,8 +47,8 @@ def unpack_cmd(
     Example: m3leo unpack ~/dl/s1grd-2020/train_0002540be400.zstd.parquet --region europe
     """
     from ..errors import ShardError
+    from ..full.download import unpack_files
     from ..progress import ProgressEvent
-    from ..shards import unpack_files
 
     settings = settings_from(data_dir=data_dir)
 

@@ -32,7 +32,7 @@ def _walk(cmd: Any, path: list[str], parent: Any, out: list[str]) -> None:
 
 def render() -> str:
     """The whole CLI reference as Markdown."""
-    from m3leo_cli.cli import _load_commands, app
+    from . import _load_commands, app
 
     _load_commands()
     root = typer.main.get_command(app)

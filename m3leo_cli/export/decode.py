@@ -93,7 +93,7 @@ def decode_sample(
     stats: dict[str, BandStats] | None = None,
 ) -> Decoded | Failure:
     """Read every present layer of ``sample``; a bad source file becomes a Failure."""
-    from ..tiles import read_tile
+    from ..tiles.reader import read_tile
 
     out: dict[str, LayerArray] = {}
     for lay in layers:

@@ -65,7 +65,7 @@ class GeoTiffExporter(Exporter):
         if lf.checksum and lf.checksum_kind == "git-sha1":
             ok = file_hexdigest(lf.path, "git-sha1") == lf.checksum
             return None if ok else "git blob sha1 differs"
-        from ..tiles import read_tile
+        from ..tiles.reader import read_tile
 
         try:
             read_tile(lf.path, layer)

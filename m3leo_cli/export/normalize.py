@@ -1,9 +1,10 @@
 """``--normalize``: ``(decode(x) - mean) / std`` per band, as float32, NaN where there is no data.
 
-The statistics are the ones ``m3leo stats --bands`` saved (``m3leo_cli.statsfile``: one file per
-edition under ``<data_dir>/.m3leo/stats/``). They describe *decoded* values (``tiles.decode``:
-S1 GRD uint16 -> signed dB, S2 uint8 -> 0..1, ...), so values are decoded first. GUNW bands are
-pooled per variable there (date pairs differ between tiles), and looked up the same way here.
+The statistics are the ones ``m3leo stats --bands`` saved (``tiles.statsfile``: one file
+per edition under ``<data_dir>/.m3leo/stats/``). They describe *decoded* values
+(``tiles.decode``: S1 GRD uint16 -> signed dB, S2 uint8 -> 0..1, ...), so values are
+decoded first. GUNW bands are pooled per variable there (date pairs differ
+between tiles), and looked up the same way here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class BandStats:
     tiles: int = 0
 
     def mean_std(self, band: str) -> tuple[float, float]:
-        from ..bandstats import band_key
+        from ..tiles.bandstats import band_key
 
         _, key = band_key(self.layer, band)
         entry = self.bands.get(key)
@@ -49,7 +50,7 @@ class BandStats:
     ) -> np.ndarray:
         import numpy as np
 
-        from ..tiles import decode_values
+        from ..tiles.reader import decode_values
 
         values = decode_values(data, family)
         if nodata is not None:
@@ -72,7 +73,7 @@ class BandStats:
 
 def load_stats(settings: Settings, plan: SamplePlan, layers: Sequence[str]) -> dict[str, BandStats]:
     """The saved band statistics of each layer, or StatsNotFoundError naming the command."""
-    from ..statsfile import load_band_stats
+    from ..tiles.statsfile import load_band_stats
 
     regions = sorted({s.region for s in plan.samples})
     edition = plan.edition or "miniset"

@@ -113,7 +113,7 @@ def probe_layers(exporter: Exporter, plan: SamplePlan) -> dict[str, dict[str, An
                     a.band_names, str(a.data.dtype), a.source_dtype, nodata_value(a.data, a.nodata)
                 )
             else:
-                from ..tiles import read_tile
+                from ..tiles.reader import read_tile
 
                 try:
                     t = read_tile(s.files[lay.name].path, lay.name)

@@ -192,8 +192,8 @@ def plan_from_catalog(
     """
     from dataclasses import replace
 
-    from .. import catalog
-    from ..store import Store
+    from ..catalog import refresh as catalog
+    from ..store.layout import Store
 
     tokens = tuple(dict.fromkeys([*inputs, *labels]))
     if not tokens:
@@ -254,9 +254,9 @@ def plan_from_catalog(
 def _datakinds(settings: Settings, sel: Selection) -> list[str]:
     """Datakinds the selected regions' manifests hold (from their footers, not the rows: a
     layer no selected tile has is still a layer, reported as missing on every tile)."""
-    from ..catalog_query import manifest_paths
+    from ..catalog.manifest import read_summary
+    from ..catalog.query import manifest_paths
     from ..errors import UnknownModalityError
-    from ..manifest import read_summary
 
     out: set[str] = set()
     for path in manifest_paths(settings, sel).values():

@@ -11,7 +11,7 @@ import json
 import threading
 from pathlib import Path
 
-from ..store import write_text_atomic
+from ..store.layout import write_text_atomic
 
 _VERSION = 1
 

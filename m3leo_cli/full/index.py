@@ -21,8 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ShardError
-from .store import write_text_atomic
+from ..errors import ShardError
+from ..store.layout import write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import ManifestCorruptError
+from ..errors import ManifestCorruptError
 
 MANIFEST_VERSION = "1"
 VERSION_KEY = b"m3leo.manifest_version"

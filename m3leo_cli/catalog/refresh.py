@@ -3,7 +3,7 @@
 ``refresh`` pins a commit, lists the repo tree (paginated), fetches the split CSV / the
 ``_parquet.csv`` / the GeoJSON, and writes one manifest per edition and region. Nothing is
 written until a region's listing has fully succeeded, so a failing Hub leaves the old manifest
-as it was. Queries (``select``, ``stats``) live in :mod:`m3leo_cli.catalog_query` and are
+as it was. Queries (``select``, ``stats``) live in :mod:`m3leo_cli.catalog.query` and are
 re-exported here.
 """
 
@@ -18,20 +18,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import spec
-from .catalog_query import select, stats, tally
-from .config import Settings
-from .errors import (
+from .. import spec
+from ..config import Settings
+from ..errors import (
     ChecksumMismatchError,
     ManifestCorruptError,
     ManifestNotFoundError,
     OfflineError,
     UnknownModalityError,
 )
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..store.layout import Store
+from .build import build_manifest, definition_files
 from .manifest import read_manifest, read_summary, write_manifest
-from .manifest_build import build_manifest, definition_files
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .store import Store
+from .query import select, stats, tally
 
 __all__ = [
     "RefreshReport",
@@ -172,7 +172,7 @@ def refresh(
 
     At the commit the manifest already has, nothing is listed or written (unless ``force``).
     """
-    from .hub import HubClient
+    from ..hub.client import HubClient
 
     ed = spec.get_edition(edition)
     names = _regions(regions)
@@ -299,8 +299,8 @@ def ensure_manifest(
 def _get_checked(client: Any, repo_id: str, commit: str, entry: Any, tries: int = 3) -> bytes:
     """A split CSV or GeoJSON, checked against the listing's checksum (re-fetched if it differs):
     a byte flipped in transit must not end up as a wrong tile id or split in the manifest."""
-    from .checksum import new_hasher
-    from .manifest_build import _checksum
+    from ..checksum import new_hasher
+    from .build import _checksum
 
     kind, digest = _checksum(entry)
     for _ in range(tries):

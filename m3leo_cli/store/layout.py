@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import UnsafePathError
+from ..errors import UnsafePathError
 
 
 def safe_join(base: Path, rel: str) -> Path:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import spec
-from .errors import DiskFullError, ShardError, StoreError, UnsafePathError
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .selection import TILE_ID_RE
-from .shardindex import UNPACK_COLUMNS, footer_length
-from .store import safe_join
+from .. import spec
+from ..errors import DiskFullError, ShardError, StoreError, UnsafePathError
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..selection import TILE_ID_RE
+from ..store.layout import safe_join
+from .index import UNPACK_COLUMNS, footer_length
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq

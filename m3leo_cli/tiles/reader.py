@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import spec
-from .errors import CorruptTileError, TileNotLocalError, UnknownBandError
+from .. import spec
+from ..errors import CorruptTileError, TileNotLocalError, UnknownBandError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +84,7 @@ def band_names(path: Path, datakind: str) -> tuple[str, ...]:
     _check_exists(path)
     if fmt == "geotiff":
         return _tif_names(path, datakind)
-    from .tiles_netcdf import nc_band_names
+    from .netcdf import nc_band_names
 
     return nc_band_names(path, datakind)
 
@@ -115,7 +115,7 @@ def read_tile(path: Path, datakind: str, bands: Sequence[str] | None = None) -> 
     tile_id = path.name.split(".", 1)[0]
     if fmt == "geotiff":
         return _read_tif(path, datakind, tile_id, bands)
-    from .tiles_netcdf import read_nc
+    from .netcdf import read_nc
 
     return read_nc(path, datakind, tile_id, bands)
 

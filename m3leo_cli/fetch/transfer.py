@@ -30,19 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checksum import hash_file, new_hasher
-from .errors import (
-    ChecksumMismatchError,
-    DiskFullError,
-    HubProtocolError,
-    SizeMismatchError,
-)
-from .pacing import Retrier
+from ..checksum import hash_file, new_hasher
+from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
+from ..hub.pacing import Retrier
 
 if TYPE_CHECKING:
     import httpx
 
-    from .hub import HubClient
+    from ..hub.client import HubClient
 
 PART_SUFFIX = ".part"
 MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
@@ -298,7 +293,7 @@ class _BadRange(Exception):
 
 def __getattr__(name: str) -> Any:  # run_jobs and DownloadSummary live in jobs.py
     if name in ("run_jobs", "DownloadSummary"):
-        from . import jobs
+        from . import runner as jobs
 
         return getattr(jobs, name)
     raise AttributeError(name)

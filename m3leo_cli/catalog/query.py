@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import spec
-from .config import Settings
-from .errors import (
+from .. import spec
+from ..config import Settings
+from ..errors import (
     EmptySelectionError,
     M3leoError,
     ManifestNotFoundError,
@@ -28,9 +28,9 @@ from .errors import (
     TileNotFoundError,
     UnknownModalityError,
 )
+from ..selection import Selection
+from ..store.layout import Store
 from .manifest import in_set, read_manifest, read_summary
-from .selection import Selection
-from .store import Store
 
 STATS_KEYS = ("edition", "region", "modality", "split", "tiles", "bytes", "local_tiles")
 

@@ -23,14 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import spec
-from .errors import StatsNotFoundError
-from .store import Store, write_text_atomic
+from .. import spec
+from ..errors import StatsNotFoundError
+from ..store.layout import Store, write_text_atomic
 
 if TYPE_CHECKING:
+    from ..config import Settings
+    from ..selection import Selection
     from .bandstats import BandStatsReport
-    from .config import Settings
-    from .selection import Selection
 
 FORMAT = "m3leo-band-stats/1"
 
@@ -49,8 +49,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def save_band_stats(settings: Settings, report: BandStatsReport, selection: Selection) -> Path:
     """Merge ``report`` into the edition's stats file (atomically) and return its path."""
-    from . import __version__
-    from .tiles import DECODING
+    from .. import __version__
+    from .reader import DECODING
 
     path = stats_path(settings, report.edition)
     data = _read(path) or {"format": FORMAT, "edition": report.edition, "modalities": {}}

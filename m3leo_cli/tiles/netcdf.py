@@ -13,15 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import spec
-from .errors import TileError
-from .tiles import (
-    Tile,
-    corrupt,
-    derived_parts,
-    difference_encoded,
-    resolve_bands,
-)
+from .. import spec
+from ..errors import TileError
+from .reader import Tile, corrupt, derived_parts, difference_encoded, resolve_bands
 
 _FILL_ATTRS = ("_FillValue", "missing_value")
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .errors import StoreLockedError
-from .store import Store
+from ..errors import StoreLockedError
+from .layout import Store
 
 
 def lock_path(store: Store) -> os.PathLike[str]:

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .checksum import hash_file
-from .config import Settings
-from .errors import UnsafePathError
-from .jobs import DownloadSummary
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .selection import Selection
-from .store import Store
-from .transfer import PART_SUFFIX, FileJob
+from .. import spec
+from ..checksum import hash_file
+from ..config import Settings
+from ..errors import UnsafePathError
+from ..fetch.runner import DownloadSummary
+from ..fetch.transfer import PART_SUFFIX, FileJob
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..selection import Selection
+from ..store.layout import Store
 
 
 @dataclass
@@ -79,8 +79,8 @@ def _jobs_for(
     Full-edition tiles have no checksum in the manifest (the Hub publishes none per tile):
     they are checked against the size and sha256 recorded when they were unpacked.
     """
-    from .hub import resolve_url
-    from .unpacked import recorded_checksums
+    from ..full.unpacked import recorded_checksums
+    from ..hub.client import resolve_url
 
     store = Store(settings.data_dir)
     out: list[tuple[FileJob, bool]] = []
@@ -140,7 +140,7 @@ def verify(
     wait: bool = False,
 ) -> VerifyReport:
     """Re-hash the selected local files; with ``repair``, re-download the missing/corrupt ones."""
-    from .download import selected_rows
+    from ..fetch.plan import selected_rows
 
     rows, regions = selected_rows(settings, selection, progress, refresh=False)
     pairs, refused = _jobs_for(settings, rows)
@@ -185,8 +185,8 @@ def _unpublished(
     """
     import pyarrow.compute as pc
 
-    from . import catalog
-    from .shardindex import ShardIndex, load_index
+    from ..catalog import refresh as catalog
+    from ..full.index import ShardIndex, load_index
 
     man = catalog.load_manifest(settings, "full", regions)
     man = man.filter(pc.equal(man["kind"], "shard")).select(["region", "path", "checksum"])
@@ -218,7 +218,7 @@ def _repair(
     progress: ProgressCallback,
     wait: bool,
 ) -> DownloadSummary:
-    from .download import download, finish
+    from ..fetch.plan import download, finish
 
     bad = set(rep.missing) | set(rep.corrupt)
     for job, _ in pairs:
@@ -232,9 +232,9 @@ def _repair(
         result = download(settings, sel, workers=workers, progress=progress, wait=wait)
         assert isinstance(result, DownloadSummary)
         return result
-    from .hub import HubClient
-    from .jobs import run_jobs
-    from .lock import store_lock
+    from ..fetch.runner import run_jobs
+    from ..hub.client import HubClient
+    from ..store.lock import store_lock
 
     jobs = [j for j, has in pairs if j.label in bad and has]
     store = Store(settings.data_dir)
@@ -286,7 +286,7 @@ def clean(
 
     Runs under the store lock, so a running download keeps its own parts.
     """
-    from .lock import store_lock
+    from ..store.lock import store_lock
 
     rep = CleanReport()
     store = Store(settings.data_dir)

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .config import Settings
-from .download import DownloadPlan, finish
-from .download import check_space as _check_space
-from .errors import (
+from .. import spec
+from ..config import Settings
+from ..errors import (
     DiskFullError,
     HubConnectionError,
     M3leoError,
@@ -32,13 +30,15 @@ from .errors import (
     ShardError,
     UnsafePathError,
 )
-from .hub import HubClient, resolve_url
-from .jobs import DownloadSummary
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .selection import Selection
-from .shardindex import RangeFile, RangeNotHonoredError, ShardIndex, read_footer, save_index
-from .shardplan import HttpRanges, ShardTask, check_fetch_mode, choose, row_group_batches
-from .store import Store, safe_join
+from ..fetch.plan import DownloadPlan, finish
+from ..fetch.plan import check_space as _check_space
+from ..fetch.runner import DownloadSummary
+from ..hub.client import HubClient, resolve_url
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..selection import Selection
+from ..store.layout import Store, safe_join
+from .index import RangeFile, RangeNotHonoredError, ShardIndex, read_footer, save_index
+from .plan import HttpRanges, ShardTask, check_fetch_mode, choose, row_group_batches
 from .unpack import RowRules, UnpackReport, open_local, unpack_parquet
 from .unpacked import (
     UnpackSummary,
@@ -85,7 +85,7 @@ class _Run:
     def check_stop(self) -> None:
         """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
         if self.stop.is_set():
-            from .transfer import Cancelled
+            from ..fetch.transfer import Cancelled
 
             raise Cancelled()
 
@@ -105,7 +105,7 @@ def _tasks(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from . import catalog
+    from ..catalog import refresh as catalog
 
     catalog.ensure_manifest(settings, "full", selection.region_names, progress=progress)
     tiles = catalog.select(settings, selection, kinds=("tile",))
@@ -199,9 +199,9 @@ def download_full(
     **_: Any,
 ) -> DownloadSummary | FullDownloadPlan:
     """Get the selected full-edition tiles into ``<data_dir>/full/<region>/`` (see module doc)."""
-    from .download import build_jobs
-    from .jobs import run_jobs
-    from .lock import store_lock
+    from ..fetch.plan import build_jobs
+    from ..fetch.runner import run_jobs
+    from ..store.lock import store_lock
 
     fetch = check_fetch_mode(fetch or settings.fetch)
     keep_shards = settings.keep_shards if keep_shards is None else keep_shards
@@ -415,7 +415,7 @@ def _unpack_ranges(
 def _unpack_whole(
     run: _Run, task: ShardTask, rules: RowRules, report: UnpackReport, out: DownloadSummary
 ) -> None:
-    from .transfer import FileJob, Transfer
+    from ..fetch.transfer import FileJob, Transfer
 
     dest = safe_join(run.store.state_dir / "shards" / task.region, task.shard)
     job = FileJob(

@@ -2,7 +2,7 @@
 
 The plan comes from the manifest alone (no HEAD per file: it already knows every size and
 checksum). The miniset edition maps one manifest row to one file; the full edition is handed to
-``shards.download_full``, which uses the same engine (:func:`~m3leo_cli.jobs.run_jobs`).
+``shards.download_full``, which uses the same engine (:func:`~m3leo_cli.fetch.runner.run_jobs`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .config import Settings
-from .errors import InsufficientSpaceError, UnsafePathError, UsageError
-from .hub import resolve_url
-from .jobs import DownloadSummary, run_jobs, write_report
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .selection import Selection
-from .store import Store
+from .. import spec
+from ..config import Settings
+from ..errors import InsufficientSpaceError, UnsafePathError, UsageError
+from ..hub.client import resolve_url
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..selection import Selection
+from ..store.layout import Store
+from .runner import DownloadSummary, run_jobs, write_report
 from .transfer import FileJob, part_path
 
 __all__ = [
@@ -156,7 +156,7 @@ def refresh_catalog(
     Warnings (a listing entry refused because its path escapes the store, a missing split
     CSV, ...) go to ``progress`` as "message" events of phase "warning", and are returned.
     """
-    from . import catalog
+    from ..catalog import refresh as catalog
 
     report = catalog.ensure_manifest(
         settings, selection.edition, selection.region_names, progress=progress
@@ -181,7 +181,7 @@ def selected_rows(
     """
     import pyarrow.compute as pc
 
-    from . import catalog
+    from ..catalog import refresh as catalog
 
     if refresh:
         refresh_catalog(settings, selection, progress)
@@ -214,9 +214,9 @@ def download(
     **opts: Any,
 ) -> DownloadSummary | DownloadPlan:
     """Fetch the selected files into the store (or, with ``dry_run``, say what it would do)."""
-    from .hub import HubClient
-    from .lock import store_lock
-    from .shardplan import FETCH_MODES
+    from ..full.plan import FETCH_MODES
+    from ..hub.client import HubClient
+    from ..store.lock import store_lock
 
     fetch = str(opts.get("fetch") or settings.fetch)
     if fetch not in FETCH_MODES:  # a bad flag or setting fails before anything is fetched
@@ -226,7 +226,7 @@ def download(
         )
     nworkers = workers or settings.workers
     if selection.edition == "full":
-        from . import shards
+        from ..full import download as shards
 
         refresh_catalog(settings, selection, progress)  # download_full then finds it there
 

@@ -1,4 +1,6 @@
-"""Run many :class:`~m3leo_cli.transfer.FileJob` s over one shared client: keep going, then tell.
+"""Run many :class:`~m3leo_cli.fetch.transfer.FileJob` s over one shared client.
+
+Keep going, then tell.
 
 Worker threads pull jobs from one shared iterator (memory does not grow with the number of
 files), each file either lands verified at its final path or is recorded as a failure with
@@ -17,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
-from .progress import ProgressCallback, ProgressEvent, no_progress
+from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
+from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .transfer import Cancelled, FileJob, Transfer
 
 if TYPE_CHECKING:
-    from .hub import HubClient
+    from ..hub.client import HubClient
 
 _FATAL = (DiskFullError, HubConnectionError, OfflineError)
 

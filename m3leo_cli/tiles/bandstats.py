@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import spec
-from .progress import ProgressCallback, ProgressEvent, no_progress
+from .. import spec
+from ..progress import ProgressCallback, ProgressEvent, no_progress
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .config import Settings
-    from .selection import Selection
+    from ..config import Settings
+    from ..selection import Selection
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (2.0, 50.0, 98.0)
 _NBINS = 65536
@@ -180,7 +180,7 @@ def _reduce_band(
     band's own key range only, so a file costs O(pixels), not O(bins))."""
     import numpy as np
 
-    from .tiles import decode_values
+    from .reader import decode_values
 
     kind, codes = _code_kind(raw, family)
     if acc is None:
@@ -231,7 +231,7 @@ def band_key(datakind: str, band: str) -> tuple[str, str]:
 
 def reduce_files(batch: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Accumulator]:
     """Accumulators for every band of a batch of ``(datakind, path)`` files (worker entry)."""
-    from .tiles import read_tile
+    from .reader import read_tile
 
     out: dict[tuple[str, str], Accumulator] = {}
     for datakind, path in batch:
@@ -390,8 +390,8 @@ def _finish(key: tuple[str, str], acc: Accumulator, percentiles: Sequence[float]
 
 def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Path, str]]:
     """``(datakind, local path, tile id)`` of the selected tiles that exist in the store."""
-    from . import catalog
-    from .store import Store
+    from ..catalog import refresh as catalog
+    from ..store.layout import Store
 
     store = Store(settings.data_dir)
     table = catalog.select(settings, selection)
@@ -415,7 +415,7 @@ def band_stats(
     progress: ProgressCallback = no_progress,
 ) -> BandStatsReport:
     """``m3leo stats --bands``: statistics of the selected local tiles, saved for export."""
-    from .errors import EmptySelectionError
+    from ..errors import EmptySelectionError
     from .statsfile import save_band_stats
 
     t0 = time.perf_counter()

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import spec
-from .errors import HubProtocolError, UnknownModalityError, UnsafePathError
+from .. import spec
+from ..errors import HubProtocolError, UnknownModalityError, UnsafePathError
+from ..selection import TILE_ID_RE
+from ..store.layout import safe_join
 from .manifest import SCHEMA, sort_manifest
-from .selection import TILE_ID_RE
-from .store import safe_join
 
 _PARTITION_RE = re.compile(r"^[a-z]+_partitions_aschips_[0-9a-f]+$")
 _SHARD_RE = re.compile(r"^(?P<split>train|val|test)_(?P<pid>[0-9a-f]+)\.zstd\.parquet$")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ShardError, UsageError
-from .pacing import Retrier
-from .shardindex import (
+from ..errors import ShardError, UsageError
+from ..hub.pacing import Retrier
+from .index import (
     FOOTER_TAIL,
     RangeFile,
     RangeNotHonoredError,
@@ -27,8 +27,8 @@ from .shardindex import (
 )
 
 if TYPE_CHECKING:
-    from .hub import HubClient
-    from .shardindex import ReadRange
+    from ..hub.client import HubClient
+    from .index import ReadRange
 
 FETCH_MODES = ("auto", "whole", "ranges")
 RANGES_BELOW = 0.5  # auto: use ranges when they need less than this fraction of the shard
@@ -102,7 +102,7 @@ class HttpRanges:
     def __call__(self, start: int, end: int) -> bytes:
         import httpx
 
-        from .errors import HubError
+        from ..errors import HubError
 
         retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
         while True:

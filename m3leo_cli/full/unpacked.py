@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .config import Settings
-from .errors import UsageError
-from .progress import ProgressCallback, ProgressEvent, no_progress
-from .store import Store, write_text_atomic
+from .. import spec
+from ..config import Settings
+from ..errors import UsageError
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..store.layout import Store, write_text_atomic
 from .unpack import RowRules, UnpackReport, first_row_region, open_local, unpack_parquet
 
 __all__ = ["UnpackSummary", "record_unpacked", "recorded_checksums", "unpack_files"]
@@ -110,7 +110,7 @@ def unpack_files(
     progress: ProgressCallback = no_progress,
 ) -> UnpackSummary:
     """Unpack local shard files into the store (``full/<region>/``) or into ``out``."""
-    from .lock import store_lock
+    from ..store.lock import store_lock
 
     if region is not None:
         region = spec.get_region(region).name

@@ -1,7 +1,7 @@
 """Hub protocol client: revision, paginated tree, resolve URLs, retries, pacing, auth.
 
 One :class:`HubClient` is shared by every worker thread of a run. It owns one pooled
-``httpx.Client`` (keep-alive, HTTP/1.1), one :class:`~m3leo_cli.pacing.Pacer` that keeps the run
+``httpx.Client`` (keep-alive, HTTP/1.1), one :class:`~m3leo_cli.hub.pacing.Pacer` that keeps the run
 under the Hub's per-window request quota, and the retry policy. Redirects are followed by hand
 so the token is only ever sent to the endpoint's own origin, never to the content host a
 ``302`` points at.
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from . import __version__
-from .config import Settings
-from .errors import (
+from .. import __version__
+from ..config import Settings
+from ..errors import (
     AuthError,
     HubConnectionError,
     HubError,

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import spec
-from .config import Settings
-from .errors import UsageError
-from .tileinfo import TileFile, TileInfo, locate_tile, require_local
+from .. import spec
+from ..config import Settings
+from ..errors import UsageError
+from .info import TileFile, TileInfo, locate_tile, require_local
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +28,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError("matplotlib", "viz") from None
     matplotlib.use("Agg", force=True)
@@ -56,7 +56,7 @@ def _panel(ax: Any, tf: TileFile, month: int | None) -> None:
     """Draw one modality on ``ax`` (title, colour map, legend or colour bar)."""
     import numpy as np
 
-    from .tiles import decode, read_tile
+    from .reader import decode, read_tile
 
     family = spec.parse_datakind(tf.datakind).family.name
     plt = _pyplot()
@@ -128,7 +128,7 @@ def _panel(ax: Any, tf: TileFile, month: int | None) -> None:
 
 
 def band_first(tf: TileFile) -> str:
-    from .tiles import band_names
+    from .reader import band_names
 
     return (tf.bands or band_names(tf.local_path, tf.datakind))[0]
 
@@ -144,7 +144,7 @@ def _classes_panel(ax: Any, tf: TileFile) -> None:
     from matplotlib.colors import BoundaryNorm
     from matplotlib.patches import Patch
 
-    from .tiles import read_tile
+    from .reader import read_tile
 
     t = read_tile(tf.local_path, tf.datakind)
     codes = list(spec.ESA_WORLDCOVER_CLASSES)
@@ -225,9 +225,9 @@ def region_tiles(settings: Settings, edition: str, region: str) -> list[dict[str
     """One row per tile of the region: id, split, bbox, and whether any file of it is local."""
     import pyarrow.compute as pc
 
-    from .manifest import read_manifest
-    from .store import Store
-    from .tileinfo import _manifests
+    from ..catalog.manifest import read_manifest
+    from ..store.layout import Store
+    from .info import _manifests
 
     store = Store(settings.data_dir)
     reg = spec.get_region(region).name

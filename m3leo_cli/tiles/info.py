@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .config import Settings
-from .errors import (
+from .. import spec
+from ..config import Settings
+from ..errors import (
     BadTileIdError,
     CorruptTileError,
     ManifestNotFoundError,
     TileNotFoundError,
     TileNotLocalError,
 )
-from .selection import parse_tiles
-from .store import Store
+from ..selection import parse_tiles
+from ..store.layout import Store
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _manifests(store: Store, edition: str, regions: Sequence[str]) -> list[tuple
 
 
 def _close_ids(paths: list[Path], tile_id: str) -> list[str]:
-    from .manifest import read_manifest
+    from ..catalog.manifest import read_manifest
 
     ids = read_manifest(paths, columns=["tile_id"]).column("tile_id").unique().to_pylist()
     ids = [i for i in ids if i]
@@ -108,7 +108,7 @@ def locate_tile(
     """The tile's place and files; TileNotFoundError (with close matches) if no manifest has it."""
     import pyarrow.compute as pc
 
-    from .manifest import read_manifest
+    from ..catalog.manifest import read_manifest
 
     ids = parse_tiles([tile_id], source="TILE")
     if not ids:
@@ -148,7 +148,7 @@ def locate_tile(
 
 
 def _describe(tf: TileFile) -> None:
-    from .tiles import band_names, read_tile
+    from .reader import band_names, read_tile
 
     try:
         tf.bands = band_names(tf.local_path, tf.datakind)
