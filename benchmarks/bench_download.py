@@ -78,7 +78,7 @@ def child_m3leo(endpoint: str, out: str, case: str, workers: int, read_size: int
             dt = time.perf_counter() - t0
         return {"seconds": dt, "files": s.downloaded, "bytes": s.bytes, "failed": s.failed}
     from m3leo_cli.catalog.refresh import ensure_manifest
-    from m3leo_cli.fetch.plan import download
+    from m3leo_cli.mirror.download import download
     from m3leo_cli.selection import build_selection
 
     ensure_manifest(settings, "miniset", [REGION])  # the catalog is not what we time

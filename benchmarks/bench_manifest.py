@@ -7,7 +7,7 @@ real row counts (HF Data Studio: ~17.4 M tile files) through m3leo's own writer,
 in a fresh subprocess (wall time including interpreter start and imports, plus peak RSS from
 ru_maxrss):
 
-- query:      catalog.select(full, region=europe, modality=gssic, split=train)
+- query:      select(full, region=europe, modality=gssic, split=train)
 - query-all:  the same modality + split over all six regions
 - stats:      catalog.stats for europe, and for all six regions (17.4 M rows)
 - baselines:  pandas.read_csv of a flat CSV listing of europe (the same rows) + the same filter,
@@ -230,25 +230,26 @@ def child(mode: str, out: Path) -> None:
             paths = folder + sel["identifier"] + ".nc"
             result["rows"] = len(paths)
     else:
-        from m3leo_cli.catalog import refresh as catalog
+        from m3leo_cli.catalog.query import select
+        from m3leo_cli.catalog.stats import stats
         from m3leo_cli.config import load_settings
         from m3leo_cli.selection import build_selection
 
         t0 = _imported(result, t0)
         settings = load_settings({"data_dir": str(out / "data"), "config_path": str(out / "x")})
         if mode == "query":
-            t = catalog.select(settings, build_selection(edition="full", **QUERY))
+            t = select(settings, build_selection(edition="full", **QUERY))
             result["rows"] = t.num_rows
         elif mode == "query-all":
             q = {k: v for k, v in QUERY.items() if k != "regions"}
-            t = catalog.select(settings, build_selection(edition="full", **q))
+            t = select(settings, build_selection(edition="full", **q))
             result["rows"] = t.num_rows
         elif mode in ("stats", "stats-local"):
-            rows = catalog.stats(settings, build_selection(edition="full", regions=["europe"]))
+            rows = stats(settings, build_selection(edition="full", regions=["europe"]))
             result["rows"] = len(rows)
             result["local_tiles"] = sum(r["local_tiles"] for r in rows)
         elif mode == "stats-all":
-            rows = catalog.stats(settings, build_selection(edition="full"))
+            rows = stats(settings, build_selection(edition="full"))
             result["rows"] = len(rows)
             result["tiles"] = sum(r["tiles"] for r in rows)
     result["op_s"] = time.perf_counter() - t0

@@ -166,7 +166,7 @@ def one_tile_local(shard: Path) -> dict[str, int]:
 def one_tile_http(work: Path) -> dict[str, int]:
     """``download --edition full --tiles ID`` against m3leo serve on a synthetic full edition."""
     from m3leo_cli.config import load_settings
-    from m3leo_cli.fetch.plan import download
+    from m3leo_cli.mirror.download import download
     from m3leo_cli.selection import build_selection
     from m3leo_cli.server import HubServer
     from m3leo_cli.testing.synth import SynthConfig, write_source

@@ -13,7 +13,10 @@ import pyarrow.compute as pc
 import pytest
 from catalog_source import own_source, shared_source
 
-from m3leo_cli.catalog import refresh as catalog
+from m3leo_cli.catalog.info import load_manifest, manifest_info, modalities, regions
+from m3leo_cli.catalog.query import select
+from m3leo_cli.catalog.refresh import ensure_manifest, refresh
+from m3leo_cli.catalog.stats import stats
 from m3leo_cli.config import Settings, load_settings
 from m3leo_cli.errors import (
     AuthError,
@@ -82,12 +85,12 @@ def test_refresh_then_stats_match_the_source(
     hub: HubServer, source: SourceInfo, edition: str
 ) -> None:
     s = settings_for(hub.url)
-    report = catalog.refresh(s, edition, ["europe", "conus"])
+    report = refresh(s, edition, ["europe", "conus"])
     assert [r.status for r in report.regions] == ["created", "created"]
     assert report.warnings == []
     tree_calls = [r for r in hub.log if "/tree/" in r.path]
     assert any("cursor=" in r.query for r in tree_calls)  # pagination was followed
-    rows = catalog.stats(s, build_selection(edition=edition, regions=["europe", "conus"]))
+    rows = stats(s, build_selection(edition=edition, regions=["europe", "conus"]))
     got = {(r["region"], r["modality"], r["split"]): (r["tiles"], r["bytes"]) for r in rows}
     assert got == expected_stats(source, edition)
     assert {r["edition"] for r in rows} == {edition}
@@ -101,11 +104,11 @@ def test_refresh_then_stats_match_the_source(
 
 def test_same_commit_is_a_noop(hub: HubServer) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "miniset", ["europe"])
+    refresh(s, "miniset", ["europe"])
     path = Store(s.data_dir).manifest_path("miniset", "europe")
     stamp = path.stat().st_mtime_ns
     hub.clear_log()
-    report = catalog.refresh(s, "miniset", ["europe"])
+    report = refresh(s, "miniset", ["europe"])
     assert report.regions[0].status == "unchanged"
     assert [r.path for r in hub.log] == ["/api/datasets/M3LEO-miniset/europe/revision/main"]
     assert path.stat().st_mtime_ns == stamp
@@ -113,11 +116,11 @@ def test_same_commit_is_a_noop(hub: HubServer) -> None:
 
 def test_one_region_never_rewrites_another(hub: HubServer) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "miniset", ["europe", "conus"])
+    refresh(s, "miniset", ["europe", "conus"])
     store = Store(s.data_dir)
     conus = store.manifest_path("miniset", "conus")
     before = (conus.read_bytes(), conus.stat().st_mtime_ns)
-    report = catalog.refresh(s, "miniset", ["europe"], force=True)
+    report = refresh(s, "miniset", ["europe"], force=True)
     assert report.regions[0].status == "updated"
     assert (conus.read_bytes(), conus.stat().st_mtime_ns) == before
 
@@ -127,17 +130,17 @@ def test_new_commit_reports_added_removed_changed(tmp_path: Path) -> None:
     repo = info.repo("miniset", "europe")
     with HubServer(root, page_size=4) as srv:
         s = settings_for(srv.url)
-        first = catalog.refresh(s, "miniset", ["europe"]).regions[0]
+        first = refresh(s, "miniset", ["europe"]).regions[0]
         tiles = sorted(p for p, f in repo.files.items() if f.kind == "tile")
         base = root / "M3LEO-miniset" / "europe"
         (base / tiles[0]).unlink()
         (base / tiles[1]).write_bytes(b"changed bytes")
         (base / "NOTES.txt").write_text("new file\n")
-        second = catalog.refresh(s, "miniset", ["europe"]).regions[0]
+        second = refresh(s, "miniset", ["europe"]).regions[0]
     assert second.status == "updated" and second.previous_commit == first.commit
     assert second.commit != first.commit
     assert (second.added, second.removed, second.changed) == (["NOTES.txt"], [tiles[0]], [tiles[1]])
-    rows = catalog.select(s, build_selection(edition="miniset", tiles=tiles[1].split("/")[-1][:13]))
+    rows = select(s, build_selection(edition="miniset", tiles=tiles[1].split("/")[-1][:13]))
     changed = [r for r in rows.to_pylist() if r["path"] == tiles[1]]
     assert changed[0]["size"] == len(b"changed bytes")
 
@@ -166,7 +169,7 @@ def test_failures_leave_the_old_manifest_intact(
     split_csv = next(p for p in repo.files if p.endswith("_miniset.csv"))
     with HubServer(root, page_size=4) as srv:
         s = settings_for(srv.url, max_retries=0)
-        catalog.refresh(s, "miniset", ["europe"])
+        refresh(s, "miniset", ["europe"])
         path = Store(s.data_dir).manifest_path("miniset", "europe")
         before = path.read_bytes()
         (root / "M3LEO-miniset" / "europe" / "NOTES.txt").write_text("a new commit\n")
@@ -177,7 +180,7 @@ def test_failures_leave_the_old_manifest_intact(
                      for k, v in fault.pop("status_for_paths", {}).items()}  # fmt: skip
             srv.faults = Faults(status_for_paths=paths, **fault)
         with pytest.raises(error, match=text) as err:
-            catalog.refresh(s, "miniset", ["europe"])
+            refresh(s, "miniset", ["europe"])
     assert err.value.hint
     assert "\n" not in err.value.message
     assert path.read_bytes() == before
@@ -187,39 +190,39 @@ def test_failures_leave_the_old_manifest_intact(
 def test_unknown_repo_is_remote_not_found(hub: HubServer) -> None:
     s = settings_for(hub.url)
     with pytest.raises(RemoteNotFoundError):
-        catalog.refresh(s, "miniset", ["pakin"])  # the source has no pakin repo
+        refresh(s, "miniset", ["pakin"])  # the source has no pakin repo
     assert not Store(s.data_dir).manifest_path("miniset", "pakin").exists()
 
 
 def test_hostile_listing_paths_are_dropped(hub: HubServer) -> None:
     hub.faults = Faults(hostile_paths=("../../escape.tif", "/abs/path.nc"))
     s = settings_for(hub.url)
-    report = catalog.refresh(s, "miniset", ["europe"])
+    report = refresh(s, "miniset", ["europe"])
     assert sum("escape the store" in w for w in report.warnings) == 2
-    paths = catalog.load_manifest(s, "miniset", ["europe"])["path"].to_pylist()
+    paths = load_manifest(s, "miniset", ["europe"])["path"].to_pylist()
     assert not any("escape" in p or p.startswith("/") for p in paths)
 
 
 def test_offline_refresh_refuses_and_queries_use_the_cache(hub: HubServer) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "miniset", ["europe"])
+    refresh(s, "miniset", ["europe"])
     offline = settings_for(hub.url, offline=True)
     hub.clear_log()
     with pytest.raises(OfflineError, match="offline"):
-        catalog.refresh(offline, "miniset", ["europe"])
-    rows = catalog.stats(offline, build_selection(edition="miniset", regions=["europe"]))
+        refresh(offline, "miniset", ["europe"])
+    rows = stats(offline, build_selection(edition="miniset", regions=["europe"]))
     assert rows and hub.log == []
     with pytest.raises(ManifestNotFoundError, match="offline"):
-        catalog.ensure_manifest(offline, "miniset", ["conus"])
+        ensure_manifest(offline, "miniset", ["conus"])
 
 
 def test_ensure_manifest_refreshes_only_what_is_missing(hub: HubServer) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "miniset", ["europe"])
+    refresh(s, "miniset", ["europe"])
     hub.clear_log()
-    catalog.ensure_manifest(s, "miniset", ["europe", "conus"])
+    ensure_manifest(s, "miniset", ["europe", "conus"])
     assert hub.log and all("/M3LEO-miniset/conus/" in r.path for r in hub.log)
-    assert set(catalog.load_manifest(s, "miniset")["region"].to_pylist()) == {"europe", "conus"}
+    assert set(load_manifest(s, "miniset")["region"].to_pylist()) == {"europe", "conus"}
 
 
 # ------------------------------------------------------------------------------ select
@@ -228,7 +231,7 @@ def test_ensure_manifest_refreshes_only_what_is_missing(hub: HubServer) -> None:
 @pytest.fixture
 def mini(hub: HubServer) -> Settings:
     s = settings_for(hub.url)
-    catalog.refresh(s, "miniset", ["europe", "conus"])
+    refresh(s, "miniset", ["europe", "conus"])
     return s
 
 
@@ -238,7 +241,7 @@ def _sel(**kw: Any):
 
 
 def test_select_by_alias_split_and_region(mini: Settings, source: SourceInfo) -> None:
-    t = catalog.select(mini, _sel(regions=["europe"], modalities=["coherence"], splits=["train"]))
+    t = select(mini, _sel(regions=["europe"], modalities=["coherence"], splits=["train"]))
     repo = source.repo("miniset", "europe")
     want = sorted(x for x in repo.coverage["gssic"] if repo.split_of(x) == "train")
     assert sorted(t["tile_id"].to_pylist()) == want
@@ -247,21 +250,21 @@ def test_select_by_alias_split_and_region(mini: Settings, source: SourceInfo) ->
 
 def test_select_family_and_year_in_the_full_edition(hub: HubServer, source: SourceInfo) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "full", ["europe"])
-    t = catalog.select(s, build_selection(regions=["europe"], modalities=["s1grd"]))
+    refresh(s, "full", ["europe"])
+    t = select(s, build_selection(regions=["europe"], modalities=["s1grd"]))
     assert set(t["datakind"].to_pylist()) == {"s1grd-2018", "s1grd-2019", "s1grd-2020"}
-    t = catalog.select(s, build_selection(regions=["europe"], modalities=["s1grd"], years=[2019]))
+    t = select(s, build_selection(regions=["europe"], modalities=["s1grd"], years=[2019]))
     assert set(t["datakind"].to_pylist()) == {"s1grd-2019"}
     assert t["shard"].null_count == 0
     with pytest.raises(EmptySelectionError, match="full edition publishes no tile geometry") as e:
-        catalog.select(s, build_selection(regions=["europe"], bbox="5,45,6,46"))
+        select(s, build_selection(regions=["europe"], bbox="5,45,6,46"))
     assert "--edition miniset" in e.value.hint
 
 
 def test_missing_datakind_says_why(mini: Settings) -> None:
     with pytest.raises(EmptySelectionError, match="region europe has no gunw datakind"):
-        catalog.select(mini, _sel(regions=["europe"], modalities=["gunw"]))
-    t = catalog.select(mini, _sel(regions=["europe", "conus"], modalities=["gunw"]))
+        select(mini, _sel(regions=["europe"], modalities=["gunw"]))
+    t = select(mini, _sel(regions=["europe", "conus"], modalities=["gunw"]))
     assert set(t["region"].to_pylist()) == {"conus"}
 
 
@@ -269,7 +272,7 @@ def test_bbox_intersects_and_bbox_outside_the_region(mini: Settings, source: Sou
     repo = source.repo("miniset", "europe")
     tid, info = next(iter(repo.tiles.items()))
     w, s_, e, n = info.bbox
-    t = catalog.select(mini, _sel(regions=["europe"], bbox=f"{w},{s_},{e},{n}"))
+    t = select(mini, _sel(regions=["europe"], bbox=f"{w},{s_},{e},{n}"))
     want = {
         x
         for x, i in repo.tiles.items()
@@ -277,19 +280,19 @@ def test_bbox_intersects_and_bbox_outside_the_region(mini: Settings, source: Sou
     }
     assert tid in want and set(t["tile_id"].to_pylist()) == want
     with pytest.raises(EmptySelectionError, match="overlaps no miniset tile of region europe"):
-        catalog.select(mini, _sel(regions=["europe"], bbox="-120,30,-119,31"))
+        select(mini, _sel(regions=["europe"], bbox="-120,30,-119,31"))
 
 
 def test_tiles_and_limit(mini: Settings, source: SourceInfo) -> None:
     repo = source.repo("miniset", "europe")
     ids = sorted(repo.tiles)
-    t = catalog.select(mini, _sel(regions=["europe"], tiles=",".join(ids[:2])))
+    t = select(mini, _sel(regions=["europe"], tiles=",".join(ids[:2])))
     assert set(t["tile_id"].to_pylist()) == set(ids[:2])
-    t = catalog.select(mini, _sel(regions=["europe"], limit=3))
+    t = select(mini, _sel(regions=["europe"], limit=3))
     assert sorted(set(t["tile_id"].to_pylist())) == ids[:3]
     typo = ids[0][:-1] + ("0" if ids[0][-1] != "0" else "1")
     with pytest.raises(TileNotFoundError, match="not in the miniset manifest of europe") as e:
-        catalog.select(mini, _sel(regions=["europe"], tiles=f"{ids[1]},{typo}"))
+        select(mini, _sel(regions=["europe"], tiles=f"{ids[1]},{typo}"))
     assert ids[0] in e.value.hint
 
 
@@ -301,7 +304,7 @@ def test_local_tiles_counts_files_already_in_the_store(mini: Settings, source: S
         dest = store.local_path("miniset", "europe", f.path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo.root / f.path, dest)
-    rows = catalog.stats(mini, _sel(regions=["europe"], modalities=["dem"]))
+    rows = stats(mini, _sel(regions=["europe"], modalities=["dem"]))
     assert sum(r["local_tiles"] for r in rows) == 3
     assert sum(r["tiles"] for r in rows) == len(repo.coverage["srtmdem"])
 
@@ -310,27 +313,27 @@ def test_corrupt_manifest_is_reported_then_rebuilt(mini: Settings) -> None:
     path = Store(mini.data_dir).manifest_path("miniset", "europe")
     path.write_bytes(b"PAR1 garbage")
     with pytest.raises(ManifestCorruptError, match="not an m3leo manifest"):
-        catalog.stats(mini, _sel(regions=["europe"]))
-    report = catalog.refresh(mini, "miniset", ["europe"])
+        stats(mini, _sel(regions=["europe"]))
+    report = refresh(mini, "miniset", ["europe"])
     assert report.regions[0].status == "created"
     assert any("unreadable manifest" in w for w in report.warnings)
-    assert catalog.stats(mini, _sel(regions=["europe"]))
+    assert stats(mini, _sel(regions=["europe"]))
 
 
 def test_regions_and_modalities_read_the_summaries(mini: Settings, source: SourceInfo) -> None:
-    regions = {r["region"]: r for r in catalog.regions(mini)}
-    assert regions["europe"]["manifests"]["miniset"]["status"] == "ok"
-    assert regions["europe"]["manifests"]["full"]["status"] == "missing"
-    assert regions["europe"]["manifests"]["miniset"]["tiles"] == 10
-    mods = {m["datakind"]: m for m in catalog.modalities(mini, "miniset", ["europe"])}
+    by_region = {r["region"]: r for r in regions(mini)}
+    assert by_region["europe"]["manifests"]["miniset"]["status"] == "ok"
+    assert by_region["europe"]["manifests"]["full"]["status"] == "missing"
+    assert by_region["europe"]["manifests"]["miniset"]["tiles"] == 10
+    mods = {m["datakind"]: m for m in modalities(mini, "miniset", ["europe"])}
     repo = source.repo("miniset", "europe")
     assert set(mods) == set(repo.datakinds)
     gssic = mods["gssic"]
     assert gssic["tiles"] == len(repo.coverage["gssic"]) and "coherence" in gssic["aliases"]
     assert gssic["bytes"] == sum(f.size for (dk, _), f in repo.tile_files.items() if dk == "gssic")
-    info = catalog.manifest_info(mini, "miniset", ["europe"])[0]
+    info = manifest_info(mini, "miniset", ["europe"])[0]
     assert info["status"] == "ok" and len(info["bbox"]) == 4
-    t = catalog.load_manifest(mini, "miniset", ["europe"])
+    t = load_manifest(mini, "miniset", ["europe"])
     assert pc.all(pc.equal(t["commit"], info["commit"])).as_py()
 
 
@@ -338,14 +341,14 @@ def test_full_stats_with_tile_filters_count_the_shards_they_need(
     hub: HubServer, source: SourceInfo
 ) -> None:
     s = settings_for(hub.url)
-    catalog.refresh(s, "full", ["europe"])
+    refresh(s, "full", ["europe"])
     repo = source.repo("full", "europe")
     tid = sorted(repo.tiles)[0]
-    rows = catalog.stats(s, build_selection(regions=["europe"], tiles=tid), files=True)
+    rows = stats(s, build_selection(regions=["europe"], tiles=tid), files=True)
     for row in rows:
         shard = repo.shard_for(row["modality"], tid)
         assert shard is not None and row["split"] == repo.split_of(tid)
         assert (row["tiles"], row["files"], row["bytes"]) == (1, 1, shard.size)
     assert {r["modality"] for r in rows} == {dk for dk in repo.datakinds if repo.shard_for(dk, tid)}
-    limited = catalog.stats(s, build_selection(regions=["europe"], modalities=["dem"], limit=2))
+    limited = stats(s, build_selection(regions=["europe"], modalities=["dem"], limit=2))
     assert sum(r["tiles"] for r in limited) == 2

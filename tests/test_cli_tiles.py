@@ -12,9 +12,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from m3leo_cli.catalog import refresh as catalog
+from m3leo_cli.catalog.refresh import refresh
 from m3leo_cli.config import load_settings
-from m3leo_cli.fetch.plan import download
+from m3leo_cli.mirror.download import download
 from m3leo_cli.selection import Selection
 from m3leo_cli.server import HubServer
 from m3leo_cli.testing.synth import RepoInfo, SynthConfig, write_source
@@ -36,7 +36,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RepoInfo, P
     local = tiles[:-1]
     with HubServer(src.root) as srv:
         s = load_settings({"endpoint": srv.url, "data_dir": store})
-        catalog.refresh(s, "miniset", ["conus"])
+        refresh(s, "miniset", ["conus"])
         download(s, Selection(edition="miniset", regions=("conus",), tiles=tuple(local)),
                  check_space=False)  # fmt: skip
         ENDPOINT.append(srv.url)

@@ -12,7 +12,7 @@ from clirun import run
 
 from m3leo_cli import spec
 from m3leo_cli.config import load_settings
-from m3leo_cli.full.download import recorded_checksums
+from m3leo_cli.full.unpacked import recorded_checksums
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
 
 REGION = "europe"

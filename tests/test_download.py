@@ -21,10 +21,11 @@ from dl_helpers import (
 
 from m3leo_cli.catalog.refresh import ensure_manifest
 from m3leo_cli.errors import DiskFullError, HubConnectionError, StoreLockedError
-from m3leo_cli.fetch.plan import DownloadPlan, build_jobs, download
+from m3leo_cli.fetch.plan import DownloadPlan, build_jobs
 from m3leo_cli.fetch.runner import DownloadSummary, run_jobs
 from m3leo_cli.fetch.transfer import FileJob, part_path
 from m3leo_cli.hub.client import HubClient
+from m3leo_cli.mirror.download import download
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults
 from m3leo_cli.store.layout import Store

@@ -15,12 +15,13 @@ import pytest
 
 from m3leo_cli.config import Settings, load_settings
 from m3leo_cli.errors import ShardError
-from m3leo_cli.fetch.plan import download
 from m3leo_cli.fetch.runner import DownloadSummary
-from m3leo_cli.full.download import FullDownloadPlan, recorded_checksums
+from m3leo_cli.full.download import FullDownloadPlan
 from m3leo_cli.full.index import load_index
 from m3leo_cli.full.plan import ShardTask, fetch_index
 from m3leo_cli.full.unpack import unpack_shard
+from m3leo_cli.full.unpacked import recorded_checksums
+from m3leo_cli.mirror.download import download
 from m3leo_cli.progress import ProgressEvent
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults, HubServer

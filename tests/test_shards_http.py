@@ -10,9 +10,10 @@ import pytest
 
 from m3leo_cli.config import Settings, load_settings
 from m3leo_cli.errors import ShardError
-from m3leo_cli.fetch.plan import download
 from m3leo_cli.fetch.runner import DownloadSummary
-from m3leo_cli.full.download import FullDownloadPlan, recorded_checksums
+from m3leo_cli.full.download import FullDownloadPlan
+from m3leo_cli.full.unpacked import recorded_checksums
+from m3leo_cli.mirror.download import download
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults, HubServer
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source

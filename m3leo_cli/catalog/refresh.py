@@ -3,8 +3,7 @@
 ``refresh`` pins a commit, lists the repo tree (paginated), fetches the split CSV / the
 ``_parquet.csv`` / the GeoJSON, and writes one manifest per edition and region. Nothing is
 written until a region's listing has fully succeeded, so a failing Hub leaves the old manifest
-as it was. Queries (``select``, ``stats``) live in :mod:`m3leo_cli.catalog.query` and are
-re-exported here.
+as it was. Reading the manifests is :mod:`.info`, :mod:`.query` and :mod:`.stats`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -30,20 +28,15 @@ from ..errors import (
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..store.layout import Store
 from .build import build_manifest, definition_files
+from .info import region_names
 from .manifest import read_manifest, read_summary, write_manifest
-from .query import select, stats, tally
+from .stats import tally
 
 __all__ = [
     "RefreshReport",
     "RegionRefresh",
     "ensure_manifest",
-    "load_manifest",
-    "manifest_info",
-    "modalities",
     "refresh",
-    "regions",
-    "select",
-    "stats",
 ]
 
 
@@ -82,10 +75,6 @@ class RefreshReport:
             "revision": self.revision,
             "regions": [asdict(r) for r in self.regions],
         }
-
-
-def _regions(names: Sequence[str] | None) -> list[str]:
-    return [spec.get_region(r).name for r in (names or spec.REGIONS)]
 
 
 def _now() -> str:
@@ -175,7 +164,7 @@ def refresh(
     from ..hub.client import HubClient
 
     ed = spec.get_edition(edition)
-    names = _regions(regions)
+    names = region_names(regions)
     rev = revision or settings.revision
     if settings.offline:
         raise OfflineError(
@@ -254,14 +243,6 @@ def _refresh_one(
     return rr
 
 
-def _existing(store: Store, edition: str, regions: Sequence[str] | None) -> dict[str, Path]:
-    return {
-        r: store.manifest_path(edition, r)
-        for r in _regions(regions)
-        if store.manifest_path(edition, r).exists()
-    }
-
-
 def ensure_manifest(
     settings: Settings,
     edition: str,
@@ -276,7 +257,7 @@ def ensure_manifest(
     ed = spec.get_edition(edition).name
     store = Store(settings.data_dir)
     missing = []
-    for r in _regions(regions):
+    for r in region_names(regions):
         p = store.manifest_path(ed, r)
         try:
             if p.exists():
@@ -315,142 +296,3 @@ def _get_checked(client: Any, repo_id: str, commit: str, entry: Any, tries: int 
         f"{repo_id}/{entry.path} differs from its listed checksum after {tries} fetches",
         "the connection or mirror corrupts data; retry later or check HF_ENDPOINT",
     )
-
-
-def load_manifest(
-    settings: Settings, edition: str, regions: Sequence[str] | None = None
-) -> pa.Table:
-    """Every row of the cached manifests of ``edition`` (all regions that have one)."""
-    ed = spec.get_edition(edition).name
-    found = _existing(Store(settings.data_dir), ed, regions)
-    if not found or (regions and len(found) < len(_regions(regions))):
-        missing = [r for r in _regions(regions) if r not in found]
-        raise ManifestNotFoundError(
-            f"no {ed} manifest for {', '.join(missing)}",
-            f"run `m3leo catalog refresh --edition {ed}`"
-            + "".join(f" --region {r}" for r in missing if regions),
-        )
-    return read_manifest(list(found.values()))
-
-
-def manifest_info(
-    settings: Settings, edition: str, regions: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Per region: where its manifest is and what its footer says (``catalog show``)."""
-    ed = spec.get_edition(edition).name
-    store = Store(settings.data_dir)
-    out = []
-    for r in _regions(regions):
-        p = store.manifest_path(ed, r)
-        row: dict[str, Any] = {"edition": ed, "region": r, "path": str(p), "status": "missing"}
-        if p.exists():
-            try:
-                s = read_summary(p)
-                row.update(
-                    status="ok",
-                    commit=s.get("commit"),
-                    revision=s.get("revision"),
-                    refreshed_at=s.get("refreshed_at"),
-                    files=s.get("files"),
-                    tiles=s.get("tiles"),
-                    bytes=s.get("bytes"),
-                    datakinds=len(s.get("datakinds", {})),
-                    bbox=s.get("bbox"),
-                )
-            except ManifestCorruptError as exc:
-                row.update(status="corrupt", error=exc.message)
-        out.append(row)
-    return out
-
-
-def regions(settings: Settings) -> list[dict[str, Any]]:
-    """The six regions from the spec, with what the cached manifests say about each."""
-    infos = {
-        (i["edition"], i["region"]): i for e in spec.EDITIONS for i in manifest_info(settings, e)
-    }
-    out = []
-    for name, reg in spec.REGIONS.items():
-        cached = {}
-        for e in spec.EDITIONS:
-            i = infos[(e, name)]
-            cached[e] = {k: i.get(k) for k in ("status", "commit", "tiles", "files", "bytes")}
-        out.append(
-            {
-                "region": name,
-                "description": reg.description,
-                "partition": reg.partition,
-                "split_tag": reg.split_tag,
-                "total_chips": reg.total_chips,
-                "repos": {e: ed.repo_id(name) for e, ed in spec.EDITIONS.items()},
-                "manifests": cached,
-            }
-        )
-    return out
-
-
-def modalities(
-    settings: Settings, edition: str = spec.DEFAULT_EDITION, regions: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Datakinds of ``edition`` in ``regions``: spec facts plus tiles/bytes from the manifests.
-
-    Where a region has a manifest, its listing decides which datakinds exist; elsewhere the
-    spec's expectation does, and tiles/bytes are null.
-    """
-    ed = spec.get_edition(edition).name
-    store = Store(settings.data_dir)
-    found: dict[str, dict[str, Any]] = {}
-    for r in _regions(regions):
-        p = store.manifest_path(ed, r)
-        summary = None
-        if p.exists():
-            try:
-                summary = read_summary(p)
-            except ManifestCorruptError:
-                summary = None
-        kinds = (
-            summary["datakinds"] if summary else {d: None for d in spec.expected_datakinds(ed, r)}
-        )
-        for dk, info in kinds.items():
-            row = found.setdefault(dk, _modality_row(dk))
-            row["regions"].append(r)
-            if info is not None:
-                for k in ("tiles", "bytes", "files"):
-                    row[k] = (row[k] or 0) + info[k]
-    return [found[k] for k in sorted(found)]
-
-
-def _modality_row(datakind: str) -> dict[str, Any]:
-    try:
-        dk = spec.parse_datakind(datakind)
-    except UnknownModalityError:
-        return {
-            "datakind": datakind,
-            "family": None,
-            "year": None,
-            "aliases": [],
-            "format": None,
-            "bands": [],
-            "variables": [],
-            "resolution_m": None,
-            "grid": None,
-            "regions": [],
-            "tiles": None,
-            "files": None,
-            "bytes": None,
-        }
-    fam = dk.family
-    return {
-        "datakind": datakind,
-        "family": fam.name,
-        "year": dk.year,
-        "aliases": list(fam.aliases),
-        "format": fam.format,
-        "bands": list(fam.bands),
-        "variables": list(fam.variables),
-        "resolution_m": fam.resolution_m,
-        "grid": fam.grid,
-        "regions": [],
-        "tiles": None,
-        "files": None,
-        "bytes": None,
-    }

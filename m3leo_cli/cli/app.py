@@ -26,7 +26,7 @@ app.add_typer(config_app, name="config")
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..version import __version__
 
         typer.echo(__version__)
         raise typer.Exit(0)

@@ -78,7 +78,7 @@ def catalog_show(
 
     Example: m3leo catalog show --edition miniset
     """
-    from ..catalog.refresh import manifest_info
+    from ..catalog.info import manifest_info
 
     rows = manifest_info(settings_from(data_dir=data_dir), edition, region)
     if json_out:
@@ -119,7 +119,7 @@ def regions_cmd(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
 
     Example: m3leo regions --json
     """
-    from ..catalog.refresh import regions
+    from ..catalog.info import regions
 
     rows = regions(settings_from(data_dir=data_dir))
     if json_out:
@@ -161,7 +161,7 @@ def modalities_cmd(
 
     Example: m3leo modalities --region europe --edition miniset
     """
-    from ..catalog.refresh import modalities
+    from ..catalog.info import modalities
 
     rows = modalities(settings_from(data_dir=data_dir), edition, region)
     if json_out:

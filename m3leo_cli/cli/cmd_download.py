@@ -153,7 +153,8 @@ def download_cmd(
 
     Example: m3leo download --edition miniset --region europe --modality coherence
     """
-    from ..fetch.plan import DownloadPlan, download
+    from ..fetch.plan import DownloadPlan
+    from ..mirror.download import download
 
     settings = settings_from(
         data_dir=data_dir, workers=workers, fetch=fetch, keep_shards=keep_shards
@@ -380,7 +381,7 @@ def clean_cmd(
     Example: m3leo clean --region europe --shards
     """
     from .. import spec
-    from ..mirror.verify import clean
+    from ..mirror.clean import clean
 
     settings = settings_from(data_dir=data_dir)
     ed = spec.get_edition(edition).name if edition else None

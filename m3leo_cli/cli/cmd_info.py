@@ -24,7 +24,7 @@ def info_cmd(
     Example: m3leo info 020d259a89240 --edition miniset --json
     """
     from ..tiles.info import locate_tile
-    from ..tiles.reader import DECODING, repair_command
+    from ..tiles.model import DECODING, repair_command
 
     settings = settings_from(data_dir=data_dir)
     info = locate_tile(

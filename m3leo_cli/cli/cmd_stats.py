@@ -49,7 +49,7 @@ def stats_cmd(
 
     Example: m3leo stats --edition miniset --region europe --modality gssic --json
     """
-    from ..catalog.refresh import stats
+    from ..catalog.stats import stats
 
     settings = settings_from(data_dir=data_dir)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)

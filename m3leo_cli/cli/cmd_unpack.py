@@ -47,7 +47,7 @@ def unpack_cmd(
     Example: m3leo unpack ~/dl/s1grd-2020/train_0002540be400.zstd.parquet --region europe
     """
     from ..errors import ShardError
-    from ..full.download import unpack_files
+    from ..full.unpacked import unpack_files
     from ..progress import ProgressEvent
 
     settings = settings_from(data_dir=data_dir)

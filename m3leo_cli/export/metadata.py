@@ -29,7 +29,7 @@ def build_metadata(
     results: Mapping[str, UnitResult],
     stats: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    from .. import __version__
+    from ..version import __version__
 
     by_tile: dict[tuple[str, str], dict[str, Any]] = {}
     files: dict[str, Any] = {}

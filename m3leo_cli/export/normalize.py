@@ -30,7 +30,7 @@ class BandStats:
     tiles: int = 0
 
     def mean_std(self, band: str) -> tuple[float, float]:
-        from ..tiles.bandstats import band_key
+        from ..tiles.accumulate import band_key
 
         _, key = band_key(self.layer, band)
         entry = self.bands.get(key)
@@ -50,7 +50,7 @@ class BandStats:
     ) -> np.ndarray:
         import numpy as np
 
-        from ..tiles.reader import decode_values
+        from ..tiles.model import decode_values
 
         values = decode_values(data, family)
         if nodata is not None:

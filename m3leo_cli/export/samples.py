@@ -192,7 +192,7 @@ def plan_from_catalog(
     """
     from dataclasses import replace
 
-    from ..catalog import refresh as catalog
+    from ..catalog.query import select
     from ..store.layout import Store
 
     tokens = tuple(dict.fromkeys([*inputs, *labels]))
@@ -203,7 +203,7 @@ def plan_from_catalog(
             "--label esaworldcover",
         )
     sel = replace(selection, modalities=tokens)
-    table = catalog.select(settings, sel)
+    table = select(settings, sel)
     store = Store(settings.data_dir)
     rows = _rows(table)
     layers = resolve_layers(_datakinds(settings, sel), inputs, labels)

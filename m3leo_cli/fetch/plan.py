@@ -1,8 +1,9 @@
-"""``m3leo download``: from a selection to verified files in the store.
+"""The download plan both editions share: what a run would fetch, as jobs for the runner.
 
 The plan comes from the manifest alone (no HEAD per file: it already knows every size and
-checksum). The miniset edition maps one manifest row to one file; the full edition is handed to
-``shards.download_full``, which uses the same engine (:func:`~m3leo_cli.fetch.runner.run_jobs`).
+checksum). :mod:`.miniset` maps one manifest row to one file; :mod:`m3leo_cli.full.download`
+adds per-shard decisions to the same :class:`DownloadPlan` and runs the same
+:func:`~m3leo_cli.fetch.runner.run_jobs`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .. import spec
 from ..config import Settings
-from ..errors import InsufficientSpaceError, UnsafePathError, UsageError
+from ..errors import InsufficientSpaceError, UnsafePathError
 from ..hub.client import resolve_url
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
@@ -30,7 +31,6 @@ __all__ = [
     "FileJob",
     "build_jobs",
     "check_space",
-    "download",
     "plan_jobs",
     "refresh_catalog",
     "resolve_url",
@@ -156,11 +156,9 @@ def refresh_catalog(
     Warnings (a listing entry refused because its path escapes the store, a missing split
     CSV, ...) go to ``progress`` as "message" events of phase "warning", and are returned.
     """
-    from ..catalog import refresh as catalog
+    from ..catalog.refresh import ensure_manifest
 
-    report = catalog.ensure_manifest(
-        settings, selection.edition, selection.region_names, progress=progress
-    )
+    report = ensure_manifest(settings, selection.edition, selection.region_names, progress=progress)
     warnings = list(report.warnings) if report is not None else []
     for w in warnings:
         progress(ProgressEvent("message", "warning", message=f"warning: catalog {w}"))
@@ -181,17 +179,18 @@ def selected_rows(
     """
     import pyarrow.compute as pc
 
-    from ..catalog import refresh as catalog
+    from ..catalog.info import load_manifest
+    from ..catalog.query import select
 
     if refresh:
         refresh_catalog(settings, selection, progress)
     cols = ["edition", "region", "kind", "tile_id", "path", "size", "checksum_kind", "checksum",
             "commit", "shard"]  # fmt: skip
-    tiles = catalog.select(settings, selection, kinds=("tile",))
+    tiles = select(settings, selection, kinds=("tile",))
     rows = tiles.select(cols).to_pylist()
     regions = sorted({r["region"] for r in rows})
     if regions:
-        table = catalog.load_manifest(settings, selection.edition, regions)
+        table = load_manifest(settings, selection.edition, regions)
         table = table.filter(pc.equal(table["kind"], "aux"))
         wanted = set()
         for reg in regions:
@@ -202,66 +201,6 @@ def selected_rows(
     return rows, regions
 
 
-def download(
-    settings: Settings,
-    selection: Selection,
-    *,
-    workers: int | None = None,
-    dry_run: bool = False,
-    check_space: bool = True,
-    progress: ProgressCallback = no_progress,
-    wait: bool = False,
-    **opts: Any,
-) -> DownloadSummary | DownloadPlan:
-    """Fetch the selected files into the store (or, with ``dry_run``, say what it would do)."""
-    from ..full.plan import FETCH_MODES
-    from ..hub.client import HubClient
-    from ..store.lock import store_lock
-
-    fetch = str(opts.get("fetch") or settings.fetch)
-    if fetch not in FETCH_MODES:  # a bad flag or setting fails before anything is fetched
-        raise UsageError(
-            f"unknown fetch mode {fetch!r}",
-            "use --fetch auto, whole or ranges (or M3LEO_FETCH, or fetch = ... in the config file)",
-        )
-    nworkers = workers or settings.workers
-    if selection.edition == "full":
-        from ..full import download as shards
-
-        refresh_catalog(settings, selection, progress)  # download_full then finds it there
-
-        with HubClient(settings) as client:
-            result: DownloadSummary | DownloadPlan = shards.download_full(
-                settings,
-                selection,
-                client=client,
-                workers=nworkers,
-                dry_run=dry_run,
-                progress=progress,
-                check_space=check_space,
-                wait=wait,
-                **opts,
-            )
-        return result
-
-    rows, regions = selected_rows(settings, selection, progress)
-    jobs, refused = build_jobs(settings, rows)
-    plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
-    if dry_run:
-        return plan
-    if check_space:
-        _space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
-    store = Store(settings.data_dir)
-
-    def on_wait(holder: str) -> None:
-        progress(ProgressEvent("message", "lock", message=f"waiting for the lock ({holder})"))
-
-    with store_lock(store, wait=wait, on_wait=on_wait), HubClient(settings) as client:
-        summary = run_jobs(client, jobs, workers=nworkers, progress=progress)
-    finish(summary, store, refused)
-    return summary
-
-
 def finish(summary: DownloadSummary, store: Store, refused: Sequence[tuple[str, str]] = ()) -> None:
     """Add refused paths to the failures and write the failure report if anything failed."""
     if refused:
@@ -269,6 +208,3 @@ def finish(summary: DownloadSummary, store: Store, refused: Sequence[tuple[str, 
         summary.failed += len(refused)
     if summary.failures:
         summary.report_path = write_report(store.state_dir / "reports", summary)
-
-
-_space = check_space

@@ -289,11 +289,3 @@ class _Truncated(Exception):
 
 class _BadRange(Exception):
     """A 206 for the wrong offset: the part must be restarted."""
-
-
-def __getattr__(name: str) -> Any:  # run_jobs and DownloadSummary live in jobs.py
-    if name in ("run_jobs", "DownloadSummary"):
-        from . import runner as jobs
-
-        return getattr(jobs, name)
-    raise AttributeError(name)

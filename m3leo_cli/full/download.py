@@ -1,14 +1,13 @@
 """The full edition: selected tiles out of Parquet shards, into the same layout as the miniset.
 
 ``download_full`` groups the selected tiles by shard, plans each shard (whole or ranges, see
-``shardplan``), then per shard, in ``workers`` threads: fetch (whole shards through the
-download engine, verified against their sha256 and resumable; ranges through ``HttpRanges``),
-stream-unpack (``unpack``), record each file's size and sha256 for ``verify``, and drop the
-shard unless ``keep_shards``. ``unpack_files`` does the same from shard files already on disk.
+``.plan``), then runs each shard task (``.shardjob``: fetch, stream-unpack, record) in
+``workers`` threads, and drops the shard unless ``keep_shards``. ``unpack_files``
+(``.unpacked``) does the same from shard files already on disk.
 
 State under ``<data_dir>/.m3leo/``: ``shards/`` (shard cache), ``shard-index/`` (footers and
 row paths by shard sha256), ``unpacked/<edition>/<region>/*.json`` (recorded checksums, see
-``unpacked``, which also holds ``unpack_files``).
+``.unpacked``).
 """
 
 from __future__ import annotations
@@ -17,47 +16,30 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import spec
 from ..config import Settings
 from ..errors import (
-    DiskFullError,
-    HubConnectionError,
     M3leoError,
-    OfflineError,
-    ShardError,
     UnsafePathError,
 )
 from ..fetch.plan import DownloadPlan, finish
 from ..fetch.plan import check_space as _check_space
 from ..fetch.runner import DownloadSummary
-from ..hub.client import HubClient, resolve_url
+from ..hub.client import HubClient
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
 from ..store.layout import Store, safe_join
-from .index import RangeFile, RangeNotHonoredError, ShardIndex, read_footer, save_index
-from .plan import HttpRanges, ShardTask, check_fetch_mode, choose, row_group_batches
-from .unpack import RowRules, UnpackReport, open_local, unpack_parquet
+from .index import RangeNotHonoredError
+from .plan import HttpRanges, ShardTask, check_fetch_mode, choose
+from .shardjob import FATAL, ShardRun, run_task
 from .unpacked import (
-    UnpackSummary,
     read_sidecar,
-    record_unpacked,
-    recorded_checksums,
     sidecar_path,
-    unpack_files,
 )
 
-__all__ = [
-    "FullDownloadPlan",
-    "UnpackSummary",
-    "download_full",
-    "recorded_checksums",
-    "unpack_files",
-]
-
-_FATAL = (DiskFullError, HubConnectionError, OfflineError)
+__all__ = ["FullDownloadPlan", "download_full"]
 
 
 @dataclass
@@ -73,31 +55,6 @@ class FullDownloadPlan(DownloadPlan):
         return d
 
 
-@dataclass
-class _Run:
-    settings: Settings
-    store: Store
-    client: HubClient
-    keep_shards: bool
-    progress: ProgressCallback
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def check_stop(self) -> None:
-        """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
-        if self.stop.is_set():
-            from ..fetch.transfer import Cancelled
-
-            raise Cancelled()
-
-    @property
-    def index_dir(self) -> Path:
-        return self.store.state_dir / "shard-index"
-
-    def url(self, task: ShardTask) -> str:
-        repo = spec.get_edition("full").repo_id(task.region)
-        return resolve_url(self.settings.endpoint, repo, task.commit, task.shard)
-
-
 def _tasks(
     settings: Settings, selection: Selection, progress: ProgressCallback
 ) -> tuple[list[ShardTask], list[tuple[str, str]], list[dict[str, Any]]]:
@@ -105,13 +62,15 @@ def _tasks(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..catalog import refresh as catalog
+    from ..catalog.info import load_manifest
+    from ..catalog.query import select
+    from ..catalog.refresh import ensure_manifest
 
-    catalog.ensure_manifest(settings, "full", selection.region_names, progress=progress)
-    tiles = catalog.select(settings, selection, kinds=("tile",))
+    ensure_manifest(settings, "full", selection.region_names, progress=progress)
+    tiles = select(settings, selection, kinds=("tile",))
     rows = tiles.select(["region", "datakind", "tile_id", "path", "shard", "commit"]).to_pylist()
     regions = sorted({r["region"] for r in rows})
-    man = catalog.load_manifest(settings, "full", regions)
+    man = load_manifest(settings, "full", regions)
     shard_rows = man.filter(pc.equal(man["kind"], "shard")).to_pylist()
     shards = {(r["region"], r["path"]): r for r in shard_rows}
     aux_wanted = {(g, p) for g in regions for p in _aux_paths(g)}
@@ -207,7 +166,7 @@ def download_full(
     keep_shards = settings.keep_shards if keep_shards is None else keep_shards
     t0 = time.monotonic()
     store = Store(settings.data_dir)
-    run = _Run(settings, store, client, keep_shards, _as_download(progress))
+    run = ShardRun(settings, store, client, keep_shards, _as_download(progress))
     tasks, orphans, aux = _tasks(settings, selection, progress)
     aux_jobs, refused = build_jobs(settings, aux)
     planned = _plan_all(run, tasks, fetch, workers)
@@ -244,7 +203,7 @@ def download_full(
     return summary
 
 
-def _plan_all(run: _Run, tasks: list[ShardTask], fetch: str, workers: int) -> DownloadSummary:
+def _plan_all(run: ShardRun, tasks: list[ShardTask], fetch: str, workers: int) -> DownloadSummary:
     """Choose whole/ranges for every shard (footers fetched in parallel); index cost counted."""
     spent = DownloadSummary()
     if not tasks:
@@ -256,14 +215,14 @@ def _plan_all(run: _Run, tasks: list[ShardTask], fetch: str, workers: int) -> Do
     return spent
 
 
-def _choose_one(run: _Run, task: ShardTask, fetch: str) -> None:
+def _choose_one(run: ShardRun, task: ShardTask, fetch: str) -> None:
     try:
         task.reader = HttpRanges(run.client, run.url(task))
         choose(task, fetch, task.reader, run.index_dir)
     except RangeNotHonoredError:
         task.mode, task.bytes, task.requests = "whole", task.size, 1
     except M3leoError as exc:
-        if isinstance(exc, _FATAL):
+        if isinstance(exc, FATAL):
             raise
         # an unreadable footer or path chunk: the verified whole shard decides
         run.progress(ProgressEvent("message", "plan", message=f"{task.shard}: {exc.message}"))
@@ -291,13 +250,13 @@ def _to_plan(
     return plan
 
 
-def _execute(run: _Run, tasks: list[ShardTask], workers: int, summary: DownloadSummary) -> None:
+def _execute(run: ShardRun, tasks: list[ShardTask], workers: int, summary: DownloadSummary) -> None:
     lock = threading.Lock()
     if not tasks:
         return
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks))))
     try:
-        futures = {pool.submit(_run_task, run, t): t for t in tasks}
+        futures = {pool.submit(run_task, run, t): t for t in tasks}
         for fut in as_completed(futures):
             part = fut.result()
             with lock:
@@ -307,164 +266,3 @@ def _execute(run: _Run, tasks: list[ShardTask], workers: int, summary: DownloadS
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-
-
-def _run_task(run: _Run, task: ShardTask) -> DownloadSummary:
-    """Fetch and unpack one shard; every problem becomes a failure line, never an abort."""
-    out = DownloadSummary()
-    if run.stop.is_set():
-        return out
-    report = UnpackReport(source=task.shard, region=task.region)
-    rules = RowRules(task.region, task.datakind, dict(task.wanted), task.known or None)
-    try:
-        if task.mode == "ranges":
-            try:
-                _unpack_ranges(run, task, rules, report, out)
-            except M3leoError as exc:
-                if isinstance(exc, _FATAL):
-                    raise
-                run.progress(
-                    ProgressEvent(
-                        "message",
-                        "download",
-                        message=f"{task.shard}: {exc.message}; fetching the whole shard instead",
-                    )
-                )
-                (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
-                task.mode = "whole"
-                report = UnpackReport(source=task.shard, region=task.region)
-        if task.mode == "whole":
-            _unpack_whole(run, task, rules, report, out)
-    except M3leoError as exc:
-        if isinstance(exc, _FATAL):
-            raise
-        done = {f.path for f in report.written}
-        for rel in sorted(task.wanted.values()):
-            if rel not in done:
-                out.failures.append((f"full/{task.region}/{rel}", exc.message))
-    finally:
-        record_unpacked(run.store, task.region, task.shard, report)
-    out.downloaded += len(report.written)
-    bad_rows = {p.rsplit("/", 1)[-1].split(".", 1)[0] for p, _ in report.refused}
-    for tile in report.missing:
-        if task.mode == "whole" and tile not in bad_rows:
-            # the verified whole shard is the authority: the datakind does not publish it
-            # (_unpack_whole saved its index: re-runs and verify remember it)
-            out.absent += 1
-            continue
-        rel = task.wanted[tile]
-        if task.mode == "ranges":  # the cached index named a row group without it: forget it
-            (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
-        out.failures.append(
-            (f"full/{task.region}/{rel}", f"absent from its shard {task.shard} (the map lists it)")
-        )
-    for row_path, why in report.refused:
-        out.failures.append((f"full/{task.region}/{task.shard}: row {row_path!r}", why))
-    out.failed = len(out.failures)
-    return out
-
-
-def _unpack_ranges(
-    run: _Run, task: ShardTask, rules: RowRules, report: UnpackReport, out: DownloadSummary
-) -> None:
-    import pyarrow.parquet as pq
-
-    idx = task.index
-    assert idx is not None
-    reader = task.reader or HttpRanges(run.client, run.url(task))
-
-    def counted(start: int, end: int) -> bytes:
-        data = reader(start, end)
-        run.progress(ProgressEvent("advance", "download", bytes=len(data)))
-        return data
-
-    rf = RangeFile(counted, task.size, task.shard)
-    batches = {b[0][0]: b for b in row_group_batches(idx, task.row_groups)}
-
-    def before(rg: int) -> None:
-        run.check_stop()
-        if rg in batches:
-            rf.drop()
-            rf.prefetch(batches[rg][1])
-
-    pf = pq.ParquetFile(
-        rf,
-        metadata=idx.metadata,
-        pre_buffer=False,
-        buffer_size=1 << 20,
-        page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
-    )
-    try:
-        unpack_parquet(
-            pf,
-            run.store.region_dir("full", task.region),
-            rules,
-            source=task.shard,
-            row_groups=task.row_groups,
-            progress=run.progress,
-            before_row_group=before,
-            report=report,
-        )
-    finally:
-        out.bytes += rf.fetched
-        out.requests += rf.requests
-        out.ranged_requests += rf.requests
-        rf.drop()
-
-
-def _unpack_whole(
-    run: _Run, task: ShardTask, rules: RowRules, report: UnpackReport, out: DownloadSummary
-) -> None:
-    from ..fetch.transfer import FileJob, Transfer
-
-    dest = safe_join(run.store.state_dir / "shards" / task.region, task.shard)
-    job = FileJob(
-        run.url(task),
-        dest,
-        task.size,
-        "sha256",
-        bytes.fromhex(task.sha256),
-        name=f"full/{task.region}/{task.shard}",
-    )
-    t = Transfer(
-        run.client,
-        job,
-        stop=run.stop,
-        on_bytes=lambda n: run.progress(ProgressEvent("advance", "download", bytes=n)),
-    )
-    try:
-        t.run()
-    finally:
-        out.bytes += t.transferred
-        out.requests += t.requests
-        out.ranged_requests += t.ranged
-    rows: dict[int, list[str]] = {}
-    try:
-        with open_local(dest) as pf:
-            unpack_parquet(
-                pf,
-                run.store.region_dir("full", task.region),
-                rules,
-                source=task.shard,
-                progress=run.progress,
-                report=report,
-                before_row_group=lambda rg: run.check_stop(),
-                after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
-            )
-    except ShardError:
-        # a kept shard is trusted by size on the next run: never keep one that failed
-        dest.unlink(missing_ok=True)
-        raise
-    with open(dest, "rb") as fh:
-        footer = read_footer(_file_reader(fh), task.size, task.shard)
-    save_index(run.index_dir, ShardIndex(task.shard, task.size, footer, task.sha256, rows))
-    if not run.keep_shards:
-        dest.unlink(missing_ok=True)
-
-
-def _file_reader(fh: Any) -> Any:
-    def read(start: int, end: int) -> bytes:
-        fh.seek(start)
-        return bytes(fh.read(end - start + 1))
-
-    return read

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .. import __version__
 from ..config import Settings
 from ..errors import (
     AuthError,
@@ -30,6 +29,7 @@ from ..errors import (
     RemoteNotFoundError,
     ServerError,
 )
+from ..version import __version__
 from .pacing import Pacer, Retrier
 
 if TYPE_CHECKING:

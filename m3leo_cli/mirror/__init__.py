@@ -1,1 +1,6 @@
-"""mirror."""
+"""mirror: keep the local store in step with the Hub.
+
+``download`` (either edition: chooses fetch/'s miniset path or full/'s shard path), ``verify``
+(re-hash the selection, repair on request) and ``clean`` (stray parts and cached shards). May
+use full/, fetch/, catalog/, hub/, store/ and the foundation.
+"""

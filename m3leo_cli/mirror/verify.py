@@ -1,4 +1,4 @@
-"""``m3leo verify`` and ``m3leo clean``: check exactly the selected local files; drop stray parts.
+"""``m3leo verify``: check exactly the selected local files, and repair them on request.
 
 Verification re-hashes each selected file against the manifest (sha256 for LFS files, git
 blob sha1 for the small text files; full-edition tiles against the size and sha256 recorded
@@ -11,11 +11,9 @@ request, whole shards in the shard cache).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import spec
@@ -23,10 +21,11 @@ from ..checksum import hash_file
 from ..config import Settings
 from ..errors import UnsafePathError
 from ..fetch.runner import DownloadSummary
-from ..fetch.transfer import PART_SUFFIX, FileJob
+from ..fetch.transfer import FileJob
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
 from ..store.layout import Store
+from .clean import stray_parts
 
 
 @dataclass
@@ -115,21 +114,6 @@ def _jobs_for(
     return out, refused
 
 
-def stray_parts(
-    settings: Settings, edition: str | None = None, regions: Sequence[str] = ()
-) -> list[Path]:
-    """Every ``*.part`` file under the store's region folders (edition/regions narrow it)."""
-    found: list[Path] = []
-    for ed in [edition] if edition else list(spec.EDITIONS):
-        for reg in regions or list(spec.REGIONS):
-            base = Store(settings.data_dir).region_dir(ed, reg)
-            if not base.is_dir():
-                continue
-            for dirpath, _dirs, files in os.walk(base):
-                found += [Path(dirpath) / f for f in files if f.endswith(PART_SUFFIX)]
-    return sorted(found)
-
-
 def verify(
     settings: Settings,
     selection: Selection,
@@ -185,10 +169,10 @@ def _unpublished(
     """
     import pyarrow.compute as pc
 
-    from ..catalog import refresh as catalog
+    from ..catalog.info import load_manifest
     from ..full.index import ShardIndex, load_index
 
-    man = catalog.load_manifest(settings, "full", regions)
+    man = load_manifest(settings, "full", regions)
     man = man.filter(pc.equal(man["kind"], "shard")).select(["region", "path", "checksum"])
     sha = {(r["region"], r["path"]): r["checksum"] for r in man.to_pylist() if r["checksum"]}
     index_dir = Store(settings.data_dir).state_dir / "shard-index"
@@ -218,7 +202,8 @@ def _repair(
     progress: ProgressCallback,
     wait: bool,
 ) -> DownloadSummary:
-    from ..fetch.plan import download, finish
+    from ..fetch.plan import finish
+    from .download import download
 
     bad = set(rep.missing) | set(rep.corrupt)
     for job, _ in pairs:
@@ -242,71 +227,3 @@ def _repair(
         summary = run_jobs(client, jobs, workers=workers, progress=progress)
     finish(summary, store)
     return summary
-
-
-@dataclass
-class CleanReport:
-    removed: list[str] = field(default_factory=list)  # every path removed (or, dry run, listed)
-    bytes: int = 0
-    parts: int = 0  # .part files, in the regions and in the shard cache
-    shards: int = 0  # whole cached shards (only with ``shards=True``)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def shard_cache_files(
-    settings: Settings, regions: Sequence[str] = (), *, whole: bool = False
-) -> list[Path]:
-    """Files under ``<data_dir>/.m3leo/shards/<region>/``: ``.part`` ones, and whole shards too.
-
-    A partial shard download is only ever resumed by a download of the same shard; a whole one
-    is kept by ``--keep-shards`` (or left by a run that stopped before unpacking it).
-    """
-    base = Store(settings.data_dir).state_dir / "shards"
-    found: list[Path] = []
-    for reg in regions or list(spec.REGIONS):
-        folder = base / reg
-        if not folder.is_dir():
-            continue
-        for dirpath, _dirs, files in os.walk(folder):
-            found += [Path(dirpath) / f for f in files if whole or f.endswith(PART_SUFFIX)]
-    return sorted(found)
-
-
-def clean(
-    settings: Settings,
-    edition: str | None = None,
-    regions: Sequence[str] = (),
-    *,
-    dry_run: bool = False,
-    shards: bool = False,
-) -> CleanReport:
-    """Remove stray ``.part`` files and, with ``shards``, the cached whole shards.
-
-    Runs under the store lock, so a running download keeps its own parts.
-    """
-    from ..store.lock import store_lock
-
-    rep = CleanReport()
-    store = Store(settings.data_dir)
-    if not store.root.is_dir():
-        return rep
-    with store_lock(store):
-        found = stray_parts(settings, edition, regions)
-        if edition in (None, "full"):
-            found += shard_cache_files(settings, regions, whole=shards)
-        for p in found:
-            try:
-                size = p.stat().st_size
-                if not dry_run:
-                    p.unlink()
-            except FileNotFoundError:
-                continue
-            rep.removed.append(str(p))
-            rep.bytes += size
-            if p.name.endswith(PART_SUFFIX):
-                rep.parts += 1
-            else:
-                rep.shards += 1
-    return rep

@@ -12,15 +12,12 @@ import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from urllib.parse import quote, unquote
 
 from . import protocol as P
-from .faults import Faults, RequestRecord
+from .faults import FaultCounters, Faults, RequestRecord
 from .index import FileEntry, RepoIndex, Snapshot
-
-if TYPE_CHECKING:
-    from .hub import HubServer
 
 _JSON = "application/json; charset=utf-8"
 
@@ -30,6 +27,26 @@ def _content_length(value: str | None) -> int:
     if not value:
         return 0
     return int(value) if value.strip().isdigit() else -1
+
+
+class ServerState(Protocol):
+    """What a handler needs from the server that owns it (``hub.HubServer`` is one).
+
+    A protocol rather than an import keeps the handlers below the server in the module graph.
+    """
+
+    faults: Faults
+    log: list[RequestRecord]
+    keep_log: bool
+    page_size: int
+    content_port: int
+    access_log: bool
+    _counters: FaultCounters
+    _netloc: str
+
+    def _repo(self, org: str, name: str) -> RepoIndex | None: ...
+
+    def _track(self, conn: socket.socket, opened: bool) -> None: ...
 
 
 class _Done(Exception):
@@ -46,7 +63,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ plumbing
 
     @property
-    def hub(self) -> HubServer:
+    def hub(self) -> ServerState:
         return self.server.hub  # type: ignore[attr-defined, no-any-return]
 
     def setup(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from .. import spec
 from ..errors import TileError
-from .reader import Tile, corrupt, derived_parts, difference_encoded, resolve_bands
+from .model import Tile, corrupt, derived_parts, difference_encoded, resolve_bands
 
 _FILL_ATTRS = ("_FillValue", "missing_value")
 

@@ -56,7 +56,8 @@ def _panel(ax: Any, tf: TileFile, month: int | None) -> None:
     """Draw one modality on ``ax`` (title, colour map, legend or colour bar)."""
     import numpy as np
 
-    from .reader import decode, read_tile
+    from .model import decode
+    from .reader import read_tile
 
     family = spec.parse_datakind(tf.datakind).family.name
     plt = _pyplot()

@@ -30,7 +30,7 @@ from ..store.layout import Store, write_text_atomic
 if TYPE_CHECKING:
     from ..config import Settings
     from ..selection import Selection
-    from .bandstats import BandStatsReport
+    from .accumulate import BandStatsReport
 
 FORMAT = "m3leo-band-stats/1"
 
@@ -49,8 +49,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def save_band_stats(settings: Settings, report: BandStatsReport, selection: Selection) -> Path:
     """Merge ``report`` into the edition's stats file (atomically) and return its path."""
-    from .. import __version__
-    from .reader import DECODING
+    from ..version import __version__
+    from .model import DECODING
 
     path = stats_path(settings, report.edition)
     data = _read(path) or {"format": FORMAT, "edition": report.edition, "modalities": {}}
@@ -92,7 +92,7 @@ def normalization(
     settings: Settings, edition: str, datakind: str, band: str
 ) -> tuple[float, float]:
     """(mean, std) of one band of one modality, for ``(decode(x) - mean) / std``."""
-    from .bandstats import band_key
+    from .accumulate import band_key
 
     entry = load_band_stats(settings, edition).get(datakind)
     if entry is None:

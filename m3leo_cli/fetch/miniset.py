@@ -1,0 +1,42 @@
+"""The miniset edition's download: one manifest row is one file, fetched by the shared runner."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from ..selection import Selection
+from ..store.layout import Store
+from .plan import DownloadPlan, build_jobs, check_space, finish, plan_jobs, selected_rows
+from .runner import DownloadSummary, run_jobs
+
+
+def download_miniset(
+    settings: Settings,
+    selection: Selection,
+    *,
+    workers: int,
+    dry_run: bool = False,
+    space_check: bool = True,
+    progress: ProgressCallback = no_progress,
+    wait: bool = False,
+) -> DownloadSummary | DownloadPlan:
+    """Fetch the selected miniset files (or, with ``dry_run``, say what that would do)."""
+    from ..hub.client import HubClient
+    from ..store.lock import store_lock
+
+    rows, regions = selected_rows(settings, selection, progress)
+    jobs, refused = build_jobs(settings, rows)
+    plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
+    if dry_run:
+        return plan
+    if space_check:
+        check_space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
+    store = Store(settings.data_dir)
+
+    def on_wait(holder: str) -> None:
+        progress(ProgressEvent("message", "lock", message=f"waiting for the lock ({holder})"))
+
+    with store_lock(store, wait=wait, on_wait=on_wait), HubClient(settings) as client:
+        summary = run_jobs(client, jobs, workers=workers, progress=progress)
+    finish(summary, store, refused)
+    return summary

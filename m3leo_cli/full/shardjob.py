@@ -1,0 +1,221 @@
+"""One shard task of a full-edition download: fetch it (whole or by ranges), unpack, record.
+
+Whole shards go through the shared transfer (sha256-verified against the listing, resumable);
+ranges through :class:`~.plan.HttpRanges` (Parquet page CRCs). Either way the rows stream into
+the store row group by row group and each file's size and sha256 are recorded for ``verify``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import spec
+from ..config import Settings
+from ..errors import (
+    DiskFullError,
+    HubConnectionError,
+    M3leoError,
+    OfflineError,
+    ShardError,
+)
+from ..fetch.runner import DownloadSummary
+from ..hub.client import HubClient, resolve_url
+from ..progress import ProgressCallback, ProgressEvent
+from ..store.layout import Store, safe_join
+from .index import RangeFile, ShardIndex, read_footer, save_index
+from .plan import HttpRanges, ShardTask, row_group_batches
+from .unpack import RowRules, UnpackReport, open_local, unpack_parquet
+from .unpacked import (
+    record_unpacked,
+)
+
+FATAL = (DiskFullError, HubConnectionError, OfflineError)
+
+
+@dataclass
+class ShardRun:
+    settings: Settings
+    store: Store
+    client: HubClient
+    keep_shards: bool
+    progress: ProgressCallback
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def check_stop(self) -> None:
+        """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
+        if self.stop.is_set():
+            from ..fetch.transfer import Cancelled
+
+            raise Cancelled()
+
+    @property
+    def index_dir(self) -> Path:
+        return self.store.state_dir / "shard-index"
+
+    def url(self, task: ShardTask) -> str:
+        repo = spec.get_edition("full").repo_id(task.region)
+        return resolve_url(self.settings.endpoint, repo, task.commit, task.shard)
+
+
+def run_task(run: ShardRun, task: ShardTask) -> DownloadSummary:
+    """Fetch and unpack one shard; every problem becomes a failure line, never an abort."""
+    out = DownloadSummary()
+    if run.stop.is_set():
+        return out
+    report = UnpackReport(source=task.shard, region=task.region)
+    rules = RowRules(task.region, task.datakind, dict(task.wanted), task.known or None)
+    try:
+        if task.mode == "ranges":
+            try:
+                _unpack_ranges(run, task, rules, report, out)
+            except M3leoError as exc:
+                if isinstance(exc, FATAL):
+                    raise
+                run.progress(
+                    ProgressEvent(
+                        "message",
+                        "download",
+                        message=f"{task.shard}: {exc.message}; fetching the whole shard instead",
+                    )
+                )
+                (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
+                task.mode = "whole"
+                report = UnpackReport(source=task.shard, region=task.region)
+        if task.mode == "whole":
+            _unpack_whole(run, task, rules, report, out)
+    except M3leoError as exc:
+        if isinstance(exc, FATAL):
+            raise
+        done = {f.path for f in report.written}
+        for rel in sorted(task.wanted.values()):
+            if rel not in done:
+                out.failures.append((f"full/{task.region}/{rel}", exc.message))
+    finally:
+        record_unpacked(run.store, task.region, task.shard, report)
+    out.downloaded += len(report.written)
+    bad_rows = {p.rsplit("/", 1)[-1].split(".", 1)[0] for p, _ in report.refused}
+    for tile in report.missing:
+        if task.mode == "whole" and tile not in bad_rows:
+            # the verified whole shard is the authority: the datakind does not publish it
+            # (_unpack_whole saved its index: re-runs and verify remember it)
+            out.absent += 1
+            continue
+        rel = task.wanted[tile]
+        if task.mode == "ranges":  # the cached index named a row group without it: forget it
+            (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
+        out.failures.append(
+            (f"full/{task.region}/{rel}", f"absent from its shard {task.shard} (the map lists it)")
+        )
+    for row_path, why in report.refused:
+        out.failures.append((f"full/{task.region}/{task.shard}: row {row_path!r}", why))
+    out.failed = len(out.failures)
+    return out
+
+
+def _unpack_ranges(
+    run: ShardRun, task: ShardTask, rules: RowRules, report: UnpackReport, out: DownloadSummary
+) -> None:
+    import pyarrow.parquet as pq
+
+    idx = task.index
+    assert idx is not None
+    reader = task.reader or HttpRanges(run.client, run.url(task))
+
+    def counted(start: int, end: int) -> bytes:
+        data = reader(start, end)
+        run.progress(ProgressEvent("advance", "download", bytes=len(data)))
+        return data
+
+    rf = RangeFile(counted, task.size, task.shard)
+    batches = {b[0][0]: b for b in row_group_batches(idx, task.row_groups)}
+
+    def before(rg: int) -> None:
+        run.check_stop()
+        if rg in batches:
+            rf.drop()
+            rf.prefetch(batches[rg][1])
+
+    pf = pq.ParquetFile(
+        rf,
+        metadata=idx.metadata,
+        pre_buffer=False,
+        buffer_size=1 << 20,
+        page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
+    )
+    try:
+        unpack_parquet(
+            pf,
+            run.store.region_dir("full", task.region),
+            rules,
+            source=task.shard,
+            row_groups=task.row_groups,
+            progress=run.progress,
+            before_row_group=before,
+            report=report,
+        )
+    finally:
+        out.bytes += rf.fetched
+        out.requests += rf.requests
+        out.ranged_requests += rf.requests
+        rf.drop()
+
+
+def _unpack_whole(
+    run: ShardRun, task: ShardTask, rules: RowRules, report: UnpackReport, out: DownloadSummary
+) -> None:
+    from ..fetch.transfer import FileJob, Transfer
+
+    dest = safe_join(run.store.state_dir / "shards" / task.region, task.shard)
+    job = FileJob(
+        run.url(task),
+        dest,
+        task.size,
+        "sha256",
+        bytes.fromhex(task.sha256),
+        name=f"full/{task.region}/{task.shard}",
+    )
+    t = Transfer(
+        run.client,
+        job,
+        stop=run.stop,
+        on_bytes=lambda n: run.progress(ProgressEvent("advance", "download", bytes=n)),
+    )
+    try:
+        t.run()
+    finally:
+        out.bytes += t.transferred
+        out.requests += t.requests
+        out.ranged_requests += t.ranged
+    rows: dict[int, list[str]] = {}
+    try:
+        with open_local(dest) as pf:
+            unpack_parquet(
+                pf,
+                run.store.region_dir("full", task.region),
+                rules,
+                source=task.shard,
+                progress=run.progress,
+                report=report,
+                before_row_group=lambda rg: run.check_stop(),
+                after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
+            )
+    except ShardError:
+        # a kept shard is trusted by size on the next run: never keep one that failed
+        dest.unlink(missing_ok=True)
+        raise
+    with open(dest, "rb") as fh:
+        footer = read_footer(_file_reader(fh), task.size, task.shard)
+    save_index(run.index_dir, ShardIndex(task.shard, task.size, footer, task.sha256, rows))
+    if not run.keep_shards:
+        dest.unlink(missing_ok=True)
+
+
+def _file_reader(fh: Any) -> Any:
+    def read(start: int, end: int) -> bytes:
+        fh.seek(start)
+        return bytes(fh.read(end - start + 1))
+
+    return read
