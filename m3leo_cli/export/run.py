@@ -143,8 +143,8 @@ def run_export(
     progress: ProgressCallback = no_progress,
 ) -> ExportSummary:
     """Export the joined samples of ``plan`` as ``options.format`` into ``options.out``."""
-    from . import get_exporter
     from .decode import ordered_map
+    from .registry import get_exporter
 
     started = time.monotonic()
     cls = get_exporter(options.format)
@@ -245,7 +245,7 @@ def export(
     """
     from dataclasses import replace
 
-    from . import get_exporter
+    from .registry import get_exporter
     from .samples import plan_from_catalog
 
     cls = get_exporter(options.format)

@@ -1,4 +1,5 @@
-"""HTTP request handlers for the two origins: the Hub (API + resolve) and the content host.
+"""The two origins of ``m3leo serve``: the Hub's API (tree, paths-info, resolve) and the content
+host that serves bytes (with Range) behind the resolve redirect.
 
 One handler class per origin on stdlib ``http.server`` (HTTP/1.1 keep-alive). Bodies go out
 with ``socket.sendfile``; only a fault that has to touch the bytes reads them into Python.
@@ -7,280 +8,16 @@ with ``socket.sendfile``; only a fault that has to touch the bytes reads them in
 from __future__ import annotations
 
 import json
-import os
-import socket
-import sys
-import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any, NoReturn, Protocol
-from urllib.parse import quote, unquote
+from typing import Any
+from urllib.parse import quote
 
 from . import protocol as P
-from .faults import FaultCounters, Faults, RequestRecord
-from .index import FileEntry, RepoIndex, Snapshot
-
-_JSON = "application/json; charset=utf-8"
-
-
-def _content_length(value: str | None) -> int:
-    """The request body length; -1 if the header is not a plain number."""
-    if not value:
-        return 0
-    return int(value) if value.strip().isdigit() else -1
+from .base import BaseHandler
+from .faults import Faults
+from .index import RepoIndex, Snapshot
 
 
-class ServerState(Protocol):
-    """What a handler needs from the server that owns it (``hub.HubServer`` is one).
-
-    A protocol rather than an import keeps the handlers below the server in the module graph.
-    """
-
-    faults: Faults
-    log: list[RequestRecord]
-    keep_log: bool
-    page_size: int
-    content_port: int
-    access_log: bool
-    _counters: FaultCounters
-    _netloc: str
-
-    def _repo(self, org: str, name: str) -> RepoIndex | None: ...
-
-    def _track(self, conn: socket.socket, opened: bool) -> None: ...
-
-
-class _Done(Exception):
-    """The answer has been sent; unwind to the dispatcher."""
-
-
-class _BaseHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "m3leo-serve"
-    sys_version = ""
-    timeout = 120  # idle keep-alive connections end after this
-    origin = "hub"
-
-    # ------------------------------------------------------------------ plumbing
-
-    @property
-    def hub(self) -> ServerState:
-        return self.server.hub  # type: ignore[attr-defined, no-any-return]
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.hub._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.hub._track(self.connection, False)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        if self.hub.access_log:
-            sys.stderr.write(f"{self.origin} {self.client_address[0]} {format % args}\n")
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self._record.status = code
-        super().send_response(code, message)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        self._method = method
-        raw_path, _, query = self.path.partition("?")
-        # Logged on arrival (so the log is in causal order), completed as the answer goes out.
-        self._record = RequestRecord(
-            method=method,
-            path=unquote(raw_path),
-            query=query,
-            status=0,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            origin=self.origin,
-            range=self.headers.get("Range"),
-        )
-        if self.hub.keep_log:
-            self.hub.log.append(self._record)
-        faults = self.hub.faults
-        body = b""
-        try:
-            length = _content_length(self.headers.get("Content-Length"))
-            if length < 0:
-                self.close_connection = True
-                self._reply(400, b'{"error":"bad Content-Length"}')
-            if length > 0:
-                body = self.rfile.read(length)
-            if faults.latency_ms > 0:
-                time.sleep(faults.latency_ms / 1000)
-            self._route(method, raw_path, query, body, faults)
-        except _Done:
-            pass
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
-
-    def _sending(self, n: int) -> None:
-        """Note the body bytes about to be written (before writing: a client may be faster)."""
-        self._record.bytes_sent = n
-
-    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ answers
-
-    def _reply(
-        self,
-        status: int,
-        body: bytes = b"",
-        ctype: str = _JSON,
-        headers: dict[str, str] | None = None,
-    ) -> NoReturn:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body and self._method != "HEAD":
-            self._sending(len(body))
-            self.wfile.write(body)
-        raise _Done
-
-    def _json(self, doc: object, headers: dict[str, str] | None = None) -> NoReturn:
-        self._json_bytes(json.dumps(doc, separators=(",", ":")).encode(), headers)
-
-    def _json_bytes(self, body: bytes, headers: dict[str, str] | None = None) -> NoReturn:
-        if self.hub.faults.garbage_json:
-            self._reply(200, b'{"id": "M3LEO-miniset/eu', headers=headers)
-        self._reply(200, body, headers=headers)
-
-    def _error(
-        self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None
-    ) -> NoReturn:
-        h = dict(headers or {})
-        if code:
-            h["X-Error-Code"] = code
-        h["X-Error-Message"] = message
-        self._reply(status, json.dumps({"error": message}).encode(), headers=h)
-
-    def _common_faults(self, raw: str, faults: Faults, bucket: str) -> None:
-        """429 and error-status faults: the first N requests per URL path."""
-        key = f"{self.origin}:{unquote(raw)}"
-        counters = self.hub._counters
-        if counters.take("rate", key, faults.rate_limit_first):
-            t = faults.retry_after
-            self._error(
-                429,
-                None,
-                "You have been rate-limited; retry later.",
-                {
-                    "Retry-After": str(t),
-                    "RateLimit": f'"{bucket}";r=0;t={t}',
-                    "RateLimit-Policy": f'"fixed window";"{bucket}";q=500;w=300',
-                },
-            )
-        if counters.take("error", key, faults.error_first):
-            self._error(faults.error_status, None, "Injected server error")
-
-    def _path_status(self, repo_id: str, path: str, faults: Faults, extra: dict[str, str]) -> None:
-        status = faults.status_for_paths.get(path) or faults.status_for_paths.get(
-            f"{repo_id}/{path}"
-        )
-        if status:
-            code = "EntryNotFound" if status == 404 else None
-            self._error(status, code, f"Injected status {status} for {path}", extra)
-
-    def _lookup(self, index: RepoIndex, path: str) -> tuple[Snapshot, FileEntry | None]:
-        """The file in the current snapshot; rescans only if the file itself changed on disk."""
-        snap = index.snapshot()
-        entry = snap.files.get(path)
-        if entry is not None:
-            try:
-                st = os.stat(entry.abspath)
-                if st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns:
-                    return snap, entry
-            except OSError:
-                pass
-        elif not P.safe_repo_path(path) or not os.path.isfile(index.folder / path):
-            return snap, None
-        snap = index.rescan()
-        return snap, snap.files.get(path)
-
-    def _send_file(self, entry: FileEntry, faults: Faults, extra: dict[str, str]) -> None:
-        """Whole file or one range, with the faults that touch bytes."""
-        size, etag = entry.size, entry.etag
-        headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", **extra}
-        rng = None
-        if not faults.ignore_range:
-            validator = self.headers.get("If-Range")
-            if validator is None or P.etag_matches(validator, etag):
-                rng = P.parse_range(self.headers.get("Range"), size)
-        if rng == "unsatisfiable":
-            headers["Content-Range"] = f"bytes */{size}"
-            self._error(416, None, "Requested range not satisfiable", headers)
-        if isinstance(rng, tuple):
-            start, end = rng
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        else:
-            start, end, status = 0, size - 1, 200
-        count = end - start + 1
-        try:
-            f = open(entry.abspath, "rb")  # noqa: SIM115 - closed below
-        except OSError:
-            self._error(404, "EntryNotFound", f"{entry.path} is gone", extra)
-            return
-        with f:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(count))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self._method == "HEAD" or count <= 0:
-                raise _Done
-            key = f"{self.hub_repo}/{entry.path}"
-            counters = self.hub._counters
-            cut = faults.cut_after_bytes is not None and counters.take("cut", key, faults.cut_first)
-            corrupt = counters.take("corrupt", key, faults.corrupt_first)
-            if not (cut or corrupt or faults.extra_bytes):
-                self._sending(count)
-                self.connection.sendfile(f, start, count)
-                raise _Done
-            f.seek(start)
-            data = bytearray(f.read(count))
-        if corrupt and data:
-            data[len(data) // 2] ^= 0xFF
-        if cut:
-            data = data[: max(0, faults.cut_after_bytes or 0)]
-        self._sending(len(data) + (0 if cut else faults.extra_bytes))
-        self.wfile.write(bytes(data))
-        if cut:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            raise _Done
-        if faults.extra_bytes:
-            self.wfile.write(b"\0" * faults.extra_bytes)
-            self.close_connection = True
-        raise _Done
-
-    hub_repo = ""
-
-
-class HubHandler(_BaseHandler):
+class HubHandler(BaseHandler):
     """The Hub origin: ``/api/datasets/...`` and ``/datasets/<repo>/resolve/...``."""
 
     origin = "hub"
@@ -404,7 +141,7 @@ class HubHandler(_BaseHandler):
         )
 
 
-class ContentHandler(_BaseHandler):
+class ContentHandler(BaseHandler):
     """The content origin (like the Hub's CDN): LFS bytes only, no Hub headers."""
 
     origin = "content"
