@@ -16,6 +16,7 @@ from m3leo_cli.config import Settings, load_settings  # noqa: E402
 from m3leo_cli.dist.engine import open_engine  # noqa: E402
 from m3leo_cli.export import ExportOptions  # noqa: E402
 from m3leo_cli.progress import ProgressEvent  # noqa: E402
+from m3leo_cli.selection import build_selection  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,61 @@ def test_unknown_engine_and_engine_without_bands_are_usage_errors(
     assert r.code == 2 and "unknown engine 'spark'" in r.err and "--engine dask" in r.err
     r = run_cli(capsys, "stats", "--edition", "miniset", "--engine", "dask")
     assert r.code == 2 and "add --bands" in r.err
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every store file except run state that names times or hosts (locks, reports, logs)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "reports" not in p.parts and not p.name.endswith(".lock")
+    }
+
+
+@pytest.mark.parametrize("fetch", ["whole", "ranges"])
+def test_full_edition_download_and_unpack_on_two_workers(
+    cluster: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, fetch: str
+) -> None:
+    from m3leo_cli.mirror.download import download
+    from m3leo_cli.server import HubServer
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=12,
+                      datakinds=("s1grd-2020", "gssic"), tiles_per_shard=4,
+                      rows_per_row_group=1)  # fmt: skip
+    src = write_source(tmp_path_factory.mktemp("full-src"), cfg)
+    sel = build_selection(edition="full", regions=["europe"], modalities=["s1grd-2020", "gssic"])
+    with HubServer(src.root) as hub:
+        here = load_settings({"data_dir": tmp_path / "local", "endpoint": hub.url})
+        seen: list[ProgressEvent] = []
+        local = download(here, sel, workers=2, fetch=fetch, progress=seen.append)
+        there = load_settings(
+            {
+                "data_dir": tmp_path / "dask",
+                "endpoint": hub.url,
+                "engine": "dask",
+                "scheduler": cluster,
+            }  # fmt: skip
+        )
+        events: list[ProgressEvent] = []
+        with open_engine(there, progress=events.append) as pool:
+            remote = download(there, sel, workers=2, fetch=fetch, pool=pool)
+        again = download(there, sel, workers=2, fetch=fetch)  # a re-run redoes nothing
+    assert local.failed == remote.failed == 0  # type: ignore[union-attr]
+    assert remote.downloaded == local.downloaded > 0  # type: ignore[union-attr]
+    assert again.downloaded == 0  # type: ignore[union-attr]
+    files_local = {k: v for k, v in _tree(tmp_path / "local").items() if k.startswith("full/")}
+    files_dask = {k: v for k, v in _tree(tmp_path / "dask").items() if k.startswith("full/")}
+    assert files_dask == files_local
+    # worker progress arrived on the client while shards were unpacked there
+    unpacked = sum(e.files for e in seen if e.kind == "advance" and e.phase == "download")
+    assert unpacked > 0
+    assert sum(e.files for e in events if e.kind == "advance") == unpacked
+
+
+def test_dask_engine_on_a_miniset_download_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], cluster: str
+) -> None:
+    r = run_cli(capsys, "download", "--edition", "miniset", "--region", "europe",
+                "--engine", "dask", "--scheduler", cluster)  # fmt: skip
+    assert r.code == 2 and "full edition" in r.err
