@@ -3,6 +3,7 @@ the same numbers as the local engine, progress from workers, and the bad-input p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_dask_engine_on_a_miniset_download_is_a_usage_error(
     r = run_cli(capsys, "download", "--edition", "miniset", "--region", "europe",
                 "--engine", "dask", "--scheduler", cluster)  # fmt: skip
     assert r.code == 2 and "full edition" in r.err
+
+
+def test_unpack_on_two_workers_as_typed(
+    capsys: pytest.CaptureFixture[str],
+    cluster: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """`m3leo unpack --engine dask --scheduler ADDR` writes what the local engine writes."""
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=8,
+                      datakinds=("s1grd-2020",), chip_px=16, native_shape=(4, 5))  # fmt: skip
+    src = write_source(tmp_path_factory.mktemp("unpack-src"), cfg)
+    full = src.repo("full", "europe")
+    shards = [str(full.root / p) for p in sorted(full.shards)]
+    stores = {}
+    for name, extra in (("local", []), ("dask", ["--engine", "dask", "--scheduler", cluster])):
+        monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / name))
+        r = run_cli(capsys, "unpack", *shards, "--json", *extra)
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["files"] == len(full.coverage["s1grd-2020"])
+        stores[name] = _tree(tmp_path / name)
+    assert stores["dask"] == stores["local"]
