@@ -48,6 +48,8 @@ class Settings:
     debug: bool = False
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
+    engine: str = "local"  # heavy commands run here ("local") or on a Dask cluster ("dask")
+    scheduler: str | None = None  # Dask scheduler address; none: a LocalCluster on this machine
     config_path: Path | None = None
     # where each value came from ("command line", "$VAR", the config file); absent = default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -84,6 +86,8 @@ _ENV: dict[str, tuple[str, ...]] = {
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
+    "engine": ("M3LEO_ENGINE",),
+    "scheduler": ("M3LEO_DASK_SCHEDULER",),
 }
 
 

@@ -36,6 +36,7 @@ else that escapes is a bug and shows its traceback.
     │   └── DownloadFailedError                   some files failed; the report names them
     ├── ShardError                                a full-edition Parquet shard is unusable
     ├── ServeError                                `m3leo serve` cannot start (folder, port)
+    ├── DaskSchedulerError                        --engine dask cannot reach its scheduler
     ├── TileError
     │   ├── TileNotFoundError / TileNotLocalError
     │   ├── CorruptTileError
@@ -245,6 +246,15 @@ class ServeError(M3leoError):
 
 
 # ----------------------------------------------------------------------------- tiles
+
+
+class DaskSchedulerError(M3leoError):
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(
+            f"cannot start the Dask engine on {address}: {reason.splitlines()[0][:200]}",
+            "check --scheduler (or M3LEO_DASK_SCHEDULER) and that the scheduler is running, "
+            "or use --engine local",
+        )
 
 
 class TileError(M3leoError):

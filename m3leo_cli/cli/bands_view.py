@@ -32,6 +32,7 @@ def _fmt(v: Any) -> str:
 def run_band_stats(
     settings: Settings, selection: Selection, percentiles: str, json_out: bool
 ) -> None:
+    from ..dist.engine import open_engine
     from ..tiles.bandstats import band_stats
 
     pcts = parse_percentiles(percentiles)
@@ -52,7 +53,8 @@ def run_band_stats(
             bar.advance(task, event.files)
 
     try:
-        report = band_stats(settings, selection, percentiles=pcts, progress=progress)
+        with open_engine(settings, progress=progress) as pool:
+            report = band_stats(settings, selection, percentiles=pcts, progress=progress, pool=pool)
     finally:
         if bar is not None:
             bar.stop()

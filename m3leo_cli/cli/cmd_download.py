@@ -12,11 +12,13 @@ from .options import (
     BBoxOpt,
     DataDir,
     Edition,
+    EngineOpt,
     JsonOut,
     Limit,
     Modalities,
     Quiet,
     Regions,
+    SchedulerOpt,
     Splits,
     TilesFile,
     TilesOpt,
@@ -144,6 +146,8 @@ def download_cmd(
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Download the selected files into the store: resumable, checksummed, polite.
 
@@ -153,24 +157,35 @@ def download_cmd(
 
     Example: m3leo download --edition miniset --region europe --modality coherence
     """
+    from contextlib import nullcontext
+
+    from ..dist.engine import check_engine, open_engine
     from ..fetch.plan import DownloadPlan
     from ..mirror.download import download
 
     settings = settings_from(
-        data_dir=data_dir, workers=workers, fetch=fetch, keep_shards=keep_shards
+        data_dir=data_dir,
+        workers=workers,
+        fetch=fetch,
+        keep_shards=keep_shards,
+        engine=engine,
+        scheduler=scheduler,
     )
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    check_engine(settings.engine)
     progress, bar = _progress(quiet, json_out, "download")
     try:
-        result = download(
-            settings,
-            sel,
-            workers=workers,
-            dry_run=dry_run,
-            check_space=not no_space_check,
-            progress=progress,
-            wait=wait,
-        )
+        with nullcontext() if dry_run else open_engine(settings, progress=progress) as pool:
+            result = download(
+                settings,
+                sel,
+                workers=workers,
+                dry_run=dry_run,
+                check_space=not no_space_check,
+                progress=progress,
+                wait=wait,
+                pool=pool,
+            )
     finally:
         if bar is not None:
             bar.close()

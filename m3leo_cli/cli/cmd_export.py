@@ -15,10 +15,12 @@ from .options import (
     BBoxOpt,
     DataDir,
     Edition,
+    EngineOpt,
     JsonOut,
     Limit,
     Quiet,
     Regions,
+    SchedulerOpt,
     Splits,
     TilesFile,
     TilesOpt,
@@ -94,6 +96,8 @@ def export_cmd(
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Export local tiles as samples (every requested layer joined on tile id), split by split.
 
@@ -103,10 +107,11 @@ def export_cmd(
     Example: m3leo export --format webdataset --out ds --edition miniset --region europe
     --modality s1grd --modality gssic --label esaworldcover
     """
+    from ..dist.engine import open_engine
     from ..export import ExportOptions, export
     from ..progress import ProgressEvent
 
-    settings = settings_from(data_dir=data_dir, workers=workers)
+    settings = settings_from(data_dir=data_dir, workers=workers, engine=engine, scheduler=scheduler)
     sel = selection_from(edition, region, None, split, year, bbox, tiles, tiles_file, limit)
     options = ExportOptions(
         format=format,
@@ -134,7 +139,8 @@ def export_cmd(
             bar.update(event)
 
     try:
-        summary = export(settings, sel, options, progress)
+        with open_engine(settings, progress=progress) as pool:
+            summary = export(settings, sel, options, progress, pool=pool)
     finally:
         if bar is not None:
             bar.close()

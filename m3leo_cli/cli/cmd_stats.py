@@ -11,10 +11,12 @@ from .options import (
     BBoxOpt,
     DataDir,
     Edition,
+    EngineOpt,
     JsonOut,
     Limit,
     Modalities,
     Regions,
+    SchedulerOpt,
     Splits,
     TilesFile,
     TilesOpt,
@@ -42,6 +44,8 @@ def stats_cmd(
         False, "--bands", help="Per-band statistics of the selected local tiles (saved for export)."
     ),
     percentiles: str = typer.Option("2,50,98", "--percentiles", help="With --bands: which ones."),
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Tiles, files and bytes per region, modality and split, and how many are local.
 
@@ -51,8 +55,15 @@ def stats_cmd(
     """
     from ..catalog.stats import stats
 
-    settings = settings_from(data_dir=data_dir)
+    settings = settings_from(data_dir=data_dir, engine=engine, scheduler=scheduler)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    if (engine or scheduler) and not bands:
+        from ..errors import UsageError
+
+        raise UsageError(
+            "--engine and --scheduler apply to band statistics only",
+            "add --bands (manifest-level stats are a quick local read)",
+        )
     if bands:
         from .bands_view import run_band_stats
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import DataDir, JsonOut, Quiet, settings_from
+from .options import DataDir, EngineOpt, JsonOut, Quiet, SchedulerOpt, settings_from
 from .render import human_bytes, print_json, say
 
 Shards = Annotated[
@@ -38,6 +38,8 @@ def unpack_cmd(
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Unpack full-edition shards you already have into the per-tile layout of the store.
 
@@ -46,17 +48,21 @@ def unpack_cmd(
 
     Example: m3leo unpack ~/dl/s1grd-2020/train_0002540be400.zstd.parquet --region europe
     """
+    from ..dist.engine import open_engine
     from ..errors import ShardError
     from ..full.unpacked import unpack_files
     from ..progress import ProgressEvent
 
-    settings = settings_from(data_dir=data_dir)
+    settings = settings_from(data_dir=data_dir, engine=engine, scheduler=scheduler)
 
     def progress(event: ProgressEvent) -> None:
         if event.kind == "message" and not quiet and not json_out:
             say(event.message)
 
-    summary = unpack_files(settings, shards, region=region, out=out, progress=progress)
+    with open_engine(settings, progress=progress) as pool:
+        summary = unpack_files(
+            settings, shards, region=region, out=out, progress=progress, pool=pool
+        )
     if json_out:
         print_json(summary.to_dict())
     elif not quiet:

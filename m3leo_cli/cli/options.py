@@ -47,6 +47,22 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Store root (default: $M3LEO_DATA_DIR or the user data dir)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Where the work runs: local (this process) or dask (a Dask cluster). "
+        "Default: M3LEO_ENGINE, the config file, else local.",
+    ),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="With --engine dask: the scheduler's address, e.g. tcp://10.0.0.5:8786 "
+        "(M3LEO_DASK_SCHEDULER); none: a LocalCluster on this machine.",
+    ),
+]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent transfers.")]
 
 

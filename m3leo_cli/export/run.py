@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,9 +143,14 @@ def run_export(
     *,
     settings: Settings | None = None,
     progress: ProgressCallback = no_progress,
+    pool: Executor | None = None,
 ) -> ExportSummary:
-    """Export the joined samples of ``plan`` as ``options.format`` into ``options.out``."""
-    from .decode import ordered_map
+    """Export the joined samples of ``plan`` as ``options.format`` into ``options.out``.
+
+    With a ``pool`` (the Dask engine's executor) each unit is a task that decodes and writes its
+    own output files (:func:`write_unit`); results are recorded here in unit order and the
+    metadata last, so the output is byte for byte the local engine's.
+    """
     from .registry import get_exporter
 
     started = time.monotonic()
@@ -176,32 +183,25 @@ def run_export(
     progress(ProgressEvent("start", phase="export", total_files=total))
     written = files = nbytes = 0
     failures: list[Failure] = []
-    flat = (s for u in todo for s in u.samples)
     committed: set[str] = set()
-    processed = ordered_map(exporter.process, flat, _workers(options, settings))
-    try:
-        for unit in todo:
-            items = (next(processed) for _ in unit.samples)
-            res: UnitResult = exporter.write(unit, items)
-            log.record(res)
-            done[unit.key] = res
-            committed.add(unit.key)
-            written += len(res.samples)
-            files += len(res.files)
-            nbytes += sum(int(i["size"]) for i in res.files.values())
-            failures.extend(res.failures)
-            for f in res.failures:
-                msg = f"skipped {f.tile_id}: {f.path}: {f.reason}"
-                progress(ProgressEvent("message", message=msg))
-            progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
-    except BaseException:
-        processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
-        for unit in todo:  # workers may have finished .part files of units never committed
-            if unit.key not in committed:
-                for path in exporter.outputs(unit):
-                    discard(part_path(path))
-        raise
-    processed.close()
+
+    def commit(unit: Unit, res: UnitResult) -> None:
+        nonlocal written, files, nbytes
+        log.record(res)
+        done[unit.key] = res
+        committed.add(unit.key)
+        written += len(res.samples)
+        files += len(res.files)
+        nbytes += sum(int(i["size"]) for i in res.files.values())
+        failures.extend(res.failures)
+        for f in res.failures:
+            progress(ProgressEvent("message", message=f"skipped {f.tile_id}: {f.path}: {f.reason}"))
+        progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
+
+    if pool is not None:
+        _run_on_pool(pool, exporter, todo, commit)
+    else:
+        _run_here(exporter, todo, _workers(options, settings), commit, committed)
     progress(ProgressEvent("done", phase="export"))
 
     complete = all(u.key in done for u in units)
@@ -232,11 +232,81 @@ def run_export(
     )
 
 
+def _run_here(
+    exporter: Exporter,
+    todo: list[Unit],
+    workers: int,
+    commit: Callable[[Unit, UnitResult], None],
+    committed: set[str],
+) -> None:
+    """This process: samples decoded by ``workers`` threads in order, units written here."""
+    from .decode import ordered_map
+
+    flat = (s for u in todo for s in u.samples)
+    processed = ordered_map(exporter.process, flat, workers)
+    try:
+        for unit in todo:
+            items = (next(processed) for _ in unit.samples)
+            commit(unit, exporter.write(unit, items))
+    except BaseException:
+        processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
+        for unit in todo:  # workers may have finished .part files of units never committed
+            if unit.key not in committed:
+                for path in exporter.outputs(unit):
+                    discard(part_path(path))
+        raise
+    processed.close()
+
+
+def _run_on_pool(
+    pool: Executor,
+    exporter: Exporter,
+    todo: list[Unit],
+    commit: Callable[[Unit, UnitResult], None],
+) -> None:
+    """Each unit a task on the pool; results committed in unit order as they arrive."""
+    args = (exporter.name, exporter.out, exporter.layers, exporter.options)
+    state = (exporter.stats, exporter.layer_info)
+    futures = [pool.submit(write_unit, *args, *state, unit) for unit in todo]
+    try:
+        for unit, fut in zip(todo, futures, strict=True):
+            commit(unit, fut.result())
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+
+
+def write_unit(
+    fmt: str,
+    out: Path,
+    layers: list[Any],
+    options: ExportOptions,
+    stats: Any,
+    layer_info: Any,
+    unit: Unit,
+) -> UnitResult:
+    """One unit start to finish on whatever process runs it (a Dask worker): decode its
+    samples, write its files (``.part`` then rename), return what to record."""
+    from .registry import get_exporter
+
+    exporter = get_exporter(fmt)(Path(out), layers, options)
+    exporter.stats = stats
+    exporter.layer_info = layer_info
+    try:
+        return exporter.write(unit, (exporter.process(s) for s in unit.samples))
+    except BaseException:
+        for path in exporter.outputs(unit):
+            discard(part_path(path))
+        raise
+
+
 def export(
     settings: Settings,
     selection: Selection,
     options: ExportOptions,
     progress: ProgressCallback = no_progress,
+    pool: Executor | None = None,
 ) -> ExportSummary:
     """`m3leo export`: join the local tiles of ``selection`` and write them as ``options.format``.
 
@@ -255,4 +325,4 @@ def export(
     plan = plan_from_catalog(
         settings, selection, options.inputs, options.labels, allow_missing=options.allow_missing
     )
-    return run_export(plan, options, settings=settings, progress=progress)
+    return run_export(plan, options, settings=settings, progress=progress, pool=pool)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..selection import Selection
 from ..store.layout import Store, safe_join
 from .index import RangeNotHonoredError
 from .plan import HttpRanges, ShardTask, check_fetch_mode, choose
-from .shardjob import FATAL, ShardRun, run_task
+from .shardjob import FATAL, ShardRun, as_download, run_task, shard_unit
 from .unpacked import (
     read_sidecar,
     sidecar_path,
@@ -127,17 +127,6 @@ def _tasks(
     return list(tasks.values()), orphans, aux
 
 
-def _as_download(progress: ProgressCallback) -> ProgressCallback:
-    """Unpacked files count as the download's finished files (one bar for the whole run)."""
-
-    def forward(event: ProgressEvent) -> None:
-        if event.kind == "advance" and event.phase == "unpack":
-            event = ProgressEvent("advance", "download", files=event.files, extra=event.extra)
-        progress(event)
-
-    return forward
-
-
 def _aux_paths(region: str) -> tuple[str, ...]:
     reg = spec.get_region(region)
     return (reg.split_csv("full"), reg.parquet_csv())
@@ -155,9 +144,15 @@ def download_full(
     fetch: str | None = None,
     check_space: bool = True,
     wait: bool = False,
+    pool: Executor | None = None,
     **_: Any,
 ) -> DownloadSummary | FullDownloadPlan:
-    """Get the selected full-edition tiles into ``<data_dir>/full/<region>/`` (see module doc)."""
+    """Get the selected full-edition tiles into ``<data_dir>/full/<region>/`` (see module doc).
+
+    With a ``pool`` (the Dask engine's executor) each shard task runs on a worker with its own
+    Hub client; the resolver budget is split evenly among the pool's workers, and this process
+    holds the store lock for all of them.
+    """
     from ..fetch.plan import build_jobs
     from ..fetch.runner import run_jobs
     from ..store.lock import store_lock
@@ -166,7 +161,7 @@ def download_full(
     keep_shards = settings.keep_shards if keep_shards is None else keep_shards
     t0 = time.monotonic()
     store = Store(settings.data_dir)
-    run = ShardRun(settings, store, client, keep_shards, _as_download(progress))
+    run = ShardRun(settings, store, client, keep_shards, as_download(progress))
     tasks, orphans, aux = _tasks(settings, selection, progress)
     aux_jobs, refused = build_jobs(settings, aux)
     planned = _plan_all(run, tasks, fetch, workers)
@@ -195,7 +190,10 @@ def download_full(
             )
         )
         try:
-            _execute(run, todo, workers, summary)
+            if pool is not None:
+                _execute_on_pool(pool, run, todo, summary)
+            else:
+                _execute(run, todo, workers, summary)
         finally:
             progress(ProgressEvent("done", "download"))
     summary.seconds = time.monotonic() - t0
@@ -248,6 +246,28 @@ def _to_plan(
         plan.shards.append(t.to_dict())
     plan.bytes = plan.to_fetch_bytes
     return plan
+
+
+def _execute_on_pool(
+    pool: Executor, run: ShardRun, tasks: list[ShardTask], summary: DownloadSummary
+) -> None:
+    """Shard tasks as pool tasks, each worker paced on its share of the request budget."""
+    from dataclasses import replace
+
+    share = max(1, run.settings.request_budget // max(1, getattr(pool, "workers", 1)))
+    worker_settings = replace(run.settings, requests_per_window=share)
+    relay = getattr(pool, "progress_relay", None) or no_progress
+    futures = [
+        pool.submit(shard_unit, worker_settings, replace(t, reader=None), run.keep_shards, relay)
+        for t in tasks
+    ]
+    try:
+        for fut in as_completed(futures):
+            summary.merge(fut.result())
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
 
 
 def _execute(run: ShardRun, tasks: list[ShardTask], workers: int, summary: DownloadSummary) -> None:

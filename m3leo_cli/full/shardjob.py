@@ -219,3 +219,31 @@ def _file_reader(fh: Any) -> Any:
         return bytes(fh.read(end - start + 1))
 
     return read
+
+
+def shard_unit(
+    settings: Settings,
+    task: ShardTask,
+    keep_shards: bool,
+    progress: ProgressCallback,
+) -> DownloadSummary:
+    """One shard task on whatever process runs it (a Dask worker): its own Hub client, the
+    same fetch, unpack and records as :func:`run_task` in a thread here."""
+    with HubClient(settings) as client:
+        run = ShardRun(
+            settings, Store(settings.data_dir), client, keep_shards, as_download(progress)
+        )
+        if task.mode == "ranges":
+            task.reader = HttpRanges(client, run.url(task))
+        return run_task(run, task)
+
+
+def as_download(progress: ProgressCallback) -> ProgressCallback:
+    """Unpacked files count as the download's finished files (one bar for the whole run)."""
+
+    def forward(event: ProgressEvent) -> None:
+        if event.kind == "advance" and event.phase == "unpack":
+            event = ProgressEvent("advance", "download", files=event.files, extra=event.extra)
+        progress(event)
+
+    return forward

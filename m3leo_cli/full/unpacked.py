@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,13 @@ def unpack_files(
     region: str | None = None,
     out: Path | None = None,
     progress: ProgressCallback = no_progress,
+    pool: Executor | None = None,
 ) -> UnpackSummary:
-    """Unpack local shard files into the store (``full/<region>/``) or into ``out``."""
+    """Unpack local shard files into the store (``full/<region>/``) or into ``out``.
+
+    With a ``pool`` (the Dask engine's executor) each shard is a task on a worker that sees the
+    same filesystem; this process holds the store lock for all of them.
+    """
     from ..store.lock import store_lock
 
     if region is not None:
@@ -127,33 +133,56 @@ def unpack_files(
     ctx = store_lock(store) if out is None else contextlib.nullcontext()
     progress(ProgressEvent("start", "unpack", total_files=total))
     with ctx:
-        for path in files:
-            pf = open_local(path)
-            reg = region or first_row_region(pf)
-            if reg not in spec.REGIONS:
-                raise UsageError(
-                    f"{path.name}: cannot tell its region from its rows ({reg!r})", "pass --region"
-                )
-            dest = out if out is not None else store.region_dir("full", reg)
-            rows = pf.metadata.num_rows
-            progress(ProgressEvent("message", "unpack", message=f"unpacking {path} ({rows} rows)"))
-            report = UnpackReport(source=str(path), region=reg)
+        if pool is None:
+            for path in files:
+                summary.reports.append(unpack_one(settings, path, region, out, progress))
+        else:
+            relay = getattr(pool, "progress_relay", None) or no_progress
+            futures = [pool.submit(unpack_one, settings, p, region, out, relay) for p in files]
             try:
-                unpack_parquet(
-                    pf,
-                    dest,
-                    RowRules(region=reg),
-                    source=path.name,
-                    progress=progress,
-                    report=report,
-                )
-            finally:
-                pf.close()
-                if out is None and report.written:
-                    # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
-                    # `download --edition full` sees these tiles as present
-                    folder = report.written[0].path.rsplit("/", 1)[0]
-                    record_unpacked(store, reg, f"{folder}/{path.name}", report)
-            summary.reports.append(report)
+                summary.reports.extend(f.result() for f in futures)  # in the order given
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
     progress(ProgressEvent("done", "unpack"))
     return summary
+
+
+def unpack_one(
+    settings: Settings,
+    path: Path,
+    region: str | None,
+    out: Path | None,
+    progress: ProgressCallback = no_progress,
+) -> UnpackReport:
+    """Unpack one shard file and record what it wrote (a task of its own on the Dask engine)."""
+    store = Store(settings.data_dir)
+    pf = open_local(path)
+    reg = region or first_row_region(pf)
+    if reg not in spec.REGIONS:
+        pf.close()
+        raise UsageError(
+            f"{path.name}: cannot tell its region from its rows ({reg!r})", "pass --region"
+        )
+    dest = out if out is not None else store.region_dir("full", reg)
+    rows = pf.metadata.num_rows
+    progress(ProgressEvent("message", "unpack", message=f"unpacking {path} ({rows} rows)"))
+    report = UnpackReport(source=str(path), region=reg)
+    try:
+        unpack_parquet(
+            pf,
+            dest,
+            RowRules(region=reg),
+            source=path.name,
+            progress=progress,
+            report=report,
+        )
+    finally:
+        pf.close()
+        if out is None and report.written:
+            # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
+            # `download --edition full` sees these tiles as present
+            folder = report.written[0].path.rsplit("/", 1)[0]
+            record_unpacked(store, reg, f"{folder}/{path.name}", report)
+    return report

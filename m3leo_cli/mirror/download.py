@@ -41,6 +41,11 @@ def download(
             "use --fetch auto, whole or ranges (or M3LEO_FETCH, or fetch = ... in the config file)",
         )
     nworkers = workers or settings.workers
+    if opts.get("pool") is not None and selection.edition != "full":
+        raise UsageError(
+            "--engine dask applies to the full edition (Parquet shards) only",
+            "drop --engine for the miniset, whose files come straight from the Hub",
+        )
     if selection.edition != "full":
         return download_miniset(
             settings,

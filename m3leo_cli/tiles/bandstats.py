@@ -53,12 +53,16 @@ def compute_band_stats(
     executor: str = "thread",
     batch_size: int = 8,
     progress: ProgressCallback = no_progress,
+    pool: Executor | None = None,
 ) -> list[BandStats]:
     """Statistics of every band of ``files`` (``(datakind, path)`` pairs), in one pass.
 
     At most ``workers + 1`` batches are in flight, so memory is bounded by the batch size and
     the per-band accumulators (a 65,536-bin histogram each), not by the number of files.
-    ``executor`` is "thread" (rasterio and numpy release the GIL), "process" or "serial".
+    ``executor`` is "thread" (rasterio and numpy release the GIL), "process" or "serial";
+    a ``pool`` given by the caller (e.g. the Dask engine's) replaces it and is left open.
+    Batches are merged in file order whatever finishes first, so every engine gives the same
+    numbers to the last bit.
     """
     total: dict[tuple[str, str], Accumulator] = {}
     progress(ProgressEvent("start", phase="stats", total_files=len(files)))
@@ -71,7 +75,11 @@ def compute_band_stats(
                 total[key] = acc
         progress(ProgressEvent("advance", phase="stats", files=nfiles))
 
-    pool = _executor(executor, workers)
+    own = pool is None
+    if pool is None:
+        pool = _executor(executor, workers)
+    else:
+        workers = getattr(pool, "workers", workers)
     try:
         if pool is None:
             for batch in _batches(files, batch_size):
@@ -86,7 +94,7 @@ def compute_band_stats(
             for fut, n in pending:
                 absorb(fut.result(), n)
     finally:
-        if pool is not None:
+        if pool is not None and own:
             pool.shutdown(wait=True, cancel_futures=True)
     progress(ProgressEvent("done", phase="stats"))
     return [finish_band(key, total[key], percentiles) for key in sorted(total, key=lambda k: k[0])]
@@ -120,8 +128,13 @@ def band_stats(
     executor: str = "thread",
     save: bool = True,
     progress: ProgressCallback = no_progress,
+    pool: Executor | None = None,
 ) -> BandStatsReport:
-    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export."""
+    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export.
+
+    ``pool`` (e.g. ``dist.engine.open_engine``'s Dask executor) runs the file batches instead
+    of local threads; the numbers are identical.
+    """
     from ..errors import EmptySelectionError
     from .statsfile import save_band_stats
 
@@ -138,6 +151,7 @@ def band_stats(
         workers=workers or min(settings.workers, os.cpu_count() or 1),
         executor=executor,
         progress=progress,
+        pool=pool,
     )
     report = BandStatsReport(
         bands=bands,
