@@ -3,6 +3,7 @@ the same numbers as the local engine, progress from workers, and the bad-input p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,10 +208,65 @@ def test_unpack_on_two_workers_as_typed(
     full = src.repo("full", "europe")
     shards = [str(full.root / p) for p in sorted(full.shards)]
     stores = {}
-    for name, extra in (("local", []), ("dask", ["--engine", "dask", "--scheduler", cluster])):
+    variants = (
+        ("local", []),
+        ("dask", ["--engine", "dask", "--scheduler", cluster]),
+        ("localcluster", ["--engine", "dask"]),  # no scheduler: m3leo starts a LocalCluster
+    )
+    for name, extra in variants:
         monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / name))
         r = run_cli(capsys, "unpack", *shards, "--json", *extra)
         assert r.code == 0, r.err
         assert json.loads(r.out)["files"] == len(full.coverage["s1grd-2020"])
         stores[name] = _tree(tmp_path / name)
-    assert stores["dask"] == stores["local"]
+    assert stores["dask"] == stores["local"] == stores["localcluster"]
+
+
+def test_a_worker_killed_mid_download_leaves_verified_files(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """SIGKILL one worker while shards are unpacked there: Dask reruns its tasks elsewhere and
+    every file in the store is the published one (recorded sha256 matches); a re-run has
+    nothing left to do."""
+    import os
+    import signal
+    import threading
+
+    from m3leo_cli.full.unpacked import recorded_checksums
+    from m3leo_cli.mirror.download import download
+    from m3leo_cli.server import HubServer
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=16,
+                      datakinds=("s1grd-2020",), tiles_per_shard=2)  # fmt: skip
+    src = write_source(tmp_path_factory.mktemp("kill-src"), cfg)
+    sel = build_selection(edition="full", regions=["europe"], modalities=["s1grd-2020"])
+    with (
+        HubServer(src.root) as hub,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as lc,
+        distributed.Client(lc) as c,
+    ):
+        pids = list(c.run(os.getpid).values())
+        killed = threading.Event()
+
+        def progress(event: ProgressEvent) -> None:
+            if event.kind == "advance" and event.files and not killed.is_set():
+                killed.set()
+                os.kill(pids[0], signal.SIGKILL)
+
+        settings = load_settings({"data_dir": tmp_path / "data", "endpoint": hub.url,
+                                  "engine": "dask", "scheduler": lc.scheduler_address})  # fmt: skip
+        with open_engine(settings, progress=progress) as pool:
+            first = download(settings, sel, workers=2, fetch="whole", pool=pool)
+        again = download(settings, sel, workers=2, fetch="whole")
+    assert killed.is_set()
+    assert first.failed == 0 and again.downloaded == 0  # type: ignore[union-attr]
+    full = src.repo("full", "europe")
+    recorded = recorded_checksums(settings, "full", "europe")
+    for tile in full.coverage["s1grd-2020"]:
+        rel = full.tile_path("s1grd-2020", tile)
+        data = (tmp_path / "data" / "full" / "europe" / rel).read_bytes()
+        assert recorded[rel] == (len(data), hashlib.sha256(data).hexdigest())
+    assert not list((tmp_path / "data").rglob("*.part"))

@@ -33,7 +33,15 @@ from .render import err_console, human_bytes, print_json, say
 FORMATS = ", ".join(EXPORTERS)
 
 Format = Annotated[str, typer.Option("--format", "-f", help=f"Output format: {FORMATS}.")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (empty, or this export).")]
+Out = Annotated[
+    str,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output folder (empty, or this export), or an object-store URL such as "
+        "s3://bucket/prefix (needs fsspec's package for it, e.g. s3fs).",
+    ),
+]
 Inputs = Annotated[
     list[str] | None,
     typer.Option(
@@ -109,13 +117,14 @@ def export_cmd(
     """
     from ..dist.engine import open_engine
     from ..export import ExportOptions, export
+    from ..export.target import is_url
     from ..progress import ProgressEvent
 
     settings = settings_from(data_dir=data_dir, workers=workers, engine=engine, scheduler=scheduler)
     sel = selection_from(edition, region, None, split, year, bbox, tiles, tiles_file, limit)
     options = ExportOptions(
         format=format,
-        out=out,
+        out=out if is_url(out) else Path(out),
         inputs=tuple(modality or ()),
         labels=tuple(label or ()),
         allow_missing=allow_missing,

@@ -21,7 +21,7 @@ from .samples import LayerSpec, Sample
 @dataclass(frozen=True)
 class ExportOptions:
     format: str
-    out: Path
+    out: Path | str  # a folder, or an fsspec URL (s3://bucket/prefix): see export/target.py
     inputs: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     allow_missing: bool = False

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TileError, UsageError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
-from .metadata import build_metadata, layer_entry, write_metadata
+from .metadata import METADATA, build_metadata, layer_entry, write_metadata
 from .outputs import discard, part_path
 from .samples import SamplePlan
-from .state import ProgressLog, is_done, load_results, prepare_out
+from .state import ProgressLog, is_done, load_results, prepare_out, same_export
+from .target import RemoteTarget, is_url, staging_dir
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExportSummary:
-    out: Path
+    out: Path | str  # a folder, or the object-store URL given as --out
     format: str
     samples: int  # samples in the whole export plan
     written: int  # samples written by this run
@@ -35,7 +36,7 @@ class ExportSummary:
     bytes: int
     seconds: float
     complete: bool  # every unit of every job finished (metadata.json written)
-    metadata_path: Path | None
+    metadata_path: Path | str | None
     part: tuple[int, int]
     skipped_missing: dict[str, int] = field(default_factory=dict)
     not_downloaded: dict[str, int] = field(default_factory=dict)
@@ -156,7 +157,11 @@ def run_export(
     started = time.monotonic()
     cls = get_exporter(options.format)
     check_options(options, cls)
-    out = Path(options.out)
+    remote = RemoteTarget(str(options.out)) if is_url(options.out) else None
+    if remote is not None:
+        out = staging_dir(remote.url, settings.data_dir if settings is not None else None)
+    else:
+        out = Path(options.out)
     exporter = cls(out, plan.layers, options)
     if options.normalize:
         from .normalize import load_stats
@@ -167,7 +172,9 @@ def run_export(
                 "pass settings= so the statistics of `m3leo stats --bands` can be found",
             )
         exporter.stats = load_stats(settings, plan, [lay.name for lay in plan.layers])
-    prepare_out(out, plan, options)
+    if remote is not None:
+        remote.claim(resuming=same_export(out, plan, options), overwrite=options.overwrite)
+    prepare_out(out, plan, options, shown=remote.url if remote is not None else None)
     exporter.layer_info = probe_layers(exporter, plan)
 
     units: list[Unit] = []
@@ -176,7 +183,7 @@ def run_export(
         units.extend(exporter.units(split, samples, len(units)))
     mine = [u for u in units if u.index % options.num_shards == options.shard_index]
     done = load_results(out)
-    todo = [u for u in mine if not is_done(out, done.get(u.key))]
+    todo = [u for u in mine if not _finished(out, remote, done.get(u.key))]
     log = ProgressLog(out, options.shard_index, options.num_shards)
 
     total = sum(len(u.samples) for u in todo)
@@ -199,21 +206,24 @@ def run_export(
         progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
 
     if pool is not None:
-        _run_on_pool(pool, exporter, todo, commit)
+        _run_on_pool(pool, exporter, todo, commit, remote)
     else:
-        _run_here(exporter, todo, _workers(options, settings), commit, committed)
+        _run_here(exporter, todo, _workers(options, settings), commit, committed, remote)
     progress(ProgressEvent("done", phase="export"))
 
     complete = all(u.key in done for u in units)
-    meta_path = None
+    meta_path: Path | str | None = None
     if complete:
         doc = build_metadata(
             plan, options, exporter.layer_info, {u.key: done[u.key] for u in units}, exporter.stats
         )
         meta_path = write_metadata(out, doc)
+        if remote is not None:
+            remote.publish(meta_path, METADATA)
+            meta_path = f"{remote.url.rstrip('/')}/{METADATA}"
         failures = [f for u in mine for f in done[u.key].failures]
     return ExportSummary(
-        out=out,
+        out=remote.url if remote is not None else out,
         format=cls.name,
         samples=len(plan.samples),
         written=written,
@@ -238,6 +248,7 @@ def _run_here(
     workers: int,
     commit: Callable[[Unit, UnitResult], None],
     committed: set[str],
+    remote: RemoteTarget | None = None,
 ) -> None:
     """This process: samples decoded by ``workers`` threads in order, units written here."""
     from .decode import ordered_map
@@ -247,7 +258,7 @@ def _run_here(
     try:
         for unit in todo:
             items = (next(processed) for _ in unit.samples)
-            commit(unit, exporter.write(unit, items))
+            commit(unit, _published(exporter.write(unit, items), exporter.out, remote))
     except BaseException:
         processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
         for unit in todo:  # workers may have finished .part files of units never committed
@@ -263,11 +274,13 @@ def _run_on_pool(
     exporter: Exporter,
     todo: list[Unit],
     commit: Callable[[Unit, UnitResult], None],
+    remote: RemoteTarget | None = None,
 ) -> None:
     """Each unit a task on the pool; results committed in unit order as they arrive."""
     args = (exporter.name, exporter.out, exporter.layers, exporter.options)
     state = (exporter.stats, exporter.layer_info)
-    futures = [pool.submit(write_unit, *args, *state, unit) for unit in todo]
+    url = remote.url if remote is not None else None
+    futures = [pool.submit(write_unit, *args, *state, unit, url) for unit in todo]
     try:
         for unit, fut in zip(todo, futures, strict=True):
             commit(unit, fut.result())
@@ -285,6 +298,7 @@ def write_unit(
     stats: Any,
     layer_info: Any,
     unit: Unit,
+    remote_url: str | None = None,
 ) -> UnitResult:
     """One unit start to finish on whatever process runs it (a Dask worker): decode its
     samples, write its files (``.part`` then rename), return what to record."""
@@ -294,11 +308,26 @@ def write_unit(
     exporter.stats = stats
     exporter.layer_info = layer_info
     try:
-        return exporter.write(unit, (exporter.process(s) for s in unit.samples))
+        res = exporter.write(unit, (exporter.process(s) for s in unit.samples))
     except BaseException:
         for path in exporter.outputs(unit):
             discard(part_path(path))
         raise
+    return _published(res, Path(out), RemoteTarget(remote_url) if remote_url else None)
+
+
+def _published(res: UnitResult, out: Path, remote: RemoteTarget | None) -> UnitResult:
+    """Upload a finished unit's files (object-store exports) before it counts as done."""
+    if remote is not None:
+        for rel in res.files:
+            remote.publish(out / rel, rel)
+    return res
+
+
+def _finished(out: Path, remote: RemoteTarget | None, res: UnitResult | None) -> bool:
+    if remote is None or res is None or res.failures:
+        return is_done(out, res)
+    return remote.has_files(res.files)
 
 
 def export(

@@ -44,12 +44,23 @@ def identity(plan: SamplePlan, options: ExportOptions) -> dict[str, Any]:
     }
 
 
-def prepare_out(out: Path, plan: SamplePlan, options: ExportOptions) -> None:
-    """Make ``out`` ours: empty, or the same export (to complete), or --overwrite."""
+def same_export(out: Path, plan: SamplePlan, options: ExportOptions) -> bool:
+    """``out`` already holds this very export (so a run resumes it)."""
+    return _read_json(out / STATE_DIR / MARKER) == identity(plan, options)
+
+
+def prepare_out(
+    out: Path, plan: SamplePlan, options: ExportOptions, shown: str | None = None
+) -> None:
+    """Make ``out`` ours: empty, or the same export (to complete), or --overwrite.
+
+    ``shown`` is what messages call it (the URL of an object-store export staged in ``out``).
+    """
+    name = shown or str(out)
     ident = identity(plan, options)
     marker = out / STATE_DIR / MARKER
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is a file, not a folder")
+        raise OutputExistsError(f"--out {name} is a file, not a folder")
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if existing:
         old = _read_json(marker)
@@ -59,13 +70,13 @@ def prepare_out(out: Path, plan: SamplePlan, options: ExportOptions) -> None:
             if old is not None:
                 _clear(out)
         elif old is None:
-            shown = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
+            listing = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
             raise OutputExistsError(
-                f"--out {out} is not empty and is not an m3leo export ({shown})"
+                f"--out {name} is not empty and is not an m3leo export ({listing})"
             )
         else:
             raise OutputExistsError(
-                f"--out {out} holds a different export ({_describe(old, ident)})",
+                f"--out {name} holds a different export ({_describe(old, ident)})",
                 "choose another --out, or pass --overwrite to replace it",
             )
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,99 @@
+"""Where an export ends up: a local folder, or an object store through an fsspec URL.
+
+For ``--out s3://bucket/prefix`` (or ``gs://``, ``az://``, any fsspec protocol whose package is
+installed) the export is written exactly as for a folder, into a staging folder under
+``<data_dir>/.m3leo/exports/``, and each finished file is uploaded then removed from staging:
+by the process that wrote it (a Dask worker, or this one), before the unit is recorded as done.
+The staging folder keeps the resume state, so a re-run completes an interrupted export;
+``metadata.json`` is uploaded last, when every unit is done. Object stores have no rename, but
+an object PUT is all-or-nothing, so readers never see half a file.
+
+Credentials and endpoints come from the protocol's usual places (``AWS_*`` variables and
+profiles for S3, ``FSSPEC_S3_*``/``FSSPEC_S3`` for fsspec's own configuration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingDependencyError, OutputExistsError, StoreError
+
+
+def is_url(out: str | os.PathLike[str]) -> bool:
+    """``--out`` names an object store (``s3://...``), not a local folder."""
+    text = os.fspath(out)
+    return "://" in text and not text.startswith("file://")
+
+
+def staging_dir(url: str, data_dir: Path | None) -> Path:
+    """The local folder a remote export is staged and resumed in (one per URL)."""
+    base = data_dir / ".m3leo" if data_dir is not None else Path(tempfile.gettempdir()) / "m3leo"
+    return base / "exports" / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """An fsspec URL prefix that finished export files are uploaded to."""
+
+    url: str
+
+    def _fs(self) -> tuple[Any, str]:
+        try:
+            import fsspec
+        except ImportError:
+            raise MissingDependencyError("fsspec", "dask") from None
+        try:
+            fs, root = fsspec.core.url_to_fs(self.url)
+        except (ImportError, ValueError) as exc:
+            protocol = self.url.split("://", 1)[0]
+            raise StoreError(
+                f"cannot write to {self.url}: {exc}",
+                f"install fsspec's package for {protocol}:// (s3fs for s3://, gcsfs for gs://),"
+                " or give --out a local folder",
+            ) from None
+        return fs, root.rstrip("/")
+
+    def has_files(self, files: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Every file of a unit is there with its recorded size."""
+        fs, root = self._fs()
+        for rel, info in files.items():
+            try:
+                if int(fs.size(f"{root}/{rel}")) != int(info["size"]):
+                    return False
+            except (FileNotFoundError, OSError):
+                return False
+        return True
+
+    def publish(self, staged: Path, rel: str) -> None:
+        """Upload one finished file, then drop the staged copy."""
+        fs, root = self._fs()
+        try:
+            fs.put_file(str(staged), f"{root}/{rel}")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot upload {rel} to {self.url}: {exc}",
+                "check the credentials and the bucket, then re-run: finished units are kept",
+            ) from None
+        staged.unlink()
+
+    def claim(self, resuming: bool, overwrite: bool) -> None:
+        """Refuse a prefix holding objects of someone else's unless ``--overwrite``, which
+        (as for a folder) writes next to them and over same-named ones, never deleting."""
+        if resuming or overwrite:
+            return
+        fs, root = self._fs()
+        try:
+            found = fs.find(root, maxdepth=None, withdirs=False)
+        except (FileNotFoundError, OSError):
+            return
+        if found:
+            raise OutputExistsError(
+                f"--out {self.url} already holds {len(found)} objects (not this export's)",
+                "choose another --out, or pass --overwrite to write next to them",
+            )
