@@ -1,0 +1,186 @@
+"""Benchmark: downloads against nginx (not our Python server), end to end as a user types them.
+
+One synthetic miniset region (99 tiles x 7 datakinds, 448 px: ~680 files, ~250 MB) is served
+by nginx the way the Hub serves it (benchmarks/nginx_hub.py: API answers, 302 resolves to a
+second address, nginx's own ETag and Range). Then, each in a fresh process, into an empty
+folder, 16 connections each:
+
+- ``curl -Z`` and ``aria2c -j16`` over the resolve URLs (no hashing, no catalog: the floor);
+- ``huggingface_hub.snapshot_download(max_workers=16)`` (revision + tree, HEAD + GET per file);
+- ``m3leo download --workers 16`` (revision + tree + CSV/GeoJSON, a Parquet manifest, then
+  every file sha256-verified and made durable).
+
+For m3leo the nginx access log splits the run into start-up (process start to first request),
+catalog (to the first file request) and transfer. Every run is repeated with 20 ms added to each
+request (the echo module). Install: ``apt-get install nginx libnginx-mod-http-echo aria2``.
+
+    .venv/bin/python benchmarks/bench_wire.py [--tiles 99] [--repeat 2] [--delays 0,20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nginx_hub  # noqa: E402
+
+REPO = "M3LEO-miniset/europe"
+DATAKINDS = ("s1grd-2020", "s2rgbm-2020", "gssic", "esaworldcover-2020", "biomass-2020",
+             "ghsbuilts-2020", "srtmdem")  # fmt: skip
+OUT = Path(__file__).resolve().parent / "out" / "wire"
+
+
+def source(tiles: int) -> Path:
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    root = OUT / f"src-{tiles}"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        cfg = SynthConfig(regions=("europe",), editions=("miniset",), tiles=tiles, chip_px=448,
+                          datakinds=DATAKINDS)  # fmt: skip
+        write_source(root, cfg)
+        (root / ".complete").write_text("")
+    return root
+
+
+def files_of(root: Path) -> list[tuple[str, int]]:
+    repo = root / REPO
+    return sorted(
+        (p.relative_to(repo).as_posix(), p.stat().st_size)
+        for p in repo.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def _env(work: Path, endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("M3LEO_", "HF_"))}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(work / "hf-home"), M3LEO_CONFIG="/nonexistent",
+               HF_HUB_DISABLE_TELEMETRY="1", NO_COLOR="1")  # fmt: skip
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, start time on the epoch clock nginx logs with)."""
+    t_epoch, t0 = time.time(), time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - t0, t_epoch
+
+
+def first_requests(log: Path, since: float) -> tuple[float | None, float | None]:
+    """Epoch times of the first request and of the first file request after ``since``."""
+    first = first_file = None
+    for line in log.read_text().splitlines():
+        t, _, uri = line.partition(" ")
+        if float(t) < since:
+            continue
+        first = first if first is not None else float(t)
+        if "/resolve/" in uri and first_file is None:
+            first_file = float(t)
+    return first, first_file
+
+
+def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str) -> dict:
+    env = _env(work, endpoint)
+    urls = [f"{endpoint}/datasets/{REPO}/resolve/main/{p}" for p, _ in files]
+    res: dict[str, dict] = {}
+
+    def fresh(name: str) -> Path:
+        d = work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    d = fresh("curl")
+    cfg = d / "list.cfg"
+    cfg.write_text("".join(f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in zip(urls, files, strict=True)))
+    res["curl -Z 16"] = {"s": timed(["curl", "-Z", "--parallel-max", "16", "-s", "-L",
+                                     "--create-dirs", "-K", str(cfg)], env)[0]}  # fmt: skip
+    d = fresh("aria2c")
+    lst = d / "list.txt"
+    lst.write_text("".join(f"{u}\n  out={p}\n" for u, (p, _) in zip(urls, files, strict=True)))
+    res["aria2c -j16"] = {"s": timed(["aria2c", "-q", "-j16", "-x1", "--auto-file-renaming=false",
+                                      "--allow-overwrite=true", "-d", str(d), "-i", str(lst)],
+                                     env)[0]}  # fmt: skip
+    d = fresh("hf")
+    code = (f"from huggingface_hub import snapshot_download; snapshot_download({REPO!r}, "
+            f"repo_type='dataset', local_dir={str(d)!r}, max_workers=16)")  # fmt: skip
+    res["snapshot_download 16"] = {"s": timed([py, "-c", code], env)[0]}
+    d = fresh("m3leo")
+    env_m = dict(env, M3LEO_DATA_DIR=str(d))
+    m3leo = str(Path(py).parent / "m3leo")
+    log = work / "access.log"
+    wall, start = timed([m3leo, "download", "--edition", "miniset", "--region", "europe",
+                         "--workers", "16", "-q"], env_m)  # fmt: skip
+    first, first_file = first_requests(log, start)
+    row = {"s": wall}
+    if first is not None and first_file is not None:
+        row["startup"] = first - start
+        row["catalog"] = first_file - first
+        row["transfer"] = wall - (first_file - start)
+    res["m3leo download 16"] = row
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tiles", type=int, default=99)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--delays", default="0,20")
+    args = ap.parse_args()
+    for tool in ("nginx", "curl", "aria2c"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install nginx libnginx-mod-http-echo aria2 curl")
+    root = source(args.tiles)
+    files = files_of(root)
+    total = sum(s for _, s in files)
+    repos = [REPO]
+    answers = nginx_hub.record(
+        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
+    )
+    print(f"{len(files)} files, {total / 1e6:.0f} MB ({total / len(files) / 1e3:.0f} KB each)")
+    summary: dict = {}
+    for delay in (float(x) for x in args.delays.split(",")):
+        work = OUT / f"site-{delay:g}ms"
+        shutil.rmtree(work, ignore_errors=True)
+        conf, hub_port, _ = nginx_hub.write_site(work, root, answers, delay)
+        text = conf.read_text().replace(f"access_log {work}/access.log;",
+                                        "log_format t '$msec $request_uri';\n"
+                                        f"  access_log {work}/access.log t;")  # fmt: skip
+        conf.write_text(text)
+        runs: dict[str, list[dict]] = {}
+        with nginx_hub.Nginx(conf):
+            for _ in range(args.repeat):
+                for name, row in run_clients(work, f"http://127.0.0.1:{hub_port}", files,
+                                             sys.executable).items():  # fmt: skip
+                    runs.setdefault(name, []).append(row)
+        print(f"\n+{delay:g} ms per request (best of {args.repeat}):")
+        print(f"{'client':22} {'seconds':>8} {'files/s':>8} {'MB/s':>7}  phases (m3leo)")
+        best = {}
+        for name, rows in runs.items():
+            row = min(rows, key=lambda r: r["s"])
+            best[name] = row
+            phases = ""
+            if "transfer" in row:
+                tfps = len(files) / row["transfer"]
+                phases = (f"start-up {row['startup']:.2f} s, catalog {row['catalog']:.2f} s, "
+                          f"transfer {row['transfer']:.2f} s = {tfps:,.0f} files/s, "
+                          f"{total / row['transfer'] / 1e6:,.0f} MB/s")  # fmt: skip
+            print(f"{name:22} {row['s']:8.2f} {len(files) / row['s']:8.0f} "
+                  f"{total / row['s'] / 1e6:7.0f}  {phases}")  # fmt: skip
+        m = best["m3leo download 16"]["s"]
+        ratios = {k: v["s"] / m for k, v in best.items() if not k.startswith("m3leo")}
+        print("m3leo speed vs " + ", ".join(f"{k}: {r:.2f}x" for k, r in ratios.items()))
+        summary[f"{delay:g}ms"] = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
+    (OUT / "last.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
