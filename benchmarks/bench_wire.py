@@ -100,7 +100,9 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
 
     d = fresh("curl")
     cfg = d / "list.cfg"
-    cfg.write_text("".join(f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in zip(urls, files, strict=True)))
+    cfg.write_text(
+        "".join(f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in zip(urls, files, strict=True))
+    )
     res["curl -Z 16"] = {"s": timed(["curl", "-Z", "--parallel-max", "16", "-s", "-L",
                                      "--create-dirs", "-K", str(cfg)], env)[0]}  # fmt: skip
     d = fresh("aria2c")
