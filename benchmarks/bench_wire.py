@@ -100,14 +100,13 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
 
     d = fresh("curl")
     cfg = d / "list.cfg"
-    cfg.write_text(
-        "".join(f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in zip(urls, files, strict=True))
-    )
+    pairs = list(zip(urls, files, strict=True))
+    cfg.write_text("".join(f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in pairs))
     res["curl -Z 16"] = {"s": timed(["curl", "-Z", "--parallel-max", "16", "-s", "-L",
                                      "--create-dirs", "-K", str(cfg)], env)[0]}  # fmt: skip
     d = fresh("aria2c")
     lst = d / "list.txt"
-    lst.write_text("".join(f"{u}\n  out={p}\n" for u, (p, _) in zip(urls, files, strict=True)))
+    lst.write_text("".join(f"{u}\n  out={p}\n" for u, (p, _) in pairs))
     res["aria2c -j16"] = {"s": timed(["aria2c", "-q", "-j16", "-x1", "--auto-file-renaming=false",
                                       "--allow-overwrite=true", "-d", str(d), "-i", str(lst)],
                                      env)[0]}  # fmt: skip
