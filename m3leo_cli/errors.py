@@ -24,6 +24,8 @@ else that escapes is a bug and shows its traceback.
     │   ├── ServerError                           5xx after every retry
     │   ├── HubProtocolError                      garbage JSON, missing X-Repo-Commit, ...
     │   ├── HubConnectionError                    no route, refused, timed out
+    │   │   └── ContentHostUnreachableError       the Hub answers, its content host does not
+    │   ├── ContentHostDeniedError                403/410 from the content host, even re-resolved
     │   └── OfflineError                          HF_HUB_OFFLINE=1 and nothing cached
     ├── StoreError
     │   ├── UnsafePathError                       a remote path that escapes the store
@@ -184,6 +186,20 @@ class HubProtocolError(HubError):
 
 class HubConnectionError(HubError):
     default_hint = "check the network and HF_ENDPOINT; set HF_HUB_OFFLINE=1 to work from the store"
+
+
+ALLOW_BOTH = (
+    "allow both the Hub (huggingface.co) and its content hosts (cdn-lfs.hf.co, "
+    "cas-bridge.xethub.hf.co, *.hf.co) through the firewall or proxy (HTTPS_PROXY, NO_PROXY)"
+)
+
+
+class ContentHostUnreachableError(HubConnectionError):
+    default_hint = ALLOW_BOTH
+
+
+class ContentHostDeniedError(HubError):
+    default_hint = ALLOW_BOTH + "; re-run to get fresh links (downloads resume)"
 
 
 class OfflineError(HubError):
