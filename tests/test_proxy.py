@@ -53,7 +53,7 @@ def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     log = folder / "tinyproxy.log"
     conf = folder / "tinyproxy.conf"
     conf.write_text(
-        f"Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{log}\"\nLogLevel Info\n"
+        f'Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile "{log}"\nLogLevel Info\n'
         "MaxClients 64\nAllow 127.0.0.1\n"
     )
     proc = subprocess.Popen(
