@@ -16,7 +16,8 @@ else that escapes is a bug and shows its traceback.
     │   └── EmptySelectionError
     ├── ManifestError
     │   ├── ManifestNotFoundError
-    │   └── ManifestCorruptError
+    │   ├── ManifestCorruptError
+    │   └── RevisionMismatchError                 manifest pinned to another --revision
     ├── HubError                                  talking to the Hub (or a mirror)
     │   ├── RemoteNotFoundError                   RepoNotFound / RevisionNotFound / EntryNotFound
     │   ├── AuthError                             401 / 403 / gated
@@ -150,6 +151,10 @@ class ManifestNotFoundError(ManifestError):
 
 class ManifestCorruptError(ManifestError):
     default_hint = "run `m3leo catalog refresh` to rebuild it"
+
+
+class RevisionMismatchError(ManifestError):
+    default_hint = "run `m3leo catalog refresh --revision <rev>` first"
 
 
 # ----------------------------------------------------------------------------- hub

@@ -17,9 +17,11 @@ from .options import (
     Modalities,
     Quiet,
     Regions,
+    Revision,
     Splits,
     TilesFile,
     TilesOpt,
+    Token,
     Workers,
     Years,
     selection_from,
@@ -102,10 +104,10 @@ class _Bar:
         self.p.stop()
 
 
-def _progress(quiet: bool, json_out: bool, label: str) -> tuple[Any, Any]:
+def _progress(quiet: bool, json_out: bool, label: str, bars: bool = True) -> tuple[Any, Any]:
     from ..progress import ProgressEvent
 
-    show = not quiet and not json_out and err_console().is_terminal
+    show = bars and not quiet and not json_out and err_console().is_terminal
     bar = _Bar(label) if show else None
 
     def progress(event: ProgressEvent) -> None:
@@ -141,6 +143,8 @@ def download_cmd(
     dry_run: DryRun = False,
     no_space_check: NoSpaceCheck = False,
     wait: Wait = False,
+    revision: Revision = None,
+    token: Token = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -157,10 +161,15 @@ def download_cmd(
     from ..mirror.download import download
 
     settings = settings_from(
-        data_dir=data_dir, workers=workers, fetch=fetch, keep_shards=keep_shards
+        data_dir=data_dir,
+        workers=workers,
+        fetch=fetch,
+        keep_shards=keep_shards,
+        revision=revision,
+        token=token,
     )
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
-    progress, bar = _progress(quiet, json_out, "download")
+    progress, bar = _progress(quiet, json_out, "download", settings.progress_bars)
     try:
         result = download(
             settings,
@@ -224,6 +233,12 @@ def _show_plan(plan: dict[str, Any]) -> None:
             f"requests: {plan['requests']} at a budget of {plan.get('request_budget')} per "
             f"{plan.get('window_seconds', 0):.0f} s"
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
+        )
+    if plan.get("budgets"):
+        b = plan["budgets"]
+        say(
+            f"Hub budgets per {plan.get('window_seconds', 0):.0f} s ({plan.get('hub_plan')} plan): "
+            f"resolvers {b['resolvers']}, api {b['api']}, pages {b['pages']}"
         )
     if plan.get("absent"):
         say(_ABSENT.format(n=plan["absent"]))
@@ -294,6 +309,8 @@ def verify_cmd(
     ] = False,
     workers: Workers = None,
     wait: Wait = False,
+    revision: Revision = None,
+    token: Token = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -304,9 +321,9 @@ def verify_cmd(
     """
     from ..mirror.verify import verify
 
-    settings = settings_from(data_dir=data_dir, workers=workers)
+    settings = settings_from(data_dir=data_dir, workers=workers, revision=revision, token=token)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
-    progress, bar = _progress(quiet, json_out, "verify")
+    progress, bar = _progress(quiet, json_out, "verify", settings.progress_bars)
     try:
         rep = verify(settings, sel, repair=repair, workers=workers, progress=progress, wait=wait)
     finally:

@@ -47,7 +47,26 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Store root (default: $M3LEO_DATA_DIR or the user data dir)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent transfers.")]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", "--max-workers", "-w", help="Concurrent transfers."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Hub token (default: $HF_TOKEN, else the one `hf auth login` stored). Never shown.",
+        show_default=False,
+    ),
+]
+Revision = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="Branch, tag or commit the manifest must come from (default: main; "
+        "pin a commit for reproducible runs).",
+    ),
+]
 
 
 def settings_from(**flags: Any) -> Settings:

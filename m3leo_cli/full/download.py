@@ -238,6 +238,7 @@ def _to_plan(
     plan = FullDownloadPlan("full", sorted({t.region for t in tasks}), refused=list(refused))
     plan.request_budget = settings.request_budget
     plan.window_seconds = settings.window_seconds
+    plan.hub_plan, plan.budgets = settings.hub_plan, settings.budgets
     for t in tasks:
         plan.files += len(t.wanted) + t.present
         plan.present_files += t.present
