@@ -4,12 +4,16 @@ re-resolving, the host named in errors, gated/private repos, renames and RateLim
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
-from dl_helpers import REGION, repo_dir, settings_for, source
+from dl_helpers import REGION, expected_files, local_files, repo_dir, settings_for, source
 
 from m3leo_cli.config import load_settings
 from m3leo_cli.errors import (
@@ -207,3 +211,42 @@ def test_granted_token_reads_a_gated_repo_and_private_repo_hints(info, tmp_path)
             c.revision(REPO)
     assert "401 RepoNotFound" in e.value.message
     assert "private or gated" in e.value.hint and "hf auth login" in e.value.hint
+
+
+def test_sigkilled_download_resumes_on_the_real_hub_with_the_cdn_validator(info, tmp_path):
+    """A real `m3leo download` killed mid-file; after its links expired, a new run resumes each
+    partial file with Range + If-Range: <CDN ETag> and receives only the missing bytes."""
+    data_dir = tmp_path / "data"
+    args = ["--edition", "miniset", "--region", "europe", "--modality", "gssic"]
+    with HubServer(info.root, real=RealHub(link_ttl=1.0)) as srv:
+        env = {**os.environ, "HF_ENDPOINT": srv.url, "M3LEO_DATA_DIR": str(data_dir)}
+        cmd = [sys.executable, "-m", "m3leo_cli", "download", *args, "--workers", "2", "--quiet"]
+        assert subprocess.run([*cmd, "--dry-run"], env=env, capture_output=True).returncode == 0
+        srv.faults = Faults(cut_after_bytes=900, latency_ms=20)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and proc.poll() is None:
+                if any(p.stat().st_size == 900 for p in data_dir.rglob("*.part") if p.exists()):
+                    break
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(10)
+        parts = {p: p.stat().st_size for p in data_dir.rglob("*.part") if p.stat().st_size}
+        assert parts, "the kill should land while some file is partial"
+        assert all(validator_path(p.with_suffix("")).exists() for p in parts)
+        time.sleep(1.1)  # every link the killed run was given has expired
+        srv.faults = Faults()
+        srv.clear_log()
+        done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        log = list(srv.log)
+    assert local_files(data_dir) == expected_files(info, "gssic")
+    ranged = [r for r in log if r.origin == "content" and r.range]
+    resumed = {int(r.range.split("=")[1].rstrip("-")) for r in ranged}
+    assert resumed and resumed <= set(parts.values())
+    for r in ranged:
+        assert r.status == 206 and r.headers["if-range"] != f'"{r.path.split("/")[4]}"'
+        assert r.headers["if-range"] == f'"{RealHub.content_etag(r.path.split("/")[4])}"'
+    assert not list(data_dir.rglob("*.validator"))
