@@ -155,3 +155,56 @@ def test_ca_bundle_variables_are_read_in_order(tmp_path: Path) -> None:
     st = load_settings(env={"SSL_CERT_FILE": str(b), "REQUESTS_CA_BUNDLE": str(a)})
     assert st.ca_bundle == a and st.source_of("ca_bundle") == "$REQUESTS_CA_BUNDLE"
     assert load_settings(env={"SSL_CERT_FILE": str(b)}).ca_bundle == b
+
+
+def test_ca_bundle_is_trusted_for_https(tmp_path: Path) -> None:
+    """A Hub behind a private CA (a corporate TLS proxy, a site mirror): REQUESTS_CA_BUNDLE."""
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from m3leo_cli.hub.client import HubClient
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    sha = "a" * 40
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            body = json.dumps({"id": "M3LEO-miniset/europe", "sha": sha}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"https://127.0.0.1:{httpd.server_address[1]}"
+        plain = load_settings({"endpoint": url, "data_dir": tmp_path}, env={})
+        with HubClient(plain) as c, pytest.raises(HubConnectionError) as exc:
+            c.revision("M3LEO-miniset/europe")
+        assert "CERTIFICATE_VERIFY_FAILED" in exc.value.message
+        env = {"REQUESTS_CA_BUNDLE": str(cert)}
+        trusting = load_settings({"endpoint": url, "data_dir": tmp_path}, env=env)
+        with HubClient(trusting) as c:
+            assert c.revision("M3LEO-miniset/europe") == sha
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

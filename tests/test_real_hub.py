@@ -250,3 +250,20 @@ def test_sigkilled_download_resumes_on_the_real_hub_with_the_cdn_validator(info,
         assert r.status == 206 and r.headers["if-range"] != f'"{r.path.split("/")[4]}"'
         assert r.headers["if-range"] == f'"{RealHub.content_etag(r.path.split("/")[4])}"'
     assert not list(data_dir.rglob("*.validator"))
+
+
+def test_a_spent_ratelimit_pauses_its_bucket_only(info, tmp_path):
+    """An answer saying ``r=0`` pauses the next API call until the window resets (t + 1 s)."""
+    real = RealHub(quotas={"api": (2, 2), "resolvers": (100, 100)}, window=1)
+    with HubServer(info.root, real=real) as srv:
+        with HubClient(settings_for(srv, tmp_path)) as c:
+            c.revision(REPO)
+            commit = c.revision(REPO)  # its answer: "api";r=0;t=1
+            assert c.pacers["api"].waited == 0
+            rel, data = _biggest(info)
+            assert c.get_bytes(REPO, commit, rel) == data  # resolvers are not held
+            assert c.pacers["resolvers"].waited == 0
+            t0 = time.monotonic()
+            c.revision(REPO)
+            took = time.monotonic() - t0
+    assert took >= 1.5 and c.pacers["api"].waited >= 1.5

@@ -126,6 +126,11 @@ def connection_error(
     hint = None
     if via:
         hint = "check the proxy (HTTPS_PROXY, HTTP_PROXY) or list the host in NO_PROXY"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        hint = (
+            "the server's certificate is not trusted here: point REQUESTS_CA_BUNDLE (or "
+            "SSL_CERT_FILE) at your site's CA bundle"
+        )
     return HubConnectionError(
         f"cannot reach the Hub at {redact(url)}{route} ({what}); HF_ENDPOINT is "
         f"{settings.endpoint}",

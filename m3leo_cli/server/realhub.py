@@ -38,6 +38,8 @@ class RealHub:
     tokens: frozenset[str] = frozenset()  # valid tokens (empty: any token is valid)
     granted: frozenset[str] = frozenset()  # tokens with access to the gated and private repos
     renames: dict[str, str] = field(default_factory=dict)  # old repo id -> new (307)
+    quotas: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(QUOTAS))
+    window: float = WINDOW  # seconds of the fixed quota window
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _revoked_before: float = 0.0
     _counts: dict[tuple[str, bool], int] = field(default_factory=dict, repr=False)
@@ -86,17 +88,17 @@ class RealHub:
     # ------------------------------------------------------------------ quotas
     def count(self, bucket: str, token: str | None) -> dict[str, str]:
         """Count one request in ``bucket``; the ``RateLimit`` headers the Hub would send."""
-        quota = QUOTAS.get(bucket, QUOTAS["api"])[1 if token else 0]
+        quota = self.quotas.get(bucket, QUOTAS["api"])[1 if token else 0]
         with self._lock:
             now = time.time()
-            if now - self._window_start >= WINDOW:
+            if now - self._window_start >= self.window:
                 self._window_start, self._counts = now, {}
             key = (bucket, bool(token))
             self._counts[key] = used = self._counts.get(key, 0) + 1
-            reset = max(1, int(WINDOW - (now - self._window_start)))
+            reset = max(1, int(self.window - (now - self._window_start)))
         return {
             "RateLimit": f'"{bucket}";r={max(0, quota - used)};t={reset}',
-            "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={WINDOW}',
+            "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={self.window:g}',
         }
 
     # ------------------------------------------------------------------ access
