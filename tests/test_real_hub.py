@@ -164,11 +164,17 @@ def test_renamed_repo_is_followed_and_rate_limit_headers_are_real(info, tmp_path
     real = RealHub(renames={"M3LEO-miniset/old-name": REPO})
     with HubServer(info.root, real=real) as srv:
         with HubClient(settings_for(srv, tmp_path)) as c:
-            assert len(c.revision("M3LEO-miniset/old-name")) == 40
+            commit = c.revision("M3LEO-miniset/old-name")
+            assert len(commit) == 40
+            rel, data = _biggest(info)
+            assert c.get_bytes("M3LEO-miniset/old-name", commit, rel) == data  # resolve too
+            moved = [r for r in srv.log if r.status == 307]
+            srv.clear_log()
         with HubClient(settings_for(srv, tmp_path, token="hf_x")) as c:
             c.revision(REPO)
         log = list(srv.log)
-    assert [r.status for r in log] == [307, 200, 200]
+    assert len(moved) == 2 and "/resolve/" in moved[1].path
+    assert [r.status for r in log] == [200]
     with HubServer(info.root, real=RealHub()) as srv, httpx.Client() as http:
         anon = http.get(f"{srv.url}/api/datasets/{REPO}/revision/main").headers
         auth = {"authorization": "Bearer hf_x"}

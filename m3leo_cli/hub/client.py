@@ -236,7 +236,7 @@ class HubClient:
     def _bucket(self, url: str) -> str:
         """The Hub's rate-limit bucket of a request to the endpoint (resolvers, api, pages)."""
         path = urlsplit(url).path
-        if "/resolve/" in path:
+        if "/resolve/" in path or self.is_content_host(url):  # content: part of a download
             return "resolvers"
         return "api" if path.startswith("/api/") else "pages"
 
