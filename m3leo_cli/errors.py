@@ -174,7 +174,7 @@ class RemoteNotFoundError(HubError):
 
 
 class AuthError(HubError):
-    default_hint = "set HF_TOKEN to a token that can read the repo"
+    default_hint = "use a token that can read the repo: --token, HF_TOKEN or `hf auth login`"
 
 
 class RateLimitedError(HubError):

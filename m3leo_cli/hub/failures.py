@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
 _NOT_FOUND_CODES = {"RepoNotFound", "RevisionNotFound", "EntryNotFound"}
-LOGIN = "log in with `hf auth login` or pass --token"
+LOGIN = "log in with `hf auth login`, set HF_TOKEN or pass --token"
 GATED_HINT = (
     "this dataset is gated: accept its terms on its Hub page while logged in, then " + LOGIN
 )
@@ -93,17 +93,22 @@ def status_error(
             url=url,
             status=status,
         )
-    if code in _NOT_FOUND_CODES or status in (401, 404):
+    if code in _NOT_FOUND_CODES or (status == 404 and not code):
         hint = None
-        if code in ("RepoNotFound", "") and status in (401, 404):
-            hint = ANON_REPO_HINT if not settings.token else None
+        if not settings.token and code in ("RepoNotFound", ""):
+            hint = ANON_REPO_HINT
         where_text = "on the content host" if content_host else "on the Hub"
         return RemoteNotFoundError(
             f"not found {where_text}: {where} ({detail})", hint, url=url, status=status
         )
-    if status == 403:
-        extra = f" with the token from {token_from}" if settings.token else " (anonymous)"
-        return AuthError(f"access denied to {where}{extra} ({detail})", url=url, status=status)
+    if status in (401, 403):
+        who = f"with the token from {token_from}" if settings.token else "anonymously"
+        return AuthError(
+            f"access denied to {where} ({who}; {detail})",
+            None if settings.token else "this needs a token: " + LOGIN,
+            url=url,
+            status=status,
+        )
     return HubError(f"unexpected answer from {where} ({detail})", url=url, status=status)
 
 
