@@ -65,11 +65,15 @@ def test_content_etag_is_not_the_sha256_and_links_expire(info):
         assert late.status_code == 403 and b"expired" in late.content
 
 
-def test_killed_transfer_resumes_after_its_link_expired_fetching_only_the_rest(info, tmp_path):
+@pytest.mark.parametrize("refusal", [403, 410])
+def test_killed_transfer_resumes_after_its_link_expired_fetching_only_the_rest(
+    info, tmp_path, refusal
+):
     rel, data = _biggest(info)
     half = len(data) // 2
     faults = Faults(cut_after_bytes=half, cut_first=1)
-    with HubServer(info.root, real=RealHub(), faults=faults) as srv:
+    real = RealHub(expired_status=refusal)
+    with HubServer(info.root, real=real, faults=faults) as srv:
         with HubClient(settings_for(srv, tmp_path, max_retries=0)) as client:
             job = _job(client, tmp_path / "f.tif", rel, data)
             with pytest.raises(HubConnectionError):  # killed half way
@@ -87,7 +91,11 @@ def test_killed_transfer_resumes_after_its_link_expired_fetching_only_the_rest(i
     assert job.dest.read_bytes() == data and not validator_path(job.dest).exists()
     assert t.transferred == len(data) - half  # only the missing bytes travelled
     # the remembered link is refused, the Hub resolves again, the CDN serves the rest
-    assert [(r.origin, r.status) for r in log] == [("content", 403), ("hub", 302), ("content", 206)]
+    assert [(r.origin, r.status) for r in log] == [
+        ("content", refusal),
+        ("hub", 302),
+        ("content", 206),
+    ]
     assert reresolved == 1
     last = log[-1]
     assert last.range == f"bytes={half}-" and last.headers["if-range"] == f'"{cdn_etag}"'
@@ -217,6 +225,12 @@ def test_granted_token_reads_a_gated_repo_and_private_repo_hints(info, tmp_path)
             c.revision(REPO)
     assert "401 RepoNotFound" in e.value.message
     assert "private or gated" in e.value.hint and "hf auth login" in e.value.hint
+    with HubServer(info.root, real=private) as srv:
+        st = settings_for(srv, tmp_path, token="hf_other")
+        with HubClient(st) as c, pytest.raises(RemoteNotFoundError) as e:
+            c.revision(REPO)
+    assert "404 RepoNotFound" in e.value.message
+    assert "the token (from command line) may not have access" in e.value.hint
 
 
 def test_sigkilled_download_resumes_on_the_real_hub_with_the_cdn_validator(info, tmp_path):

@@ -97,6 +97,11 @@ def status_error(
         hint = None
         if not settings.token and code in ("RepoNotFound", ""):
             hint = ANON_REPO_HINT
+        elif code == "RepoNotFound":
+            hint = (
+                "check the region, edition and --revision; if the repo is private or gated, "
+                f"the token (from {token_from}) may not have access to it"
+            )
         where_text = "on the content host" if content_host else "on the Hub"
         return RemoteNotFoundError(
             f"not found {where_text}: {where} ({detail})", hint, url=url, status=status

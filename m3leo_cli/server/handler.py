@@ -189,7 +189,8 @@ class ContentHandler(BaseHandler):
             why = real.check_link(unquote(raw), query)
             if why is not None:  # what CloudFront answers to an expired or forged link
                 doc = f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>"
-                self._reply(403, doc.encode(), "application/xml")
+                status = real.expired_status if "expired" in why else 403
+                self._reply(status, doc.encode(), "application/xml")
         _, entry = self._lookup(index, route.path)
         if entry is None or entry.sha256 != route.digest:
             self._reply(404, b"Not found", "text/plain")

@@ -33,6 +33,7 @@ class RealHub:
     """Settings of the real-Hub behaviours (``None`` on a server: the kind mirror)."""
 
     link_ttl: float = 3600.0  # seconds a signed content link stays valid (Xet bridge: 1 hour)
+    expired_status: int = 403  # what the content host answers an expired link (CloudFront: 403)
     gated: frozenset[str] = frozenset()  # repo ids that need accepted terms
     private: frozenset[str] = frozenset()  # repo ids only granted tokens see
     tokens: frozenset[str] = frozenset()  # valid tokens (empty: any token is valid)
