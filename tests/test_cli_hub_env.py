@@ -234,3 +234,42 @@ def test_max_workers_alias_and_revision_pinning(capsys, srv, data_dir):
     res = run(capsys, "export", "--format", "npz", "--out", str(data_dir / "x"), *ARGS[:2],
               "--region", "europe", "--modality", "gssic", "--revision", "v9.9")  # fmt: skip
     assert res.code == 1 and "not from revision 'v9.9'" in res.err
+
+
+def _on_a_terminal(cmd: list[str], env: dict[str, str]) -> str:
+    """Run ``cmd`` with stderr on a pseudo-terminal (where bars are drawn); what it wrote there."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(60)
+    os.close(leader)
+    return out.decode(errors="replace")
+
+
+def test_hf_hub_disable_progress_bars_hides_the_bar_on_a_terminal(srv, data_dir):
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update(HF_ENDPOINT=srv.url, M3LEO_DATA_DIR=str(data_dir), TERM="xterm")
+    cmd = [sys.executable, "-m", "m3leo_cli", "download", *ARGS]
+    with_bar = _on_a_terminal(cmd, env)
+    for p in data_dir.rglob("*.nc"):
+        p.unlink()
+    without = _on_a_terminal(cmd, {**env, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    assert "downloaded" in with_bar and "downloaded" in without  # the summary either way
+    assert "\x1b[?25l" in with_bar  # rich hides the cursor while it draws a bar
+    assert "\x1b[?25l" not in without and "files" not in without.split("downloaded")[0]
