@@ -125,7 +125,13 @@ _ENV: dict[str, tuple[str, ...]] = {
     "https_proxy": ("https_proxy", "HTTPS_PROXY"),
     "all_proxy": ("all_proxy", "ALL_PROXY"),
     "no_proxy": ("no_proxy", "NO_PROXY"),
-    "ca_bundle": ("M3LEO_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"),
+    "ca_bundle": (
+        "M3LEO_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",  # a folder of hashed certificates
+    ),
 }
 # huggingface_hub's boolean variables: true when the upper-cased value is one of these, else
 # false (never an error); m3leo's own M3LEO_* booleans stay strict.

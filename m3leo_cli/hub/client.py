@@ -175,6 +175,8 @@ class HubClient:
             try:
                 resp = self._send_following(method, url, headers or {}, fresh)
             except httpx.TransportError as exc:
+                with self._lock:  # a content link that cannot be reached: resolve afresh
+                    self._links.pop(url, None)
                 if self.retry_transport(exc, retrier):
                     continue
                 raise self.connection_error(exc, url) from None
