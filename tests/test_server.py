@@ -523,7 +523,7 @@ def _handler_threads_done() -> None:
     import threading
 
     for t in threading.enumerate():
-        if "process_request_thread" in t.name and t.ident is not None:  # started ones only
+        if "process_request_thread" in t.name:
             t.join(timeout=10)
 
 
