@@ -115,7 +115,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "pages_per_window": ("M3LEO_PAGES_PER_WINDOW",),
     "window_seconds": ("M3LEO_WINDOW_SECONDS",),
     "max_retries": ("M3LEO_MAX_RETRIES",),
-    "timeout": ("M3LEO_TIMEOUT",),
+    "timeout": ("M3LEO_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"),
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),

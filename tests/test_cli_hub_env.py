@@ -220,6 +220,8 @@ def test_hf_conventions(tmp_path: Path) -> None:
     s = load_settings(env={"HF_HUB_DISABLE_PROGRESS_BARS": "1"})
     assert s.progress_bars is False and s.source_of("progress_bars").endswith("PROGRESS_BARS")
     assert load_settings(env={"HF_HUB_DISABLE_PROGRESS_BARS": "0"}).progress_bars is True
+    s = load_settings(env={"HF_HUB_DOWNLOAD_TIMEOUT": "10", "HF_HUB_OFFLINE": "TRUE"})
+    assert s.timeout == 10.0 and s.source_of("timeout") == "$HF_HUB_DOWNLOAD_TIMEOUT"
 
 
 def test_max_workers_alias_and_revision_pinning(capsys, srv, data_dir):
