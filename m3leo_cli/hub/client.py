@@ -74,10 +74,10 @@ class HubClient:
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         import httpx
 
-        self.settings = settings
-        self.endpoint = settings.endpoint.rstrip("/")
         from .netenv import build_transport
 
+        self.settings = settings
+        self.endpoint = settings.endpoint.rstrip("/")
         self._origin = _origin(self.endpoint)
         pool = max(16, settings.workers * 2)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
