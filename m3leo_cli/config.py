@@ -38,10 +38,13 @@ class Settings:
     endpoint: str = DEFAULT_ENDPOINT
     token: str | None = None
     offline: bool = False
+    plan: str | None = None  # Hub plan for the quotas: anonymous | free | pro (default: by token)
     revision: str = "main"
     workers: int = 16
-    # Hub resolver quota: requests per window (anonymous 3,000 / 5 min; 5,000 with a token)
-    requests_per_window: int | None = None
+    # Hub quotas per window, by bucket (None: the plan's published quota, see PLAN_QUOTAS)
+    requests_per_window: int | None = None  # resolvers: /resolve/ URLs
+    api_per_window: int | None = None  # /api/ calls, tree listing pages included
+    pages_per_window: int | None = None  # web pages (m3leo requests none)
     window_seconds: float = 300.0
     max_retries: int = 6
     timeout: float = 30.0
@@ -50,6 +53,13 @@ class Settings:
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
     engine: str = "local"  # heavy commands run here ("local") or on a Dask cluster ("dask")
     scheduler: str | None = None  # Dask scheduler address; none: a LocalCluster on this machine
+    progress_bars: bool = True  # False: HF_HUB_DISABLE_PROGRESS_BARS (messages still shown)
+    # network environment, read like huggingface_hub (requests/httpx) reads it
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    all_proxy: str | None = None
+    no_proxy: str | None = None
+    ca_bundle: Path | None = None
     config_path: Path | None = None
     # where each value came from ("command line", "$VAR", the config file); absent = default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -58,15 +68,37 @@ class Settings:
         return self.sources.get(name, "default")
 
     @property
+    def hub_plan(self) -> str:
+        """The plan whose quotas apply: the setting, else "free" with a token, else "anonymous"."""
+        return self.plan or ("free" if self.token else "anonymous")
+
+    @property
     def request_budget(self) -> int:
         """Resolver requests per window: the explicit setting, else the Hub's published quota."""
         if self.requests_per_window is not None:
             return self.requests_per_window
-        return 5000 if self.token else 3000
+        return PLAN_QUOTAS[self.hub_plan]["resolvers"]
+
+    @property
+    def budgets(self) -> dict[str, int]:
+        """Requests per window for each of the Hub's buckets: resolvers, api, pages."""
+        quota = PLAN_QUOTAS[self.hub_plan]
+        return {
+            "resolvers": self.request_budget,
+            "api": self.api_per_window if self.api_per_window is not None else quota["api"],
+            "pages": self.pages_per_window if self.pages_per_window is not None else quota["pages"],
+        }
 
     def with_overrides(self, **kw: Any) -> Settings:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
+
+# The Hub's published quotas per 5-minute window (huggingface.co/docs/hub/rate-limits).
+PLAN_QUOTAS: dict[str, dict[str, int]] = {
+    "anonymous": {"api": 500, "resolvers": 3000, "pages": 100},
+    "free": {"api": 1000, "resolvers": 5000, "pages": 200},
+    "pro": {"api": 2500, "resolvers": 12000, "pages": 400},
+}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -77,25 +109,46 @@ _ENV: dict[str, tuple[str, ...]] = {
     "endpoint": ("M3LEO_ENDPOINT", "HF_ENDPOINT"),
     "token": ("M3LEO_TOKEN", "HF_TOKEN"),
     "offline": ("M3LEO_OFFLINE", "HF_HUB_OFFLINE"),
+    "plan": ("M3LEO_PLAN",),
     "revision": ("M3LEO_REVISION",),
     "workers": ("M3LEO_WORKERS",),
     "requests_per_window": ("M3LEO_REQUESTS_PER_WINDOW",),
+    "api_per_window": ("M3LEO_API_PER_WINDOW",),
+    "pages_per_window": ("M3LEO_PAGES_PER_WINDOW",),
     "window_seconds": ("M3LEO_WINDOW_SECONDS",),
     "max_retries": ("M3LEO_MAX_RETRIES",),
-    "timeout": ("M3LEO_TIMEOUT",),
+    "timeout": ("M3LEO_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"),
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
     "engine": ("M3LEO_ENGINE",),
     "scheduler": ("M3LEO_DASK_SCHEDULER",),
+    "progress_bars": ("M3LEO_PROGRESS_BARS",),
+    # lower case first, as curl, requests and httpx read them
+    "http_proxy": ("http_proxy", "HTTP_PROXY"),
+    "https_proxy": ("https_proxy", "HTTPS_PROXY"),
+    "all_proxy": ("all_proxy", "ALL_PROXY"),
+    "no_proxy": ("no_proxy", "NO_PROXY"),
+    "ca_bundle": (
+        "M3LEO_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",  # a folder of hashed certificates
+    ),
 }
+# huggingface_hub's boolean variables: true when the upper-cased value is one of these, else
+# false (never an error); m3leo's own M3LEO_* booleans stay strict.
+_HF_TRUE = {"1", "ON", "YES", "TRUE"}
+_HF_BOOLS = {"HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"}
+_HF_TOKEN_FILE = "token"
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     types = {f.name: f.type for f in fields(Settings)}
     kind = str(types[name])
     try:
-        if name == "data_dir" or name == "config_path":
+        if name in ("data_dir", "config_path", "ca_bundle"):
             return Path(os.path.expanduser(str(value)))
         if "bool" in kind:
             if isinstance(value, bool):
@@ -158,21 +211,80 @@ def load_settings(
             continue
         for var in _ENV.get(name, ()):
             if var in env and (env[var] != "" or name in ("offline", "debug")):
-                values[name] = _coerce(name, env[var], f"${var}")
+                raw_value: Any = env[var]
+                if var in _HF_BOOLS:
+                    raw_value = raw_value.strip().upper() in _HF_TRUE
+                values[name] = _coerce(name, raw_value, f"${var}")
                 sources[name] = f"${var}"
                 break
         else:
             if name in file_values:
                 values[name] = file_values[name]
                 sources[name] = str(cfg_path)
+            elif name == "progress_bars" and "HF_HUB_DISABLE_PROGRESS_BARS" in env:
+                values[name] = env["HF_HUB_DISABLE_PROGRESS_BARS"].strip().upper() not in _HF_TRUE
+                sources[name] = "$HF_HUB_DISABLE_PROGRESS_BARS"
+            elif name == "token":
+                stored = stored_token(env)
+                if stored is not None:
+                    values[name], sources[name] = stored
     if "data_dir" not in values:
         values["data_dir"] = _default_data_dir()
     values["config_path"] = cfg_path
     sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
     s = Settings(**values, sources=sources)
+    _check_endpoint(s.endpoint, sources.get("endpoint", "default"))
+    if s.plan is not None and s.plan not in PLAN_QUOTAS:
+        raise ConfigError(
+            f"unknown Hub plan {s.plan!r} (from {sources.get('plan')})",
+            "set M3LEO_PLAN (or plan = ... in the config file) to anonymous, free or pro",
+        )
     if not 1 <= s.workers <= MAX_WORKERS:
         msg = f"workers must be between 1 and {MAX_WORKERS}, not {s.workers}"
         if "workers" in overrides:  # a flag: a usage error whose hint names the flag
             raise UsageError("--" + msg, "e.g. --workers 16")
         raise ConfigError(f"{msg} (from {sources.get('workers', 'config')})")
     return s
+
+
+def hf_home(env: Mapping[str, str]) -> Path | None:
+    """huggingface_hub's home: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else
+    ~/.cache/huggingface (None when ``env`` is a bare mapping that names no home)."""
+    if env.get("HF_HOME"):
+        return Path(os.path.expanduser(env["HF_HOME"]))
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "huggingface"
+    home = env.get("HOME") or (str(Path.home()) if env is os.environ else None)
+    return Path(home) / ".cache" / "huggingface" if home else None
+
+
+def stored_token(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The token `hf auth login` saved, and where it came from, in huggingface_hub's order:
+    the file $HF_TOKEN_PATH names, else ``<HF_HOME>/token``. None when there is none."""
+    if env.get("HF_TOKEN_PATH"):
+        path: Path | None = Path(os.path.expanduser(env["HF_TOKEN_PATH"]))
+        where = "$HF_TOKEN_PATH"
+    else:
+        home = hf_home(env)
+        path = home / _HF_TOKEN_FILE if home is not None else None
+        where = "stored token"
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (token, f"{where} ({path})") if token else None
+
+
+def _check_endpoint(endpoint: str, source: str) -> None:
+    """An endpoint without http(s):// or a host would be retried as a network error: refuse it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return
+    hint = "give the full URL, e.g. https://huggingface.co or http://mirror.local:8080"
+    raise UsageError(
+        f"malformed Hub endpoint {endpoint!r} (from {source}): no http(s):// or host", hint
+    )

@@ -142,6 +142,9 @@ def run_demo(
     )
     with HubServer(source) as server:
         env["HF_ENDPOINT"] = server.url
+        # the loopback server is reached directly, whatever proxy this machine uses
+        bypass = ",".join(filter(None, (env.get("no_proxy") or env.get("NO_PROXY"), server.host)))
+        env["no_proxy"] = env["NO_PROXY"] = bypass
         progress(ProgressEvent("message", message=f"serving it on {server.url} (loopback)"))
         progress(ProgressEvent("message", message=f"export HF_ENDPOINT={server.url}"))
         progress(ProgressEvent("message", message=f"export M3LEO_DATA_DIR={store}"))

@@ -16,7 +16,8 @@ else that escapes is a bug and shows its traceback.
     │   └── EmptySelectionError
     ├── ManifestError
     │   ├── ManifestNotFoundError
-    │   └── ManifestCorruptError
+    │   ├── ManifestCorruptError
+    │   └── RevisionMismatchError                 manifest pinned to another --revision
     ├── HubError                                  talking to the Hub (or a mirror)
     │   ├── RemoteNotFoundError                   RepoNotFound / RevisionNotFound / EntryNotFound
     │   ├── AuthError                             401 / 403 / gated
@@ -24,6 +25,8 @@ else that escapes is a bug and shows its traceback.
     │   ├── ServerError                           5xx after every retry
     │   ├── HubProtocolError                      garbage JSON, missing X-Repo-Commit, ...
     │   ├── HubConnectionError                    no route, refused, timed out
+    │   │   └── ContentHostUnreachableError       the Hub answers, its content host does not
+    │   ├── ContentHostDeniedError                403/410 from the content host, even re-resolved
     │   └── OfflineError                          HF_HUB_OFFLINE=1 and nothing cached
     ├── StoreError
     │   ├── UnsafePathError                       a remote path that escapes the store
@@ -151,6 +154,10 @@ class ManifestCorruptError(ManifestError):
     default_hint = "run `m3leo catalog refresh` to rebuild it"
 
 
+class RevisionMismatchError(ManifestError):
+    default_hint = "run `m3leo catalog refresh --revision <rev>` first"
+
+
 # ----------------------------------------------------------------------------- hub
 
 
@@ -168,7 +175,7 @@ class RemoteNotFoundError(HubError):
 
 
 class AuthError(HubError):
-    default_hint = "set HF_TOKEN to a token that can read the repo"
+    default_hint = "use a token that can read the repo: --token, HF_TOKEN or `hf auth login`"
 
 
 class RateLimitedError(HubError):
@@ -185,6 +192,20 @@ class HubProtocolError(HubError):
 
 class HubConnectionError(HubError):
     default_hint = "check the network and HF_ENDPOINT; set HF_HUB_OFFLINE=1 to work from the store"
+
+
+ALLOW_BOTH = (
+    "allow both the Hub (huggingface.co) and its content hosts (cdn-lfs.hf.co, "
+    "cas-bridge.xethub.hf.co, *.hf.co) through the firewall or proxy (HTTPS_PROXY, NO_PROXY)"
+)
+
+
+class ContentHostUnreachableError(HubConnectionError):
+    default_hint = ALLOW_BOTH
+
+
+class ContentHostDeniedError(HubError):
+    default_hint = ALLOW_BOTH + "; re-run to get fresh links (downloads resume)"
 
 
 class OfflineError(HubError):

@@ -12,11 +12,11 @@ import pytest
 def _isolated_env(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No real token, config file, HF cache or data dir leaks into a test."""
+    """No real token, config file, HF cache, data dir or proxy leaks into a test."""
     home = tmp_path_factory.mktemp("home")
     for var in list(os.environ):
-        if var.startswith(("M3LEO_", "HF_")):
-            monkeypatch.delenv(var, raising=False)
+        if var.startswith(("M3LEO_", "HF_")) or var.lower().endswith("_proxy"):
+            monkeypatch.delenv(var, raising=False)  # a machine's proxy must not route loopback
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("M3LEO_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("M3LEO_DATA_DIR", str(home / "data"))

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -91,3 +92,46 @@ def test_serve_bad_page_size_is_a_usage_error(
 ) -> None:
     res = run(capsys, "serve", str(tmp_path), "--page-size", "0")
     assert res.code == 2 and "--page-size" in res.err
+
+
+def test_serve_real_hub_mode_expires_links_gates_and_renames(tmp_path: Path) -> None:
+    build_repo(tmp_path)
+    proc, endpoint, lines = _start(
+        tmp_path, "--real-hub", "--link-ttl", "0.5", "--gated", REPO, "--grant-token", "hf_ok",
+        "--rename", f"{REPO}-old={REPO}",
+    )  # fmt: skip
+    ok = {"authorization": "Bearer hf_ok"}
+    try:
+        assert "content links expire after 0.5 s" in "".join(lines)
+        with httpx.Client(timeout=30) as c:
+            anon = c.get(f"{endpoint}/api/datasets/{REPO}/revision/main")
+            assert anon.status_code == 401 and anon.headers["x-error-code"] == "GatedRepo"
+            bad = c.get(f"{endpoint}/api/datasets/{REPO}/revision/main", headers={
+                "authorization": "Bearer hf_nope"})  # fmt: skip
+            assert (
+                bad.status_code == 401 and "Invalid credentials" in bad.headers["x-error-message"]
+            )
+            good = c.get(f"{endpoint}/api/datasets/{REPO}/revision/main", headers=ok)
+            assert good.status_code == 200 and good.headers["ratelimit"].startswith('"api";r=')
+            moved = c.get(f"{endpoint}/api/datasets/{REPO}-old/revision/main", headers=ok)
+            assert moved.status_code == 307
+            assert moved.headers["location"] == f"/api/datasets/{REPO}/revision/main"
+            tif = next(p for p in (tmp_path / REPO).rglob("*.tif"))
+            rel = tif.relative_to(tmp_path / REPO).as_posix()
+            r = c.get(f"{endpoint}/datasets/{REPO}/resolve/main/{rel}", headers=ok)
+            assert r.status_code == 302
+            first = c.get(r.headers["location"])
+            assert first.status_code == 200 and first.content == tif.read_bytes()
+            assert first.headers["etag"].strip('"') != r.headers["x-linked-etag"].strip('"')
+            time.sleep(0.6)
+            assert c.get(r.headers["location"]).status_code == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_serve_hub_options_need_real_hub_mode(capsys, tmp_path: Path) -> None:
+    build_repo(tmp_path)
+    res = run(capsys, "serve", str(tmp_path), "--gated", REPO)
+    assert res.code == 2 and "hint: add --real-hub" in res.err

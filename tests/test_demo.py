@@ -15,6 +15,7 @@ from tests.clirun import run
 def test_demo_runs_every_command_offline(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_must_not_leak")
+    env.update(HTTP_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # bypassed
     done = subprocess.run(
         [sys.executable, "-m", "m3leo_cli", "demo", "--workdir", str(work), "--tiles", "6"],
         capture_output=True,

@@ -11,7 +11,12 @@ import pyarrow as pa
 
 from .. import spec
 from ..config import Settings
-from ..errors import ManifestCorruptError, ManifestNotFoundError, UnknownModalityError
+from ..errors import (
+    ManifestCorruptError,
+    ManifestNotFoundError,
+    RevisionMismatchError,
+    UnknownModalityError,
+)
 from ..store.layout import Store
 from .manifest import read_manifest, read_summary
 
@@ -43,7 +48,31 @@ def load_manifest(
             f"run `m3leo catalog refresh --edition {ed}`"
             + "".join(f" --region {r}" for r in missing if regions),
         )
+    check_pinned(settings, ed, {r: read_summary(p) for r, p in found.items()})
     return read_manifest(list(found.values()))
+
+
+def check_pinned(settings: Settings, edition: str, summaries: dict[str, dict[str, Any]]) -> None:
+    """Refuse to use manifests built from another revision than the one asked for.
+
+    Only an explicit revision (``--revision``, ``M3LEO_REVISION``, the config file) is checked;
+    it matches a manifest built from that branch or tag name, or from a commit it prefixes.
+    Nothing is re-catalogued behind the user's back: other runs may rely on the manifest.
+    """
+    if settings.source_of("revision") == "default":
+        return
+    want = settings.revision
+    for region, summary in sorted(summaries.items()):
+        commit = str(summary.get("commit") or "")
+        built = str(summary.get("revision") or "")
+        if want == built or (len(want) >= 7 and commit.startswith(want)):
+            continue
+        raise RevisionMismatchError(
+            f"the {edition} manifest of {region} was built from {built or '?'} "
+            f"(commit {commit[:12]}), not from revision {want!r}",
+            f"run `m3leo catalog refresh --edition {edition} --region {region} "
+            f"--revision {want}` first, or drop --revision to use the cached manifest",
+        )
 
 
 def manifest_info(

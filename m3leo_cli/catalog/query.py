@@ -26,6 +26,7 @@ from ..errors import (
 )
 from ..selection import Selection
 from ..store.layout import Store
+from .info import check_pinned
 from .manifest import in_set, read_manifest, read_summary
 
 
@@ -121,6 +122,7 @@ def plan_query(
         )
     paths = manifest_paths(settings, selection)
     summaries = {r: read_summary(p) for r, p in paths.items()}
+    check_pinned(settings, selection.edition, summaries)
     all_dks = sorted({dk for s in summaries.values() for dk in s.get("datakinds", {})})
     datakinds = [dk for dk in all_dks if _wants(selection, dk)]
     if not datakinds:

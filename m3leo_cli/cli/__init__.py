@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_catalog",
     "cmd_stats",
     "cmd_download",
+    "cmd_verify",
     "cmd_unpack",
     "cmd_info",
     "cmd_show",

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import app, catalog_app
-from .options import DataDir, Edition, JsonOut, Quiet, Regions, settings_from
+from .options import DataDir, Edition, JsonOut, Quiet, Regions, Token, settings_from
 from .render import human_bytes, out_console, print_json, say
 
 Revision = Annotated[
@@ -29,6 +29,7 @@ def catalog_refresh(
     region: Regions = None,
     revision: Revision = None,
     force: Force = False,
+    token: Token = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -45,7 +46,12 @@ def catalog_refresh(
             say(event.message)
 
     report = refresh(
-        settings_from(data_dir=data_dir), edition, region, revision, progress, force=force
+        settings_from(data_dir=data_dir, token=token),
+        edition,
+        region,
+        revision,
+        progress,
+        force=force,
     )
     if json_out:
         print_json(report.to_dict())

@@ -17,17 +17,24 @@ def config_show(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
 
     Example: m3leo config show --json
     """
+    from ..hub.netenv import redact_proxy
+
     s = settings_from(data_dir=data_dir)
     data = asdict(s)
     data.pop("sources")
-    data["token"] = "set" if s.token else None
+    data["token"] = "set" if s.token else None  # where it came from is shown, never the token
+    for key in ("http_proxy", "https_proxy", "all_proxy"):
+        data[key] = redact_proxy(data[key])
+    data["hub_plan"] = s.hub_plan
     data["request_budget"] = s.request_budget
+    data["budgets"] = s.budgets
     if json_out:
         print_json({"settings": data, "sources": {k: s.source_of(k) for k in data}})
         return
     con = out_console()
     for key, value in data.items():
-        source = "derived" if key == "request_budget" else s.source_of(key)
+        derived = ("hub_plan", "request_budget", "budgets")
+        source = "derived" if key in derived else s.source_of(key)
         con.print(f"{key} = {value}  ({source})", markup=False)
 
 

@@ -1,4 +1,4 @@
-"""`m3leo download`, `m3leo verify`, `m3leo clean`."""
+"""`m3leo download` (and the progress bar `verify` shares)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from .options import (
     Modalities,
     Quiet,
     Regions,
+    Revision,
     SchedulerOpt,
     Splits,
     TilesFile,
     TilesOpt,
+    Token,
     Workers,
     Years,
     selection_from,
@@ -104,10 +106,10 @@ class _Bar:
         self.p.stop()
 
 
-def _progress(quiet: bool, json_out: bool, label: str) -> tuple[Any, Any]:
+def _progress(quiet: bool, json_out: bool, label: str, bars: bool = True) -> tuple[Any, Any]:
     from ..progress import ProgressEvent
 
-    show = not quiet and not json_out and err_console().is_terminal
+    show = bars and not quiet and not json_out and err_console().is_terminal
     bar = _Bar(label) if show else None
 
     def progress(event: ProgressEvent) -> None:
@@ -143,6 +145,8 @@ def download_cmd(
     dry_run: DryRun = False,
     no_space_check: NoSpaceCheck = False,
     wait: Wait = False,
+    revision: Revision = None,
+    token: Token = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -170,10 +174,12 @@ def download_cmd(
         keep_shards=keep_shards,
         engine=engine,
         scheduler=scheduler,
+        revision=revision,
+        token=token,
     )
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
     check_engine(settings.engine)
-    progress, bar = _progress(quiet, json_out, "download")
+    progress, bar = _progress(quiet, json_out, "download", settings.progress_bars)
     try:
         with nullcontext() if dry_run else open_engine(settings, progress=progress) as pool:
             result = download(
@@ -240,6 +246,12 @@ def _show_plan(plan: dict[str, Any]) -> None:
             f"{plan.get('window_seconds', 0):.0f} s"
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
         )
+    if plan.get("budgets"):
+        b = plan["budgets"]
+        say(
+            f"Hub budgets per {plan.get('window_seconds', 0):.0f} s ({plan.get('hub_plan')} plan): "
+            f"resolvers {b['resolvers']}, api {b['api']}, pages {b['pages']}"
+        )
     if plan.get("absent"):
         say(_ABSENT.format(n=plan["absent"]))
     shards = plan.get("shards", [])
@@ -291,123 +303,3 @@ def _groups(rgs: list[int]) -> str:
         else:
             spans.append(str(g))
     return "[" + ", ".join(spans) + "]"
-
-
-@app.command("verify")
-def verify_cmd(
-    edition: Edition = "full",
-    region: Regions = None,
-    modality: Modalities = None,
-    split: Splits = None,
-    year: Years = None,
-    bbox: BBoxOpt = None,
-    tiles: TilesOpt = None,
-    tiles_file: TilesFile = None,
-    limit: Limit = None,
-    repair: Annotated[
-        bool, typer.Option("--repair", help="Re-download the missing and corrupt files.")
-    ] = False,
-    workers: Workers = None,
-    wait: Wait = False,
-    data_dir: DataDir = None,
-    json_out: JsonOut = False,
-    quiet: Quiet = False,
-) -> None:
-    """Re-hash exactly the selected local files against the manifest; report what is wrong.
-
-    Example: m3leo verify --edition miniset --region europe --modality gssic --repair
-    """
-    from ..mirror.verify import verify
-
-    settings = settings_from(data_dir=data_dir, workers=workers)
-    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
-    progress, bar = _progress(quiet, json_out, "verify")
-    try:
-        rep = verify(settings, sel, repair=repair, workers=workers, progress=progress, wait=wait)
-    finally:
-        if bar is not None:
-            bar.close()
-    if json_out:
-        print_json(rep.to_dict())
-    elif not quiet:
-        say(
-            f"checked {rep.checked} files: {rep.ok} ok, {len(rep.missing)} missing, "
-            f"{len(rep.corrupt)} corrupt"
-        )
-        if rep.unpublished:
-            say(_ABSENT.format(n=len(rep.unpublished)))
-        for p in rep.missing[:20]:
-            say(f"missing {p}")
-        for p in rep.corrupt[:20]:
-            say(f"corrupt {p}")
-        for p, why in rep.refused:
-            say(f"refused {p}: {why}")
-        if rep.unchecked and sel.edition == "full":
-            say(
-                f"{len(rep.unchecked)} unchecked: present, but with no size and sha256 recorded "
-                "by m3leo's unpacking (put there by other means); --repair leaves them alone"
-            )
-        elif rep.unchecked:
-            say(f"{len(rep.unchecked)} files have no checksum in the manifest (size checked)")
-        if rep.parts:
-            say(
-                f"{len(rep.parts)} stray .part files (a download was interrupted): "
-                "re-run the download to resume them, or `m3leo clean` to remove them"
-            )
-        if rep.repaired is not None:
-            r = rep.repaired
-            say(f"repair: downloaded {r.downloaded}, failed {r.failed}")
-    if rep.problems:
-        from ..errors import ChecksumMismatchError
-
-        raise ChecksumMismatchError(
-            f"{rep.problems} selected file(s) are missing or corrupt",
-            "run the same command with --repair"
-            if rep.repaired is None
-            else f"re-run; failures are in {rep.repaired.report_path}",
-        )
-
-
-@app.command("clean")
-def clean_cmd(
-    edition: Annotated[
-        str | None, typer.Option("--edition", "-e", help="Only this edition (default: both).")
-    ] = None,
-    region: Regions = None,
-    shards: Annotated[
-        bool,
-        typer.Option(
-            "--shards",
-            help="Also remove the cached whole shards (kept by --keep-shards) in "
-            "<data dir>/.m3leo/shards/.",
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
-    ] = False,
-    data_dir: DataDir = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Remove stray .part files left by interrupted downloads (finished files are untouched).
-
-    Partial shard downloads under <data dir>/.m3leo/shards/ go too; --shards also removes the
-    cached whole shards. Unpacked tiles are never touched.
-
-    Example: m3leo clean --region europe --shards
-    """
-    from .. import spec
-    from ..mirror.clean import clean
-
-    settings = settings_from(data_dir=data_dir)
-    ed = spec.get_edition(edition).name if edition else None
-    regs = [spec.get_region(r).name for r in region or ()]
-    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards)
-    if json_out:
-        print_json(rep.to_dict())
-        return
-    verb = "would remove" if dry_run else "removed"
-    for p in rep.removed:
-        say(f"{verb} {p}")
-    cached = f" and {rep.shards} cached shards" if shards else ""
-    freed = "would free" if dry_run else "freed"
-    say(f"{verb} {rep.parts} .part files{cached}: {freed} {human_bytes(rep.bytes)}")

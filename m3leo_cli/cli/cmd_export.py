@@ -20,6 +20,7 @@ from .options import (
     Limit,
     Quiet,
     Regions,
+    Revision,
     SchedulerOpt,
     Splits,
     TilesFile,
@@ -99,8 +100,12 @@ def export_cmd(
         bool, typer.Option("--overwrite", help="Replace a different earlier export in --out.")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-w", help="Decoding threads (default: settings).")
+        int | None,
+        typer.Option(
+            "--workers", "--max-workers", "-w", help="Decoding threads (default: settings)."
+        ),
     ] = None,
+    revision: Revision = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
@@ -120,7 +125,9 @@ def export_cmd(
     from ..export.target import is_url
     from ..progress import ProgressEvent
 
-    settings = settings_from(data_dir=data_dir, workers=workers, engine=engine, scheduler=scheduler)
+    settings = settings_from(
+        data_dir=data_dir, workers=workers, engine=engine, scheduler=scheduler, revision=revision
+    )
     sel = selection_from(edition, region, None, split, year, bbox, tiles, tiles_file, limit)
     options = ExportOptions(
         format=format,
@@ -138,7 +145,7 @@ def export_cmd(
         workers=workers,
         command=_command_line(ctx),
     )
-    show = not quiet and not json_out and err_console().is_terminal
+    show = settings.progress_bars and not quiet and not json_out and err_console().is_terminal
     bar = _Bar() if show else None
 
     def progress(event: ProgressEvent) -> None:

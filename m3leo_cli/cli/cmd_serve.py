@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..errors import UsageError
 from .app import app
 from .render import say
 
@@ -49,6 +50,38 @@ def serve(
             help="JSON file that keeps file hashes across restarts (big mirrors start fast).",
         ),
     ] = None,
+    real_hub: Annotated[
+        bool,
+        typer.Option(
+            "--real-hub",
+            help="Behave like huggingface.co: signed content links that expire, a CDN ETag "
+            "that is not the sha256, RateLimit headers (rehearse clients against it).",
+        ),
+    ] = False,
+    link_ttl: Annotated[
+        float,
+        typer.Option("--link-ttl", min=0, help="--real-hub: seconds a content link stays valid."),
+    ] = 3600.0,
+    gated: Annotated[
+        list[str] | None,
+        typer.Option("--gated", help="--real-hub: a repo that needs accepted terms (repeatable)."),
+    ] = None,
+    private: Annotated[
+        list[str] | None,
+        typer.Option("--private", help="--real-hub: a repo only granted tokens see (repeatable)."),
+    ] = None,
+    grant_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grant-token",
+            help="--real-hub: a valid token with access to the gated and private repos "
+            "(repeatable); any other token is refused as invalid.",
+        ),
+    ] = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option("--rename", help="--real-hub: OLD=NEW repo id, answered with a 307."),
+    ] = None,
 ) -> None:
     """Serve every DIR/<org>/<name>/ folder as the Hub dataset repo <org>/<name>.
 
@@ -57,7 +90,31 @@ def serve(
 
     Example: m3leo serve /shared/m3leo-mirror --host 0.0.0.0 --port 8080
     """
-    from ..server import run_server
+    from ..server import RealHub, run_server
+
+    real = None
+    extras = gated or private or grant_token or rename
+    if extras and not real_hub:
+        raise UsageError(
+            "--gated, --private, --grant-token and --rename need the real-Hub mode",
+            "add --real-hub",
+        )
+    if real_hub:
+        renames = {}
+        for item in rename or ():
+            old, sep, new = item.partition("=")
+            if not sep or old.count("/") != 1 or new.count("/") != 1:
+                raise UsageError(f"bad --rename {item!r}", "use --rename OLD/NAME=NEW/NAME")
+            renames[old] = new
+        tokens = frozenset(grant_token or ())
+        real = RealHub(
+            link_ttl=link_ttl,
+            gated=frozenset(gated or ()),
+            private=frozenset(private or ()),
+            tokens=tokens,
+            granted=tokens,
+            renames=renames,
+        )
 
     def ready(server: HubServer, counts: dict[str, int]) -> None:
         total = sum(counts.values())
@@ -65,6 +122,8 @@ def serve(
         for repo_id, n in counts.items():
             say(f"  {repo_id}  ({n} files)")
         say(f"Hub endpoint: {server.url}   (LFS bytes on {server.content_url})")
+        if real is not None:
+            say(f"Real-Hub mode: content links expire after {real.link_ttl:g} s")
         say(f"Use it with:  export HF_ENDPOINT={server.url}")
         say("Press Ctrl-C to stop.")
 
@@ -77,6 +136,7 @@ def serve(
         latency_ms=latency_ms,
         access_log=access_log,
         hash_cache=hash_cache,
+        real=real,
         on_ready=ready,
     )
     say("Stopped.")

@@ -63,7 +63,26 @@ SchedulerOpt = Annotated[
         "(M3LEO_DASK_SCHEDULER); none: a LocalCluster on this machine.",
     ),
 ]
-Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent transfers.")]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", "--max-workers", "-w", help="Concurrent transfers."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Hub token (default: $HF_TOKEN, else the one `hf auth login` stored). Never shown.",
+        show_default=False,
+    ),
+]
+Revision = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="Branch, tag or commit the manifest must come from (default: main; "
+        "pin a commit for reproducible runs).",
+    ),
+]
 
 
 def settings_from(**flags: Any) -> Settings:

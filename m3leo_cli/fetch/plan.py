@@ -58,6 +58,8 @@ class DownloadPlan:
     request_budget: int = 0
     window_seconds: float = 0.0
     pacing_seconds: float = 0.0  # minimum time the request budget imposes
+    hub_plan: str = "anonymous"  # whose quotas: anonymous | free | pro
+    budgets: dict[str, int] = field(default_factory=dict)  # per window: resolvers, api, pages
     refused: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +115,7 @@ def plan_jobs(
     plan = DownloadPlan(edition, list(regions), refused=list(refused))
     plan.request_budget = settings.request_budget
     plan.window_seconds = settings.window_seconds
+    plan.hub_plan, plan.budgets = settings.hub_plan, settings.budgets
     for j in jobs:
         plan.files += 1
         plan.bytes += j.size

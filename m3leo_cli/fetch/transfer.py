@@ -3,11 +3,11 @@
 State machine per :class:`FileJob` (see docs/design.md, "Download state machine")::
 
     dest exists with the expected size ............................ skipped (no request)
-    <dest>.part exists: re-seed the hash from it
+    <dest>.part exists: re-seed the hash from it (its validator is in <dest>.part.validator)
       part larger than expected ................................... truncate, start at 0
       part at full size: hash matches -> commit (no request, never an empty Range / 416)
                          hash differs -> truncate, start at 0
-    GET url  [Range: bytes=N-  If-Range: "<checksum>"]  (redirect to the content host by hand)
+    GET url  [Range: bytes=N-  If-Range: <validator>]  (redirect to the content host by hand)
       206 with Content-Range N-.../size ........................... append
       206 with any other Content-Range ............................ truncate, retry from 0
       200 ......................................................... truncate, write from 0
@@ -16,6 +16,12 @@ State machine per :class:`FileJob` (see docs/design.md, "Download state machine"
     size reached: digest == manifest -> fsync, os.replace(part, dest)
                   digest != manifest -> truncate, re-fetch (bounded), then ChecksumMismatchError
 
+The validator is what the content host said about the bytes in the part: its strong ``ETag``,
+else its ``Last-Modified`` (the real Hub's CDN has its own ETag, not the sha256). A part with
+no validator kept beside it sends the sha256 as ETag; a host that does not recognise it answers
+200 and the file restarts from zero (verified like any other). Whatever arrives, the file is
+committed only when the sha256 of all its bytes matches the manifest.
+
 The retry counter resets whenever bytes arrive, so a slow but progressing transfer never gives
 up; a transfer that makes no progress gives up after ``settings.max_retries`` attempts.
 """
@@ -23,6 +29,7 @@ up; a transfer that makes no progress gives up after ``settings.max_retries`` at
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import threading
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
     from ..hub.client import HubClient
 
 PART_SUFFIX = ".part"
+VALIDATOR_SUFFIX = ".part.validator"  # beside the part: the content host's ETag/Last-Modified
 MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
 PROGRESS_STEP = 1 << 20  # report transferred bytes at least every MiB
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -67,6 +75,10 @@ class FileJob:
 
 def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PART_SUFFIX)
+
+
+def validator_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + VALIDATOR_SUFFIX)
 
 
 def file_matches(path: Path, kind: str, size: int, checksum: bytes) -> bool:
@@ -112,6 +124,7 @@ class Transfer:
         self.client = client
         self.job = job
         self.part = part_path(job.dest)
+        self.sidecar = validator_path(job.dest)
         self.stop = stop or threading.Event()
         self.on_bytes = on_bytes or (lambda n: None)
         self.transferred = 0  # body bytes received over the network
@@ -160,6 +173,8 @@ class Transfer:
             except (httpx.TransportError, _Truncated) as exc:
                 if self.have > before:
                     retrier.reset()  # progress was made: the budget starts again
+                elif isinstance(exc, httpx.TimeoutException):
+                    raise self.client.connection_error(exc, job.url) from None  # as given
                 if not retrier.again(None, None):
                     if isinstance(exc, _Truncated):
                         raise SizeMismatchError(
@@ -179,6 +194,7 @@ class Transfer:
             refetches += 1
             if refetches > MAX_CHECKSUM_REFETCH:
                 self.part.unlink(missing_ok=True)
+                self.sidecar.unlink(missing_ok=True)
                 raise ChecksumMismatchError(
                     f"{job.label}: {job.checksum_kind} differs from the manifest after "
                     f"{refetches} downloads"
@@ -202,6 +218,7 @@ class Transfer:
     def _restart(self) -> None:
         with self.part.open("wb"):
             pass
+        self.sidecar.unlink(missing_ok=True)
         self._fsynced = False
         self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
 
@@ -211,7 +228,7 @@ class Transfer:
         headers: dict[str, str] = {}
         if self.have:
             headers["range"] = f"bytes={self.have}-"
-            headers["if-range"] = f'"{job.checksum.hex()}"'
+            headers["if-range"] = self._validator()
             self.ranged += 1
         self.requests += 1
         with self.client.stream("GET", job.url, headers=headers) as resp:
@@ -224,9 +241,12 @@ class Transfer:
                     raise SizeMismatchError(
                         f"{job.label}: the server says {m.group(3)} bytes, the manifest {job.size}"
                     )
+                if not self.sidecar.exists():
+                    self._keep_validator(resp)
             elif resp.status_code == 200:
                 if self.have:  # Range ignored, or If-Range did not match: start over
                     self._restart()
+                self._keep_validator(resp)
                 cl = resp.headers.get("content-length")
                 if cl is not None and cl.isdigit() and int(cl) < job.size:
                     raise SizeMismatchError(
@@ -281,6 +301,33 @@ class Transfer:
             with self.part.open("rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(self.part, self.job.dest)
+        self.sidecar.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ validator sidecar
+    def _keep_validator(self, resp: httpx.Response) -> None:
+        """Note the content host's validator for the bytes the part is about to hold."""
+        etag = resp.headers.get("etag", "")
+        doc = {
+            "etag": etag if etag and not etag.startswith("W/") else None,  # If-Range: strong
+            "last_modified": resp.headers.get("last-modified"),
+            "size": self.job.size,
+        }
+        if doc["etag"] or doc["last_modified"]:
+            self.sidecar.write_text(json.dumps(doc), encoding="utf-8")
+        else:
+            self.sidecar.unlink(missing_ok=True)
+
+    def _validator(self) -> str:
+        """If-Range for a resume: the kept ETag, else Last-Modified, else the sha256 as ETag."""
+        try:
+            doc = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            if doc.get("size") == self.job.size:
+                value = doc.get("etag") or doc.get("last_modified")
+                if isinstance(value, str) and value:
+                    return value
+        except (OSError, ValueError, AttributeError):
+            pass
+        return f'"{self.job.checksum.hex()}"'
 
 
 class _Truncated(Exception):

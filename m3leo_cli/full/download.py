@@ -236,6 +236,7 @@ def _to_plan(
     plan = FullDownloadPlan("full", sorted({t.region for t in tasks}), refused=list(refused))
     plan.request_budget = settings.request_budget
     plan.window_seconds = settings.window_seconds
+    plan.hub_plan, plan.budgets = settings.hub_plan, settings.budgets
     for t in tasks:
         plan.files += len(t.wanted) + t.present
         plan.present_files += t.present
@@ -254,8 +255,13 @@ def _execute_on_pool(
     """Shard tasks as pool tasks, each worker paced on its share of the request budget."""
     from dataclasses import replace
 
-    share = max(1, run.settings.request_budget // max(1, getattr(pool, "workers", 1)))
-    worker_settings = replace(run.settings, requests_per_window=share)
+    n = max(1, getattr(pool, "workers", 1))
+    budgets = run.settings.budgets
+    worker_settings = replace(
+        run.settings,
+        requests_per_window=max(1, budgets["resolvers"] // n),
+        api_per_window=max(1, budgets["api"] // n),
+    )
     relay = getattr(pool, "progress_relay", None) or no_progress
     futures = [
         pool.submit(shard_unit, worker_settings, replace(t, reader=None), run.keep_shards, relay)

@@ -5,6 +5,13 @@ One :class:`HubClient` is shared by every worker thread of a run. It owns one po
 under the Hub's per-window request quota, and the retry policy. Redirects are followed by hand
 so the token is only ever sent to the endpoint's own origin, never to the content host a
 ``302`` points at.
+
+The content-host URL a ``resolve`` was redirected to is remembered (a small LRU): a retry or a
+resume goes straight there, sparing the resolver quota. Those links are signed and expire; a
+``403``/``410`` from the content host re-resolves once and carries on. API calls and resolver
+calls are paced on their own budgets (the Hub's buckets), and a ``RateLimit`` answer whose
+remaining count is zero pauses its bucket. A refused connection or a DNS failure is reported at
+once (one quick retry); a timeout is not retried, so ``--timeout`` means what it says.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,18 +28,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Settings
-from ..errors import (
-    AuthError,
-    HubConnectionError,
-    HubError,
-    HubProtocolError,
-    OfflineError,
-    RateLimitedError,
-    RemoteNotFoundError,
-    ServerError,
-)
+from ..errors import HubConnectionError, HubProtocolError, OfflineError
 from ..version import __version__
-from .pacing import Pacer, Retrier
+from .failures import connection_error, redact, status_error
+from .pacing import Pacer, Retrier, ratelimit_reset
 
 if TYPE_CHECKING:
     import httpx
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 USER_AGENT = f"m3leo/{__version__}"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
+LINK_CACHE = 4096  # content-host links remembered (resolve URL -> signed CDN URL)
+QUICK_RETRY_S = 0.2  # the one retry a refused connection or a DNS failure gets
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_NOT_FOUND_CODES = {"RepoNotFound", "RevisionNotFound", "EntryNotFound"}
+_RERESOLVE = (403, 410)  # a content host's answer to an expired or revoked signed link
 
 
 @dataclass(frozen=True)
@@ -71,21 +74,29 @@ class HubClient:
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         import httpx
 
+        from .netenv import build_transport
+
         self.settings = settings
         self.endpoint = settings.endpoint.rstrip("/")
         self._origin = _origin(self.endpoint)
         pool = max(16, settings.workers * 2)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0)),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport=transport or build_transport(settings, limits),
+            timeout=httpx.Timeout(settings.timeout),
             follow_redirects=False,
             headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
-            trust_env=False,
+            trust_env=False,  # the environment was read once, into settings (see hub.netenv)
         )
-        self.pacer = Pacer(settings.request_budget, settings.window_seconds)
+        self.pacers = {
+            bucket: Pacer(budget, settings.window_seconds)
+            for bucket, budget in settings.budgets.items()
+        }
+        self.pacer = self.pacers["resolvers"]
         self._lock = threading.Lock()
+        self._links: OrderedDict[str, str] = OrderedDict()
         self.requests = 0  # every request sent, retries and redirect hops included
+        self.reresolved = 0  # content links refused (expired) and resolved again
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> HubClient:
@@ -157,43 +168,103 @@ class HubClient:
         import httpx
 
         if self.settings.offline:
-            raise OfflineError(f"offline mode is on; not requesting {_redact(url)}")
-        retrier = Retrier(self.settings.max_retries, self.pacer)
+            raise OfflineError(f"offline mode is on; not requesting {redact(url)}")
+        retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
+        fresh = False  # True once a refused content link was resolved again
         while True:
             try:
-                resp = self._send_following(method, url, headers or {})
+                resp = self._send_following(method, url, headers or {}, fresh)
             except httpx.TransportError as exc:
-                if retrier.again(None, None):
+                with self._lock:  # a content link that cannot be reached: resolve afresh
+                    self._links.pop(url, None)
+                if self.retry_transport(exc, retrier):
                     continue
                 raise self.connection_error(exc, url) from None
+            content = self.is_content_host(str(resp.url))
+            if content and not fresh and self._is_resolve(url) and self._refused(resp):
+                _discard(resp)  # an expired signed link: ask the Hub for a fresh one, once
+                with self._lock:
+                    self._links.pop(url, None)
+                    self.reresolved += 1
+                fresh = True
+                continue
             if resp.status_code in RETRY_STATUS and retrier.again(resp.status_code, resp.headers):
                 _discard(resp)
                 continue
             try:
-                self._raise_for_status(resp, url)
+                err = status_error(resp, self.settings, content_host=content)
+                if err is not None:
+                    raise err
                 yield resp
             finally:
                 resp.close()
             return
 
+    def retry_transport(self, exc: BaseException, retrier: Retrier) -> bool:
+        """Whether to try again after a transport error (sleeping first).
+
+        A refused connection or a DNS failure gets one quick retry, a timeout none (the user's
+        timeout is the answer); a dropped connection gets the retrier's full budget.
+        """
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return False
+        if isinstance(exc, httpx.ConnectError | httpx.ProxyError | httpx.UnsupportedProtocol):
+            if retrier.attempts >= 1 or retrier.max_retries == 0:
+                return False
+            retrier.attempts += 1
+            time.sleep(QUICK_RETRY_S)
+            return True
+        return retrier.again(None, None)
+
     def connection_error(self, exc: BaseException, url: str) -> HubConnectionError:
-        return HubConnectionError(
-            f"cannot reach {_redact(url)} ({type(exc).__name__}: {exc or 'no detail'}); "
-            f"HF_ENDPOINT is {self.endpoint}",
-            url=url,
+        """The error for a failed connection, naming the host that failed (Hub or content)."""
+        failed = url
+        try:
+            failed = str(exc.request.url)  # type: ignore[attr-defined]  # httpx knows the hop
+        except (AttributeError, RuntimeError):
+            pass
+        return connection_error(
+            exc, failed, self.settings, content_host=self.is_content_host(failed)
         )
 
-    def _send_following(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+    def is_content_host(self, url: str) -> bool:
+        return _origin(url) != self._origin
+
+    def _is_resolve(self, url: str) -> bool:
+        return "/resolve/" in url and _origin(url) == self._origin
+
+    def _bucket(self, url: str) -> str:
+        """The Hub's rate-limit bucket of a request to the endpoint (resolvers, api, pages)."""
+        path = urlsplit(url).path
+        if "/resolve/" in path or self.is_content_host(url):  # content: part of a download
+            return "resolvers"
+        return "api" if path.startswith("/api/") else "pages"
+
+    def _refused(self, resp: httpx.Response) -> bool:
+        return resp.status_code in _RERESOLVE
+
+    def _send_following(
+        self, method: str, url: str, headers: dict[str, str], fresh: bool = False
+    ) -> httpx.Response:
+        start = url
+        if method == "GET" and not fresh and self._is_resolve(url):
+            with self._lock:
+                url = self._links.get(url, url)  # a known content link: skip the resolver
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = dict(headers)
-            if self.settings.token and _origin(url) == self._origin:
+            own = _origin(url) == self._origin
+            if self.settings.token and own:
                 hdrs["authorization"] = f"Bearer {self.settings.token}"
-            if "/resolve/" in url and _origin(url) == self._origin:
-                self.pacer.acquire()  # the Hub's resolver quota; API and CDN hops are not in it
+            if own:
+                self.pacers[self._bucket(url)].acquire()
             with self._lock:
                 self.requests += 1
             req = self._http.build_request(method, url, headers=hdrs)
             resp = self._http.send(req, stream=True)
+            if own:
+                self._observe(url, resp)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
                 _discard(resp)
@@ -201,32 +272,24 @@ class HubClient:
                     method = "GET"
                 url = nxt
                 continue
+            if url != start and method == "GET" and self._is_resolve(start) and resp.is_success:
+                if not own:
+                    self._remember(start, url)
             return resp
-        raise HubProtocolError(f"more than {MAX_REDIRECTS} redirects from {_redact(url)}", url=url)
+        raise HubProtocolError(f"more than {MAX_REDIRECTS} redirects from {redact(url)}", url=url)
 
-    def _raise_for_status(self, resp: httpx.Response, url: str) -> None:
-        status = resp.status_code
-        if status < 400:
-            return
-        code = resp.headers.get("x-error-code", "")
-        msg = resp.headers.get("x-error-message", "")
-        where = _redact(url)
-        detail = f"{status} {code}".strip() + (f": {msg}" if msg else "")
-        if code in _NOT_FOUND_CODES or (status == 404 and not code):
-            raise RemoteNotFoundError(
-                f"not found on the Hub: {where} ({detail})", url=url, status=status
-            )
-        if status in (401, 403) or code == "GatedRepo":
-            raise AuthError(f"access denied to {where} ({detail})", url=url, status=status)
-        if status == 429:
-            raise RateLimitedError(
-                f"rate-limited by the Hub at {where} after every retry", url=url, status=status
-            )
-        if status >= 500:
-            raise ServerError(
-                f"server error at {where} ({detail}) after every retry", url=url, status=status
-            )
-        raise HubError(f"unexpected answer from {where} ({detail})", url=url, status=status)
+    def _remember(self, resolve: str, content: str) -> None:
+        with self._lock:
+            self._links[resolve] = content
+            self._links.move_to_end(resolve)
+            while len(self._links) > LINK_CACHE:
+                self._links.popitem(last=False)
+
+    def _observe(self, url: str, resp: httpx.Response) -> None:
+        """A ``RateLimit`` answer with nothing left pauses its bucket until the window resets."""
+        wait = ratelimit_reset(resp.headers)
+        if wait is not None and resp.status_code != 429:  # a 429 is handled by the retrier
+            self.pacers[self._bucket(url)].hold(min(wait, Retrier.MAX_SERVER_WAIT))
 
     def _read_body(self, resp: httpx.Response, url: str) -> bytes:
         return resp.read()
@@ -237,7 +300,7 @@ class HubClient:
         """GET a body, retrying dropped connections (small bodies: no resume needed)."""
         import httpx
 
-        retrier = Retrier(self.settings.max_retries, self.pacer)
+        retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
         while True:
             try:
                 with self.stream("GET", url, headers=headers) as resp:
@@ -245,7 +308,7 @@ class HubClient:
                         return self._read_body(resp, url)
                     return _slice_body(resp, start, end)
             except httpx.TransportError as exc:
-                if not retrier.again(None, None):
+                if not self.retry_transport(exc, retrier):
                     raise self.connection_error(exc, url) from None
 
     def _get_json(self, url: str) -> Any:
@@ -291,7 +354,7 @@ def _parse_json(body: bytes, url: str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise HubProtocolError(
-            f"invalid JSON from {_redact(url)} ({body[:60]!r}...)", url=url
+            f"invalid JSON from {redact(url)} ({body[:60]!r}...)", url=url
         ) from None
 
 
@@ -308,11 +371,5 @@ def _tree_entry(item: Any, url: str) -> TreeEntry:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise HubProtocolError(
-            f"malformed tree entry from {_redact(url)}: {item!r:.120}", url=url
+            f"malformed tree entry from {redact(url)}: {item!r:.120}", url=url
         ) from None
-
-
-def _redact(url: str) -> str:
-    """The URL without its query (signed content URLs carry credentials there)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"

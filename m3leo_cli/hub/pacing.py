@@ -1,7 +1,8 @@
 """Politeness: a request pacer shared by all threads, and the bounded retry policy.
 
-The Hub counts requests per 5-minute window (resolver quota: 3,000 anonymous, 5,000 with a
-token). :class:`Pacer` is a sliding window: a request may start only while fewer than
+The Hub counts requests per 5-minute window in three buckets (resolvers, API, pages; see
+``config.PLAN_QUOTAS``), and the client keeps one pacer per bucket.
+:class:`Pacer` is a sliding window: a request may start only while fewer than
 ``budget`` requests started in the last ``window`` seconds, so a long run is paced under the
 quota instead of discovering it through a storm of 429s. A ``RateLimit: ...;r=0;t=N`` or
 ``Retry-After`` answer pauses every thread, not just the one that got it.
@@ -67,6 +68,11 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
             return max(0.0, when - (time.time() if now is None else now))
         except (TypeError, ValueError, IndexError, OverflowError):
             pass
+    return ratelimit_reset(headers)
+
+
+def ratelimit_reset(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the quota resets when ``RateLimit: "<bucket>";r=0;t=N`` says none is left."""
     rl = headers.get("ratelimit")
     if rl:
         r, t = _RATELIMIT_R.search(rl), _RATELIMIT_T.search(rl)

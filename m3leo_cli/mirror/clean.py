@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import spec
 from ..config import Settings
-from ..fetch.transfer import PART_SUFFIX
+from ..fetch.transfer import PART_SUFFIX, VALIDATOR_SUFFIX
 from ..store.layout import Store
 
 
@@ -91,6 +91,10 @@ def clean(
                 size = p.stat().st_size
                 if not dry_run:
                     p.unlink()
+                    # the part's validator sidecar (<name>.part.validator) goes with it
+                    p.with_name(p.name + VALIDATOR_SUFFIX[len(PART_SUFFIX) :]).unlink(
+                        missing_ok=True
+                    )
             except FileNotFoundError:
                 continue
             rep.removed.append(str(p))

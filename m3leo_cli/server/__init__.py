@@ -12,5 +12,14 @@ from __future__ import annotations
 from .faults import Faults, RequestRecord
 from .hub import HubServer, run_server
 from .index import git_blob_sha1, lfs_pointer
+from .realhub import RealHub
 
-__all__ = ["Faults", "HubServer", "RequestRecord", "git_blob_sha1", "lfs_pointer", "run_server"]
+__all__ = [
+    "Faults",
+    "HubServer",
+    "RealHub",
+    "RequestRecord",
+    "git_blob_sha1",
+    "lfs_pointer",
+    "run_server",
+]

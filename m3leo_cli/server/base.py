@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from . import protocol as P
 from .faults import FaultCounters, Faults, RequestRecord
 from .index import FileEntry, RepoIndex, Snapshot
+from .realhub import RealHub
 
 _JSON = "application/json; charset=utf-8"
 
@@ -41,6 +42,7 @@ class ServerState(Protocol):
     page_size: int
     content_port: int
     access_log: bool
+    real: RealHub | None
     _counters: FaultCounters
     _netloc: str
 
@@ -85,6 +87,15 @@ class BaseHandler(BaseHTTPRequestHandler):
         self._record.status = code
         super().send_response(code, message)
 
+    def end_headers(self) -> None:
+        for k, v in self._more_headers.items():  # the real Hub's RateLimit, on every answer
+            self.send_header(k, v)
+        super().end_headers()
+
+    def _token(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -102,6 +113,7 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._method = method
+        self._more_headers: dict[str, str] = {}
         raw_path, _, query = self.path.partition("?")
         # Logged on arrival (so the log is in causal order), completed as the answer goes out.
         self._record = RequestRecord(
@@ -219,14 +231,31 @@ class BaseHandler(BaseHTTPRequestHandler):
         snap = index.rescan()
         return snap, snap.files.get(path)
 
-    def _send_file(self, entry: FileEntry, faults: Faults, extra: dict[str, str]) -> None:
-        """Whole file or one range, with the faults that touch bytes."""
-        size, etag = entry.size, entry.etag
+    def _send_file(
+        self,
+        entry: FileEntry,
+        faults: Faults,
+        extra: dict[str, str],
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> None:
+        """Whole file or one range, with the faults that touch bytes.
+
+        ``etag``/``last_modified`` replace the mirror's validators (the sha256 or git oid) with a
+        CDN's own; a Range whose ``If-Range`` matches neither gets the whole file (RFC 9110).
+        """
+        size, etag = entry.size, etag or entry.etag
         headers = {"ETag": f'"{etag}"', "Accept-Ranges": "bytes", **extra}
+        if last_modified:
+            headers["Last-Modified"] = last_modified
         rng = None
         if not faults.ignore_range:
             validator = self.headers.get("If-Range")
-            if validator is None or P.etag_matches(validator, etag):
+            if (
+                validator is None
+                or P.etag_matches(validator, etag)
+                or (last_modified is not None and validator.strip() == last_modified)
+            ):
                 rng = P.parse_range(self.headers.get("Range"), size)
         if rng == "unsatisfiable":
             headers["Content-Range"] = f"bytes */{size}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from . import protocol as P
 from .base import BaseHandler
@@ -28,12 +28,17 @@ class HubHandler(BaseHandler):
             self._error(404, None, "Not found")
             return
         bucket = "resolvers" if route.kind == "resolve" else "api"
+        real = self.hub.real
+        if real is not None:
+            self._more_headers = real.count(bucket, self._token())
         self._common_faults(raw, faults, bucket)
         if route.kind == "unknown-type":
             self._error(404, "RepoNotFound", "m3leo serve only serves dataset repos")
         allowed = {"paths-info": ("POST",), "resolve": ("GET", "HEAD")}.get(route.kind, ("GET",))
         if method not in allowed:
             self._error(405, None, f"{method} is not allowed here", {"Allow": ", ".join(allowed)})
+        if real is not None:
+            self._real_hub_gate(route, raw, query)
         index = self.hub._repo(route.org, route.name)
         if index is None:
             self._error(404, "RepoNotFound", f"Repository {route.repo_id} not found")
@@ -56,6 +61,21 @@ class HubHandler(BaseHandler):
             self._tree(snap, route, raw, query, faults)
         else:
             self._paths_info(snap, body, faults)
+
+    def _real_hub_gate(self, route: Any, raw: str, query: str) -> None:
+        """Renamed repos answer 307; gated/private ones and bad tokens the Hub's errors."""
+        real = self.hub.real
+        assert real is not None
+        new = real.renames.get(route.repo_id)
+        if new:
+            parts = raw.split("/")
+            at = 3 if parts[1] == "api" else 2
+            parts[at : at + 2] = [quote(p, safe="") for p in new.split("/", 1)]
+            where = "/".join(parts) + (f"?{query}" if query else "")
+            self._reply(307, b"", "text/plain", {"Location": where})
+        denied = real.access(route.repo_id, self._token())
+        if denied is not None:
+            self._error(*denied)
 
     def _tree(self, snap: Snapshot, route: Any, raw: str, query: str, faults: Faults) -> None:
         if not snap.is_dir(route.path):
@@ -123,10 +143,13 @@ class HubHandler(BaseHandler):
         if entry.sha256 is None:
             self._send_file(entry, faults, commit)
         host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
-        location = (
-            f"http://{host}:{self.hub.content_port}/lfs/{quote(route.org, safe='')}/"
-            f"{quote(route.name, safe='')}/{entry.sha256}/{quote(path)}"
+        lfs = (
+            f"/lfs/{quote(route.org, safe='')}/{quote(route.name, safe='')}/"
+            f"{entry.sha256}/{quote(path)}"
         )
+        location = f"http://{host}:{self.hub.content_port}{lfs}"
+        if self.hub.real is not None:  # a signed link that expires, like the Hub's CDN links
+            location += "?" + self.hub.real.sign(unquote(lfs))
         self._reply(
             302,
             headers={
@@ -161,8 +184,18 @@ class ContentHandler(BaseHandler):
         self._record.repo_path = route.path
         self.hub_repo = route.repo_id
         self._path_status(route.repo_id, route.path, faults, {})
+        real = self.hub.real
+        if real is not None:
+            why = real.check_link(unquote(raw), query)
+            if why is not None:  # what CloudFront answers to an expired or forged link
+                doc = f"<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>"
+                status = real.expired_status if "expired" in why else 403
+                self._reply(status, doc.encode(), "application/xml")
         _, entry = self._lookup(index, route.path)
         if entry is None or entry.sha256 != route.digest:
             self._reply(404, b"Not found", "text/plain")
             return
+        if real is not None:
+            cdn_etag = real.content_etag(entry.sha256)
+            self._send_file(entry, faults, {}, cdn_etag, real.last_modified(entry.mtime_ns))
         self._send_file(entry, faults, {})

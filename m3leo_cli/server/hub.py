@@ -22,6 +22,7 @@ from .faults import FaultCounters, Faults, RequestRecord
 from .handler import ContentHandler, HubHandler
 from .hashcache import HashCache
 from .index import RepoIndex, valid_repo_part
+from .realhub import RealHub
 
 # An m3leo store keeps each repo under <data dir>/<edition>/<region>/: serve it under the org.
 _EDITION_DIRS = {e.org: e.name for e in EDITIONS.values()}
@@ -58,6 +59,7 @@ class HubServer:
         access_log: bool = False,
         keep_log: bool = True,
         hash_cache: Path | None = None,
+        real: RealHub | None = None,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -76,6 +78,7 @@ class HubServer:
         self.content_port = content_port
         self.page_size = page_size
         self.access_log = access_log
+        self.real = real  # None: a kind mirror; a RealHub: behave like huggingface.co
         self.keep_log = keep_log
         self.log: list[RequestRecord] = []
         self.url = ""
@@ -110,6 +113,11 @@ class HubServer:
 
     def clear_log(self) -> None:
         self.log.clear()
+
+    def expire_links(self) -> None:
+        """Real-Hub mode: every content link handed out so far is refused from now on."""
+        if self.real is not None:
+            self.real.expire_links()
 
     # ------------------------------------------------------------------ repos
 
@@ -264,6 +272,7 @@ def run_server(
     latency_ms: float = 0.0,
     access_log: bool = False,
     hash_cache: Path | None = None,
+    real: RealHub | None = None,
     on_ready: Callable[[HubServer, dict[str, int]], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -280,6 +289,7 @@ def run_server(
         access_log=access_log,
         keep_log=False,
         hash_cache=hash_cache,
+        real=real,
     )
     server.start()
     stop = stop or threading.Event()
