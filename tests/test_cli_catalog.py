@@ -113,34 +113,51 @@ def test_regions_modalities_and_show(refreshed: HubServer, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message", "hint"),
-    [
-        (["-r", "europa"], "unknown region 'europa'", "'europe'"),
-        (["-m", "gsic"], "unknown modality 'gsic'", "'gssic'"),
-        (["--bbox", "1,2,3"], "malformed bbox", "W,S,E,N"),
-        (["--bbox", "a,b,c,d"], "malformed bbox", "W,S,E,N"),
-        (["-r", "europe", "--bbox", "-120,30,-119,31"], "overlaps no miniset tile", "W,S,E,N"),
-        (["-r", "europe", "-m", "gunw"], "region europe has no gunw datakind", "modalities"),
-        (["-r", "europe", "--tiles", "zzz"], "bad tile id 'zzz'", "13 lowercase hex"),
-        (["-r", "europe", "--tiles", "3" * 13], "not in the miniset manifest", "--region"),
-        (["-r", "conus"], "no miniset manifest for conus", "m3leo catalog refresh"),
+    ("args", "code", "message", "hint"),
+    [  # a flag typed wrong is a usage mistake (2); a valid one matching nothing here is 1
+        (["-r", "europa"], 2, "unknown region 'europa'", "'europe'"),
+        (["-m", "gsic"], 2, "unknown modality 'gsic'", "'gssic'"),
+        (["--bbox", "1,2,3"], 2, "malformed bbox", "W,S,E,N"),
+        (["--bbox", "a,b,c,d"], 2, "malformed bbox", "W,S,E,N"),
+        (["--bbox", ""], 2, "malformed bbox", "W,S,E,N"),
+        (["-r", "europe", "--bbox", "-120,30,-119,31"], 1, "overlaps no miniset tile", "W,S,E,N"),
+        (["-r", "europe", "-m", "gunw"], 1, "region europe has no gunw datakind", "modalities"),
+        (["-r", "europe", "--tiles", "zzz"], 2, "bad tile id 'zzz'", "13 lowercase hex"),
+        (["-r", "europe", "--tiles", ""], 2, "--tiles is empty", "--tiles 020d259a89240"),
+        (["-r", "europe", "--tiles", " , "], 2, "--tiles is empty", "leave it out"),
+        (["-r", "europe", "--tiles", "3" * 13], 1, "not in the miniset manifest", "--region"),
+        (["-r", "conus"], 1, "no miniset manifest for conus", "m3leo catalog refresh"),
     ],
-)
-def test_bad_selection(refreshed: HubServer, capsys, args, message, hint) -> None:
-    assert_error(run(capsys, "stats", "-e", "miniset", *args), 1, message, hint)
+)  # fmt: skip
+def test_bad_selection(refreshed: HubServer, capsys, args, code, message, hint) -> None:
+    assert_error(run(capsys, "stats", "-e", "miniset", *args), code, message, hint)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", " \n"])
+def test_empty_tiles_file_is_an_error_not_every_tile(
+    refreshed: HubServer, capsys, tmp_path: Path, text: str
+) -> None:
+    """Issue 12 item 3: an empty --tiles-file selected every tile (a dry run planned it all)."""
+    f = tmp_path / "tiles.txt"
+    f.write_text(text)
+    for cmd in (["stats"], ["download", "--dry-run"], ["export", "-f", "npz", "-o",
+                str(tmp_path / "o"), "-m", "gssic"]):  # fmt: skip
+        res = run(capsys, *cmd, "-e", "miniset", "-r", "europe", "--tiles-file", str(f))
+        assert_error(res, 2, "holds no tile ids", "one tile id per line")
+        assert not (tmp_path / "o").exists()
 
 
 def test_full_edition_bbox_points_at_the_miniset(hub: HubServer, capsys) -> None:
     assert run(capsys, "catalog", "refresh", "-r", "europe").code == 0
     res = run(capsys, "stats", "-r", "europe", "--bbox", "5,45,6,46")
-    assert_error(res, 1, "full edition publishes no tile geometry", "--edition miniset")
+    assert_error(res, 2, "full edition publishes no tile geometry", "--edition miniset")
 
 
 def test_tiles_file_with_bad_ids(refreshed: HubServer, capsys, tmp_path: Path) -> None:
     f = tmp_path / "tiles.txt"
     f.write_text("# my tiles\n0123456789abc\nnot-a-tile\n")
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--tiles-file", str(f))
-    assert_error(res, 1, "bad tile id 'not-a-tile'", "13 lowercase hex")
+    assert_error(res, 2, "bad tile id 'not-a-tile'", "13 lowercase hex")
 
 
 @pytest.mark.parametrize("kind", ["garbage", "foreign"])

@@ -169,6 +169,32 @@ def test_normalize_with_saved_stats(store: SourceInfo, tmp_path: Path, capsys, d
     assert np.all(np.abs(means) < 1e-3)  # the stats came from exactly these tiles
 
 
+def test_normalize_and_dtype_never_touch_the_label(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 12 item 1: --normalize turned ESA WorldCover codes into float16 -1.37..1.67."""
+    from m3leo_cli import spec
+
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic")  # no stats for the label needed
+    assert res.code == 0, res.err
+    out = tmp_path / "n"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic",
+              "--label", "esaworldcover", "--normalize", "--dtype", "float16")  # fmt: skip
+    assert res.code == 0, res.err
+    for f in sorted(out.rglob("*.npz")):
+        with np.load(f) as z:
+            assert z["gssic"].dtype == np.float16
+            wc = z["esaworldcover-2020"]
+            assert wc.dtype == np.uint8
+            assert set(np.unique(wc)) <= set(spec.ESA_WORLDCOVER_CLASSES) | {0}
+    meta = json.loads((out / "metadata.json").read_text())
+    layers = {lay["name"]: lay for lay in meta["layers"]}
+    assert layers["esaworldcover-2020"]["normalized"] is False
+    assert layers["esaworldcover-2020"]["values"] == "stored"
+    assert layers["gssic"]["values"] == "normalized" and layers["gssic"]["cast"] == "float16"
+    assert set(meta["normalization"]) == {"gssic"}
+
+
 def test_no_complete_sample_says_which_layer_is_missing_where(
     store: SourceInfo, tmp_path: Path, capsys
 ) -> None:
@@ -186,6 +212,25 @@ def test_no_complete_sample_says_which_layer_is_missing_where(
               "-m", "s1grd", "-m", "gssic", "--tiles", lacking, "--allow-missing")  # fmt: skip
     assert res.code == 0, res.err
     assert len(list((tmp_path / "o").rglob("*.npz"))) == 1
+
+
+def test_skip_lines_suggest_allow_missing_only_when_it_helps(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 12 item 8: with --allow-missing the report still said "pass --allow-missing"."""
+    lacking = store.repo("miniset", "europe").missing("gssic")
+    base = ("export", "-f", "npz", *SEL, "-m", "s1grd", "-m", "gssic")
+    res = run(capsys, *base, "-o", str(tmp_path / "a"))
+    assert res.code == 0, res.err
+    assert f"skipped {len(lacking)} tiles lacking gssic (pass --allow-missing to keep the " in (
+        res.err
+    )
+    res = run(capsys, *base, "-o", str(tmp_path / "b"), "--allow-missing")
+    assert res.code == 0, res.err
+    assert "--allow-missing" not in res.err
+    res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "d"), *SEL, "-m", "gssic",
+              "--tiles", lacking[0], "--allow-missing")  # fmt: skip
+    assert res.code == 1 and "--allow-missing" not in res.err.split("hint:")[1]
 
 
 def test_the_hinted_repair_command_fixes_the_corrupt_tiles(

@@ -157,7 +157,7 @@ def test_show_bad_tile_id(capsys, repo, tmp_path: Path) -> None:
     _, store, _ = repo
     res = run(capsys, "show", "nothex", "--edition", "miniset", "--data-dir", str(store),
               "--out", str(tmp_path / "x.png"))  # fmt: skip
-    assert res.code == 1 and "Error: bad tile id" in res.err and "hint:" in res.err
+    assert res.code == 2 and "Error: bad tile id" in res.err and "hint:" in res.err
 
 
 def test_show_tile_not_downloaded_gives_the_command(capsys, repo, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from .options import (
     selection_from,
     settings_from,
 )
-from .render import err_console, human_bytes, print_json, say
+from .render import err_console, human_bytes, not_published, print_json, say
 
 DryRun = Annotated[
     bool,
@@ -190,18 +190,12 @@ def download_cmd(
             f"{human_bytes(s.bytes)} in {s.seconds:.1f} s ({_rate(s.bytes, s.seconds)})"
         )
         if s.absent:
-            say(_ABSENT.format(n=s.absent))
+            say(not_published(s.absent) + ": nothing to fetch")
     if s.failed:
         first = s.failures[0]
         raise DownloadFailedError(
             f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}"
         )
-
-
-_ABSENT = (
-    "{n} tiles not published in this datakind's shards "
-    "(_parquet.csv lists them, the shard does not hold them): nothing to fetch"
-)
 
 
 def _show_plan(plan: dict[str, Any]) -> None:
@@ -226,7 +220,7 @@ def _show_plan(plan: dict[str, Any]) -> None:
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
         )
     if plan.get("absent"):
-        say(_ABSENT.format(n=plan["absent"]))
+        say(not_published(plan["absent"]) + ": nothing to fetch")
     shards = plan.get("shards", [])
     if shards:
         modes = [sh.get("mode") for sh in shards]
@@ -320,7 +314,7 @@ def verify_cmd(
             f"{len(rep.corrupt)} corrupt"
         )
         if rep.unpublished:
-            say(_ABSENT.format(n=len(rep.unpublished)))
+            say(not_published(len(rep.unpublished)) + ": nothing to check")
         for p in rep.missing[:20]:
             say(f"missing {p}")
         for p in rep.corrupt[:20]:

@@ -26,7 +26,7 @@ from .options import (
     selection_from,
     settings_from,
 )
-from .render import err_console, human_bytes, print_json, say
+from .render import err_console, human_bytes, not_published, print_json, say
 
 FORMATS = ", ".join(EXPORTERS)
 
@@ -74,10 +74,19 @@ def export_cmd(
     ] = None,
     normalize: Annotated[
         bool,
-        typer.Option("--normalize", help="(value - mean) / std with `m3leo stats --bands` stats."),
+        typer.Option(
+            "--normalize",
+            help="Inputs as (value - mean) / std, float32, with `m3leo stats --bands` stats "
+            "(labels and class codes are never normalised).",
+        ),
     ] = False,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="Cast values, e.g. float32 (default: as stored).")
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="Inputs in physical units as this type, e.g. float32 (S1 in dB); refused when "
+            "it cannot hold them. Labels keep their stored type. Default: as stored.",
+        ),
     ] = None,
     num_shards: Annotated[
         int, typer.Option("--num-shards", help="Split the export into K disjoint jobs.")
@@ -194,9 +203,13 @@ def _report(summary: object) -> None:
     if s.units_skipped:
         say(f"{s.units_skipped} outputs were already finished and kept")
     for layer, n in s.skipped_missing.items():
-        say(f"skipped {n} tiles lacking {layer} (pass --allow-missing to keep them)")
+        keep = n - s.bare  # --allow-missing keeps tiles with another layer, never bare ones
+        more = f" (pass --allow-missing to keep the {keep} with other layers)" if keep else ""
+        say(f"skipped {n} tiles lacking {layer}{'' if s.allow_missing else more}")
+    for layer, n in s.not_published.items():
+        say(not_published(n, layer) + ": nothing to download")
     for layer, n in s.not_downloaded.items():
-        say(f"{n} {layer} files are not downloaded (`m3leo download` fetches them)")
+        say(f"{n} {layer} tiles are not downloaded (`m3leo download` fetches them)")
     for f in s.failures:
         say(f"failed {f.split}/{f.tile_id}: {f.path}: {f.reason}")
     if s.complete and s.metadata_path:

@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TileError, UsageError
+from ..errors import TileError, TooLargeError, UsageError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
 from .metadata import build_metadata, layer_entry, write_metadata
 from .outputs import discard, part_path
 from .samples import SamplePlan
 from .state import ProgressLog, is_done, load_results, prepare_out
+
+MAX_RESAMPLE = 4096  # pixels a side; ~9x the 448-px chips, far beyond any native grid
+CHIP_PX = 448
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -37,7 +40,10 @@ class ExportSummary:
     part: tuple[int, int]
     skipped_missing: dict[str, int] = field(default_factory=dict)
     not_downloaded: dict[str, int] = field(default_factory=dict)
+    not_published: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    allow_missing: bool = False
+    bare: int = 0  # of the skipped tiles, those with no local layer at all
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +62,7 @@ class ExportSummary:
             "part": {"index": self.part[0], "of": self.part[1]},
             "skipped_missing_layer": self.skipped_missing,
             "not_downloaded": self.not_downloaded,
+            "not_published": self.not_published,
             "failed": [f.as_dict() for f in self.failures],
         }
 
@@ -70,9 +77,10 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
         raise UsageError(
             f"--shard-size must be at least 1, not {options.shard_size}", "e.g. --shard-size 256"
         )
-    if options.resample is not None and options.resample < 1:
+    if options.resample is not None and not 1 <= options.resample <= MAX_RESAMPLE:
         raise UsageError(
-            f"--resample must be at least 1, not {options.resample}", "e.g. --resample 64"
+            f"--resample must be 1..{MAX_RESAMPLE}, not {options.resample}",
+            f"e.g. --resample 64 (chips are {CHIP_PX} px; at most --resample {MAX_RESAMPLE})",
         )
     if options.dtype is not None:
         import numpy as np
@@ -91,6 +99,55 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
             f"--format {exporter_cls.name} copies the original files: --resample, --normalize "
             "and --dtype do not apply",
             "use --format npz, webdataset or parquet to transform values",
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (MemAvailable; all RAM as a fallback)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 62
+
+
+def preflight_memory(
+    plan: SamplePlan, options: ExportOptions, workers: int, available: int | None = None
+) -> None:
+    """Refuse a --resample size whose decoding cannot fit in memory (TooLargeError), judged
+    from each layer's band count in its first file, before anything is decoded."""
+    if not options.resample:
+        return
+    from ..tiles.reader import read_tile
+
+    n2 = options.resample**2
+    out_bytes = temp_bytes = 0
+    for lay in plan.layers:
+        bands = 0
+        for s in plan.samples:
+            if lay.name in s.files:
+                try:
+                    bands = read_tile(s.files[lay.name].path, lay.name).data.shape[0]
+                except TileError:
+                    continue
+                break
+        out_bytes += bands * n2 * 8  # at most 8 bytes a value once done
+        temp_bytes = max(temp_bytes, bands * n2 * 8 * 4)  # float64 sums, weights, result
+    need = workers * temp_bytes + 2 * workers * out_bytes  # decoding + the ordered window
+    have = available if available is not None else available_memory()
+    if need > have:
+        raise TooLargeError(
+            f"--resample {options.resample} needs about {need / 2**30:.1f} GiB of memory with "
+            f"{workers} worker(s); {have / 2**30:.1f} GiB is available",
+            "lower --resample (e.g. --resample 448) or --workers",
         )
 
 
@@ -159,7 +216,12 @@ def run_export(
                 "--normalize needs the store's saved statistics (no settings given)",
                 "pass settings= so the statistics of `m3leo stats --bands` can be found",
             )
-        exporter.stats = load_stats(settings, plan, [lay.name for lay in plan.layers])
+        from .convert import keeps_values
+
+        wanted = [lay.name for lay in plan.layers if not keeps_values(lay)]
+        exporter.stats = load_stats(settings, plan, wanted) if wanted else {}
+    workers = _workers(options, settings)
+    preflight_memory(plan, options, workers)
     prepare_out(out, plan, options)
     exporter.layer_info = probe_layers(exporter, plan)
 
@@ -178,7 +240,7 @@ def run_export(
     failures: list[Failure] = []
     flat = (s for u in todo for s in u.samples)
     committed: set[str] = set()
-    processed = ordered_map(exporter.process, flat, _workers(options, settings))
+    processed = ordered_map(exporter.process, flat, workers)
     try:
         for unit in todo:
             items = (next(processed) for _ in unit.samples)
@@ -228,7 +290,10 @@ def run_export(
         part=(options.shard_index, options.num_shards),
         skipped_missing={k: len(v) for k, v in sorted(plan.skipped.items())},
         not_downloaded={k: len(v) for k, v in sorted(plan.not_local.items())},
+        not_published={k: len(v) for k, v in sorted(plan.unpublished.items())},
         failures=failures,
+        allow_missing=options.allow_missing,
+        bare=len(plan.bare),
     )
 
 
