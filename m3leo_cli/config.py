@@ -24,6 +24,12 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("m3leo", appauthor=False))
 
 
+def _default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("m3leo", appauthor=False))
+
+
 def default_config_path() -> Path:
     import platformdirs
 
@@ -49,6 +55,8 @@ class Settings:
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
     config_path: Path | None = None
+    # per-user files m3leo may write when the store is read-only (band statistics)
+    cache_dir: Path | None = None
     # where each value came from ("command line", "$VAR", the config file); absent = default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,6 +92,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
+    "cache_dir": ("M3LEO_CACHE_DIR",),
 }
 
 
@@ -91,7 +100,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     types = {f.name: f.type for f in fields(Settings)}
     kind = str(types[name])
     try:
-        if name == "data_dir" or name == "config_path":
+        if name in ("data_dir", "config_path", "cache_dir"):
             return Path(os.path.expanduser(str(value)))
         if "bool" in kind:
             if isinstance(value, bool):
@@ -163,6 +172,8 @@ def load_settings(
                 sources[name] = str(cfg_path)
     if "data_dir" not in values:
         values["data_dir"] = _default_data_dir()
+    if "cache_dir" not in values:
+        values["cache_dir"] = _default_cache_dir()
     values["config_path"] = cfg_path
     sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
     s = Settings(**values, sources=sources)

@@ -68,11 +68,12 @@ def test_stats_json_is_exactly_rows(refreshed: HubServer, source: SourceInfo, ca
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "gssic", "--json")
     assert res.code == 0, res.err
     doc = json.loads(res.out)
-    assert list(doc) == ["rows"]
+    assert list(doc) == ["rows", "total"]
     repo = source.repo("miniset", "europe")
+    assert doc["total"]["tiles"] == len(repo.coverage["gssic"])
     for row in doc["rows"]:
-        assert set(row) == {"edition", "region", "modality", "split", "tiles", "bytes",
-                            "local_tiles"}  # fmt: skip
+        assert set(row) == {"edition", "region", "modality", "split", "tiles", "files",
+                            "bytes", "local_tiles"}  # fmt: skip
         want = [t for t in repo.coverage["gssic"] if repo.split_of(t) == row["split"]]
         assert (row["modality"], row["tiles"]) == ("gssic", len(want))
     assert sum(r["tiles"] for r in doc["rows"]) == len(repo.coverage["gssic"])
@@ -82,6 +83,30 @@ def test_stats_table_for_people(refreshed: HubServer, capsys) -> None:
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "dem", "-s", "train")
     assert res.code == 0, res.err
     assert "srtmdem" in res.out and "train" in res.out and "total" in res.out
+
+
+def test_stats_tables_fit_80_columns_and_total_counts_distinct_tiles(
+    hub: HubServer, source: SourceInfo, capsys, monkeypatch
+) -> None:
+    """Issue 12 item 7: names were cut (`gunw_2020-01-01_202…`), and the total row added
+    tiles across modalities (156 "tiles" for a 20-tile region)."""
+    assert run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "conus").code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    res = run(capsys, "stats", "-e", "miniset", "-r", "conus")
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in res.out
+    assert "gunw_2020-01-01_2020-03-31" in res.out
+    repo = source.repo("miniset", "conus")
+    total = next(line for line in lines if line.strip().startswith("total")).split()
+    assert total[1] == str(len(repo.tiles))  # distinct tiles, not a sum over modalities
+    doc = json.loads(run(capsys, "stats", "-e", "miniset", "-r", "conus", "--json").out)
+    assert doc["total"]["tiles"] == len(repo.tiles)
+    assert sum(r["tiles"] for r in doc["rows"]) > len(repo.tiles)
+    doc = json.loads(run(capsys, "stats", "-e", "miniset", "-r", "conus", "-s", "val",
+                         "-m", "s1grd", "-m", "gssic", "--json").out)  # fmt: skip
+    val = {t for t, sp in ((t, repo.split_of(t)) for t in repo.tiles) if sp == "val"}
+    assert doc["total"]["tiles"] == len(val)
 
 
 def test_stats_works_offline_from_the_cache(refreshed: HubServer, capsys, monkeypatch) -> None:

@@ -127,3 +127,17 @@ def test_config_show_json_names_sources(
     assert doc["settings"]["endpoint"] == "http://mirror.example:8080"
     assert doc["sources"]["endpoint"] == "$HF_ENDPOINT"
     assert doc["sources"]["workers"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [((), "Usage: m3leo [OPTIONS] COMMAND"), (("catalog",), "Usage: m3leo catalog [OPTIONS]"),
+     (("config",), "Usage: m3leo config [OPTIONS]")],
+)  # fmt: skip
+def test_bare_groups_show_their_help_not_an_error(capsys, args, usage) -> None:
+    """Issue 12 item 8: `m3leo`, `m3leo catalog`, `m3leo config` printed the whole help as one
+    long `Error:` line."""
+    res = run(capsys, *args)
+    assert res.code == 0 and "Error" not in res.err
+    assert res.out.startswith(usage) and "Commands:" in res.out
+    assert len(res.out.splitlines()) > 5  # the real, multi-line help

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _filesystem_error(exc)
         return 1
+    except NoArgsIsHelpError as exc:  # `m3leo`, `m3leo catalog`: their help, not an error
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
     except TyperUsageError as exc:
         _usage_error(exc)
         return exc.exit_code
@@ -109,3 +112,4 @@ def _usage_error(exc: TyperUsageError) -> None:
 
 # typer vendors click; in non-standalone mode its usage errors are raised as this class
 from typer._click.exceptions import ClickException as TyperUsageError  # noqa: E402
+from typer._click.exceptions import NoArgsIsHelpError  # noqa: E402

@@ -20,6 +20,7 @@ from .options import (
     Splits,
     TilesFile,
     TilesOpt,
+    Wait,
     Workers,
     Years,
     selection_from,
@@ -35,9 +36,6 @@ DryRun = Annotated[
 ]
 NoSpaceCheck = Annotated[
     bool, typer.Option("--no-space-check", help="Skip the free-space check before starting.")
-]
-Wait = Annotated[
-    bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
 ]
 Fetch = Annotated[
     str | None,
@@ -366,6 +364,7 @@ def clean_cmd(
     ] = False,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Remove stray .part files left by interrupted downloads (finished files are untouched).
 
@@ -378,9 +377,9 @@ def clean_cmd(
     from ..mirror.clean import clean
 
     settings = settings_from(data_dir=data_dir)
-    ed = spec.get_edition(edition).name if edition else None
+    ed = spec.get_edition(edition).name if edition is not None else None  # "" is no edition
     regs = [spec.get_region(r).name for r in region or ()]
-    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards)
+    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards, wait=wait)
     if json_out:
         print_json(rep.to_dict())
         return

@@ -97,6 +97,14 @@ def export_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a different earlier export in --out.")
     ] = False,
+    stats_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--stats",
+            help="With --normalize: statistics from this file (`m3leo stats --bands --stats "
+            "FILE`); default: the store, then the user cache.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", help="Decoding threads (default: settings).")
     ] = None,
@@ -132,6 +140,7 @@ def export_cmd(
         overwrite=overwrite,
         workers=workers,
         command=_command_line(ctx),
+        stats_file=stats_file,
     )
     show = not quiet and not json_out and err_console().is_terminal
     bar = _Bar() if show else None

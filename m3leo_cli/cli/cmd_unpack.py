@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import DataDir, JsonOut, Quiet, settings_from
+from .options import DataDir, JsonOut, Quiet, Wait, settings_from
 from .render import human_bytes, print_json, say
 
 Shards = Annotated[
@@ -38,6 +38,7 @@ def unpack_cmd(
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
+    wait: Wait = False,
 ) -> None:
     """Unpack full-edition shards you already have into the per-tile layout of the store.
 
@@ -56,7 +57,7 @@ def unpack_cmd(
         if event.kind == "message" and not quiet and not json_out:
             say(event.message)
 
-    summary = unpack_files(settings, shards, region=region, out=out, progress=progress)
+    summary = unpack_files(settings, shards, region=region, out=out, progress=progress, wait=wait)
     if json_out:
         print_json(summary.to_dict())
     elif not quiet:

@@ -47,6 +47,9 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Store root (default: $M3LEO_DATA_DIR or the user data dir)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Wait = Annotated[
+    bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
+]
 Workers = Annotated[int | None, typer.Option("--workers", "-w", help="Concurrent transfers.")]
 
 

@@ -23,8 +23,9 @@ def err_console() -> Console:
 
 
 def out_console() -> Console:
-    """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager."""
-    piped = not sys.stdout.isatty()
+    """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager
+    (unless $COLUMNS says how wide)."""
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
     return Console(
         file=sys.stdout,
         highlight=False,

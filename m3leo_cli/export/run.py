@@ -68,7 +68,12 @@ class ExportSummary:
 
 
 def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
-    if options.num_shards < 1 or not 0 <= options.shard_index < options.num_shards:
+    if options.num_shards < 1:
+        raise UsageError(
+            f"--num-shards must be at least 1, not {options.num_shards}",
+            "give --num-shards K (K jobs) and --shard-index i with 0 <= i < K; 1 is one job",
+        )
+    if not 0 <= options.shard_index < options.num_shards:
         raise UsageError(
             f"--shard-index {options.shard_index} is outside 0..{options.num_shards - 1}",
             "give --num-shards K and --shard-index i with 0 <= i < K (e.g. $SLURM_ARRAY_TASK_ID)",
@@ -94,6 +99,8 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
                 f"unknown --dtype {options.dtype!r}",
                 "use a numeric numpy dtype: float32, float16, uint16, int16, uint8, ...",
             )
+    if options.stats_file is not None and not options.normalize:
+        raise UsageError("--stats FILE goes with --normalize", "add --normalize, or leave it out")
     if not exporter_cls.decodes and (options.resample or options.normalize or options.dtype):
         raise UsageError(
             f"--format {exporter_cls.name} copies the original files: --resample, --normalize "
@@ -219,7 +226,7 @@ def run_export(
         from .convert import keeps_values
 
         wanted = [lay.name for lay in plan.layers if not keeps_values(lay)]
-        exporter.stats = load_stats(settings, plan, wanted) if wanted else {}
+        exporter.stats = load_stats(settings, plan, wanted, options.stats_file) if wanted else {}
     workers = _workers(options, settings)
     preflight_memory(plan, options, workers)
     prepare_out(out, plan, options)

@@ -114,6 +114,7 @@ def unpack_files(
     region: str | None = None,
     out: Path | None = None,
     progress: ProgressCallback = no_progress,
+    wait: bool = False,
 ) -> UnpackSummary:
     """Unpack local shard files into the store (``full/<region>/``) or into ``out``."""
     from ..store.lock import store_lock
@@ -130,7 +131,7 @@ def unpack_files(
         pf = open_local(p)
         total += int(pf.metadata.num_rows)
         pf.close()
-    ctx = store_lock(store) if out is None else contextlib.nullcontext()
+    ctx = store_lock(store, wait=wait) if out is None else contextlib.nullcontext()
     progress(ProgressEvent("start", "unpack", total_files=total))
     with ctx:
         for path in files:

@@ -119,9 +119,11 @@ def band_stats(
     workers: int | None = None,
     executor: str = "thread",
     save: bool = True,
+    stats_file: Path | None = None,
     progress: ProgressCallback = no_progress,
 ) -> BandStatsReport:
-    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export."""
+    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export (in
+    the store, in the user cache when the store is read-only, or in ``stats_file``)."""
     from ..errors import EmptySelectionError
     from .statsfile import save_band_stats
 
@@ -149,5 +151,7 @@ def band_stats(
         percentiles=tuple(percentiles),
     )
     if save:
-        report.saved_to = save_band_stats(settings, report, selection)
+        report.saved_to, report.saved_where = save_band_stats(
+            settings, report, selection, stats_file
+        )
     return report
