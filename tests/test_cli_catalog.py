@@ -242,3 +242,35 @@ def test_split_csv_corrupted_in_transit_is_refetched_never_trusted(
     res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "--force")
     assert_error(res, 1, "differs from its listed checksum", "HF_ENDPOINT")
     assert pq.read_table(path).to_pylist() == good
+
+
+def test_tiles_lists_ids_with_split_bbox_and_datakinds(
+    refreshed: HubServer, source: SourceInfo, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 12 item 9: there was no way to list tile ids (`show` needed the split CSV)."""
+    repo = source.repo("miniset", "europe")
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "--json")
+    assert res.code == 0, res.err
+    tiles = {t["tile_id"]: t for t in json.loads(res.out)["tiles"]}
+    assert set(tiles) == set(repo.tiles)
+    for tid, t in tiles.items():
+        assert t["split"] == repo.split_of(tid) and t["region"] == "europe"
+        assert t["bbox"] == pytest.approx(list(repo.tiles[tid].bbox))
+        want = sorted(dk for dk, ids in repo.coverage.items() if tid in ids)
+        assert t["datakinds"] == want and t["local"] == [] and t["not_published"] == []
+    # filters as everywhere; --ids makes a --tiles-file
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "-s", "val", "-m", "gssic", "--ids")
+    ids = res.out.split()
+    val = {t for t in repo.coverage["gssic"] if repo.split_of(t) == "val"}
+    assert res.code == 0 and set(ids) == val and len(ids) == len(val)
+    f = tmp_path / "val.txt"
+    f.write_text(res.out)
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--tiles-file", str(f), "--json")
+    assert json.loads(res.out)["total"]["tiles"] == len(val)
+    monkeypatch.setenv("COLUMNS", "80")
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe")
+    assert res.code == 0 and max(len(line) for line in res.out.splitlines()) <= 80
+    first = sorted(repo.tiles)[0]
+    assert first in res.out and f"{len(repo.tiles)} tiles; datakinds: " in res.err
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "--tiles", "")
+    assert_error(res, 2, "--tiles is empty", "leave it out")

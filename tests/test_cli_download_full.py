@@ -190,3 +190,11 @@ def test_tiles_a_datakind_does_not_publish_are_counted_not_failed(
     res = run(capsys, "export", "-f", "npz", "-o", str(out), *sel, "--json")
     doc = json.loads(res.out)
     assert doc["not_published"] == {"gssic": len(lacking)} and doc["not_downloaded"] == {}
+    # and `m3leo tiles` does not claim a datakind its shard does not hold
+    res = run(capsys, "tiles", *sel, "--json")
+    listed = {t["tile_id"]: t for t in json.loads(res.out)["tiles"]}
+    for t in lacking:
+        assert listed[t]["not_published"] == ["gssic"] and listed[t]["datakinds"] == []
+    assert all(listed[t]["local"] == ["gssic"] for t in full.coverage["gssic"])
+    res = run(capsys, "tiles", *sel)
+    assert f"{len(lacking)} tiles not published in this datakind's shards" in res.err

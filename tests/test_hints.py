@@ -53,9 +53,7 @@ def _literals(path: Path) -> list[tuple[int, str]]:
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
-            text = "".join(
-                v.value if isinstance(v, ast.Constant) else "X" for v in node.values
-            )
+            text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
             out.append((node.lineno, text))
             for v in node.values:
                 docs.add(id(v))

@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_demo",
     "cmd_catalog",
     "cmd_stats",
+    "cmd_tiles",
     "cmd_download",
     "cmd_unpack",
     "cmd_info",
