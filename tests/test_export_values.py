@@ -117,3 +117,22 @@ def test_resample_memory_is_preflighted(source) -> None:
     assert "GiB" in exc.value.message and "--workers" in exc.value.hint
     assert "--resample" in exc.value.hint
     preflight_memory(plan, opts, workers=2, available=2**40)  # fits: no error
+
+
+def test_progress_counts_samples_and_bytes_as_they_arrive(source, tmp_path) -> None:
+    """Issue 12 item 12: the bar was percent-only and sat at 0% until a whole shard was
+    written. Now every sample advances it with its source bytes, inside one big shard."""
+    from m3leo_cli.progress import ProgressEvent
+
+    plan = plan_for(source, FAST_LAYERS)
+    events: list[ProgressEvent] = []
+    out = tmp_path / "o"
+    opts = ExportOptions("webdataset", out, shard_size=1000, command=("m3leo", "export"))
+    run_export(plan, opts, progress=events.append)
+    start = next(e for e in events if e.kind == "start")
+    advances = [e for e in events if e.kind == "advance"]
+    want = sum(lf.size or lf.path.stat().st_size for s in plan.samples for lf in s.files.values())
+    assert start.total_files == len(plan.samples) and start.total_bytes == want
+    assert [e.files for e in advances] == [1] * len(plan.samples)  # one shard, many steps
+    assert sum(e.bytes for e in advances) == want and all(e.bytes > 0 for e in advances)
+    assert len(list(out.rglob("*.tar"))) == len(plan.splits)  # one unit per split

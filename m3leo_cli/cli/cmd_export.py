@@ -228,23 +228,59 @@ def _report(summary: object) -> None:
 
 
 class _Bar:
-    """A rich progress bar over samples on stderr (only on a terminal)."""
+    """A rich bar on stderr (terminals only) over the source bytes read, with rate, elapsed
+    time and ETA, and the samples done of all with their rate; it advances per sample, so it
+    moves from the first second."""
 
     def __init__(self) -> None:
-        from rich.progress import Progress
+        import time
 
-        self.p = Progress(console=err_console(), transient=True)
-        self.task = self.p.add_task("export", total=None)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.p = Progress(
+            TextColumn("export"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[samples]}"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console(),
+            transient=True,
+            speed_estimate_period=10.0,
+        )
+        self.done = 0
+        self.total: int | None = None
+        self.t0 = time.monotonic()
+        self.task = self.p.add_task("export", total=None, samples=self._samples())
         self.p.start()
+
+    def _samples(self) -> str:
+        import time
+
+        rate = self.done / max(time.monotonic() - self.t0, 1e-9)
+        total = self.total if self.total is not None else "?"
+        return f"{self.done}/{total} samples ({rate:.1f}/s)"
 
     def update(self, event: object) -> None:
         from ..progress import ProgressEvent
 
         assert isinstance(event, ProgressEvent)
         if event.kind == "start":
-            self.p.update(self.task, total=event.total_files)
+            self.total = event.total_files
+            self.p.update(self.task, total=event.total_bytes or None, samples=self._samples())
         elif event.kind == "advance":
-            self.p.advance(self.task, event.files)
+            self.done += event.files
+            self.p.update(self.task, advance=event.bytes, samples=self._samples())
 
     def close(self) -> None:
         self.p.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
 from .metadata import build_metadata, layer_entry, write_metadata
 from .outputs import discard, part_path
-from .samples import SamplePlan
+from .samples import Sample, SamplePlan
 from .state import ProgressLog, is_done, load_results, prepare_out
 
 MAX_RESAMPLE = 4096  # pixels a side; ~9x the 448-px chips, far beyond any native grid
@@ -191,6 +192,20 @@ def probe_layers(exporter: Exporter, plan: SamplePlan) -> dict[str, dict[str, An
     return info
 
 
+def _source_bytes(sample: Sample) -> int:
+    """Bytes of the sample's source files (the manifest's sizes; a stat where it has none)."""
+    n = 0
+    for lf in sample.files.values():
+        if lf.size is not None:
+            n += lf.size
+        else:
+            try:
+                n += lf.path.stat().st_size
+            except OSError:
+                pass
+    return n
+
+
 def _workers(options: ExportOptions, settings: Settings | None) -> int:
     if options.workers:
         return max(1, options.workers)
@@ -242,16 +257,28 @@ def run_export(
     log = ProgressLog(out, options.shard_index, options.num_shards)
 
     total = sum(len(u.samples) for u in todo)
-    progress(ProgressEvent("start", phase="export", total_files=total))
+    size = {id(s): _source_bytes(s) for u in todo for s in u.samples}
+    progress(
+        ProgressEvent("start", phase="export", total_files=total, total_bytes=sum(size.values()))
+    )
+
     written = files = nbytes = 0
     failures: list[Failure] = []
     flat = (s for u in todo for s in u.samples)
     committed: set[str] = set()
     processed = ordered_map(exporter.process, flat, workers)
+
+    def pulled(unit: Unit) -> Iterator[Any]:
+        """The unit's processed samples, each reported as it arrives (samples and source
+        bytes), so the bar moves from the first sample, not when a 256-sample shard is done."""
+        for s in unit.samples:
+            item = next(processed)
+            progress(ProgressEvent("advance", phase="export", files=1, bytes=size[id(s)]))
+            yield item
+
     try:
         for unit in todo:
-            items = (next(processed) for _ in unit.samples)
-            res: UnitResult = exporter.write(unit, items)
+            res: UnitResult = exporter.write(unit, pulled(unit))
             log.record(res)
             done[unit.key] = res
             committed.add(unit.key)
@@ -262,7 +289,6 @@ def run_export(
             for f in res.failures:
                 msg = f"skipped {f.tile_id}: {f.path}: {f.reason}"
                 progress(ProgressEvent("message", message=msg))
-            progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
     except BaseException:
         processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
         for unit in todo:  # workers may have finished .part files of units never committed
