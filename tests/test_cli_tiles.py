@@ -352,7 +352,7 @@ def test_every_panel_has_units_and_a_nodata_entry_over_the_tile_square(repo) -> 
     try:
         panels = [ax for ax in fig.axes if ax.get_title()]
         assert len(panels) == len(info.files)
-        bars = {ax.get_ylabel() for ax in fig.axes if not ax.get_title() and ax.get_ylabel()}
+        bars = {cax.get_ylabel() for ax in panels for cax in ax.child_axes}  # colour bars
         for unit in ("(Mg/ha)", "elevation (m)", "tree cover (%)", "(rad)", "(0-1, unitless)",
                      "m² per cell"):  # fmt: skip
             assert any(unit in b for b in bars), (unit, bars)

@@ -130,7 +130,10 @@ def legend_below(ax: Any, handles: list[Any], title: str | None = None) -> None:
 
 
 def colourbar(ax: Any, image: Any, label: str) -> None:
-    bar = _plt().colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    """A colour bar hugging the image (an inset axes, so it stays beside this panel however
+    wide its grid column is)."""
+    cax = ax.inset_axes((1.04, 0.0, 0.05, 1.0))
+    bar = _plt().colorbar(image, cax=cax)
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
 

@@ -239,8 +239,12 @@ def _map_png(
         ax.set_ylim(s, n)
         ax.set_aspect(1 / max(math.cos(math.radians((s + n) / 2)), 0.1))
         ax.grid(True, color="#cccccc", linewidth=0.6, zorder=0)
-        ax.set_xlabel("longitude (°E)")
-        ax.set_ylabel("latitude (°N)")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _deg(v, "EW")))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _deg(v, "NS")))
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
         ax.set_title(title, fontsize=10)
         side = fig.add_subplot(grid[0, 1])
         side.axis("off")
@@ -257,6 +261,12 @@ def _map_png(
         fig.savefig(out, dpi=dpi, format="png")
     finally:
         plt.close(fig)
+
+
+def _deg(v: float, hemispheres: str) -> str:
+    """``98.1°W``: a tick label with its hemisphere instead of a sign."""
+    v = round(float(v), 6)
+    return f"{abs(v):g}°{hemispheres[1] if v < 0 else hemispheres[0]}" if v else "0°"
 
 
 def _world_inset(ax: Any, bbox: tuple[float, float, float, float]) -> None:
