@@ -198,3 +198,5 @@ def test_tiles_a_datakind_does_not_publish_are_counted_not_failed(
     assert all(listed[t]["local"] == ["gssic"] for t in full.coverage["gssic"])
     res = run(capsys, "tiles", *sel)
     assert f"{len(lacking)} tiles not published in this datakind's shards" in res.err
+    res = run(capsys, "stats", *sel)
+    assert "not published in this datakind's shards" in res.err and "m3leo tiles" in res.err

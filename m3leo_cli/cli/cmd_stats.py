@@ -72,6 +72,12 @@ def stats_cmd(
         print_json(report)
         return
     render_stats(report["rows"], report["total"])
+    if sel.edition == "full":  # the same words download, verify, export and tiles use
+        say(
+            "full edition: tiles are those _parquet.csv lists; a shard may not hold some of "
+            "them (not published in this datakind's shards): `m3leo tiles --json` names them "
+            "once a download has read the shard"
+        )
 
 
 def render_stats(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
