@@ -30,6 +30,7 @@ def server(source: SourceInfo) -> Iterator[HubServer]:
 
 @pytest.fixture
 def hub(server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    server.faults = Faults()  # a test that set faults must not leave them to the next one
     server.reset_faults()
     server.clear_log()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
