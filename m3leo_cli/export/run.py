@@ -244,8 +244,9 @@ def run_export(
         exporter.stats = load_stats(settings, plan, wanted, options.stats_file) if wanted else {}
     workers = _workers(options, settings)
     preflight_memory(plan, options, workers)
-    prepare_out(out, plan, options)
+    # probing decodes one tile per layer: a --dtype refusal comes before --out is touched
     exporter.layer_info = probe_layers(exporter, plan)
+    prepare_out(out, plan, options)
 
     units: list[Unit] = []
     for split in plan.splits:
