@@ -24,6 +24,12 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("m3leo", appauthor=False))
 
 
+def _default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("m3leo", appauthor=False))
+
+
 def default_config_path() -> Path:
     import platformdirs
 
@@ -61,6 +67,8 @@ class Settings:
     no_proxy: str | None = None
     ca_bundle: Path | None = None
     config_path: Path | None = None
+    # per-user files m3leo may write when the store is read-only (band statistics)
+    cache_dir: Path | None = None
     # where each value came from ("command line", "$VAR", the config file); absent = default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -136,6 +144,7 @@ _ENV: dict[str, tuple[str, ...]] = {
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",  # a folder of hashed certificates
     ),
+    "cache_dir": ("M3LEO_CACHE_DIR",),
 }
 # huggingface_hub's boolean variables: true when the upper-cased value is one of these, else
 # false (never an error); m3leo's own M3LEO_* booleans stay strict.
@@ -148,7 +157,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     types = {f.name: f.type for f in fields(Settings)}
     kind = str(types[name])
     try:
-        if name in ("data_dir", "config_path", "ca_bundle"):
+        if name in ("data_dir", "config_path", "ca_bundle", "cache_dir"):
             return Path(os.path.expanduser(str(value)))
         if "bool" in kind:
             if isinstance(value, bool):
@@ -230,6 +239,8 @@ def load_settings(
                     values[name], sources[name] = stored
     if "data_dir" not in values:
         values["data_dir"] = _default_data_dir()
+    if "cache_dir" not in values:
+        values["cache_dir"] = _default_cache_dir()
     values["config_path"] = cfg_path
     sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
     s = Settings(**values, sources=sources)

@@ -145,9 +145,13 @@ def run_demo(
         # the loopback server is reached directly, whatever proxy this machine uses
         bypass = ",".join(filter(None, (env.get("no_proxy") or env.get("NO_PROXY"), server.host)))
         env["no_proxy"] = env["NO_PROXY"] = bypass
-        progress(ProgressEvent("message", message=f"serving it on {server.url} (loopback)"))
-        progress(ProgressEvent("message", message=f"export HF_ENDPOINT={server.url}"))
-        progress(ProgressEvent("message", message=f"export M3LEO_DATA_DIR={store}"))
+        progress(
+            ProgressEvent(
+                "message",
+                message=f"serving it on {server.url} (loopback, for the demo only); the "
+                f"commands below run with HF_ENDPOINT={server.url} M3LEO_DATA_DIR={store}",
+            )
+        )
         for argv in steps:
             step = DemoStep(argv)
             progress(ProgressEvent("message", phase="command", message=f"$ {step.command}"))

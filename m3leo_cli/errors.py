@@ -8,12 +8,15 @@ else that escapes is a bug and shows its traceback.
 
     M3leoError
     ├── UsageError (exit 2)                       flags that cannot work together
+    │   ├── DtypeRangeError                       --dtype cannot hold the physical values
+    │   └── TooLargeError                         a size that cannot fit in memory
     ├── ConfigError                               bad config file or setting
-    ├── SelectionError                            what the user asked for
+    ├── SelectionError (exit 2)                   what the user asked for
     │   ├── UnknownRegionError / UnknownEditionError / UnknownModalityError
     │   ├── UnknownBandError / UnknownFormatError
     │   ├── BadBBoxError / BadTileIdError
-    │   └── EmptySelectionError
+    │   ├── EmptyInputError                       an empty --tiles / --tiles-file
+    │   └── EmptySelectionError (exit 1)          nothing here matches a valid selection
     ├── ManifestError
     │   ├── ManifestNotFoundError
     │   ├── ManifestCorruptError
@@ -77,6 +80,14 @@ class UsageError(M3leoError):
     exit_code = 2
 
 
+class DtypeRangeError(UsageError):
+    default_hint = "use a float type (--dtype float32 or float16), or leave --dtype out"
+
+
+class TooLargeError(UsageError):
+    default_hint = "lower --resample or --workers"
+
+
 class ConfigError(M3leoError):
     default_hint = "check the config file (`m3leo config path`) and M3LEO_* variables"
 
@@ -85,7 +96,9 @@ class ConfigError(M3leoError):
 
 
 class SelectionError(M3leoError):
-    pass
+    """A selection flag the user typed is wrong: a usage mistake (exit 2)."""
+
+    exit_code = 2
 
 
 class UnknownRegionError(SelectionError):
@@ -135,7 +148,16 @@ class BadTileIdError(SelectionError):
     default_hint = "tile ids are 13 lowercase hex characters, e.g. 020d259a89240"
 
 
+class EmptyInputError(SelectionError):
+    """An empty --tiles or --tiles-file: refused, never read as "every tile"."""
+
+    default_hint = "give at least one tile id, or leave the flag out to mean every tile"
+
+
 class EmptySelectionError(SelectionError):
+    """A valid selection that matches nothing here: a runtime outcome (exit 1)."""
+
+    exit_code = 1
     default_hint = "widen the selection; `m3leo stats` shows what exists"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import spec
-from .errors import BadBBoxError, BadTileIdError, SelectionError
+from .errors import BadBBoxError, BadTileIdError, EmptyInputError, SelectionError
 
 TILE_ID_RE = re.compile(r"^[0-9a-f]{13}$")
 
@@ -107,10 +107,20 @@ def build_selection(
         if s not in spec.SPLITS:
             raise SelectionError(f"unknown split {s!r}", "use --split train, val or test")
     tile_ids: tuple[str, ...] = ()
-    if tiles:
+    if tiles is not None:
         tile_ids = parse_tiles(tiles.split(","))
+        if not tile_ids:  # an empty list must never widen to "every tile"
+            raise EmptyInputError(
+                "--tiles is empty", "give tile ids (--tiles 020d259a89240,...) or leave it out"
+            )
     if tiles_file is not None:
-        tile_ids = tuple(dict.fromkeys(tile_ids + read_tiles_file(tiles_file)))
+        from_file = read_tiles_file(tiles_file)
+        if not from_file:
+            raise EmptyInputError(
+                f"--tiles-file {tiles_file} holds no tile ids",
+                "put one tile id per line in it (`m3leo tiles` lists them), or leave it out",
+            )
+        tile_ids = tuple(dict.fromkeys(tile_ids + from_file))
     if limit is not None and limit < 1:
         raise SelectionError(
             f"--limit must be at least 1, not {limit}",
@@ -122,7 +132,7 @@ def build_selection(
         modalities=mods,
         splits=sp,
         years=tuple(dict.fromkeys(int(y) for y in years)),
-        bbox=parse_bbox(bbox) if bbox else None,
+        bbox=parse_bbox(bbox) if bbox is not None else None,
         tiles=tile_ids,
         limit=limit,
     )

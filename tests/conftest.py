@@ -20,6 +20,7 @@ def _isolated_env(
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.setenv("M3LEO_CONFIG", str(home / "config.toml"))
     monkeypatch.setenv("M3LEO_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("M3LEO_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("NO_COLOR", "1")
 
 

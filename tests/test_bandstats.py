@@ -166,7 +166,10 @@ def test_saved_for_export(repo: RepoInfo, stats: dict[tuple[str, str], BandStats
     bands = [b for b in stats.values() if b.modality in ("s1grd-2020", GUNW)]
     report = BandStatsReport(bands, files=10, tiles=6, seconds=0.1, edition="miniset",
                              regions=("conus",), percentiles=PCTS)  # fmt: skip
-    path = save_band_stats(settings, report, Selection(edition="miniset", regions=("conus",)))
+    path, where = save_band_stats(
+        settings, report, Selection(edition="miniset", regions=("conus",))
+    )
+    assert where == "store"
     assert path == stats_path(settings, "miniset")
     assert path.parent == settings.data_dir / ".m3leo" / "stats"
     doc = json.loads(path.read_text())

@@ -28,6 +28,7 @@ from m3leo_cli.errors import (
     OfflineError,
     RateLimitedError,
     RemoteNotFoundError,
+    SelectionError,
     TileNotFoundError,
 )
 from m3leo_cli.selection import build_selection
@@ -256,9 +257,9 @@ def test_select_family_and_year_in_the_full_edition(hub: HubServer, source: Sour
     t = select(s, build_selection(regions=["europe"], modalities=["s1grd"], years=[2019]))
     assert set(t["datakind"].to_pylist()) == {"s1grd-2019"}
     assert t["shard"].null_count == 0
-    with pytest.raises(EmptySelectionError, match="full edition publishes no tile geometry") as e:
+    with pytest.raises(SelectionError, match="full edition publishes no tile geometry") as e:
         select(s, build_selection(regions=["europe"], bbox="5,45,6,46"))
-    assert "--edition miniset" in e.value.hint
+    assert "--edition miniset" in e.value.hint and e.value.exit_code == 2  # a usage mistake
 
 
 def test_missing_datakind_says_why(mini: Settings) -> None:

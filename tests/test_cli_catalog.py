@@ -30,6 +30,7 @@ def server(source: SourceInfo) -> Iterator[HubServer]:
 
 @pytest.fixture
 def hub(server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    server.faults = Faults()  # a test that set faults must not leave them to the next one
     server.reset_faults()
     server.clear_log()
     monkeypatch.setenv("HF_ENDPOINT", server.url)
@@ -68,11 +69,12 @@ def test_stats_json_is_exactly_rows(refreshed: HubServer, source: SourceInfo, ca
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "gssic", "--json")
     assert res.code == 0, res.err
     doc = json.loads(res.out)
-    assert list(doc) == ["rows"]
+    assert list(doc) == ["rows", "total"]
     repo = source.repo("miniset", "europe")
+    assert doc["total"]["tiles"] == len(repo.coverage["gssic"])
     for row in doc["rows"]:
-        assert set(row) == {"edition", "region", "modality", "split", "tiles", "bytes",
-                            "local_tiles"}  # fmt: skip
+        assert set(row) == {"edition", "region", "modality", "split", "tiles", "files",
+                            "bytes", "local_tiles"}  # fmt: skip
         want = [t for t in repo.coverage["gssic"] if repo.split_of(t) == row["split"]]
         assert (row["modality"], row["tiles"]) == ("gssic", len(want))
     assert sum(r["tiles"] for r in doc["rows"]) == len(repo.coverage["gssic"])
@@ -82,6 +84,30 @@ def test_stats_table_for_people(refreshed: HubServer, capsys) -> None:
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "dem", "-s", "train")
     assert res.code == 0, res.err
     assert "srtmdem" in res.out and "train" in res.out and "total" in res.out
+
+
+def test_stats_tables_fit_80_columns_and_total_counts_distinct_tiles(
+    hub: HubServer, source: SourceInfo, capsys, monkeypatch
+) -> None:
+    """Issue 12 item 7: names were cut (`gunw_2020-01-01_202…`), and the total row added
+    tiles across modalities (156 "tiles" for a 20-tile region)."""
+    assert run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "conus").code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    res = run(capsys, "stats", "-e", "miniset", "-r", "conus")
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in res.out
+    assert "gunw_2020-01-01_2020-03-31" in res.out
+    repo = source.repo("miniset", "conus")
+    total = next(line for line in lines if line.strip().startswith("total")).split()
+    assert total[1] == str(len(repo.tiles))  # distinct tiles, not a sum over modalities
+    doc = json.loads(run(capsys, "stats", "-e", "miniset", "-r", "conus", "--json").out)
+    assert doc["total"]["tiles"] == len(repo.tiles)
+    assert sum(r["tiles"] for r in doc["rows"]) > len(repo.tiles)
+    doc = json.loads(run(capsys, "stats", "-e", "miniset", "-r", "conus", "-s", "val",
+                         "-m", "s1grd", "-m", "gssic", "--json").out)  # fmt: skip
+    val = {t for t, sp in ((t, repo.split_of(t)) for t in repo.tiles) if sp == "val"}
+    assert doc["total"]["tiles"] == len(val)
 
 
 def test_stats_works_offline_from_the_cache(refreshed: HubServer, capsys, monkeypatch) -> None:
@@ -113,34 +139,51 @@ def test_regions_modalities_and_show(refreshed: HubServer, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message", "hint"),
-    [
-        (["-r", "europa"], "unknown region 'europa'", "'europe'"),
-        (["-m", "gsic"], "unknown modality 'gsic'", "'gssic'"),
-        (["--bbox", "1,2,3"], "malformed bbox", "W,S,E,N"),
-        (["--bbox", "a,b,c,d"], "malformed bbox", "W,S,E,N"),
-        (["-r", "europe", "--bbox", "-120,30,-119,31"], "overlaps no miniset tile", "W,S,E,N"),
-        (["-r", "europe", "-m", "gunw"], "region europe has no gunw datakind", "modalities"),
-        (["-r", "europe", "--tiles", "zzz"], "bad tile id 'zzz'", "13 lowercase hex"),
-        (["-r", "europe", "--tiles", "3" * 13], "not in the miniset manifest", "--region"),
-        (["-r", "conus"], "no miniset manifest for conus", "m3leo catalog refresh"),
+    ("args", "code", "message", "hint"),
+    [  # a flag typed wrong is a usage mistake (2); a valid one matching nothing here is 1
+        (["-r", "europa"], 2, "unknown region 'europa'", "'europe'"),
+        (["-m", "gsic"], 2, "unknown modality 'gsic'", "'gssic'"),
+        (["--bbox", "1,2,3"], 2, "malformed bbox", "W,S,E,N"),
+        (["--bbox", "a,b,c,d"], 2, "malformed bbox", "W,S,E,N"),
+        (["--bbox", ""], 2, "malformed bbox", "W,S,E,N"),
+        (["-r", "europe", "--bbox", "-120,30,-119,31"], 1, "overlaps no miniset tile", "W,S,E,N"),
+        (["-r", "europe", "-m", "gunw"], 1, "region europe has no gunw datakind", "modalities"),
+        (["-r", "europe", "--tiles", "zzz"], 2, "bad tile id 'zzz'", "13 lowercase hex"),
+        (["-r", "europe", "--tiles", ""], 2, "--tiles is empty", "--tiles 020d259a89240"),
+        (["-r", "europe", "--tiles", " , "], 2, "--tiles is empty", "leave it out"),
+        (["-r", "europe", "--tiles", "3" * 13], 1, "not in the miniset manifest", "--region"),
+        (["-r", "conus"], 1, "no miniset manifest for conus", "m3leo catalog refresh"),
     ],
-)
-def test_bad_selection(refreshed: HubServer, capsys, args, message, hint) -> None:
-    assert_error(run(capsys, "stats", "-e", "miniset", *args), 1, message, hint)
+)  # fmt: skip
+def test_bad_selection(refreshed: HubServer, capsys, args, code, message, hint) -> None:
+    assert_error(run(capsys, "stats", "-e", "miniset", *args), code, message, hint)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", " \n"])
+def test_empty_tiles_file_is_an_error_not_every_tile(
+    refreshed: HubServer, capsys, tmp_path: Path, text: str
+) -> None:
+    """Issue 12 item 3: an empty --tiles-file selected every tile (a dry run planned it all)."""
+    f = tmp_path / "tiles.txt"
+    f.write_text(text)
+    for cmd in (["stats"], ["download", "--dry-run"], ["export", "-f", "npz", "-o",
+                str(tmp_path / "o"), "-m", "gssic"]):  # fmt: skip
+        res = run(capsys, *cmd, "-e", "miniset", "-r", "europe", "--tiles-file", str(f))
+        assert_error(res, 2, "holds no tile ids", "one tile id per line")
+        assert not (tmp_path / "o").exists()
 
 
 def test_full_edition_bbox_points_at_the_miniset(hub: HubServer, capsys) -> None:
     assert run(capsys, "catalog", "refresh", "-r", "europe").code == 0
     res = run(capsys, "stats", "-r", "europe", "--bbox", "5,45,6,46")
-    assert_error(res, 1, "full edition publishes no tile geometry", "--edition miniset")
+    assert_error(res, 2, "full edition publishes no tile geometry", "--edition miniset")
 
 
 def test_tiles_file_with_bad_ids(refreshed: HubServer, capsys, tmp_path: Path) -> None:
     f = tmp_path / "tiles.txt"
     f.write_text("# my tiles\n0123456789abc\nnot-a-tile\n")
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--tiles-file", str(f))
-    assert_error(res, 1, "bad tile id 'not-a-tile'", "13 lowercase hex")
+    assert_error(res, 2, "bad tile id 'not-a-tile'", "13 lowercase hex")
 
 
 @pytest.mark.parametrize("kind", ["garbage", "foreign"])
@@ -200,3 +243,35 @@ def test_split_csv_corrupted_in_transit_is_refetched_never_trusted(
     res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "--force")
     assert_error(res, 1, "differs from its listed checksum", "HF_ENDPOINT")
     assert pq.read_table(path).to_pylist() == good
+
+
+def test_tiles_lists_ids_with_split_bbox_and_datakinds(
+    refreshed: HubServer, source: SourceInfo, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 12 item 9: there was no way to list tile ids (`show` needed the split CSV)."""
+    repo = source.repo("miniset", "europe")
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "--json")
+    assert res.code == 0, res.err
+    tiles = {t["tile_id"]: t for t in json.loads(res.out)["tiles"]}
+    assert set(tiles) == set(repo.tiles)
+    for tid, t in tiles.items():
+        assert t["split"] == repo.split_of(tid) and t["region"] == "europe"
+        assert t["bbox"] == pytest.approx(list(repo.tiles[tid].bbox))
+        want = sorted(dk for dk, ids in repo.coverage.items() if tid in ids)
+        assert t["datakinds"] == want and t["local"] == [] and t["not_published"] == []
+    # filters as everywhere; --ids makes a --tiles-file
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "-s", "val", "-m", "gssic", "--ids")
+    ids = res.out.split()
+    val = {t for t in repo.coverage["gssic"] if repo.split_of(t) == "val"}
+    assert res.code == 0 and set(ids) == val and len(ids) == len(val)
+    f = tmp_path / "val.txt"
+    f.write_text(res.out)
+    res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "--tiles-file", str(f), "--json")
+    assert json.loads(res.out)["total"]["tiles"] == len(val)
+    monkeypatch.setenv("COLUMNS", "80")
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe")
+    assert res.code == 0 and max(len(line) for line in res.out.splitlines()) <= 80
+    first = sorted(repo.tiles)[0]
+    assert first in res.out and f"{len(repo.tiles)} tiles; datakinds: " in res.err
+    res = run(capsys, "tiles", "-e", "miniset", "-r", "europe", "--tiles", "")
+    assert_error(res, 2, "--tiles is empty", "leave it out")

@@ -180,3 +180,23 @@ def test_tiles_a_datakind_does_not_publish_are_counted_not_failed(
     assert sorted(rep["unpublished"]) == sorted(
         f"full/{REGION}/{full.tile_path('gssic', t)}" for t in lacking
     )
+    # issue 12 item 5: export says the same, never "not downloaded (`m3leo download` ...)"
+    out = data_dir.parent / "exp"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *sel)
+    assert res.code == 0, res.err
+    assert f"{len(lacking)} gssic tiles not published in this datakind's shards" in res.err
+    assert "not downloaded" not in res.err and "m3leo download" not in res.err, res.err
+    assert "--allow-missing" not in res.err  # it would keep none of them: no layer at all
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *sel, "--json")
+    doc = json.loads(res.out)
+    assert doc["not_published"] == {"gssic": len(lacking)} and doc["not_downloaded"] == {}
+    # and `m3leo tiles` does not claim a datakind its shard does not hold
+    res = run(capsys, "tiles", *sel, "--json")
+    listed = {t["tile_id"]: t for t in json.loads(res.out)["tiles"]}
+    for t in lacking:
+        assert listed[t]["not_published"] == ["gssic"] and listed[t]["datakinds"] == []
+    assert all(listed[t]["local"] == ["gssic"] for t in full.coverage["gssic"])
+    res = run(capsys, "tiles", *sel)
+    assert f"{len(lacking)} tiles not published in this datakind's shards" in res.err
+    res = run(capsys, "stats", *sel)
+    assert "not published in this datakind's shards" in res.err and "m3leo tiles" in res.err

@@ -103,27 +103,44 @@ def test_rerun_completes_and_partitions(store: SourceInfo, tmp_path: Path, capsy
 
 
 @pytest.mark.parametrize(
-    ("args", "message", "hint"),
-    [
-        (("-f", "tfrecord"), "unknown format 'tfrecord'", "npz, webdataset, parquet, geotiff"),
-        (("-f", "npz", "-m", "gunw"), "region europe has no gunw datakind", "m3leo modalities"),
-        (("-f", "npz", "-m", "s1grd", "-m", "biomass"),
+    ("args", "code", "message", "hint"),
+    [  # usage mistakes exit 2, a valid request this store cannot serve exits 1
+        (("-f", "tfrecord"), 2, "unknown format 'tfrecord'", "npz, webdataset, parquet, geotiff"),
+        (("-f", "npz", "-m", "gunw"), 1, "region europe has no gunw datakind", "m3leo modalities"),
+        (("-f", "npz", "-m", "s1grd", "-m", "biomass"), 1,
          "no tile has every requested layer: biomass-2020 not downloaded on 8 of 8 tiles",
          "m3leo download --edition miniset --region europe --modality biomass-2020"),
-        (("-f", "npz", "-m", "s1grd", "--normalize"), "no saved band statistics",
+        (("-f", "npz", "-m", "s1grd", "--normalize"), 1, "no saved band statistics",
          "m3leo stats --bands --edition miniset --region europe --modality s1grd-2020"),
-        (("-f", "geotiff", "-m", "s1grd", "--resample", "8"),
+        (("-f", "geotiff", "-m", "s1grd", "--resample", "8"), 2,
          "--format geotiff copies the original files", "--format npz"),
-        (("-f", "npz", "-m", "s1grd", "--num-shards", "2", "--shard-index", "5"),
+        (("-f", "npz", "-m", "s1grd", "--num-shards", "2", "--shard-index", "5"), 2,
          "--shard-index 5 is outside 0..1", "SLURM_ARRAY_TASK_ID"),
-        (("-f", "npz"), "name at least one layer", "--modality"),
+        (("-f", "npz", "-m", "s1grd", "--num-shards", "0"), 2,
+         "--num-shards must be at least 1, not 0", "--num-shards K"),
+        (("-f", "npz", "-m", "s1grd", "--dtype", "uint8"), 2,
+         "--dtype uint8 cannot hold the physical values of s1grd-2020", "--dtype float32"),
+        (("-f", "npz"), 2, "name at least one layer", "--modality"),
     ],
 )  # fmt: skip
-def test_bad_input(store: SourceInfo, tmp_path: Path, capsys, args, message, hint) -> None:
+def test_bad_input(store: SourceInfo, tmp_path: Path, capsys, args, code, message, hint) -> None:
     res = run(capsys, "export", "-o", str(tmp_path / "o"), *SEL, *args)
-    assert res.code in (1, 2)
+    assert res.code == code, res.err
     assert f"Error: {message}" in res.err, res.err
     assert "hint: " in res.err and hint in res.err
+
+
+def test_out_that_is_a_file_does_not_suggest_overwrite(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 12 item 8: --out FILE suggested --overwrite, which failed the same way."""
+    f = tmp_path / "out.npz"
+    f.write_text("mine")
+    for extra in ((), ("--overwrite",)):
+        res = run(capsys, "export", "-f", "npz", "-o", str(f), *SEL, "-m", "s1grd", *extra)
+        assert res.code == 1 and "is a file, not a folder" in res.err
+        assert "--overwrite" not in res.err and "hint: give --out a new or empty folder" in res.err
+    assert f.read_text() == "mine"
 
 
 def test_foreign_output_folder_is_refused(store: SourceInfo, tmp_path: Path, capsys) -> None:
@@ -133,7 +150,7 @@ def test_foreign_output_folder_is_refused(store: SourceInfo, tmp_path: Path, cap
     res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
     assert res.code == 1
     assert "Error: --out" in res.err and "not an m3leo export" in res.err
-    assert "hint: choose an empty --out folder or pass --overwrite" in res.err
+    assert "hint: choose a new or empty --out folder, or pass --overwrite" in res.err
 
 
 def test_corrupt_tile_exit_1_at_the_end(
@@ -169,6 +186,82 @@ def test_normalize_with_saved_stats(store: SourceInfo, tmp_path: Path, capsys, d
     assert np.all(np.abs(means) < 1e-3)  # the stats came from exactly these tiles
 
 
+def test_normalize_and_dtype_never_touch_the_label(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 12 item 1: --normalize turned ESA WorldCover codes into float16 -1.37..1.67."""
+    from m3leo_cli import spec
+
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic")  # no stats for the label needed
+    assert res.code == 0, res.err
+    out = tmp_path / "n"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic",
+              "--label", "esaworldcover", "--normalize", "--dtype", "float16")  # fmt: skip
+    assert res.code == 0, res.err
+    for f in sorted(out.rglob("*.npz")):
+        with np.load(f) as z:
+            assert z["gssic"].dtype == np.float16
+            wc = z["esaworldcover-2020"]
+            assert wc.dtype == np.uint8
+            assert set(np.unique(wc)) <= set(spec.ESA_WORLDCOVER_CLASSES) | {0}
+    meta = json.loads((out / "metadata.json").read_text())
+    layers = {lay["name"]: lay for lay in meta["layers"]}
+    assert layers["esaworldcover-2020"]["normalized"] is False
+    assert layers["esaworldcover-2020"]["values"] == "stored"
+    assert layers["gssic"]["values"] == "normalized" and layers["gssic"]["cast"] == "float16"
+    assert set(meta["normalization"]) == {"gssic"}
+
+
+def test_band_stats_of_a_store_that_cannot_be_written_go_to_the_user_cache(
+    store: SourceInfo, tmp_path: Path, capsys, data_dir: Path
+) -> None:
+    """Issue 12 item 6: on a read-only store `stats --bands` computed, failed to save and
+    printed nothing, so --normalize was impossible. (Tests run as root, which ignores
+    permission bits: the stats folder is made unwritable by a file standing in its place.)"""
+    blocker = data_dir / ".m3leo" / "stats"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic")
+    assert res.code == 0, res.err
+    assert "  winter:vv" in res.out  # the table is printed
+    assert "the store cannot be written: the user cache" in res.err
+    cached = list((Path(os.environ["M3LEO_CACHE_DIR"]) / "stats").rglob("bands-miniset.json"))
+    assert len(cached) == 1 and "gssic" in cached[0].read_text()
+    out = tmp_path / "n"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic", "--normalize")
+    assert res.code == 0, res.err
+    assert set(json.loads((out / "metadata.json").read_text())["normalization"]) == {"gssic"}
+
+
+def test_band_stats_table_fits_80_columns(store: SourceInfo, capsys, monkeypatch) -> None:
+    """Issue 12 item 7: at 80-110 columns band names were cut to `wint…`, `amplit…`."""
+    monkeypatch.setenv("COLUMNS", "80")
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover")
+    assert res.code == 0, res.err
+    assert max(len(line) for line in res.out.splitlines()) <= 80 and "…" not in res.out
+    for band in ("winter_vvasc", "amplitude", "  winter:vv", "decaymodel", "  spring:rmse", "Map"):
+        assert f"\n{band} " in res.out
+    assert "gssic: 38 bands" in res.out and "classes: Tree cover" in res.out
+
+
+def test_stats_file_flag_carries_statistics_from_stats_to_export(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    f = tmp_path / "my-stats.json"
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic", "--stats", str(f), "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["saved_to"] == str(f) and f.is_file()
+    out = tmp_path / "n"
+    args = ("export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic", "--normalize")
+    res = run(capsys, *args, "--stats", str(f))
+    assert res.code == 0, res.err
+    res = run(capsys, *args[:4], str(tmp_path / "m"), *args[5:], "--stats", str(tmp_path / "no"))
+    assert res.code == 1 and "holds no m3leo band statistics" in res.err
+    assert f"--stats {tmp_path / 'no'}" in res.err
+    res = run(capsys, "stats", *SEL, "--stats", str(f))
+    assert res.code == 2 and "--stats FILE goes with --bands" in res.err
+
+
 def test_no_complete_sample_says_which_layer_is_missing_where(
     store: SourceInfo, tmp_path: Path, capsys
 ) -> None:
@@ -186,6 +279,25 @@ def test_no_complete_sample_says_which_layer_is_missing_where(
               "-m", "s1grd", "-m", "gssic", "--tiles", lacking, "--allow-missing")  # fmt: skip
     assert res.code == 0, res.err
     assert len(list((tmp_path / "o").rglob("*.npz"))) == 1
+
+
+def test_skip_lines_suggest_allow_missing_only_when_it_helps(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 12 item 8: with --allow-missing the report still said "pass --allow-missing"."""
+    lacking = store.repo("miniset", "europe").missing("gssic")
+    base = ("export", "-f", "npz", *SEL, "-m", "s1grd", "-m", "gssic")
+    res = run(capsys, *base, "-o", str(tmp_path / "a"))
+    assert res.code == 0, res.err
+    assert f"skipped {len(lacking)} tiles lacking gssic (pass --allow-missing to keep the " in (
+        res.err
+    )
+    res = run(capsys, *base, "-o", str(tmp_path / "b"), "--allow-missing")
+    assert res.code == 0, res.err
+    assert "--allow-missing" not in res.err
+    res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "d"), *SEL, "-m", "gssic",
+              "--tiles", lacking[0], "--allow-missing")  # fmt: skip
+    assert res.code == 1 and "--allow-missing" not in res.err.split("hint:")[1]
 
 
 def test_the_hinted_repair_command_fixes_the_corrupt_tiles(

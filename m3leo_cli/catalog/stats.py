@@ -225,3 +225,41 @@ def _has_local(store: Store, edition: str, region: str, folder: str | None) -> b
         return store.local_path(edition, region, folder).is_dir()
     except M3leoError:
         return False
+
+
+def distinct_tiles(settings: Settings, selection: Selection) -> int:
+    """How many different tiles the selection holds, whatever the number of modalities.
+
+    The manifest footers count each region's distinct tiles; with any filter the tile ids are
+    read (one dictionary-encoded column).
+    """
+    filtered = bool(
+        selection.modalities
+        or selection.splits
+        or selection.years
+        or selection.tiles
+        or selection.limit
+        or selection.bbox
+    )
+    if not filtered:
+        _paths, summaries, _dks = plan_query(settings, selection)
+        if all(s.get("tiles") is not None for s in summaries.values()):
+            return sum(int(s["tiles"]) for s in summaries.values())
+    table = select_table(settings, selection, ("tile",), ["region", "tile_id"], ["region"])[0]
+    table = table.filter(pc.equal(table["kind"], "tile"))
+    pairs = pc.binary_join_element_wise(
+        pc.cast(table["region"], pa.string()), table["tile_id"], "/"
+    )
+    return int(pc.count_distinct(pairs).as_py())
+
+
+def stats_report(settings: Settings, selection: Selection) -> dict[str, Any]:
+    """``m3leo stats``: ``rows`` (with ``files``) and a ``total`` whose ``tiles`` are distinct
+    tiles (summing rows would count a tile once per modality and split)."""
+    rows = stats(settings, selection, files=True)
+    total = {
+        "tiles": distinct_tiles(settings, selection),
+        "files": sum(r["files"] for r in rows),
+        "bytes": sum(r["bytes"] for r in rows),
+    }
+    return {"rows": rows, "total": total}

@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_demo",
     "cmd_catalog",
     "cmd_stats",
+    "cmd_tiles",
     "cmd_download",
     "cmd_verify",
     "cmd_unpack",
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _filesystem_error(exc)
         return 1
+    except NoArgsIsHelpError as exc:  # `m3leo`, `m3leo catalog`: their help, not an error
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
     except TyperUsageError as exc:
         _usage_error(exc)
         return exc.exit_code
@@ -110,3 +114,4 @@ def _usage_error(exc: TyperUsageError) -> None:
 
 # typer vendors click; in non-standalone mode its usage errors are raised as this class
 from typer._click.exceptions import ClickException as TyperUsageError  # noqa: E402
+from typer._click.exceptions import NoArgsIsHelpError  # noqa: E402

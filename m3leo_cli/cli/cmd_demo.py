@@ -39,4 +39,9 @@ def demo(
     say(f"  store (Hub layout + manifests): {report.store}")
     for name, path in report.outputs.items():
         say(f"  {name}: {path}")
-    say(f"  synthetic source: {report.source}  (serve it again: m3leo serve {report.source})")
+    say(f"  synthetic source: {report.source}")
+    say("The demo's server has stopped. To go on with its store (offline, no server needed):")
+    say(f"  export M3LEO_DATA_DIR={report.store}")
+    say("  m3leo stats --edition miniset --region europe")
+    say(f"To reach its Hub again: m3leo serve {report.source} --port 0 (in another shell),")
+    say("  then export HF_ENDPOINT=<the URL it prints>")

@@ -24,12 +24,13 @@ from .options import (
     TilesFile,
     TilesOpt,
     Token,
+    Wait,
     Workers,
     Years,
     selection_from,
     settings_from,
 )
-from .render import err_console, human_bytes, print_json, say
+from .render import err_console, human_bytes, not_published, print_json, say
 
 DryRun = Annotated[
     bool,
@@ -39,9 +40,6 @@ DryRun = Annotated[
 ]
 NoSpaceCheck = Annotated[
     bool, typer.Option("--no-space-check", help="Skip the free-space check before starting.")
-]
-Wait = Annotated[
-    bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
 ]
 Fetch = Annotated[
     str | None,
@@ -211,18 +209,12 @@ def download_cmd(
             f"{human_bytes(s.bytes)} in {s.seconds:.1f} s ({_rate(s.bytes, s.seconds)})"
         )
         if s.absent:
-            say(_ABSENT.format(n=s.absent))
+            say(not_published(s.absent) + ": nothing to fetch")
     if s.failed:
         first = s.failures[0]
         raise DownloadFailedError(
             f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}"
         )
-
-
-_ABSENT = (
-    "{n} tiles not published in this datakind's shards "
-    "(_parquet.csv lists them, the shard does not hold them): nothing to fetch"
-)
 
 
 def _show_plan(plan: dict[str, Any]) -> None:
@@ -253,7 +245,7 @@ def _show_plan(plan: dict[str, Any]) -> None:
             f"resolvers {b['resolvers']}, api {b['api']}, pages {b['pages']}"
         )
     if plan.get("absent"):
-        say(_ABSENT.format(n=plan["absent"]))
+        say(not_published(plan["absent"]) + ": nothing to fetch")
     shards = plan.get("shards", [])
     if shards:
         modes = [sh.get("mode") for sh in shards]

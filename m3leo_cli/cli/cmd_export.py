@@ -29,7 +29,7 @@ from .options import (
     selection_from,
     settings_from,
 )
-from .render import err_console, human_bytes, print_json, say
+from .render import err_console, human_bytes, not_published, print_json, say
 
 FORMATS = ", ".join(EXPORTERS)
 
@@ -85,10 +85,19 @@ def export_cmd(
     ] = None,
     normalize: Annotated[
         bool,
-        typer.Option("--normalize", help="(value - mean) / std with `m3leo stats --bands` stats."),
+        typer.Option(
+            "--normalize",
+            help="Inputs as (value - mean) / std, float32, with `m3leo stats --bands` stats "
+            "(labels and class codes are never normalised).",
+        ),
     ] = False,
     dtype: Annotated[
-        str | None, typer.Option("--dtype", help="Cast values, e.g. float32 (default: as stored).")
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="Inputs in physical units as this type, e.g. float32 (S1 in dB); refused when "
+            "it cannot hold them. Labels keep their stored type. Default: as stored.",
+        ),
     ] = None,
     num_shards: Annotated[
         int, typer.Option("--num-shards", help="Split the export into K disjoint jobs.")
@@ -99,6 +108,14 @@ def export_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a different earlier export in --out.")
     ] = False,
+    stats_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--stats",
+            help="With --normalize: statistics from this file (`m3leo stats --bands --stats "
+            "FILE`); default: the store, then the user cache.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -144,6 +161,7 @@ def export_cmd(
         overwrite=overwrite,
         workers=workers,
         command=_command_line(ctx),
+        stats_file=stats_file,
     )
     show = settings.progress_bars and not quiet and not json_out and err_console().is_terminal
     bar = _Bar() if show else None
@@ -216,9 +234,13 @@ def _report(summary: object) -> None:
     if s.units_skipped:
         say(f"{s.units_skipped} outputs were already finished and kept")
     for layer, n in s.skipped_missing.items():
-        say(f"skipped {n} tiles lacking {layer} (pass --allow-missing to keep them)")
+        keep = n - s.bare  # --allow-missing keeps tiles with another layer, never bare ones
+        more = f" (pass --allow-missing to keep the {keep} with other layers)" if keep else ""
+        say(f"skipped {n} tiles lacking {layer}{'' if s.allow_missing else more}")
+    for layer, n in s.not_published.items():
+        say(not_published(n, layer) + ": nothing to download")
     for layer, n in s.not_downloaded.items():
-        say(f"{n} {layer} files are not downloaded (`m3leo download` fetches them)")
+        say(f"{n} {layer} tiles are not downloaded (`m3leo download` fetches them)")
     for f in s.failures:
         say(f"failed {f.split}/{f.tile_id}: {f.path}: {f.reason}")
     if s.complete and s.metadata_path:
@@ -228,23 +250,59 @@ def _report(summary: object) -> None:
 
 
 class _Bar:
-    """A rich progress bar over samples on stderr (only on a terminal)."""
+    """A rich bar on stderr (terminals only) over the source bytes read, with rate, elapsed
+    time and ETA, and the samples done of all with their rate; it advances per sample, so it
+    moves from the first second."""
 
     def __init__(self) -> None:
-        from rich.progress import Progress
+        import time
 
-        self.p = Progress(console=err_console(), transient=True)
-        self.task = self.p.add_task("export", total=None)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.p = Progress(
+            TextColumn("export"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[samples]}"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console(),
+            transient=True,
+            speed_estimate_period=10.0,
+        )
+        self.done = 0
+        self.total: int | None = None
+        self.t0 = time.monotonic()
+        self.task = self.p.add_task("export", total=None, samples=self._samples())
         self.p.start()
+
+    def _samples(self) -> str:
+        import time
+
+        rate = self.done / max(time.monotonic() - self.t0, 1e-9)
+        total = self.total if self.total is not None else "?"
+        return f"{self.done}/{total} samples ({rate:.1f}/s)"
 
     def update(self, event: object) -> None:
         from ..progress import ProgressEvent
 
         assert isinstance(event, ProgressEvent)
         if event.kind == "start":
-            self.p.update(self.task, total=event.total_files)
+            self.total = event.total_files
+            self.p.update(self.task, total=event.total_bytes or None, samples=self._samples())
         elif event.kind == "advance":
-            self.p.advance(self.task, event.files)
+            self.done += event.files
+            self.p.update(self.task, advance=event.bytes, samples=self._samples())
 
     def close(self) -> None:
         self.p.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -24,7 +25,7 @@ from .options import (
     selection_from,
     settings_from,
 )
-from .render import human_bytes, out_console, print_json
+from .render import human_bytes, out_console, print_json, say
 
 
 @app.command("stats")
@@ -46,6 +47,12 @@ def stats_cmd(
     percentiles: str = typer.Option("2,50,98", "--percentiles", help="With --bands: which ones."),
     engine: EngineOpt = None,
     scheduler: SchedulerOpt = None,
+    stats_file: Path | None = typer.Option(
+        None,
+        "--stats",
+        help="With --bands: save them in this JSON file (default: the store, or the user "
+        "cache when the store is read-only).",
+    ),
 ) -> None:
     """Tiles, files and bytes per region, modality and split, and how many are local.
 
@@ -53,13 +60,12 @@ def stats_cmd(
 
     Example: m3leo stats --edition miniset --region europe --modality gssic --json
     """
-    from ..catalog.stats import stats
+    from ..catalog.stats import stats_report
+    from ..errors import UsageError
 
     settings = settings_from(data_dir=data_dir, engine=engine, scheduler=scheduler)
     sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
     if (engine or scheduler) and not bands:
-        from ..errors import UsageError
-
         raise UsageError(
             "--engine and --scheduler apply to band statistics only",
             "add --bands (manifest-level stats are a quick local read)",
@@ -67,48 +73,47 @@ def stats_cmd(
     if bands:
         from .bands_view import run_band_stats
 
-        return run_band_stats(settings, sel, percentiles, json_out)
-    rows = stats(settings, sel, files=not json_out)
+        return run_band_stats(settings, sel, percentiles, json_out, stats_file)
+    if stats_file is not None:
+        raise UsageError("--stats FILE goes with --bands", "add --bands, or leave --stats out")
+    report = stats_report(settings, sel)
     if json_out:
-        print_json({"rows": rows})
+        print_json(report)
         return
-    render_stats(rows)
+    render_stats(report["rows"], report["total"])
+    if sel.edition == "full":  # the same words download, verify, export and tiles use
+        say(
+            "full edition: tiles are those _parquet.csv lists; a shard may not hold some of "
+            "them (not published in this datakind's shards): `m3leo tiles --json` names them "
+            "once a download has read the shard"
+        )
 
 
-def render_stats(rows: list[dict[str, Any]]) -> None:
-    """The people's table, with a total line."""
+def render_stats(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
+    """The people's table, narrow enough for 80 columns, with a total line whose tiles are
+    distinct tiles (a tile in three modalities counts once)."""
     from rich import box
     from rich.table import Table
 
-    table = Table(
-        "region",
-        "modality",
-        "split",
-        "tiles",
-        "files",
-        "bytes",
-        "local tiles",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for r in rows:
-        table.add_row(
-            r["region"],
-            r["modality"],
-            r["split"] or "-",
-            f"{r['tiles']:,}",
-            f"{r['files']:,}",
-            human_bytes(r["bytes"]),
-            f"{r['local_tiles']:,}",
-        )
-    table.add_row(
-        "total",
-        "",
-        "",
-        f"{sum(r['tiles'] for r in rows):,}",
-        f"{sum(r['files'] for r in rows):,}",
-        human_bytes(sum(r["bytes"] for r in rows)),
-        f"{sum(r['local_tiles'] for r in rows):,}",
-        style="bold",
-    )
+    cells = [
+        [r["region"], r["modality"], r["split"] or "-", f"{r['tiles']:,}", f"{r['files']:,}",
+         human_bytes(r["bytes"]), f"{r['local_tiles']:,}"]
+        for r in rows
+    ]  # fmt: skip
+    cells.append(
+        ["total", "", "", f"{total['tiles']:,}", f"{total['files']:,}",
+         human_bytes(total["bytes"]), ""]
+    )  # fmt: skip
+    heads = ["region", "modality", "split", "tiles", "files", "bytes", "local"]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    for i, h in enumerate(heads):
+        width = max(len(h), *(len(c[i]) for c in cells))
+        table.add_column(
+            h, justify="right" if i >= 3 else "left", no_wrap=i != 1, min_width=width,
+            overflow="fold",
+        )  # fmt: skip
+    for c in cells[:-1]:
+        table.add_row(*c)
+    table.add_row(*cells[-1], style="bold")
     out_console().print(table)
+    say("total counts each tile once; local = tiles of that row already in the store")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import DataDir, EngineOpt, JsonOut, Quiet, SchedulerOpt, settings_from
+from .options import DataDir, EngineOpt, JsonOut, Quiet, SchedulerOpt, Wait, settings_from
 from .render import human_bytes, print_json, say
 
 Shards = Annotated[
@@ -40,6 +40,7 @@ def unpack_cmd(
     quiet: Quiet = False,
     engine: EngineOpt = None,
     scheduler: SchedulerOpt = None,
+    wait: Wait = False,
 ) -> None:
     """Unpack full-edition shards you already have into the per-tile layout of the store.
 
@@ -61,7 +62,7 @@ def unpack_cmd(
 
     with open_engine(settings, progress=progress) as pool:
         summary = unpack_files(
-            settings, shards, region=region, out=out, progress=progress, pool=pool
+            settings, shards, region=region, out=out, progress=progress, wait=wait, pool=pool
         )
     if json_out:
         print_json(summary.to_dict())

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .cmd_download import _ABSENT, Wait, _progress
+from .cmd_download import _progress
 from .options import (
     BBoxOpt,
     DataDir,
@@ -22,12 +22,13 @@ from .options import (
     TilesFile,
     TilesOpt,
     Token,
+    Wait,
     Workers,
     Years,
     selection_from,
     settings_from,
 )
-from .render import human_bytes, print_json, say
+from .render import human_bytes, not_published, print_json, say
 
 
 @app.command("verify")
@@ -74,7 +75,7 @@ def verify_cmd(
             f"{len(rep.corrupt)} corrupt"
         )
         if rep.unpublished:
-            say(_ABSENT.format(n=len(rep.unpublished)))
+            say(not_published(len(rep.unpublished)) + ": nothing to check")
         for p in rep.missing[:20]:
             say(f"missing {p}")
         for p in rep.corrupt[:20]:
@@ -117,7 +118,7 @@ def clean_cmd(
         bool,
         typer.Option(
             "--shards",
-            help="Also remove the cached whole shards (kept by --keep-shards) in "
+            help="Also remove the cached whole shards (kept by `m3leo download --keep-shards`) in "
             "<data dir>/.m3leo/shards/.",
         ),
     ] = False,
@@ -126,6 +127,7 @@ def clean_cmd(
     ] = False,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Remove stray .part files left by interrupted downloads (finished files are untouched).
 
@@ -138,9 +140,9 @@ def clean_cmd(
     from ..mirror.clean import clean
 
     settings = settings_from(data_dir=data_dir)
-    ed = spec.get_edition(edition).name if edition else None
+    ed = spec.get_edition(edition).name if edition is not None else None  # "" is no edition
     regs = [spec.get_region(r).name for r in region or ()]
-    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards)
+    rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards, wait=wait)
     if json_out:
         print_json(rep.to_dict())
         return

@@ -83,6 +83,9 @@ Revision = Annotated[
         "pin a commit for reproducible runs).",
     ),
 ]
+Wait = Annotated[
+    bool, typer.Option("--wait", help="If another run holds the store lock, wait for it.")
+]
 
 
 def settings_from(**flags: Any) -> Settings:

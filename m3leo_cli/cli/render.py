@@ -23,8 +23,9 @@ def err_console() -> Console:
 
 
 def out_console() -> Console:
-    """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager."""
-    piped = not sys.stdout.isatty()
+    """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager
+    (unless $COLUMNS says how wide)."""
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
     return Console(
         file=sys.stdout,
         highlight=False,
@@ -54,3 +55,13 @@ def human_bytes(n: float | int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} PB"
+
+
+def not_published(n: int, datakind: str = "") -> str:
+    """The one wording for full-edition tiles ``_parquet.csv`` lists but no shard holds
+    (download, verify and export all say it this way)."""
+    what = f"{datakind} tiles" if datakind else "tiles"
+    return (
+        f"{n} {what} not published in this datakind's shards "
+        "(_parquet.csv lists them, the shard does not hold them)"
+    )

@@ -1,4 +1,4 @@
-"""Turn a sample into arrays (read, resample, normalise, cast) and run that in parallel.
+"""Turn a sample into arrays (read, resample, ``convert``) and run that in parallel.
 
 Decoding is the expensive part of an export, so it runs in a thread pool (rasterio and h5py
 release the GIL while they read and decompress); results come back in sample order through a
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import TileError
 from .base import ExportOptions, Failure
-from .resample import cast, resample
+from .convert import convert
+from .resample import resample
 from .samples import LayerSpec, Sample
 
 if TYPE_CHECKING:
@@ -116,10 +117,8 @@ def decode_sample(
                 nodata=mask,
                 family=lay.family.name,
             )
-        if stats is not None and lay.name in stats:
-            data = stats[lay.name].apply(data, tile.band_names, mask, lay.family.name)
-        if options.dtype:
-            data = cast(data, options.dtype)
+        where = f"tile {sample.tile_id}"
+        data = convert(data, mask, lay, tile.band_names, options, stats, where)
         out[lay.name] = LayerArray(
             lay.name,
             data,

@@ -1,10 +1,11 @@
 """``metadata.json``: what an export holds and where it came from.
 
-Layers (role, band names, dtype, nodata), per-sample CRS, bounds, shapes and missing layers,
-normalisation statistics when used, provenance (edition, regions and their commits, every
-source file's repo path and checksum, the m3leo version and the command line) and the sha256
-of every output file. Keys are sorted and nothing time-dependent is written, so two exports of
-the same input differ at most in the recorded command line.
+Layers (role, band names, dtype, nodata, what ``convert`` did to their values), per-sample
+CRS, bounds, shapes and missing layers, normalisation statistics when used, provenance
+(edition, regions and their commits, every source file's repo path and checksum, the m3leo
+version and the command line) and the sha256 of every output file. Keys are sorted and nothing
+time-dependent is written, so two exports of the same input differ at most in the recorded
+command line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import ExportOptions, Failure, UnitResult
+from .convert import treatment
 from .outputs import write_bytes_atomic
 from .samples import SamplePlan
 
@@ -75,6 +77,7 @@ def build_metadata(
                 "family": lay.family.name,
                 "categorical": lay.categorical,
                 **info.get(lay.name, {}),
+                **treatment(lay, options),
             }
             for lay in plan.layers
         ],
@@ -85,12 +88,14 @@ def build_metadata(
             "per_split": per_split,
             "skipped_missing_layer": {k: len(v) for k, v in sorted(plan.skipped.items())},
             "not_downloaded": {k: len(v) for k, v in sorted(plan.not_local.items())},
+            "not_published": {k: len(v) for k, v in sorted(plan.unpublished.items())},
             "failed": len(failures),
         },
         "samples": samples,
         "skipped": {
             "missing_layer": {k: v for k, v in sorted(plan.skipped.items())},
             "not_downloaded": {k: v for k, v in sorted(plan.not_local.items())},
+            "not_published": {k: v for k, v in sorted(plan.unpublished.items())},
             "failed": [
                 f.as_dict() for f in sorted(failures, key=lambda f: (f.split, f.tile_id, f.layer))
             ],

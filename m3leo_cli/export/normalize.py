@@ -1,7 +1,8 @@
 """``--normalize``: ``(decode(x) - mean) / std`` per band, as float32, NaN where there is no data.
 
 The statistics are the ones ``m3leo stats --bands`` saved (``tiles.statsfile``: one file
-per edition under ``<data_dir>/.m3leo/stats/``). They describe *decoded* values
+per edition under ``<data_dir>/.m3leo/stats/``, in the user cache when the store is read-only,
+or the ``--stats FILE`` given to both commands). They describe *decoded* values
 (``tiles.decode``: S1 GRD uint16 -> signed dB, S2 uint8 -> 0..1, ...), so values are
 decoded first. GUNW bands are pooled per variable there (date pairs differ
 between tiles), and looked up the same way here.
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StatsNotFoundError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
     from ..config import Settings
@@ -71,8 +74,11 @@ class BandStats:
         }
 
 
-def load_stats(settings: Settings, plan: SamplePlan, layers: Sequence[str]) -> dict[str, BandStats]:
-    """The saved band statistics of each layer, or StatsNotFoundError naming the command."""
+def load_stats(
+    settings: Settings, plan: SamplePlan, layers: Sequence[str], path: Path | None = None
+) -> dict[str, BandStats]:
+    """The saved band statistics of each layer (from the store, the user cache, or ``path``),
+    or StatsNotFoundError naming the command that computes them."""
     from ..tiles.statsfile import load_band_stats
 
     regions = sorted({s.region for s in plan.samples})
@@ -82,9 +88,10 @@ def load_stats(settings: Settings, plan: SamplePlan, layers: Sequence[str]) -> d
         + " ".join(f"--region {r}" for r in regions)
         + " "
         + " ".join(f"--modality {lay}" for lay in layers)
+        + (f" --stats {path}" if path is not None else "")
     )
     try:
-        saved = load_band_stats(settings, edition)
+        saved = load_band_stats(settings, edition, path)
     except StatsNotFoundError as exc:
         raise StatsNotFoundError(exc.message, f"compute them first: {cmd}") from None
     out: dict[str, BandStats] = {}

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TileError, UsageError
+from ..errors import TileError, TooLargeError, UsageError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
 from .metadata import METADATA, build_metadata, layer_entry, write_metadata
-from .outputs import discard, part_path
-from .samples import SamplePlan
-from .state import ProgressLog, is_done, load_results, prepare_out, same_export
+from .samples import Sample, SamplePlan
+from .state import ProgressLog, load_results, prepare_out, same_export
 from .target import RemoteTarget, is_url, staging_dir
+
+MAX_RESAMPLE = 4096  # pixels a side; ~9x the 448-px chips, far beyond any native grid
+CHIP_PX = 448
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -40,7 +41,10 @@ class ExportSummary:
     part: tuple[int, int]
     skipped_missing: dict[str, int] = field(default_factory=dict)
     not_downloaded: dict[str, int] = field(default_factory=dict)
+    not_published: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    allow_missing: bool = False
+    bare: int = 0  # of the skipped tiles, those with no local layer at all
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,12 +63,18 @@ class ExportSummary:
             "part": {"index": self.part[0], "of": self.part[1]},
             "skipped_missing_layer": self.skipped_missing,
             "not_downloaded": self.not_downloaded,
+            "not_published": self.not_published,
             "failed": [f.as_dict() for f in self.failures],
         }
 
 
 def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
-    if options.num_shards < 1 or not 0 <= options.shard_index < options.num_shards:
+    if options.num_shards < 1:
+        raise UsageError(
+            f"--num-shards must be at least 1, not {options.num_shards}",
+            "give --num-shards K (K jobs) and --shard-index i with 0 <= i < K; 1 is one job",
+        )
+    if not 0 <= options.shard_index < options.num_shards:
         raise UsageError(
             f"--shard-index {options.shard_index} is outside 0..{options.num_shards - 1}",
             "give --num-shards K and --shard-index i with 0 <= i < K (e.g. $SLURM_ARRAY_TASK_ID)",
@@ -73,9 +83,10 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
         raise UsageError(
             f"--shard-size must be at least 1, not {options.shard_size}", "e.g. --shard-size 256"
         )
-    if options.resample is not None and options.resample < 1:
+    if options.resample is not None and not 1 <= options.resample <= MAX_RESAMPLE:
         raise UsageError(
-            f"--resample must be at least 1, not {options.resample}", "e.g. --resample 64"
+            f"--resample must be 1..{MAX_RESAMPLE}, not {options.resample}",
+            f"e.g. --resample 64 (chips are {CHIP_PX} px; at most --resample {MAX_RESAMPLE})",
         )
     if options.dtype is not None:
         import numpy as np
@@ -89,11 +100,62 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
                 f"unknown --dtype {options.dtype!r}",
                 "use a numeric numpy dtype: float32, float16, uint16, int16, uint8, ...",
             )
+    if options.stats_file is not None and not options.normalize:
+        raise UsageError("--stats FILE goes with --normalize", "add --normalize, or leave it out")
     if not exporter_cls.decodes and (options.resample or options.normalize or options.dtype):
         raise UsageError(
             f"--format {exporter_cls.name} copies the original files: --resample, --normalize "
             "and --dtype do not apply",
             "use --format npz, webdataset or parquet to transform values",
+        )
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (MemAvailable; all RAM as a fallback)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 62
+
+
+def preflight_memory(
+    plan: SamplePlan, options: ExportOptions, workers: int, available: int | None = None
+) -> None:
+    """Refuse a --resample size whose decoding cannot fit in memory (TooLargeError), judged
+    from each layer's band count in its first file, before anything is decoded."""
+    if not options.resample:
+        return
+    from ..tiles.reader import read_tile
+
+    n2 = options.resample**2
+    out_bytes = temp_bytes = 0
+    for lay in plan.layers:
+        bands = 0
+        for s in plan.samples:
+            if lay.name in s.files:
+                try:
+                    bands = read_tile(s.files[lay.name].path, lay.name).data.shape[0]
+                except TileError:
+                    continue
+                break
+        out_bytes += bands * n2 * 8  # at most 8 bytes a value once done
+        temp_bytes = max(temp_bytes, bands * n2 * 8 * 4)  # float64 sums, weights, result
+    need = workers * temp_bytes + 2 * workers * out_bytes  # decoding + the ordered window
+    have = available if available is not None else available_memory()
+    if need > have:
+        raise TooLargeError(
+            f"--resample {options.resample} needs about {need / 2**30:.1f} GiB of memory with "
+            f"{workers} worker(s); {have / 2**30:.1f} GiB is available",
+            "lower --resample (e.g. --resample 448) or --workers",
         )
 
 
@@ -130,6 +192,20 @@ def probe_layers(exporter: Exporter, plan: SamplePlan) -> dict[str, dict[str, An
     return info
 
 
+def _source_bytes(sample: Sample) -> int:
+    """Bytes of the sample's source files (the manifest's sizes; a stat where it has none)."""
+    n = 0
+    for lf in sample.files.values():
+        if lf.size is not None:
+            n += lf.size
+        else:
+            try:
+                n += lf.path.stat().st_size
+            except OSError:
+                pass
+    return n
+
+
 def _workers(options: ExportOptions, settings: Settings | None) -> int:
     if options.workers:
         return max(1, options.workers)
@@ -149,9 +225,11 @@ def run_export(
     """Export the joined samples of ``plan`` as ``options.format`` into ``options.out``.
 
     With a ``pool`` (the Dask engine's executor) each unit is a task that decodes and writes its
-    own output files (:func:`write_unit`); results are recorded here in unit order and the
-    metadata last, so the output is byte for byte the local engine's.
+    own output files (``execute.write_unit``); results are recorded here in unit order and the
+    metadata last, so the output is byte for byte the local engine's. An fsspec URL as
+    ``options.out`` is staged locally and uploaded unit by unit (``target``).
     """
+    from .execute import finished, run_here, run_on_pool
     from .registry import get_exporter
 
     started = time.monotonic()
@@ -171,11 +249,17 @@ def run_export(
                 "--normalize needs the store's saved statistics (no settings given)",
                 "pass settings= so the statistics of `m3leo stats --bands` can be found",
             )
-        exporter.stats = load_stats(settings, plan, [lay.name for lay in plan.layers])
+        from .convert import keeps_values
+
+        wanted = [lay.name for lay in plan.layers if not keeps_values(lay)]
+        exporter.stats = load_stats(settings, plan, wanted, options.stats_file) if wanted else {}
+    workers = _workers(options, settings)
+    preflight_memory(plan, options, workers)
+    # probing decodes one tile per layer: a --dtype refusal comes before --out is touched
+    exporter.layer_info = probe_layers(exporter, plan)
     if remote is not None:
         remote.claim(resuming=same_export(out, plan, options), overwrite=options.overwrite)
     prepare_out(out, plan, options, shown=remote.url if remote is not None else None)
-    exporter.layer_info = probe_layers(exporter, plan)
 
     units: list[Unit] = []
     for split in plan.splits:
@@ -183,11 +267,15 @@ def run_export(
         units.extend(exporter.units(split, samples, len(units)))
     mine = [u for u in units if u.index % options.num_shards == options.shard_index]
     done = load_results(out)
-    todo = [u for u in mine if not _finished(out, remote, done.get(u.key))]
+    todo = [u for u in mine if not finished(out, remote, done.get(u.key))]
     log = ProgressLog(out, options.shard_index, options.num_shards)
 
     total = sum(len(u.samples) for u in todo)
-    progress(ProgressEvent("start", phase="export", total_files=total))
+    size = {id(s): _source_bytes(s) for u in todo for s in u.samples}
+    progress(
+        ProgressEvent("start", phase="export", total_files=total, total_bytes=sum(size.values()))
+    )
+
     written = files = nbytes = 0
     failures: list[Failure] = []
     committed: set[str] = set()
@@ -203,12 +291,11 @@ def run_export(
         failures.extend(res.failures)
         for f in res.failures:
             progress(ProgressEvent("message", message=f"skipped {f.tile_id}: {f.path}: {f.reason}"))
-        progress(ProgressEvent("advance", phase="export", files=len(unit.samples)))
 
     if pool is not None:
-        _run_on_pool(pool, exporter, todo, commit, remote)
+        run_on_pool(pool, exporter, todo, commit, progress, size, remote)
     else:
-        _run_here(exporter, todo, _workers(options, settings), commit, committed, remote)
+        run_here(exporter, todo, workers, commit, committed, progress, size, remote)
     progress(ProgressEvent("done", phase="export"))
 
     complete = all(u.key in done for u in units)
@@ -238,96 +325,11 @@ def run_export(
         part=(options.shard_index, options.num_shards),
         skipped_missing={k: len(v) for k, v in sorted(plan.skipped.items())},
         not_downloaded={k: len(v) for k, v in sorted(plan.not_local.items())},
+        not_published={k: len(v) for k, v in sorted(plan.unpublished.items())},
         failures=failures,
+        allow_missing=options.allow_missing,
+        bare=len(plan.bare),
     )
-
-
-def _run_here(
-    exporter: Exporter,
-    todo: list[Unit],
-    workers: int,
-    commit: Callable[[Unit, UnitResult], None],
-    committed: set[str],
-    remote: RemoteTarget | None = None,
-) -> None:
-    """This process: samples decoded by ``workers`` threads in order, units written here."""
-    from .decode import ordered_map
-
-    flat = (s for u in todo for s in u.samples)
-    processed = ordered_map(exporter.process, flat, workers)
-    try:
-        for unit in todo:
-            items = (next(processed) for _ in unit.samples)
-            commit(unit, _published(exporter.write(unit, items), exporter.out, remote))
-    except BaseException:
-        processed.close()  # stop the workers now (interrupt, full disk), not at garbage collection
-        for unit in todo:  # workers may have finished .part files of units never committed
-            if unit.key not in committed:
-                for path in exporter.outputs(unit):
-                    discard(part_path(path))
-        raise
-    processed.close()
-
-
-def _run_on_pool(
-    pool: Executor,
-    exporter: Exporter,
-    todo: list[Unit],
-    commit: Callable[[Unit, UnitResult], None],
-    remote: RemoteTarget | None = None,
-) -> None:
-    """Each unit a task on the pool; results committed in unit order as they arrive."""
-    args = (exporter.name, exporter.out, exporter.layers, exporter.options)
-    state = (exporter.stats, exporter.layer_info)
-    url = remote.url if remote is not None else None
-    futures = [pool.submit(write_unit, *args, *state, unit, url) for unit in todo]
-    try:
-        for unit, fut in zip(todo, futures, strict=True):
-            commit(unit, fut.result())
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
-
-
-def write_unit(
-    fmt: str,
-    out: Path,
-    layers: list[Any],
-    options: ExportOptions,
-    stats: Any,
-    layer_info: Any,
-    unit: Unit,
-    remote_url: str | None = None,
-) -> UnitResult:
-    """One unit start to finish on whatever process runs it (a Dask worker): decode its
-    samples, write its files (``.part`` then rename), return what to record."""
-    from .registry import get_exporter
-
-    exporter = get_exporter(fmt)(Path(out), layers, options)
-    exporter.stats = stats
-    exporter.layer_info = layer_info
-    try:
-        res = exporter.write(unit, (exporter.process(s) for s in unit.samples))
-    except BaseException:
-        for path in exporter.outputs(unit):
-            discard(part_path(path))
-        raise
-    return _published(res, Path(out), RemoteTarget(remote_url) if remote_url else None)
-
-
-def _published(res: UnitResult, out: Path, remote: RemoteTarget | None) -> UnitResult:
-    """Upload a finished unit's files (object-store exports) before it counts as done."""
-    if remote is not None:
-        for rel in res.files:
-            remote.publish(out / rel, rel)
-    return res
-
-
-def _finished(out: Path, remote: RemoteTarget | None, res: UnitResult | None) -> bool:
-    if remote is None or res is None or res.failures:
-        return is_done(out, res)
-    return remote.has_files(res.files)
 
 
 def export(

@@ -72,6 +72,9 @@ class SamplePlan:
     samples: list[Sample]  # sorted by (split, region, tile_id)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # layer -> tile ids lacking it
     not_local: dict[str, list[str]] = field(default_factory=dict)  # layer -> ids not downloaded
+    # layer -> ids _parquet.csv lists but whose shard does not hold them (full edition)
+    unpublished: dict[str, list[str]] = field(default_factory=dict)
+    bare: list[str] = field(default_factory=list)  # ids with no local layer at all
     edition: str = ""
     commits: dict[str, str] = field(default_factory=dict)  # region -> commit
     selection: dict[str, Any] = field(default_factory=dict)
@@ -132,27 +135,35 @@ def join_samples(
     return SamplePlan(list(layers), sort_samples(samples), skipped, edition=edition)
 
 
-def explain_empty(plan: SamplePlan, total_tiles: int) -> EmptySelectionError:
+def explain_empty(
+    plan: SamplePlan, total_tiles: int, allow_missing: bool = False
+) -> EmptySelectionError:
     """Say which layer is missing where when no tile has every requested layer."""
     parts = []
-    for name in sorted(set(plan.skipped) | set(plan.not_local)):
+    for name in sorted(set(plan.skipped) | set(plan.not_local) | set(plan.unpublished)):
         not_local = set(plan.not_local.get(name, ()))
-        absent = [t for t in plan.skipped.get(name, ()) if t not in not_local]
+        gone = set(plan.unpublished.get(name, ()))
+        absent = [t for t in plan.skipped.get(name, ()) if t not in not_local | gone]
         bits = []
         if absent:
             bits.append(f"absent on {len(absent)}")
+        if gone:
+            bits.append(f"not published (in its shards) on {len(gone)}")
         if not_local:
             bits.append(f"not downloaded on {len(not_local)}")
         eg = f" (e.g. {', '.join(absent[:3])})" if absent else ""
         parts.append(f"{name} {' and '.join(bits)} of {total_tiles} tiles{eg}")
     detail = "; ".join(parts) if parts else "the selection holds no tiles"
     hint = "pass --allow-missing to keep incomplete tiles, or drop that layer"
+    if allow_missing:  # the flag is on already: no tile has any requested layer at all
+        hint = "select tiles that hold these layers (`m3leo stats` shows which modalities exist)"
     if plan.not_local:
         sel = plan.selection
         flags = [f"--edition {sel.get('edition') or plan.edition}"]
         flags += [f"--region {r}" for r in sel.get("regions") or []]
         flags += [f"--modality {m}" for m in sorted(plan.not_local)]
-        hint = f"download them first: m3leo download {' '.join(flags)} (or pass --allow-missing)"
+        more = "" if allow_missing else " (or pass --allow-missing)"
+        hint = f"download them first: m3leo download {' '.join(flags)}{more}"
     return EmptySelectionError(f"no tile has every requested layer: {detail}", hint)
 
 
@@ -211,12 +222,13 @@ def plan_from_catalog(
     present: list[tuple[str, str, str, str, LayerFile, BBox | None]] = []
     all_tiles: set[tuple[str, str]] = set()
     commits: dict[str, str] = {}
+    lost: list[dict[str, Any]] = []
     for r in rows:
         all_tiles.add((r["region"], r["tile_id"]))
         commits.setdefault(r["region"], r["commit"])
         local = store.local_path(r["edition"], r["region"], r["path"])
         if not local.is_file():
-            not_local.setdefault(r["datakind"], []).append(r["tile_id"])
+            lost.append(r)
             continue
         checksum = r["checksum"].hex() if r["checksum"] is not None else None
         bounds = None
@@ -224,6 +236,15 @@ def plan_from_catalog(
             bounds = (r["lon_min"], r["lat_min"], r["lon_max"], r["lat_max"])
         lf = LayerFile(local, r["path"], checksum, r["checksum_kind"], r["size"])
         present.append((r["tile_id"], r["split"], r["region"], r["datakind"], lf, bounds))
+    gone: set[tuple[str, str]] = set()
+    if sel.edition == "full" and lost:
+        from ..full.unpacked import unpublished  # the same test verify and download use
+
+        gone = unpublished(settings, lost)
+    unpub: dict[str, list[str]] = {}
+    for r in lost:
+        into = unpub if (r["region"], r["path"]) in gone else not_local
+        into.setdefault(r["datakind"], []).append(r["tile_id"])
     plan = join_samples(layers, present, allow_missing=allow_missing, edition=sel.edition)
     # a tile with no local layer at all never reached the join: count it as missing everywhere
     seen = {(s.region, s.tile_id) for s in plan.samples}
@@ -231,11 +252,13 @@ def plan_from_catalog(
     for region, tile_id in sorted(all_tiles):
         if (region, tile_id) in seen or tile_id in skipped_ids:
             continue
+        plan.bare.append(tile_id)
         for lay in layers:
             plan.skipped.setdefault(lay.name, []).append(tile_id)
-    for ids in not_local.values():
+    for ids in [*not_local.values(), *unpub.values()]:
         ids.sort()
     plan.not_local = not_local
+    plan.unpublished = unpub
     plan.commits = dict(sorted(commits.items()))
     plan.selection = {
         "edition": sel.edition,
@@ -247,7 +270,7 @@ def plan_from_catalog(
         "limit": sel.limit,
     }
     if not plan.samples:
-        raise explain_empty(plan, len(all_tiles))
+        raise explain_empty(plan, len(all_tiles), allow_missing)
     return plan
 
 
@@ -277,6 +300,7 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
         "tile_id",
         "split",
         "path",
+        "shard",
         "size",
         "checksum",
         "checksum_kind",

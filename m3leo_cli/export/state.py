@@ -60,7 +60,10 @@ def prepare_out(
     ident = identity(plan, options)
     marker = out / STATE_DIR / MARKER
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {name} is a file, not a folder")
+        raise OutputExistsError(  # --overwrite replaces exports, never a file
+            f"--out {name} is a file, not a folder",
+            "give --out a new or empty folder path (e.g. --out exports/mine); the file is kept",
+        )
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if existing:
         old = _read_json(marker)
@@ -72,7 +75,9 @@ def prepare_out(
         elif old is None:
             listing = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
             raise OutputExistsError(
-                f"--out {name} is not empty and is not an m3leo export ({listing})"
+                f"--out {name} is not empty and is not an m3leo export ({listing})",
+                "choose a new or empty --out folder, or pass --overwrite to write beside "
+                "those files (they are kept)",
             )
         else:
             raise OutputExistsError(

@@ -24,7 +24,13 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..store.layout import Store, write_text_atomic
 from .unpack import RowRules, UnpackReport, first_row_region, open_local, unpack_parquet
 
-__all__ = ["UnpackSummary", "record_unpacked", "recorded_checksums", "unpack_files"]
+__all__ = [
+    "UnpackSummary",
+    "record_unpacked",
+    "recorded_checksums",
+    "unpack_files",
+    "unpublished",
+]
 
 
 def unpacked_dir(store: Store, edition: str, region: str) -> Path:
@@ -110,6 +116,7 @@ def unpack_files(
     out: Path | None = None,
     progress: ProgressCallback = no_progress,
     pool: Executor | None = None,
+    wait: bool = False,
 ) -> UnpackSummary:
     """Unpack local shard files into the store (``full/<region>/``) or into ``out``.
 
@@ -130,7 +137,7 @@ def unpack_files(
         pf = open_local(p)
         total += int(pf.metadata.num_rows)
         pf.close()
-    ctx = store_lock(store) if out is None else contextlib.nullcontext()
+    ctx = store_lock(store, wait=wait) if out is None else contextlib.nullcontext()
     progress(ProgressEvent("start", "unpack", total_files=total))
     with ctx:
         if pool is None:
@@ -186,3 +193,38 @@ def unpack_one(
             folder = report.written[0].path.rsplit("/", 1)[0]
             record_unpacked(store, reg, f"{folder}/{path.name}", report)
     return report
+
+
+def unpublished(settings: Settings, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(region, path) of the full-edition tile ``rows`` whose shard's cached index proves the
+    shard does not hold them: "not published" for that datakind, never "not downloaded".
+
+    Partial-coverage datakinds (gssic, gunw) hold only some of the tiles ``_parquet.csv``
+    lists; a download learns which from the shard footer and row paths and caches that.
+    ``rows`` need ``region``, ``path`` and ``shard`` (manifest columns).
+    """
+    if not rows:
+        return set()
+    import pyarrow.compute as pc
+
+    from ..catalog.info import load_manifest
+    from .index import ShardIndex, load_index
+
+    regions = sorted({r["region"] for r in rows})
+    man = load_manifest(settings, "full", regions)
+    man = man.filter(pc.equal(man["kind"], "shard")).select(["region", "path", "checksum"])
+    sha = {(r["region"], r["path"]): r["checksum"] for r in man.to_pylist() if r["checksum"]}
+    index_dir = Store(settings.data_dir).state_dir / "shard-index"
+    indexes: dict[str, ShardIndex | None] = {}
+    out: set[tuple[str, str]] = set()
+    for r in rows:
+        digest = sha.get((r["region"], r.get("shard")))
+        if digest is None:
+            continue
+        key = bytes(digest).hex()
+        if key not in indexes:
+            indexes[key] = load_index(index_dir, key)
+        idx = indexes[key]
+        if idx is not None and idx.lacks(f"{r['region']}/{r['path']}"):
+            out.add((r["region"], r["path"]))
+    return out

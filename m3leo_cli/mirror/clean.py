@@ -71,6 +71,7 @@ def clean(
     *,
     dry_run: bool = False,
     shards: bool = False,
+    wait: bool = False,
 ) -> CleanReport:
     """Remove stray ``.part`` files and, with ``shards``, the cached whole shards.
 
@@ -82,7 +83,7 @@ def clean(
     store = Store(settings.data_dir)
     if not store.root.is_dir():
         return rep
-    with store_lock(store):
+    with store_lock(store, wait=wait):
         found = stray_parts(settings, edition, regions)
         if edition in (None, "full"):
             found += shard_cache_files(settings, regions, whole=shards)

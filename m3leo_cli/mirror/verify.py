@@ -144,7 +144,11 @@ def verify(
             progress(ProgressEvent("advance", "verify", files=1, bytes=max(job.size, 0)))
     progress(ProgressEvent("done", "verify"))
     if rep.missing and selection.edition == "full":
-        gone = _unpublished(settings, rows, regions, set(rep.missing))
+        from ..full.unpacked import unpublished
+
+        lost = set(rep.missing)
+        wanted = [r for r in rows if f"full/{r['region']}/{r['path']}" in lost]
+        gone = {f"full/{r}/{path}" for r, path in unpublished(settings, wanted)}
         rep.unpublished = [p for p in rep.missing if p in gone]
         rep.missing = [p for p in rep.missing if p not in gone]
         rep.checked -= len(rep.unpublished)  # there is no file to check
@@ -157,39 +161,6 @@ def verify(
         }
         rep.repaired = _repair(settings, selection, pairs, rep, tile_ids, nworkers, progress, wait)
     return rep
-
-
-def _unpublished(
-    settings: Settings, rows: Sequence[dict[str, Any]], regions: list[str], missing: set[str]
-) -> set[str]:
-    """The missing full-edition tiles whose shard's cached index proves the shard lacks them.
-
-    Partial-coverage datakinds (gssic, gunw) hold only some of the tiles ``_parquet.csv``
-    lists; a download learns which from the shard footer and row paths and caches that.
-    """
-    import pyarrow.compute as pc
-
-    from ..catalog.info import load_manifest
-    from ..full.index import ShardIndex, load_index
-
-    man = load_manifest(settings, "full", regions)
-    man = man.filter(pc.equal(man["kind"], "shard")).select(["region", "path", "checksum"])
-    sha = {(r["region"], r["path"]): r["checksum"] for r in man.to_pylist() if r["checksum"]}
-    index_dir = Store(settings.data_dir).state_dir / "shard-index"
-    indexes: dict[str, ShardIndex | None] = {}
-    out: set[str] = set()
-    for r in rows:
-        label = f"full/{r['region']}/{r['path']}"
-        digest = sha.get((r["region"], r.get("shard")))
-        if label not in missing or digest is None:
-            continue
-        key = bytes(digest).hex()
-        if key not in indexes:
-            indexes[key] = load_index(index_dir, key)
-        idx = indexes[key]
-        if idx is not None and idx.lacks(f"{r['region']}/{r['path']}"):
-            out.add(label)
-    return out
 
 
 def _repair(

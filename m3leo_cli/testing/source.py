@@ -10,6 +10,8 @@ from pathlib import Path
 from .. import spec
 from ..errors import UsageError
 
+MAX_CHIP_PX = 2048  # bounded: every band of a chip is generated in memory
+
 S1GRD_DTYPES = ("uint16", "float32")
 
 
@@ -146,6 +148,11 @@ def check_config(config: SynthConfig) -> None:
         raise UsageError(f"--tiles must be at least 1, got {config.tiles}", "use --tiles 10")
     if config.chip_px < 4 or min(config.native_shape) < 2:
         raise UsageError("the chip grid is too small", "use --chip-px 64 (448 is the real size)")
+    if config.chip_px > MAX_CHIP_PX:  # a 36-band chip is held in memory while it is written
+        raise UsageError(
+            f"--chip-px must be at most {MAX_CHIP_PX}, not {config.chip_px}",
+            "use --chip-px 448 (the real size) or less",
+        )
     if config.s1grd_dtype not in S1GRD_DTYPES:
         raise UsageError(
             f"unknown s1grd dtype {config.s1grd_dtype!r}", "use " + " or ".join(S1GRD_DTYPES)

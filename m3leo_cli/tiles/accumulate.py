@@ -107,6 +107,7 @@ class BandStatsReport:
     edition: str = ""
     regions: tuple[str, ...] = ()
     saved_to: Path | None = None
+    saved_where: str = ""  # "store", "cache" (the store is read-only) or "file" (--stats)
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,6 +120,7 @@ class BandStatsReport:
             "seconds": round(self.seconds, 3),
             "percentiles": list(self.percentiles),
             "saved_to": str(self.saved_to) if self.saved_to else None,
+            "saved_where": self.saved_where or None,
             "bands": [b.as_dict() for b in self.bands],
         }
 

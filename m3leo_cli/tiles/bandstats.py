@@ -127,10 +127,12 @@ def band_stats(
     workers: int | None = None,
     executor: str = "thread",
     save: bool = True,
+    stats_file: Path | None = None,
     progress: ProgressCallback = no_progress,
     pool: Executor | None = None,
 ) -> BandStatsReport:
-    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export.
+    """``m3leo stats --bands``: statistics of the selected local tiles, saved for export (in
+    the store, in the user cache when the store is read-only, or in ``stats_file``).
 
     ``pool`` (e.g. ``dist.engine.open_engine``'s Dask executor) runs the file batches instead
     of local threads; the numbers are identical.
@@ -163,5 +165,7 @@ def band_stats(
         percentiles=tuple(percentiles),
     )
     if save:
-        report.saved_to = save_band_stats(settings, report, selection)
+        report.saved_to, report.saved_where = save_band_stats(
+            settings, report, selection, stats_file
+        )
     return report

