@@ -166,9 +166,50 @@ def load_settings(
     values["config_path"] = cfg_path
     sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
     s = Settings(**values, sources=sources)
+    register_local(s.data_dir)
     if not 1 <= s.workers <= MAX_WORKERS:
         msg = f"workers must be between 1 and {MAX_WORKERS}, not {s.workers}"
         if "workers" in overrides:  # a flag: a usage error whose hint names the flag
             raise UsageError("--" + msg, "e.g. --workers 16")
         raise ConfigError(f"{msg} (from {sources.get('workers', 'config')})")
     return s
+
+
+def register_local(data_dir: Path) -> None:
+    """Tell the spec which regions and datakinds of your own the store holds.
+
+    The local edition (``m3leo grid``) keeps ``<data_dir>/local/<name>/m3leo-region.json``;
+    reading those (a glob and a few small JSON files) here, once per settings load, lets
+    ``--edition local --region <name>`` resolve like a published region everywhere.
+    """
+    import json
+
+    from . import spec
+
+    regions: list[spec.Region] = []
+    families: dict[str, spec.Family] = {}
+    root = Path(data_dir) / spec.LOCAL_EDITION
+    for path in sorted(root.glob("*/m3leo-region.json")) if root.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            name, phash, tag = doc["name"], doc["partition_hash"], doc["split_tag"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record: that region stays unknown, `m3leo grid` rewrites it
+        if name != path.parent.name or name in spec.REGIONS:
+            continue
+        regions.append(spec.Region(name, phash, tag, int(doc.get("chips", 0)), "local", (0, 0)))
+        for dk, info in (doc.get("datakinds") or {}).items():
+            if spec.is_published_name(dk) or not isinstance(info, dict):
+                continue
+            families[dk] = spec.Family(
+                dk,
+                "tif",
+                "chip",
+                str(info.get("dtype", "float32")),
+                bands=tuple(info.get("bands") or ()),
+                resolution_m=float(info.get("resolution_m", 10.0)),
+                label=bool(info.get("label", False)),
+                description=str(info.get("description", "your own layer")),
+            )
+    spec.set_local_regions(regions)
+    spec.set_local_datakinds(list(families.values()))

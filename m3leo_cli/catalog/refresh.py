@@ -165,6 +165,7 @@ def refresh(
 
     ed = spec.get_edition(edition)
     names = region_names(regions)
+    ed.repo_id("")  # the local edition is not on the Hub: refused with a hint
     rev = revision or settings.revision
     if settings.offline:
         raise OfflineError(

@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_synth",
     "cmd_config",
     "cmd_grid",
+    "cmd_ingest",
 ]
 
 

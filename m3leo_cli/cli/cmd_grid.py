@@ -51,7 +51,7 @@ def grid(
 
     Example: m3leo grid lux --aoi luxembourg.wkt
     """
-    from ..aoi.local import create_region
+    from ..aoi.create import create_region
 
     settings = settings_from(data_dir=data_dir)
     info = create_region(
