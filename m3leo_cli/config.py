@@ -48,6 +48,10 @@ class Settings:
     debug: bool = False
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
+    # Earth Engine (`m3leo gee`): Cloud project, REST base URL, an OAuth access token
+    ee_project: str | None = None
+    ee_endpoint: str = "https://earthengine-highvolume.googleapis.com"
+    ee_token: str | None = None
     config_path: Path | None = None
     # where each value came from ("command line", "$VAR", the config file); absent = default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -84,6 +88,9 @@ _ENV: dict[str, tuple[str, ...]] = {
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
+    "ee_project": ("M3LEO_EE_PROJECT", "EE_PROJECT_ID"),
+    "ee_endpoint": ("M3LEO_EE_ENDPOINT",),
+    "ee_token": ("M3LEO_EE_TOKEN",),
 }
 
 

@@ -102,7 +102,7 @@ def _open_sources(rasters: Sequence[Path]) -> tuple[list[_Source], dict[str, Any
     return sources, first
 
 
-def _chip_transform(chip: Chip, width: int, height: int) -> Any:
+def chip_transform(chip: Chip, width: int, height: int) -> Any:
     """The chip's pixel grid: its lon/lat rectangle cut into width x height pixels."""
     from affine import Affine
 
@@ -139,7 +139,7 @@ def _warp_chip(
 
     count = datasets[0].count
     out = np.full((count, px, px), nodata, dtype=dtype)
-    dst_transform = _chip_transform(chip, px, px)
+    dst_transform = chip_transform(chip, px, px)
     touched = False
     for src, s in zip(datasets, sources, strict=True):
         if not _overlaps(chip, s.bounds4326):
@@ -183,7 +183,7 @@ def _all_nodata(arr: Any, nodata: Any) -> bool:
     return bool((arr == nodata).all())
 
 
-def _write_chip(path: Path, arr: Any, chip: Chip, names: Sequence[str], nodata: Any) -> None:
+def write_chip(path: Path, arr: Any, chip: Chip, names: Sequence[str], nodata: Any) -> None:
     """Write one chip GeoTIFF atomically, then read it back and compare."""
     import numpy as np
     import rasterio
@@ -198,7 +198,7 @@ def _write_chip(path: Path, arr: Any, chip: Chip, names: Sequence[str], nodata: 
         "count": count,
         "dtype": str(arr.dtype),
         "crs": "EPSG:4326",
-        "transform": _chip_transform(chip, w, h),
+        "transform": chip_transform(chip, w, h),
         "nodata": nodata,
         "compress": "deflate",
     }
@@ -290,7 +290,7 @@ def ingest(
             if arr is None or _all_nodata(arr, fill):
                 skipped += 1
             else:
-                _write_chip(folder / f"{chip.tile_id}.tif", arr, chip, names, fill)
+                write_chip(folder / f"{chip.tile_id}.tif", arr, chip, names, fill)
                 written += 1
             progress(ProgressEvent("advance", phase="ingest", files=1))
     progress(ProgressEvent("done", phase="ingest"))

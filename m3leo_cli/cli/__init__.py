@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_config",
     "cmd_grid",
     "cmd_ingest",
+    "cmd_gee",
 ]
 
 
