@@ -28,6 +28,7 @@ from .grid import Chip
 from .local import load_chips, load_region, region_dir, save_region
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+GDAL_CACHE_MB = 64  # the raster block cache during ingest: memory stays flat
 DATAKIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
 
@@ -284,6 +285,8 @@ def ingest(
     written = skipped = 0
     progress(ProgressEvent("start", phase="ingest", total_files=len(todo)))
     with contextlib.ExitStack() as stack:
+        # GDAL's block cache would otherwise keep growing with the raster (5% of RAM)
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         datasets = [stack.enter_context(rasterio.open(s.path)) for s in sources]
         for chip in todo:
             arr = _warp_chip(chip, datasets, sources, px, fill, dtype, method)
