@@ -139,3 +139,31 @@ def test_gee_errors(
     assert r.code == 1 and "no Earth Engine project" in r.err and "--project" in r.err
     r = run(capsys, "gee", region, "landsat-2020", "--project", "p")
     assert r.code == 1 and "no built-in recipe" in r.err and "--recipe" in r.err
+
+
+def test_gee_layers_export_as_training_samples(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str,
+    ee: EarthEngineServer,
+) -> None:  # fmt: skip
+    for layer in ("s1grd-2020", "esaworldcover-2020"):
+        assert run(capsys, "gee", region, layer, "--chip-px", str(PX)).code == 0
+    out = tmp_path / "wds"
+    r = run(
+        capsys,
+        "export",
+        "--edition",
+        "local",
+        "--region",
+        region,
+        "--modality",
+        "s1grd",
+        "--label",
+        "esaworldcover",
+        "--format",
+        "webdataset",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert r.code == 0, r.err
+    assert sorted(out.rglob("*.tar")) and (out / "metadata.json").is_file()

@@ -135,3 +135,17 @@ def test_bad_aoi_input(
 def test_bad_region_name(capsys: pytest.CaptureFixture[str]) -> None:
     r = run(capsys, "grid", "my_area", "--bbox", "6,49,7,50")
     assert r.code == 1 and "bad region name" in r.err and "no '_'" in r.err
+
+
+def test_grid_out_folder(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    case = CASES["twoislands"]
+    r = run(capsys, "grid", "twoislands", "--aoi", case["wkt"], "--chip-size", "2000",
+            "--bands", "10", "--angle", "0.2", "--out", str(tmp_path))  # fmt: skip
+    assert r.code == 0, r.err
+    assert (tmp_path / case["file"]).is_file()
+    assert (
+        tmp_path / case["file"].replace(".geojson", "_splits_10bands_angle02_60-20-20.csv")
+    ).is_file()
+    assert not (data_dir / "local").exists()

@@ -141,8 +141,27 @@ def test_ingest_bad_input(
     with rasterio.open(nocrs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
                        transform=from_origin(7, 46, 0.01, 0.01)) as d:  # fmt: skip
         d.write(np.ones((1, 4, 4), "uint8"))
+    local = tmp_path / "localcs.tif"
+    engineering = rasterio.crs.CRS.from_wkt(
+        'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    )
+    with rasterio.open(
+        local,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs=engineering,
+        transform=from_origin(0, 4, 1, 1),
+        nodata=0,
+    ) as d:
+        d.write(np.ones((1, 4, 4), "uint8"))
+        d.set_band_description(1, "x")
     cases = [
         ([str(far), "-d", "far"], "do not overlap", "--region val"),
+        ([str(local), "-d", "lcs"], "CRS without a definition", "gdalwarp -t_srs"),
         ([str(nocrs), "-d", "nocrs"], "no CRS definition", "gdal_edit.py -a_srs"),
         ([str(paths[0]), "-d", "s1grd-2020"], "clashes with a published", "--datakind"),
         ([str(paths[0]), "-d", "rgb"], "clashes with a published", "--datakind"),
@@ -156,3 +175,56 @@ def test_ingest_bad_input(
         assert lines[1].startswith("hint:") and hint in lines[1], r.err
     r = run(capsys, "ingest", "nosuch", str(paths[0]), "-d", "x")
     assert r.code == 1 and "no local region 'nosuch'" in r.err and "m3leo grid" in r.err
+
+
+def test_ingest_reprojects_from_utm_within_bilinear_tolerance(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str
+) -> None:
+    """A linear field in UTM 32N: bilinear resampling reproduces it at every chip pixel centre
+    (to a small fraction of a source pixel's change: GDAL's approximate transformer)."""
+    from rasterio.warp import transform
+
+    res, x0, y0, w, h = 30.0, 340000.0, 5125000.0, 2000, 1800
+    cols = np.arange(w) + 0.5
+    rows = np.arange(h) + 0.5
+    field = (0.5 * cols[None, :] + 0.25 * rows[:, None]).astype("float32")  # per pixel index
+    src = tmp_path / "utm.tif"
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32632",
+        transform=Affine(res, 0, x0, 0, -res, y0),
+    ) as d:
+        d.write(field, 1)
+        d.set_band_description(1, "ramp")
+    px = 10
+    r = run(capsys, "ingest", region, str(src), "-d", "ramp", "--resampling", "bilinear",
+            "--chip-px", str(px), "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    load_settings()
+    folder = Path(json.loads(r.out)["folder"])
+    checked = 0
+    for chip in load_chips(data_dir, load_region(data_dir, region)):
+        path = folder / f"{chip.tile_id}.tif"
+        if not path.exists():  # the raster covers part of the region
+            continue
+        tile = read_tile(path, "ramp")
+        cw, cs, ce, cn = chip.bbox
+        lon = cw + (np.arange(px) + 0.5) * (ce - cw) / px
+        lat = cn - (np.arange(px) + 0.5) * (cn - cs) / px
+        glon, glat = np.meshgrid(lon, lat)
+        ux, uy = transform("EPSG:4326", "EPSG:32632", glon.ravel(), glat.ravel())
+        c = (np.asarray(ux) - x0) / res
+        rr = (y0 - np.asarray(uy)) / res
+        inside = (c > 1) & (c < w - 1) & (rr > 1) & (rr < h - 1)
+        want = (0.5 * c + 0.25 * rr).reshape(px, px)
+        got = tile.data[0]
+        ok = inside.reshape(px, px)
+        assert np.allclose(got[ok], want[ok], atol=0.02), chip.tile_id  # 0.04 source px of x
+        checked += int(ok.sum())
+    assert checked > 20000  # most of the 268 chips x 100 pixels

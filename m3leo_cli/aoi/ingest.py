@@ -55,7 +55,7 @@ def check_datakind_name(name: str) -> str:
 def _open_sources(rasters: Sequence[Path]) -> tuple[list[_Source], dict[str, Any]]:
     """Check every raster (CRS, bands, dtype agree) and return their lon/lat bounds."""
     import rasterio
-    from rasterio.errors import CRSError, RasterioIOError
+    from rasterio.errors import RasterioIOError
     from rasterio.warp import transform_bounds
 
     if not rasters:
@@ -74,9 +74,11 @@ def _open_sources(rasters: Sequence[Path]) -> tuple[list[_Source], dict[str, Any
                 )
             try:
                 b = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-            except (CRSError, ValueError, RasterioIOError) as exc:
+            except Exception as exc:  # noqa: BLE001 - GDAL's CPLE_* errors are not public types
+                why = str(exc).split(" from '")[0][:120]
                 raise IngestError(
-                    f"raster {path}: its CRS cannot be converted to lon/lat ({exc})",
+                    f"raster {path} has a CRS without a definition m3leo can convert to lon/lat "
+                    f"({why})",
                     "reproject it to a CRS with an EPSG definition first (gdalwarp -t_srs)",
                 ) from None
             if not all(math.isfinite(v) for v in b):
