@@ -135,6 +135,10 @@ def test_bad_aoi_input(
 def test_bad_region_name(capsys: pytest.CaptureFixture[str]) -> None:
     r = run(capsys, "grid", "my_area", "--bbox", "6,49,7,50")
     assert r.code == 1 and "bad region name" in r.err and "no '_'" in r.err
+    r = run(capsys, "grid", "2lux", "--bbox", "6,49,7,50")
+    assert r.code == 1 and "bad region name" in r.err
+    r = run(capsys, "grid", "europe", "--bbox", "6,49,7,50")
+    assert r.code == 1 and "is a published M3LEO region" in r.err and "my-europe" in r.err
 
 
 def test_grid_out_folder(

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import spec
 from ..errors import BadAoiError
 from .ids import identifier, list_hash, ring_of, shoelace, utm_zone
 
 DEFAULT_CHIP_METRES = 4480.0
 MAX_CHIPS = 5_000_000  # the largest published region has 285,402
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,13 @@ def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise BadAoiError(
             f"bad region name {name!r}",
-            "use 1-40 lower-case letters, digits or '-' (no '_': it separates M3LEO name parts)",
+            "use 1-40 lower-case letters, digits or '-', starting with a letter (no '_': it "
+            "separates M3LEO name parts)",
+        )
+    if name in spec.REGIONS:
+        raise BadAoiError(
+            f"{name!r} is a published M3LEO region",
+            "give your region another name, e.g. my-" + name,
         )
     return name
 
