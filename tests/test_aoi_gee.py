@@ -53,12 +53,14 @@ def test_gee_writes_every_chip_through_quota_errors_and_resumes(
     capsys: pytest.CaptureFixture[str], data_dir: Path, region: str, ee: EarthEngineServer
 ) -> None:
     ee.quota_errors = 4
+    ee.delay = 0.05
     r = run(capsys, "gee", region, "s1grd-2020", "--chip-px", str(PX), "--workers", "3", "--json")
     assert r.code == 0, r.err
     info = json.loads(r.out)
     chips = info["chips"]
     assert chips > 4 and info["downloaded"] == chips and info["retries"] == 4
     assert info["manifest_tiles"] == chips
+    assert 1 < ee.max_in_flight <= 3  # --workers 3: concurrent, and no more than asked
     rec = builtin_recipe("s1grd-2020")
     assert _check_chips(Path(info["folder"]), rec.bands, "float32") == chips
     first = ee.requests[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -132,7 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
                 f"Total request size ({size} bytes) must be less than or equal to "
                 f"{owner.max_request_bytes} bytes.",
             )
-        data = _geotiff(expected_pixels(grid, bands), grid)
+        with owner.lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            time.sleep(owner.delay)  # lets concurrent requests overlap visibly
+            data = _geotiff(expected_pixels(grid, bands), grid)
+        finally:
+            with owner.lock:
+                owner.in_flight -= 1
         self.send_response(200)
         self.send_header("Content-Type", "image/tiff")
         self.send_header("Content-Length", str(len(data)))
@@ -169,6 +178,9 @@ class EarthEngineServer:
         self.max_request_bytes = 0
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.delay = 0.0  # seconds each answer takes
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests answered at once
         self._server: _Server | None = None
 
     @property
