@@ -125,6 +125,9 @@ def test_local_edition_commands(
     tif.write_bytes(tif.read_bytes()[:-10] + b"0123456789")
     r = run(capsys, "verify", "--edition", "local", "--region", region)
     assert r.code == 1 and "1 corrupt" in r.out + r.err and "m3leo ingest" in r.err
+    for args in (["verify", "--repair"], ["download"], ["catalog", "refresh"]):
+        r = run(capsys, *args, "--edition", "local", "--region", region)
+        assert r.code == 1 and "not on the Hub" in r.err and "m3leo ingest" in r.err, args
 
 
 def test_ingest_bad_input(
