@@ -523,14 +523,8 @@ def _handler_threads_done() -> None:
     import threading
 
     for t in threading.enumerate():
-        if "process_request_thread" not in t.name:
-            continue
-        for _ in range(500):
-            try:
-                t.join(timeout=10)
-                break
-            except RuntimeError:  # listed while the server is still starting it: not joinable yet
-                time.sleep(0.01)
+        if "process_request_thread" in t.name:
+            t.join(timeout=10)
 
 
 def _drop_mid_body(port: int, path: str) -> bytes:
