@@ -66,6 +66,10 @@ class Settings:
     all_proxy: str | None = None
     no_proxy: str | None = None
     ca_bundle: Path | None = None
+    # Earth Engine (`m3leo gee`): Cloud project, REST base URL, an OAuth access token
+    ee_project: str | None = None
+    ee_endpoint: str = "https://earthengine-highvolume.googleapis.com"
+    ee_token: str | None = None
     config_path: Path | None = None
     # per-user files m3leo may write when the store is read-only (band statistics)
     cache_dir: Path | None = None
@@ -145,6 +149,9 @@ _ENV: dict[str, tuple[str, ...]] = {
         "SSL_CERT_DIR",  # a folder of hashed certificates
     ),
     "cache_dir": ("M3LEO_CACHE_DIR",),
+    "ee_project": ("M3LEO_EE_PROJECT", "EE_PROJECT_ID"),
+    "ee_endpoint": ("M3LEO_EE_ENDPOINT",),
+    "ee_token": ("M3LEO_EE_TOKEN",),
 }
 # huggingface_hub's boolean variables: true when the upper-cased value is one of these, else
 # false (never an error); m3leo's own M3LEO_* booleans stay strict.
@@ -250,6 +257,7 @@ def load_settings(
             f"unknown Hub plan {s.plan!r} (from {sources.get('plan')})",
             "set M3LEO_PLAN (or plan = ... in the config file) to anonymous, free or pro",
         )
+    register_local(s.data_dir)
     if not 1 <= s.workers <= MAX_WORKERS:
         msg = f"workers must be between 1 and {MAX_WORKERS}, not {s.workers}"
         if "workers" in overrides:  # a flag: a usage error whose hint names the flag
@@ -299,3 +307,43 @@ def _check_endpoint(endpoint: str, source: str) -> None:
     raise UsageError(
         f"malformed Hub endpoint {endpoint!r} (from {source}): no http(s):// or host", hint
     )
+
+
+def register_local(data_dir: Path) -> None:
+    """Tell the spec which regions and datakinds of your own the store holds.
+
+    The local edition (``m3leo grid``) keeps ``<data_dir>/local/<name>/m3leo-region.json``;
+    reading those (a glob and a few small JSON files) here, once per settings load, lets
+    ``--edition local --region <name>`` resolve like a published region everywhere.
+    """
+    import json
+
+    from . import spec
+
+    regions: list[spec.Region] = []
+    families: dict[str, spec.Family] = {}
+    root = Path(data_dir) / spec.LOCAL_EDITION
+    for path in sorted(root.glob("*/m3leo-region.json")) if root.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            name, phash, tag = doc["name"], doc["partition_hash"], doc["split_tag"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record: that region stays unknown, `m3leo grid` rewrites it
+        if name != path.parent.name or name in spec.REGIONS:
+            continue
+        regions.append(spec.Region(name, phash, tag, int(doc.get("chips", 0)), "local", (0, 0)))
+        for dk, info in (doc.get("datakinds") or {}).items():
+            if spec.is_published_name(dk) or not isinstance(info, dict):
+                continue
+            families[dk] = spec.Family(
+                dk,
+                "tif",
+                "chip",
+                str(info.get("dtype", "float32")),
+                bands=tuple(info.get("bands") or ()),
+                resolution_m=float(info.get("resolution_m", 10.0)),
+                label=bool(info.get("label", False)),
+                description=str(info.get("description", "your own layer")),
+            )
+    spec.set_local_regions(regions)
+    spec.set_local_datakinds(list(families.values()))

@@ -47,6 +47,10 @@ else that escapes is a bug and shows its traceback.
     │   ├── TileNotFoundError / TileNotLocalError
     │   ├── CorruptTileError
     │   └── StatsNotFoundError                    no saved `stats --bands` for that modality
+    ├── AoiError                                  your own area: grid, split, ingest, gee
+    │   ├── BadAoiError                           empty, invalid, antimeridian, too wide
+    │   ├── IngestError                           rasters that cannot be cut onto the grid
+    │   └── EarthEngineError                      credentials, quota, refused requests
     └── MissingDependencyError                    an optional extra is not installed
 """
 
@@ -318,6 +322,25 @@ class CorruptTileError(TileError):
 
 class StatsNotFoundError(TileError):
     default_hint = "compute them first with `m3leo stats --bands` (same --edition and --modality)"
+
+
+# ----------------------------------------------------------------------------- your own area
+
+
+class AoiError(M3leoError):
+    default_hint = "see docs/aoi.md and `m3leo grid --help`"
+
+
+class BadAoiError(AoiError):
+    default_hint = "pass a polygon in lon/lat degrees: --aoi FILE.wkt|FILE.geojson|WKT or --bbox"
+
+
+class IngestError(AoiError):
+    default_hint = "see `m3leo ingest --help`"
+
+
+class EarthEngineError(AoiError):
+    default_hint = "see `m3leo gee --help`"
 
 
 class MissingDependencyError(M3leoError):

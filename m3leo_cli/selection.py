@@ -31,7 +31,7 @@ class Selection:
 
     @property
     def region_names(self) -> tuple[str, ...]:
-        return self.regions or tuple(spec.REGIONS)
+        return self.regions or spec.region_names(self.edition)
 
     def wants_datakind(self, datakind: str) -> bool:
         if self.modalities and not any(spec.matches_modality(m, datakind) for m in self.modalities):
@@ -98,7 +98,7 @@ def build_selection(
 ) -> Selection:
     """Validate what a user typed and return a Selection (raises SelectionError subclasses)."""
     ed = spec.get_edition(edition).name
-    regs = tuple(dict.fromkeys(spec.get_region(r).name for r in regions))
+    regs = tuple(dict.fromkeys(spec.get_region(r, ed).name for r in regions))
     mods = tuple(dict.fromkeys(m.strip().lower() for m in modalities))
     for m in mods:
         spec.resolve_modality(m)

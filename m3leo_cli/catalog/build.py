@@ -23,7 +23,7 @@ from ..selection import TILE_ID_RE
 from ..store.layout import safe_join
 from .manifest import SCHEMA, sort_manifest
 
-_PARTITION_RE = re.compile(r"^[a-z]+_partitions_aschips_[0-9a-f]+$")
+_PARTITION_RE = re.compile(r"^[a-z][a-z0-9-]*_partitions_aschips_[0-9a-f]+$")
 _SHARD_RE = re.compile(r"^(?P<split>train|val|test)_(?P<pid>[0-9a-f]+)\.zstd\.parquet$")
 _VIRTUAL_ROOT = Path("/m3leo-virtual-store-root")
 
@@ -164,7 +164,7 @@ def build_manifest(
     splits: dict[str, str] = {}
     bboxes: dict[str, tuple[float, float, float, float]] = {}
     pq_table: pa.Table | None = None
-    if edition == "miniset":
+    if edition in ("miniset", "local"):  # plain files; local is laid out like the miniset
         if "splits" in files:
             t = read_csv_text(files["splits"], "the split CSV", ("identifier", "split"))
             splits = dict(zip(t["identifier"].to_pylist(), t["split"].to_pylist(), strict=True))

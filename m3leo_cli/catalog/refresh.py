@@ -164,6 +164,7 @@ def refresh(
     from ..hub.client import HubClient
 
     ed = spec.get_edition(edition)
+    ed.repo_id("")  # the local edition is not on the Hub: refused with a hint
     names = region_names(regions)
     rev = revision or settings.revision
     if settings.offline:

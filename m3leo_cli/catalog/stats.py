@@ -48,7 +48,7 @@ def _tally(edition: str, tiles: pa.Table, shards: pa.Table | None) -> dict[tuple
     reference (with tile-level filters), looked up in ``shard_sizes``.
     """
     out: dict[tuple, dict[str, int]] = {}
-    if edition == "miniset":
+    if edition != "full":  # plain files: the miniset and your own (local) regions
         for k, r in _group(tiles, [([], "count_all"), ("size", "sum")]).items():
             n = int(r["count_all"])
             out[k] = {"tiles": n, "files": n, "bytes": int(r["size_sum"] or 0)}

@@ -37,6 +37,9 @@ COMMAND_MODULES: list[str] = [
     "cmd_serve",
     "cmd_synth",
     "cmd_config",
+    "cmd_grid",
+    "cmd_ingest",
+    "cmd_gee",
 ]
 
 

@@ -102,7 +102,10 @@ def verify_cmd(
 
         raise ChecksumMismatchError(
             f"{rep.problems} selected file(s) are missing or corrupt",
-            "run the same command with --repair"
+            "re-run `m3leo ingest` (or `m3leo gee`) for that datakind: your own files have no "
+            "source to repair from"
+            if sel.edition == "local"
+            else "run the same command with --repair"
             if rep.repaired is None
             else f"re-run; failures are in {rep.repaired.report_path}",
         )
@@ -141,7 +144,7 @@ def clean_cmd(
 
     settings = settings_from(data_dir=data_dir)
     ed = spec.get_edition(edition).name if edition is not None else None  # "" is no edition
-    regs = [spec.get_region(r).name for r in region or ()]
+    regs = [spec.get_region(r, ed).name for r in region or ()]
     rep = clean(settings, ed, regs, dry_run=dry_run, shards=shards, wait=wait)
     if json_out:
         print_json(rep.to_dict())

@@ -11,7 +11,12 @@ from ..config import Settings, load_settings
 from ..selection import Selection, build_selection
 
 Edition = Annotated[
-    str, typer.Option("--edition", "-e", help="full (Parquet shards) or miniset (plain files).")
+    str,
+    typer.Option(
+        "--edition",
+        "-e",
+        help="full (Parquet shards), miniset (plain files) or local (your own regions).",
+    ),
 ]
 Regions = Annotated[
     list[str] | None,
@@ -19,7 +24,7 @@ Regions = Annotated[
         "--region",
         "-r",
         help="Region (repeatable): china, conus, europe, middleeast, "
-        "pakin, southamerica. Default: all.",
+        "pakin, southamerica, or a local region's name. Default: all.",
     ),
 ]
 Modalities = Annotated[

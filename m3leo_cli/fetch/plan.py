@@ -197,9 +197,9 @@ def selected_rows(
         table = table.filter(pc.equal(table["kind"], "aux"))
         wanted = set()
         for reg in regions:
-            region = spec.get_region(reg)
+            region = spec.get_region(reg, selection.edition)
             wanted.add((reg, region.split_csv(selection.edition)))
-            wanted.add((reg, region.geojson()))
+            wanted.add((reg, region.geojson(selection.edition)))
         rows += [r for r in table.select(cols).to_pylist() if (r["region"], r["path"]) in wanted]
     return rows, regions
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import spec
 from ..config import Settings
 from ..errors import UsageError
 from ..fetch.plan import DownloadPlan, refresh_catalog
@@ -41,6 +42,7 @@ def download(
             "use --fetch auto, whole or ranges (or M3LEO_FETCH, or fetch = ... in the config file)",
         )
     nworkers = workers or settings.workers
+    spec.get_edition(selection.edition).repo_id("")  # the local edition: refused with a hint
     if opts.get("pool") is not None and selection.edition != "full":
         raise UsageError(
             "--engine dask applies to the full edition (Parquet shards) only",

@@ -101,9 +101,12 @@ def _jobs_for(
             continue
         has = bool(r.get("checksum")) and bool(r.get("checksum_kind"))
         size = r.get("size")
-        repo = spec.get_edition(r["edition"]).repo_id(r["region"])
+        url = ""  # a local region's files have no source to repair from
+        if r["edition"] != spec.LOCAL_EDITION:
+            repo = spec.get_edition(r["edition"]).repo_id(r["region"])
+            url = resolve_url(settings.endpoint, repo, r["commit"], r["path"])
         job = FileJob(
-            url=resolve_url(settings.endpoint, repo, r["commit"], r["path"]),
+            url=url,
             dest=dest,
             size=int(size) if size is not None else -1,
             checksum_kind=str(r.get("checksum_kind") or "sha256"),
@@ -126,6 +129,8 @@ def verify(
     """Re-hash the selected local files; with ``repair``, re-download the missing/corrupt ones."""
     from ..fetch.plan import selected_rows
 
+    if repair and selection.edition == spec.LOCAL_EDITION:
+        spec.LOCAL.repo_id("")  # your own files have no source to re-download: refused
     rows, regions = selected_rows(settings, selection, progress, refresh=False)
     pairs, refused = _jobs_for(settings, rows)
     rep = VerifyReport(refused=refused)

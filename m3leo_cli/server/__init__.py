@@ -1,4 +1,6 @@
-"""A Hugging Face Hub-protocol server over a folder of repos (``m3leo serve``, and the tests).
+"""A Hugging Face Hub-protocol server over a folder of repos (``m3leo serve``, and the tests),
+and ``earthengine``: a loopback Earth Engine REST server (``image:computePixels``) for
+``m3leo gee``'s tests.
 
 with HubServer(root) as server:          # root/<org>/<name>/ ... -> dataset repo <org>/<name>
     settings = load_settings({"endpoint": server.url})

@@ -257,8 +257,34 @@ class Datakind:
         return self.family.ext
 
 
+# Datakinds of your own (`m3leo ingest`, `m3leo gee` user recipes), registered from the store
+# by config.load_settings. Their names never parse as a published datakind (ingest refuses).
+_LOCAL_FAMILIES: dict[str, Family] = {}
+
+
+def set_local_datakinds(families: list[Family]) -> None:
+    """Replace the registry of local datakinds (each is its own family, GeoTIFF on the chip)."""
+    _LOCAL_FAMILIES.clear()
+    _LOCAL_FAMILIES.update({f.name: f for f in families})
+
+
+def local_datakinds() -> dict[str, Family]:
+    return dict(_LOCAL_FAMILIES)
+
+
+def is_published_name(name: str) -> bool:
+    """True when ``name`` is a published datakind, family or alias (a local one may not be)."""
+    n = name.lower()
+    if n in FAMILIES or n in ALIASES or _GUNW_RE.match(n):
+        return True
+    m = _YEAR_RE.match(n)
+    return bool(m and m.group("family") in FAMILIES)
+
+
 def parse_datakind(name: str) -> Datakind:
     """Split a datakind folder name into its family, year and (for GUNW) period."""
+    if name in _LOCAL_FAMILIES and not is_published_name(name):
+        return Datakind(name, _LOCAL_FAMILIES[name], None)
     if name in FAMILIES:
         return Datakind(name, FAMILIES[name], None)
     m = _GUNW_RE.match(name)
@@ -288,6 +314,8 @@ def resolve_modality(token: str) -> tuple[str, str | None]:
     (all its years or periods). Raises UnknownModalityError with close matches.
     """
     t = token.strip().lower()
+    if t in _LOCAL_FAMILIES and not is_published_name(t):
+        return t, t
     if t in ALIASES:
         return ALIASES[t], None
     if t in FAMILIES:

@@ -6,7 +6,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from ..errors import UnknownEditionError, UnknownRegionError
+from ..errors import SelectionError, UnknownEditionError, UnknownRegionError
 
 # --------------------------------------------------------------------------- regions
 
@@ -41,8 +41,11 @@ class Region:
         """Repo path of the full edition's tile -> shard map."""
         return f"{self.partition}{self.split_tag}_parquet.csv"
 
-    def geojson(self) -> str:
-        """Repo path of the miniset GeoJSON (the full edition publishes none)."""
+    def geojson(self, edition: str = "miniset") -> str:
+        """Repo path of the GeoJSON (miniset; the full edition publishes none; local: the
+        grid's own ``<partition>.geojson``)."""
+        if edition == LOCAL_EDITION:
+            return f"{self.partition}.geojson"
         return f"{self.partition}_miniset.geojson"
 
 
@@ -113,6 +116,12 @@ class Edition:
     description: str
 
     def repo_id(self, region: str) -> str:
+        if self.name == LOCAL_EDITION:
+            raise SelectionError(
+                "the local edition is your own regions, not on the Hub: "
+                "nothing to download or refresh",
+                "local regions are made by `m3leo grid`, `m3leo ingest` and `m3leo gee`",
+            )
         return f"{self.org}/{region}"
 
 
@@ -124,12 +133,46 @@ EDITIONS: dict[str, Edition] = {
 }
 DEFAULT_EDITION = "full"
 
+# Your own regions (`m3leo grid`) live in the store as the "local" edition. It is not in
+# EDITIONS (which are the published ones); its regions are registered from the store by
+# config.load_settings, and only this edition accepts their names.
+LOCAL_EDITION = "local"
+LOCAL = Edition(LOCAL_EDITION, "", "files", "your own regions, made with m3leo grid")
+_LOCAL_REGIONS: dict[str, Region] = {}
+
+
+def set_local_regions(regions: list[Region]) -> None:
+    """Replace the registry of local regions (what the store's data dir holds)."""
+    _LOCAL_REGIONS.clear()
+    _LOCAL_REGIONS.update({r.name: r for r in regions})
+
+
+def local_regions() -> dict[str, Region]:
+    return dict(_LOCAL_REGIONS)
+
+
+def region_names(edition: str | None = None) -> tuple[str, ...]:
+    """Every region name of ``edition`` (the local ones for ``local``, else the six)."""
+    if edition is not None and edition.lower() == LOCAL_EDITION:
+        return tuple(sorted(_LOCAL_REGIONS))
+    return tuple(REGIONS)
+
 
 def close_matches(word: str, choices: list[str]) -> list[str]:
     return difflib.get_close_matches(word.lower(), choices, n=4, cutoff=0.5)
 
 
-def get_region(name: str) -> Region:
+def get_region(name: str, edition: str | None = None) -> Region:
+    """A published region, or (only when ``edition`` is ``local``) one of your own."""
+    if edition is not None and edition.lower() == LOCAL_EDITION:
+        try:
+            return _LOCAL_REGIONS[name.lower()]
+        except KeyError:
+            known = ", ".join(sorted(_LOCAL_REGIONS)) or "none yet"
+            raise SelectionError(
+                f"no local region {name!r} (local regions: {known})",
+                f"make it with `m3leo grid {name.lower()} --aoi FILE` or pick a listed one",
+            ) from None
     try:
         return REGIONS[name.lower()]
     except KeyError:
@@ -137,7 +180,9 @@ def get_region(name: str) -> Region:
 
 
 def get_edition(name: str) -> Edition:
+    if name.lower() == LOCAL_EDITION:
+        return LOCAL
     try:
         return EDITIONS[name.lower()]
     except KeyError:
-        raise UnknownEditionError(name, list(EDITIONS)) from None
+        raise UnknownEditionError(name, [*EDITIONS, LOCAL_EDITION]) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import spec
+from ..aoi.ids import identifier, list_hash, ring_of, shoelace, utm_zone
 
 CHIP_METRES = 4480
 # Published area_km2 values are 21.7-22.0 km^2, not the 20.07 km^2 of a 4479 m square, because
@@ -40,53 +41,19 @@ class TileGeom:
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the UTM zone holding (lon, lat), as geetiles picks it for a region."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
-
-
-def ring_of(lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> np.ndarray:
-    """The chip boundary in the published vertex order (min,min)->(min,max)->(max,max)->..."""
-    return np.array(
-        [
-            [lon_min, lat_min],
-            [lon_min, lat_max],
-            [lon_max, lat_max],
-            [lon_max, lat_min],
-            [lon_min, lat_min],
-        ],
-        dtype=np.float64,
-    )
-
-
-def envelope_ring(ring: np.ndarray) -> np.ndarray:
-    """The boundary of a shape's envelope as shapely/GEOS builds it (counter-clockwise).
-
-    GEOS starts at (min, min) and walks along x first, which is not the chip polygon's order.
-    """
-    pts = np.asarray(ring, dtype=np.float64)
-    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
-
-
-def identifier(ring: np.ndarray) -> str:
-    """The M3LEO tile id of a chip: sha256 of numpy's text of its rounded envelope, mod 1e15.
-
-    As geetiles does: ``str(np.r_[geom.envelope.boundary.coords].round(5))``, sha256 as an
-    integer, modulo 10**15, 13 zero-padded hex digits.
-    """
-    text = str(envelope_ring(ring).round(5))
-    k = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 10**15
-    return f"{k:013x}"
+    epsg = utm_zone(lon, lat)
+    if epsg is None:  # pragma: no cover - the six regions are all inside UTM's latitudes
+        raise ValueError(f"no UTM zone at {lon}, {lat}")
+    return epsg
 
 
 def region_hash(tile_ids: list[str]) -> str:
     """geetiles' partition hash over identifiers (the published hashes in spec are used instead)."""
-    k = int(hashlib.sha256(" ".join(tile_ids).encode("utf-8")).hexdigest(), 16) % 10**15
-    return f"{k:013x}"
+    return list_hash(tile_ids)
 
 
 def _shoelace(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    return 0.5 * np.abs(np.sum(xs[:, :-1] * ys[:, 1:] - xs[:, 1:] * ys[:, :-1], axis=1))
+    return shoelace(xs, ys)
 
 
 def build_tiles(region: str, n: int, seed: int) -> list[TileGeom]:

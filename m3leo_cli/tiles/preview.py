@@ -114,8 +114,8 @@ def region_tiles(settings: Settings, edition: str, region: str) -> list[dict[str
     from .info import _manifests
 
     store = Store(settings.data_dir)
-    reg = spec.get_region(region).name
     ed = spec.get_edition(edition).name
+    reg = spec.get_region(region, ed).name
     paths = [p for _, p in _manifests(store, ed, [reg])]
     table = read_manifest(
         paths,

@@ -1,0 +1,10 @@
+"""aoi: M3LEO for your own area of interest: the chip grid, splits, the local edition, ingest
+of your own rasters and Earth Engine downloads.
+
+``ids`` (chip identifiers, list hashes, UTM zones: numpy only), ``shape`` (reading and checking
+an AOI), ``grid`` (geetiles' chip grid), ``split`` (striped train/val/test), ``local`` (the
+``local`` edition's layout and manifest), ``ingest`` (rasters cut onto chips). Sits beside
+mirror/ and export/: it may use tiles/, catalog/, store/, spec/ and the foundation. Shapely
+(the ``aoi`` extra) and earthengine-api (the ``gee`` extra) are imported inside the functions
+that need them.
+"""
