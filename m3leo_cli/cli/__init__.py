@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_serve",
     "cmd_synth",
     "cmd_config",
+    "cmd_train",
 ]
 
 

@@ -111,7 +111,9 @@ def _loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     if opts.get("wandb", "auto") and importlib.util.find_spec("wandb"):
         from lightning.pytorch.loggers import WandbLogger
 
-        out.append(WandbLogger(save_dir=str(run_dir), offline=True, name=cfg.get("experiment_name")))
+        out.append(
+            WandbLogger(save_dir=str(run_dir), offline=True, name=cfg.get("experiment_name"))
+        )
     return out
 
 
@@ -235,7 +237,9 @@ def _Progress(progress: ProgressCallback) -> Any:
 def find_checkpoint(run_dir: Path) -> Path:
     """The best checkpoint of a run (by val_loss), else its last one."""
     folder = run_dir / "checkpoints"
-    best = sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt") if folder.is_dir() else []
+    best = (
+        sorted(p for p in folder.glob("*.ckpt") if p.name != "last.ckpt") if folder.is_dir() else []
+    )
     if best:
         return best[-1]
     if (folder / "last.ckpt").is_file():

@@ -40,9 +40,7 @@ class M3leoTask(L.LightningModule):
         self.classification = task == "classification"
         out = num_classes if self.classification else 1
         self.net = UNet(in_channels, out, base_channels, depth)
-        self.metrics = torch.nn.ModuleDict(
-            {stage: self._metrics() for stage in ("val", "test")}
-        )
+        self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
         self._updated: set[str] = set()
 
     def _metrics(self) -> torchmetrics.MetricCollection:
