@@ -125,10 +125,11 @@ def read_layer(path: Any, datakind: str, tokens: Sequence[str] | None) -> LayerD
     """Read the selected bands of one tile file (rules resolved against its own band names)."""
     from ..tiles.reader import band_names, read_tile
 
+    wanted: list[str | None] | None = None
     if tokens is not None and any(is_rule(t) for t in tokens):
         wanted = select_bands(tokens, band_names(path, datakind), datakind)
-    else:
-        wanted = list(tokens) if tokens is not None else None  # type: ignore[arg-type]
+    elif tokens is not None:
+        wanted = list(tokens)
     present = None if wanted is None else [b for b in wanted if b is not None]
     tile = read_tile(path, datakind, present)
     bands: list[str | None] = list(tile.band_names) if wanted is None else wanted

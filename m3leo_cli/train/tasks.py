@@ -92,7 +92,7 @@ class M3leoTask(L.LightningModule):
     def _eval(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         loss, pred, y = self._step(batch)
         n = batch["image"].shape[0]
-        metrics = self.metrics[stage]
+        metrics: Any = self.metrics[stage]
         if pred.numel():
             metrics.update(pred, y)
             self._updated.add(stage)
@@ -106,7 +106,7 @@ class M3leoTask(L.LightningModule):
         return self._eval(batch, "test")
 
     def _flush(self, stage: str) -> None:
-        metrics = self.metrics[stage]
+        metrics: Any = self.metrics[stage]
         if stage in self._updated:
             values = metrics.compute()
             self.log_dict({f"{stage}_{k}": v for k, v in values.items()})

@@ -2,8 +2,8 @@
 library's), for segmentation (one logit per class) and pixel regression (one output).
 
 ``depth`` levels of two 3x3 convolutions + batch norm + ReLU, max-pool down, transposed
-convolution up, skip connections concatenated. Any input size works: pooling rounds up and the decoder crops
-back to the skip's size when a size was odd (448 = 7 x 2^6; a 45 x 55 grid works too).
+convolution up, skip connections concatenated. Any input size works: pooling rounds up and
+the decoder crops back to the skip's size when a size was odd (448 = 7 x 2^6; 45 x 55 too).
 """
 
 from __future__ import annotations
