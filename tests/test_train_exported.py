@@ -41,7 +41,10 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
         for fmt in ("webdataset", "parquet"):
             run_export(plan, ExportOptions(fmt, out / fmt, shard_size=2, workers=1))
-    return {fmt: out / fmt for fmt in ("webdataset", "parquet")}
+        opts = ExportOptions("webdataset", out / "normalized", shard_size=3, workers=1,
+                             resample=32, normalize=True)  # fmt: skip
+        run_export(plan, opts, settings=load_settings())
+    return {fmt: out / fmt for fmt in ("webdataset", "parquet", "normalized")}
 
 
 @pytest.fixture
@@ -71,6 +74,19 @@ def test_export_samples_equal_store_samples(store, exports, fmt, target) -> None
         torch.testing.assert_close(s["image"], r["image"])
         torch.testing.assert_close(s[key], r[key], equal_nan=True)
         torch.testing.assert_close(s["bounds"], r["bounds"])
+
+
+def test_normalised_export_equals_normalised_store(store, exports) -> None:
+    """`export --resample 32 --normalize` streamed as is == the store dataset normalising."""
+    from dataclasses import replace
+
+    data = replace(_spec(ESAWC), normalize=True)
+    got = list(ExportDataset(exports["normalized"], "train", data))
+    ref = StoreDataset(data, "train")
+    assert [s["tile_id"] for s in got] == ref.tile_ids
+    for i, s in enumerate(got):
+        torch.testing.assert_close(s["image"], ref[i]["image"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(s["mask"], ref[i]["mask"])
 
 
 def test_block_partition_is_exact() -> None:

@@ -64,12 +64,12 @@ def resample(
     values = (data.view(np.int16) if signed else data).astype(np.float64)
     wy, wx = _bilinear_matrix(h, size), _bilinear_matrix(w, size)
     if nodata is None or not nodata.any():
-        res = np.einsum("yh,bhw,xw->byx", wy, values, wx, optimize=True)
+        res = _apply(wy, values, wx)
         mask = None if nodata is None else np.zeros((bands, size, size), dtype=bool)
     else:
         valid = (~nodata).astype(np.float64)
-        num = np.einsum("yh,bhw,xw->byx", wy, np.where(nodata, 0.0, values), wx, optimize=True)
-        den = np.einsum("yh,bhw,xw->byx", wy, valid, wx, optimize=True)
+        num = _apply(wy, np.where(nodata, 0.0, values), wx)
+        den = _apply(wy, valid, wx)
         mask = den <= 1e-12
         with np.errstate(invalid="ignore", divide="ignore"):
             res = np.where(mask, 0.0, num / np.where(mask, 1.0, den))
@@ -81,6 +81,14 @@ def resample(
     if signed:
         out = out.view(np.uint16)
     return out, mask
+
+
+def _apply(wy: np.ndarray, values: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``wy @ band @ wx.T`` for every band: two BLAS matrix products (einsum's path for this
+    contraction was ~3x slower)."""
+    import numpy as np
+
+    return np.matmul(np.matmul(wy, values), wx.T)
 
 
 def _fill_value(data: np.ndarray, nodata: np.ndarray) -> float | None:

@@ -57,6 +57,7 @@ class Assembler:
         self.stats = dict(stats or {})
         self.normalized = normalized  # the arrays are already normalised (an export did it)
         self._lut: np.ndarray | None = None
+        self._norm: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def num_channels(self) -> int:
@@ -81,7 +82,10 @@ class Assembler:
         if self.normalized:
             values = data.astype(np.float32)
         elif datakind in self.stats:
-            values = self.stats[datakind].apply(data, present, mask, family.name)
+            mean, std = self._mean_std(datakind, tuple(present))
+            values = decode_values(data, family.name)
+            values -= mean
+            values /= std
         else:
             values = decode_values(data, family.name)
         if mask is not None:
@@ -89,6 +93,21 @@ class Assembler:
         rows = [i for i, b in enumerate(layer.bands) if b is not None]
         out[rows] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         return out
+
+    def _mean_std(self, datakind: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(bands, 1, 1) float32 mean and std of the saved statistics, looked up once."""
+        import numpy as np
+
+        key = (datakind, bands)
+        got = self._norm.get(key)
+        if got is None:
+            ms = [self.stats[datakind].mean_std(b) for b in bands]
+            got = (
+                np.array([m for m, _ in ms], dtype=np.float32)[:, None, None],
+                np.array([sd for _, sd in ms], dtype=np.float32)[:, None, None],
+            )
+            self._norm[key] = got
+        return got
 
     def lut(self) -> np.ndarray:
         """Stored class code -> class index (IGNORE_INDEX for codes not in ``classes``)."""

@@ -172,6 +172,8 @@ class StoreDataset:
         self.assembler = Assembler(data, self.plan.inputs, channels, self.plan.target, stats)
         self.transforms = transforms
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(self.plan.inputs)}
+        self.tokens[self.plan.target] = (data.target.band,)
+        self._nc: dict[str, Any] = {}  # datakind -> ncfast.NcPlan | None (built on first use)
 
     @property
     def channel_names(self) -> list[str]:
@@ -184,12 +186,30 @@ class StoreDataset:
     def __len__(self) -> int:
         return len(self.plan.samples)
 
+    def _read(self, path: Any, datakind: str) -> LayerData:
+        """One layer of one tile: netCDF bands through the cached plan when it applies."""
+        from . import ncfast
+
+        tokens = self.tokens[datakind]
+        if tokens is None or not ncfast.is_netcdf(datakind) or any(is_rule(t) for t in tokens):
+            return read_layer(path, datakind, tokens)
+        if datakind not in self._nc:
+            first = read_layer(path, datakind, tokens)
+            names = [b for b in first.bands if b is not None]
+            self._nc[datakind] = ncfast.make_plan(path, datakind, names)
+            return first
+        plan = self._nc[datakind]
+        got = ncfast.read_with_plan(plan, path) if plan is not None else None
+        if got is None:
+            return read_layer(path, datakind, tokens)
+        return LayerData(got[0], list(plan.bands), got[1])
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.plan.samples[index]
         layers: dict[str, LayerData | None] = {}
         for d in self.plan.inputs:
             lf = s.files.get(d)
-            layer = None if lf is None else read_layer(lf.path, d, self.tokens[d])
+            layer = None if lf is None else self._read(lf.path, d)
             if layer is not None and len(layer.bands) != self.assembler.channels[d]:
                 raise TrainConfigError(
                     f"{d} gives {len(layer.bands)} bands on tile {s.tile_id}, "
@@ -198,9 +218,7 @@ class StoreDataset:
                     "e.g. unwrappedPhase:days=0-60",
                 )
             layers[d] = layer
-        target = read_layer(
-            s.files[self.plan.target].path, self.plan.target, [self.data.target.band]
-        )
+        target = self._read(s.files[self.plan.target].path, self.plan.target)
         sample = self.assembler.sample(layers, target, s.tile_id, s.bounds)
         return self.transforms(sample) if self.transforms else sample
 

@@ -107,6 +107,13 @@ class ExportDataset(torch.utils.data.IterableDataset):
             d: channel_names(d, self.tokens[d], self.layers[d]["bands"]) for d in inputs
         }
         normalized = bool(meta.get("options", {}).get("normalize"))
+        # `export --normalize` z-scores label layers too; their saved mean/std undo it
+        saved = (meta.get("normalization") or {}).get(target)
+        self.undo = None
+        if normalized and saved is not None:
+            from ..export.normalize import BandStats
+
+            self.undo = BandStats(target, dict(saved.get("bands", {})))
         counts = {d: len(c) for d, c in self.channels.items()}
         self.assembler = Assembler(data, inputs, counts, target, None, normalized)
         self.data = data
@@ -164,13 +171,36 @@ class ExportDataset(torch.utils.data.IterableDataset):
 
     def _layer(self, name: str, data: Any, bands: Sequence[str]) -> LayerData:
         """The selected bands of one exported layer (all bands for the target's band token)."""
+        import numpy as np
+
         if name == self.assembler.target:
             wanted: list[str | None] = list(select_bands([self.data.target.band], bands, name))
         else:
             wanted = select_bands(self.tokens[name], bands, name)
         idx = [bands.index(b) for b in wanted if b is not None]
         arr = data[idx]
-        return LayerData(arr, wanted, _nodata(arr, self.layers[name].get("nodata"), name))
+        lost = None  # nodata of a normalised label (NaN there, gone once rounded back)
+        if name == self.assembler.target and self.undo is not None:
+            lost = np.isnan(arr)
+            arr = self._denormalize(arr, [b for b in wanted if b is not None])
+        mask = _nodata(arr, self.layers[name].get("nodata"), name)
+        if lost is not None and lost.any():
+            mask = lost if mask is None else (mask | lost)
+        return LayerData(arr, wanted, mask)
+
+    def _denormalize(self, arr: Any, bands: Sequence[str]) -> Any:
+        """Stored label values back from a normalised export (integer codes rounded back)."""
+        import numpy as np
+
+        assert self.undo is not None
+        ms = [self.undo.mean_std(b) for b in bands]
+        mean = np.array([m for m, _ in ms], dtype=np.float64)[:, None, None]
+        std = np.array([sd for _, sd in ms], dtype=np.float64)[:, None, None]
+        values = arr.astype(np.float64) * std + mean
+        source = np.dtype(self.layers[self.assembler.target].get("source_dtype") or "float32")
+        if source.kind in "iu":
+            return np.where(np.isnan(values), 0, np.rint(values)).astype(source)
+        return values.astype(np.float32)
 
     def _sample(self, tile_id: str, bounds: Any, arrays: dict[str, Any], bands: Any) -> Any:
         from ..errors import NoLabelsError
