@@ -90,8 +90,11 @@ class Assembler:
             values = decode_values(data, family.name)
         if mask is not None:
             values[mask] = np.nan
+        values[~np.isfinite(values)] = 0.0
         rows = [i for i, b in enumerate(layer.bands) if b is not None]
-        out[rows] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        if len(rows) == len(out):
+            return values if values.dtype == np.float32 else values.astype(np.float32)
+        out[rows] = values
         return out
 
     def _mean_std(self, datakind: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

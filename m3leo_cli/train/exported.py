@@ -7,10 +7,11 @@ read exactly once per epoch with no duplicate and no gap, whatever the shard siz
 outside a worker's block are not opened; inside, tar headers and Parquet row groups are skipped
 without reading their arrays.
 
-Layers are taken as the export wrote them: when it was normalised (``--normalize``), values are
-used as they are; otherwise they are decoded (``tiles.model.decode_values``) like the store
-dataset does without statistics. Resampling onto ``data.size`` happens here when the export
-kept native grids.
+Layers are taken as the export wrote them: when it was normalised (``--normalize``), inputs are
+used as they are and the target is turned back into stored values with the mean/std that
+``metadata.json`` records (export normalises label layers too); otherwise they are decoded
+(``tiles.model.decode_values``) like the store dataset does without statistics. Resampling
+onto ``data.size`` happens here when the export kept native grids.
 """
 
 from __future__ import annotations
