@@ -63,16 +63,21 @@ class Assembler:
     def num_channels(self) -> int:
         return sum(self.channels[d] for d in self.inputs)
 
-    def input_array(self, datakind: str, layer: LayerData | None) -> np.ndarray:
-        """(channels, size, size) float32 for one input layer (zeros where it has no data)."""
+    def input_array(
+        self, datakind: str, layer: LayerData | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(channels, size, size) float32 for one input layer (zeros where it has no data),
+        written into ``out`` when given (a slice of the sample's image: no concatenation)."""
         import numpy as np
 
         from ..export.resample import resample
         from ..tiles.model import decode_values
 
         size = self.spec.size
-        out = np.zeros((self.channels[datakind], size, size), dtype=np.float32)
+        if out is None:
+            out = np.zeros((self.channels[datakind], size, size), dtype=np.float32)
         if layer is None:
+            out[...] = 0.0
             return out
         family = _family(datakind)
         data, mask = resample(
@@ -93,8 +98,10 @@ class Assembler:
         values[~np.isfinite(values)] = 0.0
         rows = [i for i, b in enumerate(layer.bands) if b is not None]
         if len(rows) == len(out):
-            return values if values.dtype == np.float32 else values.astype(np.float32)
-        out[rows] = values
+            out[...] = values
+        else:
+            out[...] = 0.0
+            out[rows] = values
         return out
 
     def _mean_std(self, datakind: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +170,14 @@ class Assembler:
         import numpy as np
         import torch
 
-        image = np.concatenate([self.input_array(d, inputs.get(d)) for d in self.inputs])
-        out: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(image))}
+        size = self.spec.size
+        image = np.empty((self.num_channels, size, size), dtype=np.float32)
+        start = 0
+        for d in self.inputs:
+            n = self.channels[d]
+            self.input_array(d, inputs.get(d), image[start : start + n])
+            start += n
+        out: dict[str, Any] = {"image": torch.from_numpy(image)}
         key = "mask" if self.spec.target.task == "classification" else "target"
         out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))
         out["tile_id"] = tile_id
