@@ -123,3 +123,20 @@ def test_target_without_labels(store, data_dir: Path) -> None:
         StoreDataset(_spec([InputSpec("s1grd-2020", VV)], AGB), "val")
     assert "m3leo download" in exc.value.hint and "biomass-2020" in exc.value.hint
     assert load_settings()  # the store itself is untouched otherwise
+
+
+def test_datamodule_splits_come_from_the_split_csv(store) -> None:
+    from m3leo_cli.train.datamodule import M3leoDataModule
+
+    repo = store.repo("miniset", "europe")
+    dm = M3leoDataModule(_spec([InputSpec("s1grd-2020", VV)]), batch_size=4, seed=3)
+    dm.setup()
+    for split in ("train", "val", "test"):
+        assert dm.dataset(split).tile_ids == sorted(repo.tiles_in(split))
+    assert dm.num_channels == 4
+    first = [t for b in dm.train_dataloader() for t in b["tile_id"]]
+    again = [t for b in dm.train_dataloader() for t in b["tile_id"]]
+    assert sorted(first) == sorted(repo.tiles_in("train"))  # shuffled, every tile once
+    assert len(again) == len(first)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape[1:] == (4, 32, 32) and batch["mask"].dtype == torch.int64

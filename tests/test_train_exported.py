@@ -111,3 +111,14 @@ def test_two_workers_times_two_ranks_is_an_exact_partition(exports, fmt) -> None
     counts = Counter(seen)
     assert all(c == 1 for c in counts.values())  # no duplicate
     assert sorted(counts) == sorted(everything)  # no gap
+
+
+def test_datamodule_streams_an_export(exports) -> None:
+    from m3leo_cli.train.datamodule import M3leoDataModule
+
+    dm = M3leoDataModule(_spec(AGB), batch_size=3, export=exports["parquet"])
+    dm.setup("fit")
+    tiles = [t for b in dm.train_dataloader() for t in b["tile_id"]]
+    assert tiles == [s["tile_id"] for s in ExportDataset(exports["parquet"], "train", _spec(AGB))]
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["target"].dtype == torch.float32 and batch["image"].shape[1:] == (4, 32, 32)
