@@ -16,6 +16,8 @@ times one pass over the train split:
    plus one store run with it on.
 
 Wall-clock medians of --repeat runs on a warm page cache; CPU time counts the worker processes.
+BLAS and torch thread pools are held to --threads (default 1) for every reader: on a small
+shared machine their spinning threads cost more CPU than the small matrix products they run.
 """
 
 from __future__ import annotations
@@ -115,11 +117,17 @@ def timed(fn, repeat: int) -> tuple[int, float, float]:  # type: ignore[no-untyp
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="BLAS / torch threads per process")
     ap.add_argument("--tiles", type=int, default=40)
     ap.add_argument("--chip", type=int, default=448)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-train"))
     args = ap.parse_args()
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # read when numpy / torch load: before the imports
+    import torch
+
+    torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.tiles, args.chip)
     from m3leo_cli.train.dataset import StoreDataset
