@@ -12,6 +12,7 @@ from train_source import install, train_store
 torch = pytest.importorskip("torch", reason="needs the train extra: pip install '.[train]'")
 
 from m3leo_cli.config import load_settings  # noqa: E402
+from m3leo_cli.errors import TrainConfigError  # noqa: E402
 from m3leo_cli.export import ExportOptions, run_export  # noqa: E402
 from m3leo_cli.export.samples import plan_from_catalog  # noqa: E402
 from m3leo_cli.selection import Selection  # noqa: E402
@@ -44,7 +45,12 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         opts = ExportOptions("webdataset", out / "normalized", shard_size=3, workers=1,
                              resample=32, normalize=True)  # fmt: skip
         run_export(plan, opts, settings=load_settings())
-    return {fmt: out / fmt for fmt in ("webdataset", "parquet", "normalized")}
+        sel = Selection(edition="miniset", regions=("conus",))
+        plan = plan_from_catalog(load_settings(), sel, ["gunw"], ["esaworldcover"])
+        for fmt in ("webdataset", "parquet"):
+            run_export(plan, ExportOptions(fmt, out / f"gunw-{fmt}", shard_size=2, workers=1))
+    names = ("webdataset", "parquet", "normalized", "gunw-webdataset", "gunw-parquet")
+    return {name: out / name for name in names}
 
 
 @pytest.fixture
@@ -87,6 +93,23 @@ def test_normalised_export_equals_normalised_store(store, exports) -> None:
     for i, s in enumerate(got):
         torch.testing.assert_close(s["image"], ref[i]["image"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(s["mask"], ref[i]["mask"])
+
+
+def test_gunw_date_pair_rules_per_tile_from_webdataset(store, exports) -> None:
+    """Date pairs differ between tiles: rules pick per tile, as the store dataset does."""
+    rules = ("unwrappedPhase:days=0-6", "coherence:days=7-30")
+    data = DataSpec((InputSpec("gunw", rules),), ESAWC, 32, normalize=False, regions=("conus",))
+    got = list(ExportDataset(exports["gunw-webdataset"], "train", data))
+    ref = StoreDataset(data, "train")
+    assert [s["tile_id"] for s in got] == ref.tile_ids and len(got) >= 2
+    for i, s in enumerate(got):
+        assert s["image"].shape == (2, 32, 32)
+        torch.testing.assert_close(s["image"], ref[i]["image"])
+    for channel in (0, 1):  # both rules found a pair (zeros would mean none matched)
+        assert all(torch.count_nonzero(s["image"][channel]) for s in got)
+    with pytest.raises(TrainConfigError) as exc:
+        ExportDataset(exports["gunw-parquet"], "train", data)
+    assert "webdataset" in exc.value.hint
 
 
 def test_block_partition_is_exact() -> None:

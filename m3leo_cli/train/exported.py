@@ -104,6 +104,14 @@ class ExportDataset(torch.utils.data.IterableDataset):
         target = self._one(data.target.modality, names)
         inputs = [self._one(i.modality, [n for n in names if n != target]) for i in data.inputs]
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(inputs)}
+        if self.format == "parquet":
+            varying = [d for d in inputs if spec.parse_datakind(d).family.name == "gunw"]
+            if varying:
+                raise TrainConfigError(
+                    f"a Parquet export records one band list per layer, but {varying[0]}'s date "
+                    "pairs differ from tile to tile",
+                    "stream a webdataset export (it records each tile's bands) or the store",
+                )
         self.channels = {
             d: channel_names(d, self.tokens[d], self.layers[d]["bands"]) for d in inputs
         }
