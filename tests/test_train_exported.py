@@ -97,16 +97,19 @@ def test_normalised_export_equals_normalised_store(store, exports) -> None:
 
 def test_gunw_date_pair_rules_per_tile_from_webdataset(store, exports) -> None:
     """Date pairs differ between tiles: rules pick per tile, as the store dataset does."""
-    rules = ("unwrappedPhase:days=0-6", "coherence:days=7-30")
+    # the synthetic pairs here are all 6-day ones, on track-dependent dates: the third rule
+    # matches no pair on any tile, so its channel is zeros (nodata)
+    rules = ("unwrappedPhase:days=0-6", "coherence:days=1-10", "unwrappedPhase:days=7-30")
     data = DataSpec((InputSpec("gunw", rules),), ESAWC, 32, normalize=False, regions=("conus",))
     got = list(ExportDataset(exports["gunw-webdataset"], "train", data))
     ref = StoreDataset(data, "train")
     assert [s["tile_id"] for s in got] == ref.tile_ids and len(got) >= 2
     for i, s in enumerate(got):
-        assert s["image"].shape == (2, 32, 32)
+        assert s["image"].shape == (3, 32, 32)
         torch.testing.assert_close(s["image"], ref[i]["image"])
-    for channel in (0, 1):  # both rules found a pair (zeros would mean none matched)
+    for channel in (0, 1):  # these rules found a pair on every tile
         assert all(torch.count_nonzero(s["image"][channel]) for s in got)
+    assert not any(torch.count_nonzero(s["image"][2]) for s in got)
     with pytest.raises(TrainConfigError) as exc:
         ExportDataset(exports["gunw-parquet"], "train", data)
     assert "webdataset" in exc.value.hint
