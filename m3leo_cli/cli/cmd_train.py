@@ -22,7 +22,11 @@ def _reporter(quiet: bool) -> Any:
             err_console().print(event.message, markup=False, highlight=False)
         elif event.kind == "advance" and event.phase == "train":
             metrics = event.extra.get("metrics", {})
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+            shown = "  ".join(
+                f"{k} {v:.4g}"
+                for k, v in sorted(metrics.items())
+                if not k.endswith(("_step", "_epoch"))  # Lightning's copies of train_loss
+            )
             epoch = int(event.extra.get("epoch", 0)) + 1
             err_console().print(
                 f"epoch {epoch}/{event.total_files}  {shown}", markup=False, highlight=False
