@@ -51,6 +51,13 @@ else that escapes is a bug and shows its traceback.
     │   ├── BadAoiError                           empty, invalid, antimeridian, too wide
     │   ├── IngestError                           rasters that cannot be cut onto the grid
     │   └── EarthEngineError                      credentials, quota, refused requests
+    ├── TrainError                                `m3leo train` / `evaluate`
+    │   ├── UnknownExperimentError                no such experiment (lists them)
+    │   ├── TrainConfigError (exit 2)             an override or config value that cannot work
+    │   ├── NoLabelsError                         the target has no tiles in that split
+    │   ├── EmptySplitError                       a split with no usable tile
+    │   ├── DeviceUnavailableError (exit 2)       CUDA asked for where there is none
+    │   └── RunNotFoundError                      `evaluate RUN` on a folder that is not a run
     └── MissingDependencyError                    an optional extra is not installed
 """
 
@@ -341,6 +348,50 @@ class IngestError(AoiError):
 
 class EarthEngineError(AoiError):
     default_hint = "see `m3leo gee --help`"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class TrainError(M3leoError):
+    pass
+
+
+class UnknownExperimentError(TrainError):
+    exit_code = 2
+
+    def __init__(self, name: str, valid: Sequence[str]) -> None:
+        import difflib
+
+        self.name = name
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        listing = "experiments: " + ", ".join(valid)
+        super().__init__(
+            f"unknown experiment {name!r}",
+            _suggest([f"experiment={c}" for c in close], listing),
+        )
+
+
+class TrainConfigError(TrainError):
+    exit_code = 2
+    default_hint = "see docs/train.md; `m3leo train --help` shows how overrides are written"
+
+
+class NoLabelsError(TrainError):
+    default_hint = "choose another split or region (`m3leo stats --modality <target>` counts them)"
+
+
+class EmptySplitError(TrainError):
+    default_hint = "`m3leo stats` shows how many tiles each split holds; widen data.regions"
+
+
+class DeviceUnavailableError(TrainError):
+    exit_code = 2
+    default_hint = "train on the CPU: trainer.accelerator=cpu"
+
+
+class RunNotFoundError(TrainError):
+    default_hint = "give the folder `m3leo train` wrote (it holds config.yaml and checkpoints/)"
 
 
 class MissingDependencyError(M3leoError):

@@ -66,7 +66,7 @@ def _literals(path: Path) -> list[tuple[int, str]]:
 def _module_commands(path: Path, tree: dict[str, set[str]]) -> set[str]:
     """Command paths a cli module registers (by the names in its @...command("x") lines)."""
     text = path.read_text(encoding="utf-8")
-    names = set(re.findall(r'\.command\("([a-z-]+)"', text))
+    names = set(re.findall(r'\.command\(\s*"([a-z-]+)"', text))
     return {p for p in tree if p and p.split()[-1] in names}
 
 

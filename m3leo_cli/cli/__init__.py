@@ -40,6 +40,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_grid",
     "cmd_ingest",
     "cmd_gee",
+    "cmd_train",
 ]
 
 

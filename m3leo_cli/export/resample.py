@@ -61,15 +61,18 @@ def resample(
         mask = None if nodata is None else nodata[:, iy][:, :, ix]
         return np.ascontiguousarray(out), (None if mask is None else np.ascontiguousarray(mask))
     signed = family == "s1grd" and data.dtype == np.uint16
-    values = (data.view(np.int16) if signed else data).astype(np.float64)
-    wy, wx = _bilinear_matrix(h, size), _bilinear_matrix(w, size)
+    # float32 sources are interpolated in float32 (their output type: half the work); integer
+    # sources in float64, so rounding back to the integer grid is exact
+    work = np.float32 if data.dtype == np.float32 else np.float64
+    values = (data.view(np.int16) if signed else data).astype(work)
+    wy, wx = _bilinear_matrix(h, size).astype(work), _bilinear_matrix(w, size).astype(work)
     if nodata is None or not nodata.any():
-        res = np.einsum("yh,bhw,xw->byx", wy, values, wx, optimize=True)
+        res = _apply(wy, values, wx)
         mask = None if nodata is None else np.zeros((bands, size, size), dtype=bool)
     else:
-        valid = (~nodata).astype(np.float64)
-        num = np.einsum("yh,bhw,xw->byx", wy, np.where(nodata, 0.0, values), wx, optimize=True)
-        den = np.einsum("yh,bhw,xw->byx", wy, valid, wx, optimize=True)
+        valid = (~nodata).astype(work)
+        num = _apply(wy, np.where(nodata, 0.0, values), wx)
+        den = _apply(wy, valid, wx)
         mask = den <= 1e-12
         with np.errstate(invalid="ignore", divide="ignore"):
             res = np.where(mask, 0.0, num / np.where(mask, 1.0, den))
@@ -81,6 +84,13 @@ def resample(
     if signed:
         out = out.view(np.uint16)
     return out, mask
+
+
+def _apply(wy: np.ndarray, values: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``wy @ band @ wx.T`` for every band."""
+    import numpy as np
+
+    return np.einsum("yh,bhw,xw->byx", wy, values, wx, optimize=True)
 
 
 def _fill_value(data: np.ndarray, nodata: np.ndarray) -> float | None:

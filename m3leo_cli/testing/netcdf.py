@@ -187,7 +187,8 @@ def biomass(land: Landscape, grid: Grid) -> bytes:
     """Above-ground biomass (Mg/ha) and its standard error."""
     veg = land.field("vegetation", grid)
     wet = land.field("water", grid) < 0.16
-    agb = np.where(wet, 0.0, np.clip(320 * (veg - 0.25), 0, None))
+    noise = land.noise(grid, "label", "biomass", grid.bbox, scale=4.0)
+    agb = np.where(wet, 0.0, np.clip(320 * (veg - 0.25) + noise, 0, None))
     se = np.where(wet, 0.0, 5 + 0.3 * agb)
 
     def write(f: Any) -> None:

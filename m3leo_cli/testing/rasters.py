@@ -1,5 +1,11 @@
 """GeoTIFF tiles of the synthetic source: one generator per family, one writer.
 
+Learnable by construction: the labels (land cover, built-up surface, and biomass in
+``netcdf``) are functions of the same landscape fields the inputs are made from (vegetation,
+water, built-up fraction), plus a little per-pixel noise, so a model trained on the synthetic
+inputs can learn them. S1 GRD sees vegetation in VV-VH and built-up areas as double-bounce
+brightening; Sentinel-2 sees vegetation in colour and built-up areas as grey.
+
 Bands, dtypes and descriptions follow the published files (see docs/format.md): EPSG:4326, a
 transform that spans the tile's lon/lat box, DEFLATE, band descriptions set, and a pinned
 TIFFTAG_DATETIME so the same config always gives the same bytes.
@@ -35,13 +41,23 @@ def vegetation(land: Landscape, grid: Grid) -> np.ndarray:
     return land.field("vegetation", grid)
 
 
+def built_up(land: Landscape, grid: Grid) -> np.ndarray:
+    """Built-up fraction in [0, 1] (0 outside towns): drives GHS-BUILT-S and the inputs."""
+    return np.clip((land.field("urban", grid) - 0.6) / 0.4, 0.0, 1.0)
+
+
+def label_noise(land: Landscape, grid: Grid, name: str, scale: float) -> np.ndarray:
+    """Per-pixel noise of one label, fixed by (seed, region, name, tile footprint)."""
+    return land.noise(grid, "label", name, grid.bbox, scale=scale)
+
+
 def s1grd(land: Landscape, grid: Grid, year: int, dtype: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """16 seasonal VV/VH asc/des backscatter bands in dB; uint16 holds the wrapped signed dB."""
     rough = land.field("roughness", grid)
     veg = vegetation(land, grid)
     wet = water(land, grid)
     base_vv = -14.0 + 9.0 * (rough - 0.5) + 3.0 * (veg - 0.5)
-    base_vv = np.where(wet, -22.0 + 2.0 * rough, base_vv)
+    base_vv = np.where(wet, -22.0 + 2.0 * rough, base_vv) + 6.0 * built_up(land, grid)
     bands = []
     for name in spec.S1GRD_BANDS:
         season, rest = name.split("_")
@@ -69,6 +85,8 @@ def s2rgbm(land: Landscape, grid: Grid, year: int) -> tuple[np.ndarray, tuple[st
         r = 150 - 110 * v + 30 * (soil - 0.5)
         g = 130 - 50 * v + 20 * (soil - 0.5)
         b = 110 - 70 * v + 10 * (soil - 0.5)
+        built = built_up(land, grid)
+        r, g, b = (x + built * (150.0 - x) for x in (r, g, b))  # towns are grey
         r, g, b = (np.where(wet, c, x) for c, x in ((20.0, r), (45.0, g), (80.0, b)))
         clouds = land.field(f"clouds-{year}-{month}", grid) > 0.9
         for c in (r, g, b):
@@ -100,7 +118,7 @@ def s2srm(
 
 def esaworldcover(land: Landscape, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class codes 10..100 (uint8) from the landscape; 0 (no data) in a few patches."""
-    veg = vegetation(land, grid)
+    veg = vegetation(land, grid) + label_noise(land, grid, "esaworldcover", 0.01)
     urban = land.field("urban", grid)
     code = np.select(
         [veg > 0.66, veg > 0.52, veg > 0.38, veg > 0.3, veg > 0.22],
@@ -138,8 +156,8 @@ def srtmdem(land: Landscape, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def ghsbuilts(land: Landscape, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
     """Built-up surface (m^2 per ~100 m cell, uint16) on the small native grid."""
-    urban = land.field("urban", grid)
-    built = np.clip((urban - 0.6) / 0.4, 0, 1) ** 1.5 * 9000
+    frac = np.clip(built_up(land, grid) + label_noise(land, grid, "ghsbuilts", 0.02), 0, 1)
+    built = frac**1.5 * 9000
     return np.rint(built).astype(np.uint16)[None], spec.GHSBUILTS_BANDS
 
 

@@ -1,0 +1,162 @@
+"""Samples per second through a torch DataLoader, from the store and from each streaming export,
+against a bare rasterio / h5netcdf loop reading the same layers.
+
+    .venv/bin/python benchmarks/bench_train_loader.py [--tiles 40] [--chip 448] [--repeat 3]
+
+Writes a synthetic miniset (europe; s1grd-2020 + gssic inputs, esaworldcover-2020 target, every
+tile complete), downloads it from the loopback Hub into a store under --work, saves band
+statistics, exports the train split as webdataset and Parquet (native grids, raw values), then
+times one pass over the train split:
+
+1. *bare read*: per tile, rasterio ``read(indexes)`` of the 8 S1 bands the ``s1grd`` baseline
+   uses, h5netcdf ``coherence`` (whole variable) and rasterio ESA WorldCover: the floor;
+2. ``StoreDataset`` and ``ExportDataset`` (``m3leo_cli.train``) through a ``DataLoader``
+   (batch 8) with 0 and 2 workers: band selection, resampling onto the chip grid, decoding,
+   nodata, the label's class indices, tensors. ``normalize`` off (exports are not normalised),
+   plus one store run with it on.
+
+Wall-clock medians of --repeat runs on a warm page cache; CPU time counts the worker processes.
+BLAS and torch thread pools are held to --threads (default 1) for every reader: on a small
+shared machine their spinning threads cost more CPU than the small matrix products they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+S1 = tuple(f"{s}_{p}asc" for p in ("vv", "vh") for s in ("winter", "spring", "summer", "fall"))
+GSSIC = tuple(f"coherence:{s}:36" for s in ("winter", "spring", "summer", "fall"))
+CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+
+
+def prepare(work: Path, tiles: int, chip: int) -> Path:
+    """Source, store (download + stats --bands) and both exports; returns the data dir."""
+    from m3leo_cli.cli import main
+    from m3leo_cli.server import HubServer
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    data = work / f"data-{tiles}-{chip}"
+    os.environ["M3LEO_DATA_DIR"] = str(data)
+    os.environ["M3LEO_CONFIG"] = str(work / "none.toml")
+    if (data / "done").exists():
+        return data
+    cfg = SynthConfig(
+        regions=("europe",), editions=("miniset",), tiles=tiles, chip_px=chip,
+        native_shape=(48, 60), coverage={"gssic": 1.0, "gunw": 1.0},
+        datakinds=("s1grd-2020", "gssic", "esaworldcover-2020"),
+    )  # fmt: skip
+    info = write_source(work / f"src-{tiles}-{chip}", cfg)
+    sel = ["--edition", "miniset", "--region", "europe", "--quiet"]
+    with HubServer(info.root) as srv:
+        os.environ["HF_ENDPOINT"] = srv.url
+        assert main(["download", *sel, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover"]) == 0
+    assert main(["stats", "--bands", "--edition", "miniset", "--region", "europe",
+                 "-m", "s1grd", "-m", "gssic", "--json"]) == 0  # fmt: skip
+    for fmt in ("webdataset", "parquet"):
+        assert main(["export", "--format", fmt, "--out", str(data.parent / f"{fmt}-{tiles}-{chip}"),
+                     *sel, "--split", "train", "-m", "s1grd", "-m", "gssic",
+                     "--label", "esaworldcover", "--shard-size", "8", "--json"]) == 0  # fmt: skip
+    (data / "done").write_text("")
+    return data
+
+
+def spec(chip: int, normalize: bool):  # type: ignore[no-untyped-def]
+    from m3leo_cli.train.layers import DataSpec, InputSpec, TargetSpec
+
+    return DataSpec(
+        (InputSpec("s1grd-2020", S1), InputSpec("gssic", GSSIC)),
+        TargetSpec("esaworldcover-2020", "Map", "classification", CLASSES),
+        chip, normalize, regions=("europe",),
+    )  # fmt: skip
+
+
+def bare(samples) -> int:  # type: ignore[no-untyped-def]
+    import h5netcdf
+    import rasterio
+
+    from m3leo_cli import spec as m3spec
+
+    idx = [m3spec.S1GRD_BANDS.index(b) + 1 for b in S1]
+    for s in samples:
+        with rasterio.open(s.files["s1grd-2020"].path) as src:
+            src.read(idx)
+        with h5netcdf.File(s.files["gssic"].path, "r") as f:
+            f.variables["coherence"][...]
+        with rasterio.open(s.files["esaworldcover-2020"].path) as src:
+            src.read(1)
+    return len(samples)
+
+
+def through_loader(ds, workers: int) -> int:  # type: ignore[no-untyped-def]
+    import torch
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers)
+    return sum(len(b["tile_id"]) for b in loader)
+
+
+def cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn, repeat: int) -> tuple[int, float, float]:  # type: ignore[no-untyped-def]
+    walls, cpus, n = [], [], 0
+    for _ in range(repeat):
+        c0, t0 = cpu(), time.perf_counter()
+        n = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu() - c0)
+    return n, statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="BLAS / torch threads per process")
+    ap.add_argument("--tiles", type=int, default=40)
+    ap.add_argument("--chip", type=int, default=448)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-train"))
+    args = ap.parse_args()
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # read when numpy / torch load: before the imports
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = prepare(args.work, args.tiles, args.chip)
+    from m3leo_cli.train.dataset import StoreDataset
+    from m3leo_cli.train.exported import ExportDataset
+
+    store = StoreDataset(spec(args.chip, False), "train")
+    store_norm = StoreDataset(spec(args.chip, True), "train")
+    exports = {
+        fmt: ExportDataset(data.parent / f"{fmt}-{args.tiles}-{args.chip}", "train",
+                           spec(args.chip, False))
+        for fmt in ("webdataset", "parquet")
+    }  # fmt: skip
+    samples = store.plan.samples
+    n, wall0, cpu0 = timed(lambda: bare(samples), args.repeat)
+    print(f"{n} train tiles, chip {args.chip} px, 12 input channels + label, batch 8")
+    cols = ("reader", "workers", "samples/s (wall)", "vs bare (wall)", "samples per CPU-s",
+            "vs bare (CPU)")  # fmt: skip
+    print("| " + " | ".join(cols) + " |")
+    print("|---|---|---|---|---|---|")
+    print(f"| bare rasterio / h5netcdf loop | - | {n / wall0:.1f} | 1.00 | {n / cpu0:.1f} | 1.00 |")
+    rows = [("store", store), ("store, normalised", store_norm)]
+    rows += [(f"{fmt} export", ds) for fmt, ds in exports.items()]
+    for label, ds in rows:
+        for workers in (0, 2):
+            m, wall, c = timed(lambda ds=ds, w=workers: through_loader(ds, w), args.repeat)
+            assert m == n, (label, m, n)
+            print(f"| {label} | {workers} | {m / wall:.1f} | {wall0 / wall:.2f} | {m / c:.1f} "
+                  f"| {cpu0 / c:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""`m3leo train OVERRIDES...` and `m3leo evaluate RUN`: the Hydra experiments (train extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .app import app
+from .options import DataDir, JsonOut, Quiet, settings_from
+from .render import err_console, out_console, print_json
+
+
+def _reporter(quiet: bool) -> Any:
+    from ..progress import ProgressEvent
+
+    def report(event: ProgressEvent) -> None:
+        if quiet:
+            return
+        if event.kind == "message":
+            err_console().print(event.message, markup=False, highlight=False)
+        elif event.kind == "advance" and event.phase == "train":
+            metrics = event.extra.get("metrics", {})
+            shown = "  ".join(
+                f"{k} {v:.4g}"
+                for k, v in sorted(metrics.items())
+                if not k.endswith(("_step", "_epoch"))  # Lightning's copies of train_loss
+            )
+            epoch = int(event.extra.get("epoch", 0)) + 1
+            err_console().print(
+                f"epoch {epoch}/{event.total_files}  {shown}", markup=False, highlight=False
+            )
+
+    return report
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_cmd(
+    overrides: list[str] = typer.Argument(
+        None,
+        help="Hydra overrides: experiment=<task>/<input> and any key=value "
+        "(trainer.max_epochs=1 data.regions=[europe] hydra.run.dir=runs/x).",
+        show_default=False,
+    ),
+    list_experiments: bool = typer.Option(
+        False, "--list", help="List the packaged experiments and exit."
+    ),
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a baseline (UNet) on the local store with a packaged Hydra experiment.
+
+    Needs the train extra: pip install 'm3leo-cli[train]' (install your torch build first).
+    The run folder (hydra.run.dir) gets config.yaml, metrics.csv and checkpoints/.
+
+    Example: m3leo train experiment=esawc/gssic trainer.max_epochs=1 data.edition=miniset
+    data.regions=[europe]
+    """
+    if list_experiments:
+        from ..train.experiments import experiments
+
+        names = experiments()
+        if json_out:
+            print_json({"experiments": names})
+        else:
+            for name in names:
+                out_console().print(name, markup=False, highlight=False)
+        return
+    from ..train.run import train
+
+    result = train(overrides or [], settings_from(data_dir=data_dir), progress=_reporter(quiet))
+    if json_out:
+        print_json(result.as_dict())
+        return
+    con = err_console()
+    con.print(f"trained {result.experiment}: {result.epochs} epochs in {result.seconds:.1f} s",
+              markup=False, highlight=False)  # fmt: skip
+    for k, v in sorted(result.metrics.items()):
+        con.print(f"  {k:<18} {v:.4g}", markup=False, highlight=False)
+    con.print(f"run folder: {result.run_dir}", markup=False, highlight=False)
+    con.print(f"score the test split: m3leo evaluate {result.run_dir}",
+              markup=False, highlight=False)  # fmt: skip
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="A run folder written by `m3leo train`."),
+    split: str = typer.Option("test", "--split", help="Which split to score: test, val, train."),
+    data_dir: DataDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Score a trained run (its best checkpoint) on the test split of its own config.
+
+    Example: m3leo evaluate runs/2026-01-01/12-00-00 --json
+    """
+    from ..train.run import evaluate
+
+    out = evaluate(run, settings_from(data_dir=data_dir), split=split)
+    if json_out:
+        print_json(out)
+        return
+    con = out_console()
+    con.print(f"{out['split']} split, {out['samples']} tiles, {out['checkpoint']}", markup=False)
+    for k, v in out["metrics"].items():
+        con.print(f"  {k:<12} {v:.4g}", markup=False, highlight=False)

@@ -1,0 +1,186 @@
+"""Arrays of one tile -> one sample dict in TorchGeo's convention.
+
+``image``: float32 (C, H, W), the input layers' selected bands in order, resampled onto the
+``size x size`` grid (bilinear, nodata-aware: ``export.resample``), normalised with the saved
+band statistics when asked (``export.normalize``), nodata -> 0 (the mean, once normalised).
+``mask``: int64 (H, W) class indices (position of the stored code in ``classes``;
+``IGNORE_INDEX`` where there is no data or a code outside the list) for classification, or
+``target``: float32 (H, W) decoded values, NaN where there is no data, for regression.
+Targets are resampled with nearest neighbour and never normalised. Plus ``tile_id`` (str) and
+``bounds`` (float64 W, S, E, N in EPSG:4326).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import spec
+from .layers import IGNORE_INDEX, DataSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..export.normalize import BandStats
+
+
+@dataclass
+class LayerData:
+    """The selected bands of one layer of one tile, as stored (``None``: no such band here)."""
+
+    data: np.ndarray  # (present bands, H, W), stored dtype
+    bands: Sequence[str | None]  # one per output channel; None rows are filled with nodata
+    nodata: np.ndarray | None  # (present bands, H, W) True = no data
+
+
+def _family(datakind: str) -> spec.Family:
+    return spec.parse_datakind(datakind).family
+
+
+class Assembler:
+    """Turns the layers of a tile into a sample; one per dataset, cheap to pickle."""
+
+    def __init__(
+        self,
+        data: DataSpec,
+        inputs: Sequence[str],
+        channels: Mapping[str, int],
+        target: str,
+        stats: Mapping[str, BandStats] | None = None,
+        normalized: bool = False,
+    ) -> None:
+        self.spec = data
+        self.inputs = list(inputs)  # input datakinds, in channel order
+        self.channels = dict(channels)  # datakind -> output channels
+        self.target = target  # target datakind
+        self.stats = dict(stats or {})
+        self.normalized = normalized  # the arrays are already normalised (an export did it)
+        self._lut: np.ndarray | None = None
+        self._norm: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def num_channels(self) -> int:
+        return sum(self.channels[d] for d in self.inputs)
+
+    def input_array(
+        self, datakind: str, layer: LayerData | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(channels, size, size) float32 for one input layer (zeros where it has no data),
+        written into ``out`` when given (a slice of the sample's image: no concatenation)."""
+        import numpy as np
+
+        from ..export.resample import resample
+        from ..tiles.model import decode_values
+
+        size = self.spec.size
+        if out is None:
+            out = np.zeros((self.channels[datakind], size, size), dtype=np.float32)
+        if layer is None:
+            out[...] = 0.0
+            return out
+        family = _family(datakind)
+        data, mask = resample(
+            layer.data, size, nearest=family.label, nodata=layer.nodata, family=family.name
+        )
+        present = [b for b in layer.bands if b is not None]
+        if self.normalized:
+            values = data.astype(np.float32)
+        elif datakind in self.stats:
+            mean, std = self._mean_std(datakind, tuple(present))
+            values = decode_values(data, family.name)
+            values -= mean
+            values /= std
+        else:
+            values = decode_values(data, family.name)
+        if mask is not None:
+            values[mask] = np.nan
+        values[~np.isfinite(values)] = 0.0
+        rows = [i for i, b in enumerate(layer.bands) if b is not None]
+        if len(rows) == len(out):
+            out[...] = values
+        else:
+            out[...] = 0.0
+            out[rows] = values
+        return out
+
+    def _mean_std(self, datakind: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(bands, 1, 1) float32 mean and std of the saved statistics, looked up once."""
+        import numpy as np
+
+        key = (datakind, bands)
+        got = self._norm.get(key)
+        if got is None:
+            ms = [self.stats[datakind].mean_std(b) for b in bands]
+            got = (
+                np.array([m for m, _ in ms], dtype=np.float32)[:, None, None],
+                np.array([sd for _, sd in ms], dtype=np.float32)[:, None, None],
+            )
+            self._norm[key] = got
+        return got
+
+    def lut(self) -> np.ndarray:
+        """Stored class code -> class index (IGNORE_INDEX for codes not in ``classes``)."""
+        import numpy as np
+
+        if self._lut is None:
+            codes = self.spec.target.classes
+            lut = np.full(max(max(codes) + 1, 65536), IGNORE_INDEX, dtype=np.int64)
+            for i, code in enumerate(codes):
+                lut[code] = i
+            self._lut = lut
+        return self._lut
+
+    def target_array(self, layer: LayerData) -> np.ndarray:
+        """(size, size) int64 class indices or float32 values of the target band."""
+        import numpy as np
+
+        from ..export.resample import resample
+        from ..tiles.model import datakind_nodata, decode_values
+
+        family = _family(self.target)
+        data, mask = resample(
+            layer.data, self.spec.size, nearest=True, nodata=layer.nodata, family=family.name
+        )
+        implied = datakind_nodata(data, family.name)
+        if implied is not None:
+            mask = implied if mask is None else (mask | implied)
+        if self.spec.target.task == "classification":
+            if not np.issubdtype(data.dtype, np.integer):
+                data = np.nan_to_num(data, nan=-1)
+            codes = data[0].astype(np.int64)
+            idx = np.full(codes.shape, IGNORE_INDEX, dtype=np.int64)
+            ok = (codes >= 0) & (codes < len(self.lut()))
+            idx[ok] = self.lut()[codes[ok]]
+            if mask is not None:
+                idx[mask[0]] = IGNORE_INDEX
+            return idx
+        values = decode_values(data, family.name)[0]
+        if mask is not None:
+            values[mask[0]] = np.nan
+        return values.astype(np.float32)
+
+    def sample(
+        self,
+        inputs: Mapping[str, LayerData | None],
+        target: LayerData,
+        tile_id: str,
+        bounds: Sequence[float] | None,
+    ) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        size = self.spec.size
+        image = np.empty((self.num_channels, size, size), dtype=np.float32)
+        start = 0
+        for d in self.inputs:
+            n = self.channels[d]
+            self.input_array(d, inputs.get(d), image[start : start + n])
+            start += n
+        out: dict[str, Any] = {"image": torch.from_numpy(image)}
+        key = "mask" if self.spec.target.task == "classification" else "target"
+        out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))
+        out["tile_id"] = tile_id
+        b = [float("nan")] * 4 if bounds is None else [float(v) for v in bounds]
+        out["bounds"] = torch.tensor(b, dtype=torch.float64)
+        return out

@@ -1,0 +1,85 @@
+"""A LightningDataModule with train / val / test from the split CSVs (the manifest's split).
+
+Each split is a :class:`~m3leo_cli.train.dataset.StoreDataset` over the local store, or, when
+``export`` names a webdataset / Parquet export folder, an
+:class:`~m3leo_cli.train.exported.ExportDataset` streaming it. The training loader shuffles a
+map-style dataset with a seeded generator, so two runs with the same seed see the same order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+
+from .layers import DataSpec
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+
+class M3leoDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data: DataSpec,
+        *,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        settings: Settings | None = None,
+        export: str | Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.settings = settings
+        self.export = Path(export) if export else None
+        self.seed = seed
+        self.datasets: dict[str, Any] = {}
+
+    def dataset(self, split: str) -> Any:
+        """The dataset of one split, built on first use (errors name the fix)."""
+        if split not in self.datasets:
+            if self.export is not None:
+                from .exported import ExportDataset
+
+                self.datasets[split] = ExportDataset(self.export, split, self.data)
+            else:
+                from .dataset import StoreDataset
+
+                self.datasets[split] = StoreDataset(self.data, split, self.settings)
+        return self.datasets[split]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.dataset("train").channel_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split in splits.get(stage or "fit", ("train", "val", "test")):
+            self.dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        ds = self.dataset(split)
+        iterable = isinstance(ds, torch.utils.data.IterableDataset)
+        gen = torch.Generator().manual_seed(self.seed) if shuffle and not iterable else None
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=bool(shuffle and not iterable),
+            num_workers=self.num_workers,
+            generator=gen,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("test", shuffle=False)

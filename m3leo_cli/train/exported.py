@@ -1,0 +1,302 @@
+"""An iterable dataset over a ``webdataset`` or ``parquet`` export, exact across workers and ranks.
+
+The samples of a split are the concatenation of its shards in name order (the order the export
+wrote them: sorted by region and tile id). Each distributed rank takes one contiguous block of
+that sequence and each DataLoader worker one contiguous block of its rank's, so every sample is
+read exactly once per epoch with no duplicate and no gap, whatever the shard sizes. Shards
+outside a worker's block are not opened; inside, tar headers and Parquet row groups are skipped
+without reading their arrays.
+
+Layers are taken as the export wrote them: when it was normalised (``--normalize``), inputs are
+used as they are; the target keeps its stored values (export never normalises labels; for an
+export made before that rule, ``metadata.json``'s mean/std turn it back); otherwise they are decoded
+(``tiles.model.decode_values``) like the store dataset does without statistics. Resampling
+onto ``data.size`` happens here when the export kept native grids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import spec
+from ..errors import TrainConfigError
+from .assemble import Assembler, LayerData
+from .layers import DataSpec, channel_names, select_bands
+
+FORMATS = {"webdataset": ".tar", "parquet": ".parquet"}
+
+
+def block(n: int, parts: int, index: int) -> tuple[int, int]:
+    """The ``index``-th of ``parts`` contiguous, near-equal blocks of ``range(n)``."""
+    return index * n // parts, (index + 1) * n // parts
+
+
+def dist_position() -> tuple[int, int]:
+    """(rank, world size) from torch.distributed when it is initialised, else the env, else 0/1."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _tar_count(path: Path) -> int:
+    import tarfile
+
+    with tarfile.open(path, "r:") as tar:
+        return sum(1 for m in tar if m.name.endswith(".json"))
+
+
+def _parquet_count(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _nodata(data: Any, value: Any, datakind: str) -> Any:
+    import numpy as np
+
+    from ..tiles.model import datakind_nodata
+
+    mask = np.isnan(data) if np.issubdtype(data.dtype, np.floating) else None
+    if value is not None:
+        hit = data == value
+        mask = hit if mask is None else (mask | hit)
+    implied = datakind_nodata(data, spec.parse_datakind(datakind).family.name)
+    if implied is not None:
+        mask = implied if mask is None else (mask | implied)
+    return mask
+
+
+class ExportDataset(torch.utils.data.IterableDataset):
+    """Iterate the samples of one split of an export as the store dataset's sample dicts."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        data: DataSpec,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        meta_path = self.root / "metadata.json"
+        if not meta_path.is_file():
+            raise TrainConfigError(
+                f"{self.root} is not a finished m3leo export (no metadata.json)",
+                "point at the --out folder of a complete `m3leo export`",
+            )
+        meta = json.loads(meta_path.read_text())
+        self.format = meta["format"]
+        if self.format not in FORMATS:
+            raise TrainConfigError(
+                f"cannot stream a {self.format} export",
+                "export with --format webdataset or --format parquet",
+            )
+        self.layers = {lay["name"]: lay for lay in meta["layers"]}
+        names = list(self.layers)
+        target = self._one(data.target.modality, names)
+        inputs = [self._one(i.modality, [n for n in names if n != target]) for i in data.inputs]
+        self.tokens = {d: data.inputs[i].bands for i, d in enumerate(inputs)}
+        if self.format == "parquet":
+            varying = [d for d in inputs if spec.parse_datakind(d).family.name == "gunw"]
+            if varying:
+                raise TrainConfigError(
+                    f"a Parquet export records one band list per layer, but {varying[0]}'s date "
+                    "pairs differ from tile to tile",
+                    "stream a webdataset export (it records each tile's bands) or the store",
+                )
+        self.channels = {
+            d: channel_names(d, self.tokens[d], self.layers[d]["bands"]) for d in inputs
+        }
+        normalized = bool(meta.get("options", {}).get("normalize"))
+        # labels are never normalised by export; an export written before that rule may have
+        # z-scored them: its per-layer record (or, older still, the run's flag) says so, and
+        # the saved mean/std undo it
+        layer = next((e for e in meta.get("layers", []) if e.get("name") == target), {})
+        label_normalized = bool(layer.get("normalized", normalized))
+        saved = (meta.get("normalization") or {}).get(target)
+        self.undo = None
+        if label_normalized and saved is not None:
+            from ..export.normalize import BandStats
+
+            self.undo = BandStats(target, dict(saved.get("bands", {})))
+        counts = {d: len(c) for d, c in self.channels.items()}
+        self.assembler = Assembler(data, inputs, counts, target, None, normalized)
+        self.data = data
+        self.split = split
+        self.shards = sorted((self.root / split).glob("*" + FORMATS[self.format]))
+        count = _tar_count if self.format == "webdataset" else _parquet_count
+        self.counts = [count(p) for p in self.shards]
+        self.rank, self.world_size = rank, world_size
+
+    @staticmethod
+    def _one(token: str, names: Sequence[str]) -> str:
+        hits = [n for n in names if spec.matches_modality(token, n)]
+        if len(hits) != 1:
+            raise TrainConfigError(
+                f"the export holds {len(hits)} layers matching {token!r} ({', '.join(hits)})",
+                f"its layers are: {', '.join(names)}",
+            )
+        return hits[0]
+
+    @property
+    def channel_names(self) -> list[str]:
+        return [c for d in self.assembler.inputs for c in self.channels[d]]
+
+    def _position(self) -> tuple[int, int]:
+        rank, world = dist_position()
+        return (rank if self.rank is None else self.rank), (
+            world if self.world_size is None else self.world_size
+        )
+
+    def _rank_block(self) -> tuple[int, int]:
+        rank, world = self._position()
+        return block(sum(self.counts), world, rank)
+
+    def __len__(self) -> int:
+        lo, hi = self._rank_block()
+        return hi - lo
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        lo, hi = self._rank_block()
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            a, b = block(hi - lo, info.num_workers, info.id)
+            lo, hi = lo + a, lo + b
+        start = 0
+        for path, n in zip(self.shards, self.counts, strict=True):
+            first, last = max(lo - start, 0), min(hi - start, n)
+            if first < last:
+                read = self._tar if self.format == "webdataset" else self._parquet
+                yield from read(path, first, last)
+            start += n
+            if start >= hi:
+                break
+
+    # ------------------------------------------------------------------ one sample
+
+    def _layer(self, name: str, data: Any, bands: Sequence[str]) -> LayerData:
+        """The selected bands of one exported layer (all bands for the target's band token)."""
+        import numpy as np
+
+        if name == self.assembler.target:
+            wanted: list[str | None] = list(select_bands([self.data.target.band], bands, name))
+        else:
+            wanted = select_bands(self.tokens[name], bands, name)
+        idx = [bands.index(b) for b in wanted if b is not None]
+        arr = data[idx]
+        lost = None  # nodata of a normalised label (NaN there, gone once rounded back)
+        if name == self.assembler.target and self.undo is not None:
+            lost = np.isnan(arr)
+            arr = self._denormalize(arr, [b for b in wanted if b is not None])
+        mask = _nodata(arr, self.layers[name].get("nodata"), name)
+        if lost is not None and lost.any():
+            mask = lost if mask is None else (mask | lost)
+        return LayerData(arr, wanted, mask)
+
+    def _denormalize(self, arr: Any, bands: Sequence[str]) -> Any:
+        """Stored label values back from a normalised export (integer codes rounded back)."""
+        import numpy as np
+
+        assert self.undo is not None
+        ms = [self.undo.mean_std(b) for b in bands]
+        mean = np.array([m for m, _ in ms], dtype=np.float64)[:, None, None]
+        std = np.array([sd for _, sd in ms], dtype=np.float64)[:, None, None]
+        values = arr.astype(np.float64) * std + mean
+        source = np.dtype(self.layers[self.assembler.target].get("source_dtype") or "float32")
+        if source.kind in "iu":
+            return np.where(np.isnan(values), 0, np.rint(values)).astype(source)
+        return values.astype(np.float32)
+
+    def _sample(self, tile_id: str, bounds: Any, arrays: dict[str, Any], bands: Any) -> Any:
+        from ..errors import NoLabelsError
+
+        target = self.assembler.target
+        if target not in arrays:
+            raise NoLabelsError(f"tile {tile_id} of the export has no {target}")
+        layers = {
+            d: (self._layer(d, arrays[d], bands(d)) if d in arrays else None)
+            for d in self.assembler.inputs
+        }
+        tgt = self._layer(target, arrays[target], bands(target))
+        return self.assembler.sample(layers, tgt, tile_id, bounds)
+
+    def _tar(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+        """Samples ``first..last-1`` of one tar (members of a tile are contiguous)."""
+        import io
+        import tarfile
+
+        import numpy as np
+
+        def done(tile: str, arrays: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+            lay = meta.get("layers", {})
+            return self._sample(tile, meta.get("bounds"), arrays, lambda d: list(lay[d]["bands"]))
+
+        with tarfile.open(path, "r:") as tar:
+            index, key = -1, None
+            arrays: dict[str, Any] = {}
+            meta: dict[str, Any] = {}
+            for m in tar:
+                tile, _, rest = m.name.partition(".")
+                if tile != key:
+                    if key is not None and first <= index < last:
+                        yield done(key, arrays, meta)
+                    key, arrays, meta, index = tile, {}, {}, index + 1
+                if index >= last:
+                    return
+                if index < first:
+                    continue
+                fh = tar.extractfile(m)
+                assert fh is not None
+                if rest == "json":
+                    meta = json.loads(fh.read())
+                elif rest.endswith(".npy") and rest[:-4] in self.layers:
+                    arrays[rest[:-4]] = np.load(io.BytesIO(fh.read()))
+            if key is not None and first <= index < last:
+                yield done(key, arrays, meta)
+
+    def _parquet(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        wanted = [*self.assembler.inputs, self.assembler.target]
+        field_bands = {d: json.loads(pf.schema_arrow.field(d).metadata[b"bands"]) for d in wanted}
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(g).num_rows
+            if start + rows <= first:
+                start += rows
+                continue
+            if start >= last:
+                return
+            table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted])
+            for i in range(max(first - start, 0), min(last - start, rows)):
+                arrays = {}
+                for d in wanted:
+                    got = _row_array(table.column(d).chunk(0), i)
+                    if got is not None:
+                        arrays[d] = got
+                tile = table.column("tile_id")[i].as_py()
+                bounds = table.column("bounds")[i].as_py()
+                yield self._sample(tile, bounds, arrays, lambda d: field_bands[d])
+            start += rows
+
+
+def _row_array(column: Any, i: int) -> Any:
+    """Row ``i`` of a ``list<list<list<T>>>`` column as a (bands, H, W) array, or None."""
+    outer = column.slice(i, 1)
+    if outer.null_count:
+        return None
+    b = outer.value_lengths()[0].as_py()
+    level2 = outer.flatten()
+    h = level2.value_lengths()[0].as_py()
+    level1 = level2.flatten()
+    w = level1.value_lengths()[0].as_py()
+    return level1.flatten().to_numpy(zero_copy_only=False).reshape(b, h, w)

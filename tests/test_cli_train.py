@@ -1,0 +1,170 @@
+"""`m3leo train` / `m3leo evaluate` end to end on a small synthetic store (CPU, tiny UNet), the
+learnable source learning, and every bad input ending in one Error: line and a hint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from clirun import run
+from train_source import install, train_store
+
+torch = pytest.importorskip("torch", reason="needs the train extra: pip install '.[train]'")
+
+SMALL = ("data.size=32", "data.regions=[europe]", "data.edition=miniset", "model.base_channels=8",
+         "model.depth=2", "trainer.accelerator=cpu", "trainer.log_every_n_steps=1",
+         "loader.batch_size=4")  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    info, template = train_store(tmp_path_factory)
+    install(template, data_dir)
+    return info
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize(
+    "experiment,names",
+    [
+        ("esawc/s1grd", ("val_acc", "val_miou")),
+        ("agb/gssic+s2rgbm", ("val_rmse", "val_r2")),
+        ("ghsbuilts/s1grd-vh", ("val_rmse", "val_r2")),
+    ],
+)
+def test_one_cpu_epoch_per_task_then_evaluate(store, tmp_path: Path, capsys, experiment, names):
+    run_dir = tmp_path / "run"
+    res = run(capsys, "train", f"experiment={experiment}", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={run_dir}", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    assert summary["experiment"] == experiment and summary["epochs"] == 1
+    assert Path(summary["run_dir"]) == run_dir.resolve()
+    repo = store.repo("miniset", "europe")
+    assert summary["samples"]["train"] <= len(repo.tiles_in("train"))
+    rows = _metrics(run_dir)
+    for name in ("train_loss_epoch", "val_loss", *names):
+        assert any(r.get(name) for r in rows), name
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    cfg = (run_dir / "config.yaml").read_text()
+    assert f"experiment_name: {experiment}" in cfg and "size: 32" in cfg
+    res = run(capsys, "evaluate", str(run_dir), "--json")
+    assert res.code == 0, res.err
+    scores = json.loads(res.out)
+    assert scores["split"] == "test" and scores["samples"] >= 1
+    assert {f"test_{n[4:]}" for n in names} <= set(scores["metrics"])
+    assert json.loads((run_dir / "test_metrics.json").read_text())["metrics"] == scores["metrics"]
+
+
+def test_overfit_on_the_learnable_source_halves_the_loss(store, tmp_path: Path) -> None:
+    from m3leo_cli.train.run import train
+
+    run_dir = tmp_path / "overfit"
+    result = train(["experiment=esawc/s1grd", "trainer.max_epochs=30", *SMALL,
+                    "loader.batch_size=8", "model.lr=0.01", "trainer.limit_val_batches=0",
+                    f"hydra.run.dir={run_dir}"])  # fmt: skip
+    losses = [float(r["train_loss_step"]) for r in _metrics(run_dir) if r.get("train_loss_step")]
+    assert len(losses) == 30
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert result.epochs == 30
+
+
+def test_train_prints_people_lines_on_stderr(store, tmp_path: Path, capsys) -> None:
+    res = run(capsys, "train", "experiment=esawc/s1grd-vv", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip
+    assert res.code == 0, res.err
+    assert res.out == ""
+    assert "epoch 1/1" in res.err and "m3leo evaluate" in res.err
+
+
+def test_list_experiments(capsys) -> None:
+    res = run(capsys, "train", "--list", "--json")
+    names = json.loads(res.out)["experiments"]
+    for task in ("esawc", "agb", "ghsbuilts"):
+        for inp in ("s1grd", "s1grd-vv", "s1grd-vh", "gssic", "gunw", "s2rgbm", "s1grd+s2rgbm",
+                    "gssic+s2rgbm", "gunw+s2rgbm"):  # fmt: skip
+            assert f"{task}/{inp}" in names
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _error(res) -> tuple[str, str]:
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Error: ") and lines[1].startswith("hint: ")
+    return lines[0], lines[1]
+
+
+def test_unknown_experiment_lists_them(capsys) -> None:
+    res = run(capsys, "train", "experiment=esawc/sentinel9")
+    assert res.code == 2
+    err, hint = _error(res)
+    assert "esawc/sentinel9" in err and "esawc/s1grd" in hint and "ghsbuilts/gunw" in hint
+
+
+def test_modality_not_in_store_names_the_download(store, data_dir: Path, capsys) -> None:
+    for p in data_dir.glob("miniset/europe/*/gssic"):
+        shutil.rmtree(p)
+    res = run(capsys, "train", "experiment=esawc/gssic", *SMALL)
+    assert res.code == 1
+    _, hint = _error(res)
+    assert "m3leo download --edition miniset --region europe --modality gssic" in hint
+
+
+def test_band_not_in_store(store, capsys) -> None:
+    res = run(capsys, "train", "experiment=esawc/s1grd", *SMALL,
+              "data.inputs=[{modality: s1grd-2020, bands: [winter_hhasc]}]")  # fmt: skip
+    assert res.code == 2  # a selection mistake, like every unknown band
+    err, hint = _error(res)
+    assert "winter_hhasc" in err and "winter_vvasc" in hint
+
+
+def test_target_without_labels(store, data_dir: Path, capsys) -> None:
+    for p in data_dir.glob("miniset/europe/*/ghsbuilts-2020"):
+        shutil.rmtree(p)
+    res = run(capsys, "train", "experiment=ghsbuilts/s1grd", *SMALL)
+    assert res.code == 1
+    err, hint = _error(res)
+    assert "ghsbuilts-2020" in err and "m3leo download" in hint
+
+
+def test_empty_split(store, data_dir: Path, capsys) -> None:
+    """A manifest whose val split holds no tile (a region's own split file may be like that)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = next(data_dir.glob("manifest/edition=miniset/region=europe/manifest.parquet"))
+    table = pq.read_table(path)
+    keep = pc.invert(pc.fill_null(pc.equal(table["split"], "val"), False))
+    pq.write_table(table.filter(keep), path)
+    res = run(capsys, "train", "experiment=esawc/s1grd", *SMALL)
+    assert res.code == 1
+    err, hint = _error(res)
+    assert "val split" in err and "m3leo stats" in hint
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_where_there_is_none(capsys) -> None:
+    res = run(capsys, "train", "experiment=esawc/s1grd", "trainer.accelerator=cuda")
+    assert res.code == 2
+    err, hint = _error(res)
+    assert "CUDA" in err and "trainer.accelerator=cpu" in hint
+
+
+def test_no_experiment_and_bad_override(capsys) -> None:
+    res = run(capsys, "train", "trainer.max_epochs=1")
+    assert res.code == 2 and "experiment=" in _error(res)[1]
+    res = run(capsys, "train", "experiment=esawc/s1grd", "nonsense")
+    assert res.code == 2 and _error(res)
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    res = run(capsys, "evaluate", str(tmp_path))
+    assert res.code == 1 and "config.yaml" in _error(res)[0]
