@@ -157,6 +157,9 @@ def test_sigkill_mid_download_then_resume_with_range(srv, info, data_dir, tmp_pa
     ranged = [r for r in srv.log if r.range and r.origin == "hub"]
     assert sorted(r.range for r in ranged) == sorted(f"bytes={n}-" for n in sizes)
     assert local_files(data_dir) == expected_files(info, "gssic")
+    # the killed run's marker was turned into suspects, each re-hashed, and the run ended clean
+    assert not list((data_dir / ".m3leo" / "runs").glob("*.json"))
+    assert not (data_dir / ".m3leo" / "suspects.txt").exists()
 
 
 def test_catalog_warnings_are_shown_and_hostile_paths_never_written(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from ..config import Settings
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
+from ..store.journal import RunJournal, Suspicion
 from ..store.layout import Store
 from .plan import DownloadPlan, build_jobs, check_space, finish, plan_jobs, selected_rows
 from .runner import DownloadSummary, run_jobs
+from .transfer import FileJob
 
 
 def download_miniset(
@@ -25,18 +27,28 @@ def download_miniset(
     from ..store.lock import store_lock
 
     rows, regions = selected_rows(settings, selection, progress)
-    jobs, refused = build_jobs(settings, rows)
-    plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
     if dry_run:
-        return plan
-    if space_check:
-        check_space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
+        jobs, refused = build_jobs(settings, rows)
+        return plan_jobs(settings, selection.edition, regions, jobs, refused)
     store = Store(settings.data_dir)
 
     def on_wait(holder: str) -> None:
         progress(ProgressEvent("message", "lock", message=f"waiting for the lock ({holder})"))
 
-    with store_lock(store, wait=wait, on_wait=on_wait), HubClient(settings) as client:
-        summary = run_jobs(client, jobs, workers=workers, progress=progress)
+    with store_lock(store, wait=wait, on_wait=on_wait):
+        suspect = Suspicion(store)  # before this run's own marker exists
+        jobs, refused = build_jobs(settings, rows, suspect, durable=False)
+        plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
+        if space_check:
+            check_space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
+        with RunJournal(store) as journal, HubClient(settings) as client:
+
+            def on_file(job: FileJob, outcome: str) -> None:
+                if job.suspect:
+                    journal.cleared(job.dest)
+                if outcome == "downloaded":
+                    journal.committed()
+
+            summary = run_jobs(client, jobs, workers=workers, progress=progress, on_file=on_file)
     finish(summary, store, refused)
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,11 @@ class DownloadPlan:
 
 
 def build_jobs(
-    settings: Settings, rows: Iterable[dict[str, Any]]
+    settings: Settings,
+    rows: Iterable[dict[str, Any]],
+    suspect: Callable[[Path], bool] | None = None,
+    *,
+    durable: bool = True,
 ) -> tuple[list[FileJob], list[tuple[str, str]]]:
     """FileJobs for manifest rows (edition, region, path, size, checksum_kind, checksum, commit).
 
@@ -99,6 +103,8 @@ def build_jobs(
                 checksum_kind=str(r["checksum_kind"]),
                 checksum=bytes(r["checksum"]),
                 name=label,
+                durable=durable,
+                suspect=suspect is not None and suspect(dest),
             )
         )
     return jobs, refused

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,8 +76,13 @@ def run_jobs(
     report_dir: Path | None = None,
     total_files: int | None = None,
     total_bytes: int | None = None,
+    on_file: Callable[[FileJob, str], None] | None = None,
 ) -> DownloadSummary:
-    """Fetch every job with ``workers`` threads; never stop at the first failure."""
+    """Fetch every job with ``workers`` threads; never stop at the first failure.
+
+    ``on_file(job, outcome)`` is called after each file that was skipped or downloaded (the
+    run journal's checkpoints and the clearing of suspects).
+    """
     if total_files is None and isinstance(jobs, list | tuple):
         total_files = len(jobs)
         total_bytes = sum(j.size for j in jobs)
@@ -125,6 +130,8 @@ def run_jobs(
                     summary.downloaded += 1
                 else:
                     summary.failed += 1
+            if on_file is not None and outcome != "failed":
+                on_file(job, outcome)
             skipped_bytes = job.size if outcome == "skipped" else 0
             progress(
                 ProgressEvent(

@@ -13,7 +13,8 @@ State machine per :class:`FileJob` (see docs/design.md, "Download state machine"
       200 ......................................................... truncate, write from 0
       body bytes beyond the expected size ......................... not written; connection dropped
       connection drops ............................................ keep the part, retry with Range
-    size reached: digest == manifest -> fsync, os.replace(part, dest)
+    size reached: digest == manifest -> fsync (or, in a RunJournal, one sync per run),
+                  os.replace(part, dest)
                   digest != manifest -> truncate, re-fetch (bounded), then ChecksumMismatchError
 
 The validator is what the content host said about the bytes in the part: its strong ``ETag``,
@@ -67,6 +68,8 @@ class FileJob:
     checksum_kind: str  # "sha256" | "git-sha1"
     checksum: bytes  # raw digest
     name: str = ""  # repo path, for reports (defaults to dest)
+    durable: bool = True  # fsync before the rename (off inside a RunJournal: one sync a run)
+    suspect: bool = False  # an unfinished run may have left dest incomplete: re-hash it
 
     @property
     def label(self) -> str:
@@ -140,7 +143,11 @@ class Transfer:
         job = self.job
         try:
             if job.dest.stat().st_size == job.size and not self.part.exists():
-                return "skipped"
+                if not job.suspect or file_matches(
+                    job.dest, job.checksum_kind, job.size, job.checksum
+                ):
+                    return "skipped"
+                job.dest.unlink()  # written by a run that never synced it, and wrong: refetch
         except FileNotFoundError:
             pass
         job.dest.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +295,7 @@ class Transfer:
                     break
                 if self.stop.is_set():
                     raise Cancelled()
-            if want <= 0:
+            if want <= 0 and self.job.durable:
                 os.fsync(fd)
                 self._fsynced = True
         finally:
@@ -297,7 +304,7 @@ class Transfer:
                 self.on_bytes(pending)
 
     def _commit(self) -> None:
-        if not self._fsynced:
+        if self.job.durable and not self._fsynced:
             with self.part.open("rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(self.part, self.job.dest)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import spec
+from ..checksum import file_hexdigest
 from ..config import Settings
 from ..errors import (
     M3leoError,
@@ -30,6 +32,7 @@ from ..fetch.runner import DownloadSummary
 from ..hub.client import HubClient
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
+from ..store.journal import RunJournal, Suspicion
 from ..store.layout import Store, safe_join
 from .index import RangeNotHonoredError
 from .plan import HttpRanges, ShardTask, check_fetch_mode, choose
@@ -89,6 +92,7 @@ def _tasks(
     for r in tile_rows.to_pylist():
         known.setdefault((r["region"], r["shard"]), set()).add(r["tile_id"])
     store = Store(settings.data_dir)
+    suspect = Suspicion(store)
     recorded: dict[str, tuple[int, str]] = {}
     for region, shard in {(r["region"], r["shard"]) for r in rows if r["shard"]}:
         read_sidecar(sidecar_path(store, region, shard), recorded)  # only the shards involved
@@ -120,7 +124,12 @@ def _tasks(
         except UnsafePathError as exc:
             orphans.append((label, exc.message))
             continue
-        if rec is not None and dest.is_file() and dest.stat().st_size == rec[0]:
+        if (
+            rec is not None
+            and dest.is_file()
+            and dest.stat().st_size == rec[0]
+            and (not suspect(dest) or file_hexdigest(dest) == rec[1])
+        ):  # a file an unfinished run may not have synced is re-hashed before it counts
             task.present += 1
         else:
             task.wanted[r["tile_id"]] = r["path"]
@@ -175,7 +184,9 @@ def download_full(
     def on_wait(holder: str) -> None:
         progress(ProgressEvent("message", "lock", message=f"waiting for the lock ({holder})"))
 
-    with store_lock(store, wait=wait, on_wait=on_wait):
+    journal = RunJournal(store) if pool is None else nullcontext()  # Dask workers: fsync each
+    with store_lock(store, wait=wait, on_wait=on_wait), journal:
+        run.durable = pool is not None
         summary = run_jobs(client, aux_jobs, workers=workers, progress=no_progress)
         summary.merge(planned)
         todo = [t for t in tasks if t.mode != "skip"]

@@ -43,6 +43,7 @@ class ShardRun:
     keep_shards: bool
     progress: ProgressCallback
     stop: threading.Event = field(default_factory=threading.Event)
+    durable: bool = True  # fsync each unpacked file (off inside a run journal, here only)
 
     def check_stop(self) -> None:
         """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
@@ -155,6 +156,7 @@ def _unpack_ranges(
             progress=run.progress,
             before_row_group=before,
             report=report,
+            durable=run.durable,
         )
     finally:
         out.bytes += rf.fetched
@@ -199,6 +201,7 @@ def _unpack_whole(
                 source=task.shard,
                 progress=run.progress,
                 report=report,
+                durable=run.durable,
                 before_row_group=lambda rg: run.check_stop(),
                 after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
             )

@@ -102,15 +102,19 @@ def split_row_path(row_path: str, ds: str | None, rules: RowRules) -> tuple[str,
     return region, stem, f"{partition}/{datakind}/{fname}"
 
 
-def write_atomic(dest: Path, data: Any) -> str:
-    """Write ``data`` to ``dest`` via ``<dest>.part`` + fsync + rename; return its sha256."""
+def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
+    """Write ``data`` to ``dest`` via ``<dest>.part`` + fsync + rename; return its sha256.
+
+    ``durable=False`` skips the fsync: inside a run journal, which syncs once per checkpoint.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
         with open(part, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(part, dest)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -169,6 +173,7 @@ def unpack_parquet(
     before_row_group: Any = None,
     after_row_group: Any = None,
     report: UnpackReport | None = None,
+    durable: bool = True,
 ) -> UnpackReport:
     """Unpack the wanted rows of ``pf`` under ``region_dir``.
 
@@ -189,7 +194,7 @@ def unpack_parquet(
     cols = [c for c in UNPACK_COLUMNS if c in names]
     seen: set[str] = set()
     groups = list(range(pf.metadata.num_row_groups)) if row_groups is None else list(row_groups)
-    with _Writer(report, progress) as writer:
+    with _Writer(report, progress, durable) as writer:
         for rg in groups:
             if before_row_group is not None:
                 before_row_group(rg)
@@ -224,9 +229,10 @@ class _Writer:
     WRITERS = 2
     MAX_PENDING = 4
 
-    def __init__(self, report: UnpackReport, progress: ProgressCallback) -> None:
+    def __init__(self, report: UnpackReport, progress: ProgressCallback, durable: bool) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        self.durable = durable
         self.report = report
         self.progress = progress
         self.pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="m3leo-unpack")
@@ -245,7 +251,7 @@ class _Writer:
     def submit(self, dest: Path, buf: Any, rel: str) -> None:
         while len(self.pending) >= self.MAX_PENDING:
             self._finish_one()
-        fut = self.pool.submit(write_atomic, dest, memoryview(buf))
+        fut = self.pool.submit(write_atomic, dest, memoryview(buf), self.durable)
         self.pending.append((fut, rel, buf.size))
 
     def _finish_one(self) -> None:

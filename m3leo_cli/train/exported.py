@@ -119,7 +119,9 @@ class ExportDataset(torch.utils.data.IterableDataset):
         # labels are never normalised by export; an export written before that rule may have
         # z-scored them: its per-layer record (or, older still, the run's flag) says so, and
         # the saved mean/std undo it
-        layer = next((e for e in meta.get("layers", []) if e.get("name") == target), {})
+        layer: dict[str, Any] = next(
+            (e for e in meta.get("layers", []) if e.get("name") == target), {}
+        )
         label_normalized = bool(layer.get("normalized", normalized))
         saved = (meta.get("normalization") or {}).get(target)
         self.undo = None
