@@ -59,16 +59,19 @@ def _wants(selection: Selection, datakind: str) -> bool:
 
 
 def _no_datakind(selection: Selection, summaries: dict[str, dict[str, Any]]) -> SelectionError:
-    wanted = ", ".join(selection.modalities) or "any"
+    wanted = ", ".join(selection.modalities)
     years = f" for year {', '.join(map(str, selection.years))}" if selection.years else ""
     parts = []
     for r, s in summaries.items():
-        have = ", ".join(s.get("datakinds", {})) or "nothing"
-        parts.append(f"region {r} has no {wanted} datakind{years} (it has: {have})")
-    return EmptySelectionError(
-        "; ".join(parts) + f" in the {selection.edition} edition",
-        "pick a modality `m3leo modalities --region R` lists, or another --region/--edition",
-    )
+        have = ", ".join(s.get("datakinds", {}))
+        if not have:
+            parts.append(f"region {r} has no datakind yet")
+        else:
+            parts.append(f"region {r} has no {wanted or 'such'} datakind{years} (it has: {have})")
+    hint = "pick a modality `m3leo modalities --region R` lists, or another --region/--edition"
+    if selection.edition == "local" and not any(s.get("datakinds") for s in summaries.values()):
+        hint = "add a layer to it: `m3leo ingest` your rasters or `m3leo gee` (docs/aoi.md)"
+    return EmptySelectionError("; ".join(parts) + f" in the {selection.edition} edition", hint)
 
 
 def _filter(selection: Selection, datakinds: list[str], kinds: Sequence[str]) -> pc.Expression:

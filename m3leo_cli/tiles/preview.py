@@ -152,10 +152,10 @@ def render_map(
         raise UsageError(f"--out {out} must end in .png or .html", "e.g. --out europe.html")
     tiles = [t for t in region_tiles(settings, edition, region) if t["bbox"] is not None]
     if not tiles:
-        raise UsageError(
-            f"the {edition} manifest of {region} has no tile bounding boxes",
-            "only the miniset publishes tile geometry: use --edition miniset",
-        )
+        hint = "only the miniset publishes tile geometry: use --edition miniset"
+        if edition == "local":
+            hint = "the map draws tiles that hold a layer: `m3leo ingest` or `m3leo gee` first"
+        raise UsageError(f"the {edition} manifest of {region} has no tile bounding boxes", hint)
 
     def colour(t: dict[str, Any]) -> str:
         if color_by == "split":
