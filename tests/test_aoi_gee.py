@@ -169,3 +169,29 @@ def test_gee_layers_export_as_training_samples(
     )
     assert r.code == 0, r.err
     assert sorted(out.rglob("*.tar")) and (out / "metadata.json").is_file()
+
+
+def test_train_and_evaluate_on_a_local_region(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str,
+    ee: EarthEngineServer,
+) -> None:  # fmt: skip
+    """The local edition reaches the training loop unchanged: one CPU epoch on chips that
+    `m3leo gee` wrote, then the test split scored."""
+    pytest.importorskip("lightning", reason="the train extra")
+    for layer in ("s1grd-2020", "esaworldcover-2020"):
+        assert run(capsys, "gee", region, layer, "--chip-px", str(PX)).code == 0
+    stats = run(capsys, "stats", "--bands", "--edition", "local", "--region", region,
+                "--modality", "s1grd-2020")  # fmt: skip  (the experiment normalises its inputs)
+    assert stats.code == 0, stats.err
+    run_dir = tmp_path / "run"
+    r = run(capsys, "train", "experiment=esawc/s1grd", "data.edition=local",
+            f"data.regions=[{region}]", "data.size=16", "model.base_channels=4", "model.depth=1",
+            "trainer.max_epochs=1", "trainer.accelerator=cpu", "loader.batch_size=2",
+            f"hydra.run.dir={run_dir}", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    assert summary["epochs"] == 1 and summary["samples"]["train"] > 0
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    r = run(capsys, "evaluate", str(run_dir), "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["samples"] >= 1
