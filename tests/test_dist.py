@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from clirun import run as run_cli  # noqa: E402
 from m3leo_cli.config import Settings, load_settings  # noqa: E402
 from m3leo_cli.dist.engine import open_engine  # noqa: E402
 from m3leo_cli.export import ExportOptions  # noqa: E402
-from m3leo_cli.progress import ProgressEvent  # noqa: E402
+from m3leo_cli.progress import ProgressCallback, ProgressEvent  # noqa: E402
 from m3leo_cli.selection import build_selection  # noqa: E402
 
 
@@ -30,6 +34,28 @@ def cluster() -> Iterator[str]:
 
 
 from export_source import FAST_LAYERS, plan_for, shared_source, tree_bytes  # noqa: E402
+
+
+@contextmanager
+def killable_cluster() -> Iterator[tuple[str, ProgressCallback, threading.Event]]:
+    """A 2-worker LocalCluster of its own, and a progress callback that SIGKILLs one worker
+    process at the first file finished (the event says it happened)."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as lc,
+        distributed.Client(lc) as c,
+    ):
+        pids = list(c.run(os.getpid).values())
+        killed = threading.Event()
+
+        def progress(event: ProgressEvent) -> None:
+            if event.kind == "advance" and event.files and not killed.is_set():
+                killed.set()
+                os.kill(pids[0], signal.SIGKILL)
+
+        yield lc.scheduler_address, progress, killed
+
 
 from m3leo_cli.export import run_export  # noqa: E402
 from m3leo_cli.tiles.bandstats import compute_band_stats  # noqa: E402
@@ -80,35 +106,18 @@ def test_a_worker_killed_mid_export_and_a_rerun_leave_the_local_bytes(
 ) -> None:
     """A worker process dies while units are running: Dask reruns its task elsewhere; an
     interrupted client re-run redoes only unfinished units; output equals the local engine's."""
-    import os
-    import signal
-    import threading
-
     plan = plan_for(source, FAST_LAYERS)
     local = run_export(plan, ExportOptions(format="npz", out=tmp_path / "local", shard_size=1))
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as lc,
-        distributed.Client(lc) as c,
-    ):
-        pids = list(c.run(os.getpid).values())
-        killed = threading.Event()
-
-        def progress(event: ProgressEvent) -> None:
-            if event.kind == "advance" and not killed.is_set():
-                killed.set()
-                os.kill(pids[0], signal.SIGKILL)
-
+    with killable_cluster() as (address, progress, killed):
         out = tmp_path / "dask"
-        with open_engine(_settings(tmp_path, lc.scheduler_address)) as pool:
+        with open_engine(_settings(tmp_path, address)) as pool:
             first = run_export(
                 plan, ExportOptions(format="npz", out=out, shard_size=1), pool=pool,
                 progress=progress,
             )  # fmt: skip
         assert killed.is_set() and first.complete
         assert tree_bytes(out) == tree_bytes(tmp_path / "local")
-        with open_engine(_settings(tmp_path, lc.scheduler_address)) as pool:
+        with open_engine(_settings(tmp_path, address)) as pool:
             again = run_export(plan, ExportOptions(format="npz", out=out, shard_size=1), pool=pool)
     assert again.units_written == 0 and again.units_skipped == local.units_written
     assert not list(out.rglob("*.part"))
@@ -228,10 +237,6 @@ def test_a_worker_killed_mid_download_leaves_verified_files(
     """SIGKILL one worker while shards are unpacked there: Dask reruns its tasks elsewhere and
     every file in the store is the published one (recorded sha256 matches); a re-run has
     nothing left to do."""
-    import os
-    import signal
-    import threading
-
     from m3leo_cli.full.unpacked import recorded_checksums
     from m3leo_cli.mirror.download import download
     from m3leo_cli.server import HubServer
@@ -241,23 +246,9 @@ def test_a_worker_killed_mid_download_leaves_verified_files(
                       datakinds=("s1grd-2020",), tiles_per_shard=2)  # fmt: skip
     src = write_source(tmp_path_factory.mktemp("kill-src"), cfg)
     sel = build_selection(edition="full", regions=["europe"], modalities=["s1grd-2020"])
-    with (
-        HubServer(src.root) as hub,
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as lc,
-        distributed.Client(lc) as c,
-    ):
-        pids = list(c.run(os.getpid).values())
-        killed = threading.Event()
-
-        def progress(event: ProgressEvent) -> None:
-            if event.kind == "advance" and event.files and not killed.is_set():
-                killed.set()
-                os.kill(pids[0], signal.SIGKILL)
-
+    with HubServer(src.root) as hub, killable_cluster() as (address, progress, killed):
         settings = load_settings({"data_dir": tmp_path / "data", "endpoint": hub.url,
-                                  "engine": "dask", "scheduler": lc.scheduler_address})  # fmt: skip
+                                  "engine": "dask", "scheduler": address})  # fmt: skip
         with open_engine(settings, progress=progress) as pool:
             first = download(settings, sel, workers=2, fetch="whole", pool=pool)
         again = download(settings, sel, workers=2, fetch="whole")
