@@ -16,6 +16,7 @@ from .errors import ConfigError, UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MAX_WORKERS = 256  # more threads than this only burns memory and file descriptors
+MAX_PROCESSES = 64
 
 
 def _default_data_dir() -> Path:
@@ -47,6 +48,7 @@ class Settings:
     plan: str | None = None  # Hub plan for the quotas: anonymous | free | pro (default: by token)
     revision: str = "main"
     workers: int = 16
+    processes: int | None = None  # miniset downloads over this many processes (None: CPU count)
     # Hub quotas per window, by bucket (None: the plan's published quota, see PLAN_QUOTAS)
     requests_per_window: int | None = None  # resolvers: /resolve/ URLs
     api_per_window: int | None = None  # /api/ calls, tree listing pages included
@@ -124,6 +126,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "plan": ("M3LEO_PLAN",),
     "revision": ("M3LEO_REVISION",),
     "workers": ("M3LEO_WORKERS",),
+    "processes": ("M3LEO_PROCESSES",),
     "requests_per_window": ("M3LEO_REQUESTS_PER_WINDOW",),
     "api_per_window": ("M3LEO_API_PER_WINDOW",),
     "pages_per_window": ("M3LEO_PAGES_PER_WINDOW",),
@@ -258,6 +261,12 @@ def load_settings(
             "set M3LEO_PLAN (or plan = ... in the config file) to anonymous, free or pro",
         )
     register_local(s.data_dir)
+    if s.processes is not None and not 1 <= s.processes <= MAX_PROCESSES:
+        raise ConfigError(
+            f"processes must be between 1 and {MAX_PROCESSES}, not {s.processes} "
+            f"(from {sources.get('processes', 'config')})",
+            "set M3LEO_PROCESSES (or processes = ... in the config file) to 1 or more",
+        )
     if not 1 <= s.workers <= MAX_WORKERS:
         msg = f"workers must be between 1 and {MAX_WORKERS}, not {s.workers}"
         if "workers" in overrides:  # a flag: a usage error whose hint names the flag

@@ -180,8 +180,17 @@ def test_train_and_evaluate_on_a_local_region(
     pytest.importorskip("lightning", reason="the train extra")
     for layer in ("s1grd-2020", "esaworldcover-2020"):
         assert run(capsys, "gee", region, layer, "--chip-px", str(PX)).code == 0
-    stats = run(capsys, "stats", "--bands", "--edition", "local", "--region", region,
-                "--modality", "s1grd-2020")  # fmt: skip  (the experiment normalises its inputs)
+    stats = run(
+        capsys,
+        "stats",
+        "--bands",
+        "--edition",
+        "local",
+        "--region",
+        region,
+        "--modality",
+        "s1grd-2020",
+    )  # fmt: skip  (the experiment normalises its inputs)
     assert stats.code == 0, stats.err
     run_dir = tmp_path / "run"
     r = run(capsys, "train", "experiment=esawc/s1grd", "data.edition=local",

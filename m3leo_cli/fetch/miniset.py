@@ -8,6 +8,7 @@ from ..selection import Selection
 from ..store.journal import RunJournal, Suspicion
 from ..store.layout import Store
 from .plan import DownloadPlan, build_jobs, check_space, finish, plan_jobs, selected_rows
+from .processes import plan_processes, run_jobs_processes
 from .runner import DownloadSummary, run_jobs
 from .transfer import FileJob
 
@@ -41,7 +42,7 @@ def download_miniset(
         plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
         if space_check:
             check_space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
-        with RunJournal(store) as journal, HubClient(settings) as client:
+        with RunJournal(store) as journal:
 
             def on_file(job: FileJob, outcome: str) -> None:
                 if job.suspect:
@@ -49,6 +50,16 @@ def download_miniset(
                 if outcome == "downloaded":
                     journal.committed()
 
-            summary = run_jobs(client, jobs, workers=workers, progress=progress, on_file=on_file)
+            processes = plan_processes(settings, plan.to_fetch_files)
+            if processes > 1:
+                summary = run_jobs_processes(
+                    settings, jobs, processes=processes, workers=workers, progress=progress,
+                    on_file=on_file,
+                )  # fmt: skip
+            else:
+                with HubClient(settings) as client:
+                    summary = run_jobs(
+                        client, jobs, workers=workers, progress=progress, on_file=on_file
+                    )
     finish(summary, store, refused)
     return summary

@@ -1,0 +1,190 @@
+"""One run's files spread over a process per core.
+
+A download is CPU-bound in the client (HTTP/1.1 parsing and hashing in one Python process: see
+docs/benchmarks.md), so a selection of many files is dealt out to ``processes`` child processes,
+each with its own Hub client, an equal share of the Hub budgets and the same :func:`run_jobs`.
+Children send their progress and each finished file back through a queue and their summary at
+the end; the parent merges them, so callers see one run. A child dies with its parent
+(``PR_SET_PDEATHSIG`` on Linux) and stops when the parent is gone, so a killed run never leaves
+writers behind that the next run's store lock cannot see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import multiprocessing
+import os
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..config import Settings
+from ..errors import M3leoError
+from ..progress import ProgressCallback, ProgressEvent, no_progress
+from .runner import DownloadSummary
+from .transfer import FileJob
+
+MIN_FILES_PER_PROCESS = 64  # below this a child's start-up costs more than it saves
+
+
+def plan_processes(settings: Settings, to_fetch: int) -> int:
+    """How many processes a run of ``to_fetch`` files gets (1: this process only)."""
+    wanted = settings.processes if settings.processes is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, to_fetch // MIN_FILES_PER_PROCESS))
+
+
+def run_jobs_processes(
+    settings: Settings,
+    jobs: Sequence[FileJob],
+    *,
+    processes: int,
+    workers: int,
+    progress: ProgressCallback = no_progress,
+    on_file: Callable[[FileJob, str], None] | None = None,
+) -> DownloadSummary:
+    """Like :func:`~.runner.run_jobs` over ``processes`` child processes (every n-th job each)."""
+    ctx = multiprocessing.get_context("spawn")
+    channel: Any = ctx.Queue()
+    budgets = settings.budgets
+    share = dataclasses.replace(
+        settings,
+        requests_per_window=max(1, budgets["resolvers"] // processes),
+        api_per_window=max(1, budgets["api"] // processes),
+    )
+    threads = max(1, -(-workers // processes))
+    children = [
+        ctx.Process(
+            target=_child,
+            args=(
+                share,
+                [(i, jobs[i]) for i in range(k, len(jobs), processes)],
+                threads,
+                channel,
+                k,
+            ),  # fmt: skip
+            name=f"m3leo-dl-proc-{k}",
+            daemon=True,
+        )
+        for k in range(processes)
+    ]
+    t0 = time.monotonic()
+    total_bytes = sum(j.size for j in jobs)
+    progress(ProgressEvent("start", "download", total_files=len(jobs), total_bytes=total_bytes))
+    summary = DownloadSummary()
+    for child in children:
+        child.start()
+    done: set[int] = set()
+    error: BaseException | None = None
+    try:
+        while len(done) < processes:
+            try:
+                kind, a, b = channel.get(timeout=0.5)
+            except queue_mod.Empty:
+                for k, child in enumerate(children):
+                    if k not in done and not child.is_alive() and child.exitcode not in (0, None):
+                        done.add(k)
+                        error = error or M3leoError(
+                            f"a download process died (exit code {child.exitcode})",
+                            "re-run the same command: finished files are kept and parts resume",
+                        )
+                continue
+            if kind == "event":
+                progress(b)
+            elif kind == "file":
+                if on_file is not None:
+                    on_file(jobs[a], b)
+            elif kind == "done":
+                summary.merge(b)
+                done.add(a)
+            elif kind == "error":
+                done.add(a)
+                error = error or _rebuild(b)
+                _stop(children, done)
+            elif kind == "interrupted":
+                done.add(a)
+                error = error or KeyboardInterrupt()
+    except KeyboardInterrupt:  # the children got the same Ctrl-C: let them keep their parts
+        _join(children, 10.0)
+        raise
+    _join(children, 30.0)
+    summary.seconds = time.monotonic() - t0
+    progress(ProgressEvent("done", "download"))
+    if error is not None:
+        raise error
+    return summary
+
+
+def _stop(children: list[Any], done: set[int]) -> None:
+    """A fatal error (disk full, no connection) in one child: the others stop where they are
+    (their parts resume next time)."""
+    for k, child in enumerate(children):
+        if k not in done and child.is_alive():
+            child.terminate()
+
+
+def _join(children: list[Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.terminate()
+            child.join(5)
+
+
+def _rebuild(info: tuple[str, str, str, str]) -> M3leoError:
+    """The child's M3leoError as the same class, message and hint (classes take other
+    arguments in ``__init__``, so it is built around it)."""
+    module, name, message, hint = info
+    cls: Any = getattr(importlib.import_module(module), name, M3leoError)
+    exc = cls.__new__(cls)
+    M3leoError.__init__(exc, message, hint)
+    return exc  # type: ignore[no-any-return]
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(
+    settings: Settings,
+    indexed: list[tuple[int, FileJob]],
+    workers: int,
+    channel: Any,
+    k: int,
+) -> None:
+    _die_with_parent()
+    parent = os.getppid()
+    if parent == 1:  # the parent died before the line above took effect
+        return
+    from ..hub.client import HubClient
+    from .runner import run_jobs
+
+    where = {id(job): i for i, job in indexed}
+
+    def progress(event: ProgressEvent) -> None:
+        if event.kind in ("advance", "message"):  # start/done are the parent's
+            channel.put(("event", k, event))
+
+    def on_file(job: FileJob, outcome: str) -> None:
+        channel.put(("file", where[id(job)], outcome))
+
+    try:
+        with HubClient(settings) as client:
+            jobs = [job for _, job in indexed]
+            summary = run_jobs(client, jobs, workers=workers, progress=progress, on_file=on_file)
+        channel.put(("done", k, summary))
+    except KeyboardInterrupt:
+        channel.put(("interrupted", k, None))
+    except M3leoError as exc:
+        info = (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint)
+        channel.put(("error", k, info))

@@ -1,0 +1,113 @@
+"""Miniset downloads spread over processes (fetch/processes.py): the same files and counts as
+one process, progress and failures merged, errors rebuilt, children that die with the parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from dl_helpers import expected_files, local_files, serve, settings_for, source
+
+from m3leo_cli.errors import HubConnectionError
+from m3leo_cli.fetch import processes
+from m3leo_cli.fetch.runner import DownloadSummary
+from m3leo_cli.mirror.download import download
+from m3leo_cli.progress import ProgressEvent
+from m3leo_cli.selection import build_selection
+from m3leo_cli.server import Faults
+
+SEL = build_selection(edition="miniset", regions=["europe"], modalities=["gssic", "s1grd"])
+
+
+@pytest.fixture(scope="module")
+def info(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return source(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _small_runs_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", 1)  # the test source is small
+
+
+def test_two_processes_fetch_exactly_what_one_does(info, tmp_path) -> None:
+    want = {**expected_files(info, "gssic"), **expected_files(info, "s1grd-2020")}
+    events: list[ProgressEvent] = []
+    with serve(info) as srv:
+        one = download(settings_for(srv, tmp_path / "one", processes=1), SEL, workers=4)
+        two = download(settings_for(srv, tmp_path / "two", processes=2), SEL, workers=4,
+                       progress=events.append)  # fmt: skip
+    assert isinstance(one, DownloadSummary) and isinstance(two, DownloadSummary)
+    assert (two.downloaded, two.failed, two.bytes) == (one.downloaded, 0, one.bytes) == (
+        len(want), 0, sum(len(b) for b in want.values()))  # fmt: skip
+    assert local_files(tmp_path / "two") == local_files(tmp_path / "one") == want
+    starts = [e for e in events if e.kind == "start" and e.phase == "download"]
+    assert len(starts) == 1 and starts[0].total_files == len(want)  # one run, as callers see it
+    assert sum(e.files for e in events if e.kind == "advance" and e.phase == "download") == len(
+        want
+    )
+    assert not list((tmp_path / "two" / ".m3leo" / "runs").glob("*.json"))
+
+
+def test_a_failure_in_a_child_is_reported_and_the_rest_finish(info, tmp_path) -> None:
+    with serve(info) as srv:
+        settings = settings_for(srv, tmp_path, processes=2, max_retries=1)
+        download(settings, SEL, dry_run=True)  # the catalog from a healthy server
+        srv.faults = Faults(corrupt_first=10)  # then every file corrupt 10 times: gives up
+        res = download(settings, SEL, workers=2)
+    assert isinstance(res, DownloadSummary)
+    assert res.failed == len(res.failures) > 0 and res.report_path is not None
+
+
+def test_a_fatal_error_in_a_child_is_the_same_error_here(info, tmp_path) -> None:
+    with serve(info) as srv:
+        settings = settings_for(srv, tmp_path, processes=2)
+        download(settings, SEL, dry_run=True)  # catalogue while the server is up
+    started = time.monotonic()
+    with pytest.raises(HubConnectionError) as exc:
+        download(settings, SEL, workers=2)  # the server is gone
+    assert exc.value.hint and time.monotonic() - started < 30
+
+
+def test_children_die_with_a_killed_parent(info, tmp_path) -> None:
+    marker = uuid.uuid4().hex
+    with serve(info, Faults(latency_ms=300)) as srv:
+        env = {**os.environ, "HF_ENDPOINT": srv.url, "M3LEO_DATA_DIR": str(tmp_path),
+               "M3LEO_PROCESSES": "2", "M3LEO_TEST_MARKER": marker}  # fmt: skip
+        code = ("from m3leo_cli.fetch import processes; processes.MIN_FILES_PER_PROCESS = 1; "
+                "from m3leo_cli.cli import main; main(['download', '--edition', 'miniset', "
+                "'--region', 'europe', '-m', 'gssic', '-m', 's1grd', '-q'])")  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(_marked(marker)) < 3:
+                time.sleep(0.05)
+            assert len(_marked(marker)) >= 3, "the parent and its two children"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _marked(marker):
+            time.sleep(0.05)
+    assert _marked(marker) == [], "no download process outlives its parent"
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes whose environment carries ``marker``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if f"M3LEO_TEST_MARKER={marker}".encode() in (d / "environ").read_bytes():
+                state = (d / "stat").read_text().split(")")[-1].split()[0]
+                if state != "Z":
+                    out.append(int(d.name))
+        except OSError:
+            continue
+    return out
