@@ -64,6 +64,7 @@ else that escapes is a bug and shows its traceback.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class M3leoError(Exception):
@@ -79,6 +80,18 @@ class M3leoError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # subclasses take other arguments than (message, hint): rebuild around __init__, so an
+        # error raised in a worker process (Dask, download processes) arrives here intact
+        return (_rebuild, (type(self), self.message, self.hint, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[M3leoError], message: str, hint: str, state: dict[str, Any]) -> M3leoError:
+    exc = cls.__new__(cls)
+    M3leoError.__init__(exc, message, hint)
+    exc.__dict__.update(state)
+    return exc
 
 
 def _suggest(close: Sequence[str], listing: str) -> str:

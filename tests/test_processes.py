@@ -111,3 +111,17 @@ def _marked(marker: str) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def test_errors_cross_process_boundaries_as_themselves() -> None:
+    """Download processes and Dask workers send errors back pickled: every M3leoError comes
+    back as its own class with its message and hint, whatever its __init__ takes."""
+    import pickle
+
+    from m3leo_cli.errors import DaskSchedulerError, MissingDependencyError, UnknownModalityError
+
+    for exc in (MissingDependencyError("s3fs", "dask"), DaskSchedulerError("tcp://h:1", "no"),
+                UnknownModalityError("sar2", ["sar"])):  # fmt: skip
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc)
+        assert (back.message, back.hint, back.exit_code) == (exc.message, exc.hint, exc.exit_code)

@@ -12,7 +12,6 @@ writers behind that the next run's store lock cannot see.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import multiprocessing
 import os
 import queue as queue_mod
@@ -101,7 +100,7 @@ def run_jobs_processes(
                 done.add(a)
             elif kind == "error":
                 done.add(a)
-                error = error or _rebuild(b)
+                error = error or b
                 _stop(children, done)
             elif kind == "interrupted":
                 done.add(a)
@@ -132,16 +131,6 @@ def _join(children: list[Any], timeout: float) -> None:
         if child.is_alive():
             child.terminate()
             child.join(5)
-
-
-def _rebuild(info: tuple[str, str, str, str]) -> M3leoError:
-    """The child's M3leoError as the same class, message and hint (classes take other
-    arguments in ``__init__``, so it is built around it)."""
-    module, name, message, hint = info
-    cls: Any = getattr(importlib.import_module(module), name, M3leoError)
-    exc = cls.__new__(cls)
-    M3leoError.__init__(exc, message, hint)
-    return exc  # type: ignore[no-any-return]
 
 
 def _die_with_parent() -> None:
@@ -185,6 +174,5 @@ def _child(
         channel.put(("done", k, summary))
     except KeyboardInterrupt:
         channel.put(("interrupted", k, None))
-    except M3leoError as exc:
-        info = (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint)
-        channel.put(("error", k, info))
+    except M3leoError as exc:  # pickles as itself (M3leoError.__reduce__)
+        channel.put(("error", k, exc))
