@@ -109,8 +109,7 @@ class Suspicion:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.listed = load_suspects(store)
-        markers = list((store.state_dir / MARKERS).glob("*.json"))
-        self.since = min(_since(m) for m in markers) - MTIME_SLACK if markers else None
+        self.since = _stale(store)[1]
 
     def __bool__(self) -> bool:
         return bool(self.listed) or self.since is not None
@@ -141,11 +140,10 @@ def recover(store: Store) -> set[str]:
 
     Call with the store lock held: every marker found then belongs to a run that is over.
     """
-    markers = sorted((store.state_dir / MARKERS).glob("*.json"))
+    markers, since = _stale(store)
     suspects = load_suspects(store)
-    if not markers:
+    if since is None:
         return suspects
-    since = min(_since(m) for m in markers) - MTIME_SLACK
     skip = {store.state_dir.resolve(), store.manifest_root.resolve()}  # written with fsync
     for folder, dirs, files in os.walk(store.root):
         here = Path(folder)
@@ -179,6 +177,15 @@ def _write_suspects(store: Store, suspects: set[str]) -> None:
         write_text_atomic(path, "".join(f"{s}\n" for s in sorted(suspects)))
     else:
         path.unlink(missing_ok=True)
+
+
+def _stale(store: Store) -> tuple[list[Path], float | None]:
+    """The run markers left in the store, and the time from which their runs' files are
+    suspect (None: no marker)."""
+    markers = sorted((store.state_dir / MARKERS).glob("*.json"))
+    if not markers:
+        return markers, None
+    return markers, min(_since(m) for m in markers) - MTIME_SLACK
 
 
 def _since(marker: Path) -> float:
