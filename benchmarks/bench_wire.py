@@ -152,10 +152,6 @@ def main() -> None:
         work = OUT / f"site-{delay:g}ms"
         shutil.rmtree(work, ignore_errors=True)
         conf, hub_port, _ = nginx_hub.write_site(work, root, answers, delay)
-        text = conf.read_text().replace(f"access_log {work}/access.log;",
-                                        "log_format t '$msec $request_uri';\n"
-                                        f"  access_log {work}/access.log t;")  # fmt: skip
-        conf.write_text(text)
         runs: dict[str, list[dict]] = {}
         with nginx_hub.Nginx(conf):
             for _ in range(args.repeat):

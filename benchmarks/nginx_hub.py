@@ -75,26 +75,45 @@ def write_site(
     hub_port, content_port = _free_port(), _free_port()
     api_dir = work / "api"
     api_dir.mkdir(parents=True, exist_ok=True)
-    api_map, link_map = [], []
+    hub = f"127.0.0.1:{hub_port}"
+    # nginx variable -> (the variable it is looked up by, its entries); all declared, even empty
+    maps: dict[str, tuple[str, list[tuple[str, str]]]] = {
+        v: ("$request_uri", []) for v in ("$api_file", "$api_link")
+    } | {
+        v: ("$repo_path", [])
+        for v in (
+            "$res_location",
+            "$res_commit",
+            "$res_etag",
+            "$res_linked_etag",
+            "$res_linked_size",
+            "$res_small",
+        )
+    }
+
+    def add(var: str, key: str, value: str) -> None:
+        maps[var][1].append((key, value))
+
     for i, (uri, ans) in enumerate(sorted(answers["api"].items())):
         name = f"/{i:05d}.json"
-        body = ans["body"].replace(answers["hub_netloc"], f"127.0.0.1:{hub_port}")
-        (api_dir / name.lstrip("/")).write_text(body)
-        api_map.append(f"    {_q(uri)} {_q(name)};")
+        (api_dir / name.lstrip("/")).write_text(ans["body"].replace(answers["hub_netloc"], hub))
+        add("$api_file", uri, name)
         if ans["link"]:
-            link = ans["link"].replace(answers["hub_netloc"], f"127.0.0.1:{hub_port}")
-            link_map.append(f"    {_q(uri)} {_q(link)};")
-    loc, com, etag, letag, lsize, small = [], [], [], [], [], []
+            add("$api_link", uri, ans["link"].replace(answers["hub_netloc"], hub))
     for key, ans in sorted(answers["resolve"].items()):
-        k = _q(key)
-        com.append(f"    {k} {_q(ans['commit'])};")
-        etag.append(f"    {k} {_q(ans['etag'])};")
+        add("$res_commit", key, ans["commit"])
+        add("$res_etag", key, ans["etag"])
         if ans["status"] == 302:
-            loc.append(f"    {k} {_q(f'http://127.0.0.1:{content_port}' + ans['location'])};")
-            letag.append(f"    {k} {_q(ans['linked_etag'])};")
-            lsize.append(f"    {k} {_q(ans['linked_size'])};")
+            add("$res_location", key,
+                f"http://127.0.0.1:{content_port}" + ans["location"])  # fmt: skip
+            add("$res_linked_etag", key, ans["linked_etag"])
+            add("$res_linked_size", key, ans["linked_size"])
         else:
-            small.append(f"    {k} 1;")
+            add("$res_small", key, "1")
+    map_blocks = "\n".join(
+        f"  map {src} {var} {{\n" + "".join(f"    {_q(k)} {_q(v)};\n" for k, v in entries) + "  }"
+        for var, (src, entries) in maps.items()
+    )
     sleep = f"echo_sleep {delay_ms / 1000:.3f};" if delay_ms else ""
     module = f"load_module {ECHO_MODULE};" if delay_ms else ""
 
@@ -103,42 +122,19 @@ def write_site(
 
     files = "/files/$org/$name/$cpath"
     content = f"{sleep} echo_exec {files};" if delay_ms else f"rewrite ^ {files} last;"
-    nl = "\n"
     conf = f"""{module}
 worker_processes 2;
 pid {work}/nginx.pid;
 error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log {work}/access.log;
+  log_format t '$msec $request_uri';  # epoch time: bench_wire splits m3leo's phases
+  access_log {work}/access.log t;
   sendfile on; tcp_nopush on; tcp_nodelay on;
   keepalive_requests 100000; keepalive_timeout 120;
   default_type application/octet-stream;
   map_hash_bucket_size 256; map_hash_max_size 65536;
-  map $request_uri $api_file {{
-{nl.join(api_map)}
-  }}
-  map $request_uri $api_link {{
-{nl.join(link_map)}
-  }}
-  map $repo_path $res_location {{
-{nl.join(loc)}
-  }}
-  map $repo_path $res_commit {{
-{nl.join(com)}
-  }}
-  map $repo_path $res_etag {{
-{nl.join(etag)}
-  }}
-  map $repo_path $res_linked_etag {{
-{nl.join(letag)}
-  }}
-  map $repo_path $res_linked_size {{
-{nl.join(lsize)}
-  }}
-  map $repo_path $res_small {{
-{nl.join(small)}
-  }}
+{map_blocks}
   server {{
     listen 127.0.0.1:{hub_port} backlog=4096;
     location /api/ {{ {delayed("api")} }}
