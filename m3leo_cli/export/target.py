@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ class RemoteTarget:
 
     url: str
 
+    @cached_property
     def _fs(self) -> tuple[Any, str]:
+        """The filesystem and root path, resolved once (not once per uploaded file)."""
         try:
             import fsspec
         except ImportError:
@@ -61,7 +64,7 @@ class RemoteTarget:
 
     def has_files(self, files: Mapping[str, Mapping[str, Any]]) -> bool:
         """Every file of a unit is there with its recorded size."""
-        fs, root = self._fs()
+        fs, root = self._fs
         for rel, info in files.items():
             try:
                 if int(fs.size(f"{root}/{rel}")) != int(info["size"]):
@@ -72,7 +75,7 @@ class RemoteTarget:
 
     def publish(self, staged: Path, rel: str) -> None:
         """Upload one finished file, then drop the staged copy."""
-        fs, root = self._fs()
+        fs, root = self._fs
         try:
             fs.put_file(str(staged), f"{root}/{rel}")
         except OSError as exc:
@@ -87,7 +90,7 @@ class RemoteTarget:
         (as for a folder) writes next to them and over same-named ones, never deleting."""
         if resuming or overwrite:
             return
-        fs, root = self._fs()
+        fs, root = self._fs
         try:
             found = fs.find(root, maxdepth=None, withdirs=False)
         except (FileNotFoundError, OSError):
