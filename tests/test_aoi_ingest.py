@@ -231,3 +231,29 @@ def test_ingest_reprojects_from_utm_within_bilinear_tolerance(
         assert np.allclose(got[ok], want[ok], atol=0.02), chip.tile_id  # 0.04 source px of x
         checked += int(ok.sum())
     assert checked > 20000  # most of the 268 chips x 100 pixels
+
+
+def test_a_layer_of_your_own_exports_on_dask_workers_as_here(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str
+) -> None:
+    """Worker processes learn the local edition's regions and datakinds too (they do not
+    load settings): a layer only `m3leo ingest` knows exports there byte for byte as here."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra")
+    paths, _ = _mosaic(tmp_path)
+    assert (
+        run(capsys, "ingest", region, *map(str, paths), "-d", "myval", "--chip-px", "8").code == 0
+    )
+    outs = {}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as lc:
+        for name, extra in (("here", []), ("dask", ["--engine", "dask", "--scheduler",
+                                                    lc.scheduler_address])):  # fmt: skip
+            out = tmp_path / name
+            r = run(capsys, "export", "--format", "npz", "--out", str(out), "--edition",
+                    "local", "--region", region, "--modality", "myval", "--shard-size", "1",
+                    *extra)  # fmt: skip
+            assert r.code == 0, r.err
+            outs[name] = {p.relative_to(out).as_posix(): p.read_bytes()
+                          for p in sorted(out.rglob("*.npz"))}  # fmt: skip
+    assert outs["dask"] == outs["here"] and outs["here"]

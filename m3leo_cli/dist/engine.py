@@ -88,7 +88,10 @@ def open_engine(
             client = distributed.Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise DaskSchedulerError(address or "a LocalCluster", str(exc)) from None
+    from .plugin import LocalEdition
+
     try:
+        client.register_plugin(LocalEdition(settings.data_dir))  # regions of your own, too
         with listen(client, progress) as relay:
             yield DaskExecutor(client, relay)
     finally:
