@@ -34,7 +34,7 @@ GSSIC = tuple(f"coherence:{s}:36" for s in ("winter", "spring", "summer", "fall"
 CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
 
-def prepare(work: Path, tiles: int, chip: int) -> Path:
+def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
     """Source, store (download + stats --bands) and both exports; returns the data dir."""
     from m3leo_cli.cli import main
     from m3leo_cli.server import HubServer
@@ -57,7 +57,7 @@ def prepare(work: Path, tiles: int, chip: int) -> Path:
         assert main(["download", *sel, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover"]) == 0
     assert main(["stats", "--bands", "--edition", "miniset", "--region", "europe",
                  "-m", "s1grd", "-m", "gssic", "--json"]) == 0  # fmt: skip
-    for fmt in ("webdataset", "parquet"):
+    for fmt in ("webdataset", "parquet") if exports else ():
         assert main(["export", "--format", fmt, "--out", str(data.parent / f"{fmt}-{tiles}-{chip}"),
                      *sel, "--split", "train", "-m", "s1grd", "-m", "gssic",
                      "--label", "esaworldcover", "--shard-size", "8", "--json"]) == 0  # fmt: skip

@@ -112,8 +112,11 @@ def test_webdataset_reads_back_with_webdataset(source, tmp_path: Path) -> None:
     _check_metadata(tmp_path / "o", plan, "webdataset")
 
 
-def _parquet_array(cell) -> np.ndarray:
-    return np.array(cell.as_py())
+def _parquet_array(cell, field) -> np.ndarray:
+    """The recipe docs/export.md gives: raw little-endian bytes in the field's dtype."""
+    value = cell.as_py()
+    dtype = np.dtype(field.metadata[b"dtype"].decode()).newbyteorder("<")
+    return np.frombuffer(value["data"], dtype=dtype).reshape(value["shape"])
 
 
 def test_parquet_reads_back_with_pyarrow(source, tmp_path: Path) -> None:
@@ -131,7 +134,8 @@ def test_parquet_reads_back_with_pyarrow(source, tmp_path: Path) -> None:
         assert table.column("bounds")[i].as_py() == list(s.bounds)
         for lay in LAYERS:
             src = source_array(plan, s.tile_id, lay.name)
-            got = _parquet_array(table.column(lay.name)[i]).astype(src.dtype)
+            got = _parquet_array(table.column(lay.name)[i], table.schema.field(lay.name))
+            assert got.dtype == src.dtype  # stored type, not widened
             np.testing.assert_array_equal(got, src)
     total = sum(pq.read_metadata(p).num_rows for p in (tmp_path / "o").rglob("*.parquet"))
     assert total == len(plan.samples)
@@ -141,9 +145,9 @@ def test_parquet_reads_back_with_pyarrow(source, tmp_path: Path) -> None:
 
         ds = datasets.load_dataset("parquet", data_dir=str(tmp_path / "o" / "train"))["train"]
         assert ds["tile_id"] == [s.tile_id for s in train]
-        np.testing.assert_array_equal(
-            np.array(ds[0]["gssic"]), source_array(plan, train[0].tile_id, "gssic")
-        )
+        cell = ds[0]["gssic"]
+        got = np.frombuffer(cell["data"], dtype="<f4").reshape(cell["shape"])
+        np.testing.assert_array_equal(got, source_array(plan, train[0].tile_id, "gssic"))
 
 
 def test_geotiff_copies_the_original_files(source, tmp_path: Path) -> None:

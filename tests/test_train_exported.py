@@ -3,6 +3,7 @@ and an exact split over DataLoader workers and distributed ranks."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -80,6 +81,51 @@ def test_export_samples_equal_store_samples(store, exports, fmt, target) -> None
         torch.testing.assert_close(s["image"], r["image"])
         torch.testing.assert_close(s[key], r[key], equal_nan=True)
         torch.testing.assert_close(s["bounds"], r["bounds"])
+
+
+def test_parquet_null_layers_stream_as_zeros_like_the_store(store, tmp_path: Path) -> None:
+    """`export --allow-missing` writes null cells; streamed, they are the store's zeros."""
+    from dataclasses import replace
+
+    sel = Selection(edition="miniset", regions=("europe", "conus"))
+    plan = plan_from_catalog(
+        load_settings(), sel, ["s1grd", "s2rgbm", "gssic"], ["esaworldcover"], allow_missing=True
+    )
+    assert any(s.missing == ("gssic",) for s in plan.samples if s.split == "train")
+    run_export(plan, ExportOptions("parquet", tmp_path / "p", shard_size=3, workers=1))
+    data = replace(_spec(ESAWC), allow_missing=True)
+    got = list(ExportDataset(tmp_path / "p", "train", data))
+    ref = StoreDataset(data, "train")
+    assert [s["tile_id"] for s in got] == ref.tile_ids
+    lacking = {s.tile_id for s in plan.samples if s.missing}
+    for i, s in enumerate(got):
+        torch.testing.assert_close(s["image"], ref[i]["image"])
+        torch.testing.assert_close(s["mask"], ref[i]["mask"])
+        if s["tile_id"] in lacking:
+            assert torch.count_nonzero(s["image"][3]) == 0  # the gssic channel
+
+
+def test_parquet_of_a_development_build_is_refused_with_a_hint(store, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "old" / "train").mkdir(parents=True)
+    meta = {"format": "parquet", "layers": [{"name": "s1grd-2020", "bands": ["winter_vvasc"]},
+            {"name": "esaworldcover-2020", "bands": ["Map"]}]}  # fmt: skip
+    (tmp_path / "old" / "metadata.json").write_text(json.dumps(meta))
+    nested = pa.list_(pa.list_(pa.list_(pa.uint16())))
+    schema = pa.schema(
+        [
+            pa.field("tile_id", pa.string()),
+            pa.field("s1grd-2020", nested, metadata={"bands": '["winter_vvasc"]'}),
+            pa.field("esaworldcover-2020", nested, metadata={"bands": '["Map"]'}),
+        ]
+    )
+    pq.write_table(schema.empty_table(), tmp_path / "old" / "train" / "train-000000.parquet")
+    data = DataSpec((InputSpec("s1grd-2020", ("winter_vvasc",)),), ESAWC, 32, normalize=False)
+    with pytest.raises(TrainConfigError) as exc:
+        ExportDataset(tmp_path / "old", "train", data)
+    assert "nested lists" in str(exc.value) and "--overwrite" in exc.value.hint
 
 
 def test_normalised_export_equals_normalised_store(store, exports) -> None:

@@ -1,11 +1,12 @@
 """``parquet``: shards ``<split>/<split>-%06d.parquet`` of ``--shard-size`` rows, one row per tile.
 
 Columns: ``tile_id``, ``split``, ``region``, ``crs``, ``bounds`` (W, S, E, N), ``missing`` (absent
-layers), then one column per layer holding the (bands, H, W) array as nested lists
-``list<list<list<T>>>``, null where the tile lacks that layer. Nested lists are what both
-pyarrow and the Hugging Face ``datasets`` Parquet loader read without extension types, and they
-carry per-tile shapes (native grids vary by latitude). Band names, dtype and role are in each
-layer field's metadata. Rows are written in row groups of a few tiles, so memory stays bounded.
+layers), then one column per layer: ``struct<shape: list<int32>, data: binary>`` holding the
+(bands, H, W) array as its raw little-endian bytes in the stored dtype (null where the tile lacks
+that layer). Raw bytes decode at memory speed (nested lists cost a repetition level per value:
+seven times slower to read, see docs/benchmarks.md), keep each tile's shape (native grids vary by
+latitude) and need no extension type. Band names, dtype and role are in each layer field's
+metadata. Rows are written in row groups of a few tiles, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -26,46 +27,40 @@ if TYPE_CHECKING:
 
 ROWS_PER_GROUP = 8
 ROW_GROUP_BYTES = 48 << 20  # ...or fewer: the writer holds a row group (and its encoding) in memory
-# Parquet has no 8/16-bit physical type: uint8/uint16 values are stored as INT32. Snappy takes
-# that padding back for less CPU than writing and hashing the padded bytes (zstd-1 packs ~2x
-# tighter at ~1.5x the CPU); every Parquet reader has it. Lossless either way.
+# Snappy: the cheapest codec every Parquet reader has (zstd-1 packs tighter at ~1.5x the CPU).
 COMPRESSION = "snappy"
 COMPRESSION_LEVEL = None
 
 
-def nested_lists(arrays: Sequence[np.ndarray | None], value_type: pa.DataType) -> pa.Array:
-    """(bands, H, W) arrays (None = null) -> one ``list<list<list<T>>>`` Arrow array."""
+LAYOUT = "tensor-bytes"  # field metadata ``layout``: what readers check before decoding
+
+
+def tensor_type() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.struct([pa.field("shape", pa.list_(pa.int32())), pa.field("data", pa.binary())])
+
+
+def tensor_column(arrays: Sequence[np.ndarray | None], dtype: np.dtype) -> pa.Array:
+    """(bands, H, W) arrays (None = null) -> one ``struct<shape, data>`` Arrow array."""
     import numpy as np
     import pyarrow as pa
 
-    present = [a for a in arrays if a is not None]
-    np_type = value_type.to_pandas_dtype()
-    flat = np.concatenate([a.ravel() for a in present]) if present else np.empty(0, np_type)
-    values = pa.array(flat, type=value_type)
-    inner, mid, outer = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], [0]
-    nulls = []
-    for a in arrays:
-        if a is None:
-            outer.append(0)
-            nulls.append(True)
-            continue
-        b, h, w = a.shape
-        inner.append(np.full(b * h, w, np.int64))
-        mid.append(np.full(b, h, np.int64))
-        outer.append(b)
-        nulls.append(False)
-    i_off = pa.array(np.cumsum(np.concatenate(inner)), pa.int32())
-    m_off = pa.array(np.cumsum(np.concatenate(mid)), pa.int32())
-    o_off = pa.array(np.cumsum(outer), pa.int32())
-    level1 = pa.ListArray.from_arrays(i_off, values)
-    level2 = pa.ListArray.from_arrays(m_off, level1)
-    return pa.ListArray.from_arrays(o_off, level2, mask=pa.array(nulls, pa.bool_()))
+    little = np.dtype(dtype).newbyteorder("<")
+    shapes = [None if a is None else list(a.shape) for a in arrays]
+    data = [None if a is None else np.ascontiguousarray(a, dtype=little).tobytes() for a in arrays]
+    mask = pa.array([a is None for a in arrays], pa.bool_())
+    return pa.StructArray.from_arrays(
+        [pa.array(shapes, pa.list_(pa.int32())), pa.array(data, pa.binary())],
+        fields=list(tensor_type()),
+        mask=mask,
+    )
 
 
 class ParquetExporter(Exporter):
     name = "parquet"
     summary = (
-        "Parquet shards, one row per tile, one nested-list column per layer (pyarrow, datasets)"
+        "Parquet shards, one row per tile, one raw-tensor column per layer (pyarrow, datasets)"
     )
     sharded = True
 
@@ -83,7 +78,6 @@ class ParquetExporter(Exporter):
         return self._schema
 
     def _make_schema(self) -> pa.Schema:
-        import numpy as np
         import pyarrow as pa
 
         fields = [
@@ -96,14 +90,15 @@ class ParquetExporter(Exporter):
         ]
         for lay in self.layers:
             info = self.layer_info[lay.name]
-            vt = pa.from_numpy_dtype(np.dtype(info["dtype"]))
             meta = {
                 "bands": json.dumps(info["bands"]),
                 "dtype": info["dtype"],
                 "role": lay.role,
                 "axes": "bands,y,x",
+                "layout": LAYOUT,
+                "byte_order": "little",
             }
-            fields.append(pa.field(lay.name, pa.list_(pa.list_(pa.list_(vt))), metadata=meta))
+            fields.append(pa.field(lay.name, tensor_type(), metadata=meta))
         return pa.schema(fields, metadata={"m3leo.export": json.dumps({"format": self.name})})
 
     def process(self, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]] | Failure:
@@ -115,6 +110,7 @@ class ParquetExporter(Exporter):
         return meta, self._table(self.schema(), [(meta, arrays)])  # built in the worker thread
 
     def _table(self, schema: pa.Schema, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
+        import numpy as np
         import pyarrow as pa
 
         cols: list[pa.Array] = [
@@ -126,8 +122,8 @@ class ParquetExporter(Exporter):
             pa.array([m["missing"] for m, _ in rows], pa.list_(pa.string())),
         ]
         for lay in self.layers:
-            vt = schema.field(lay.name).type.value_type.value_type.value_type
-            cols.append(nested_lists([a.get(lay.name) for _, a in rows], vt))
+            dtype = np.dtype(self.layer_info[lay.name]["dtype"])
+            cols.append(tensor_column([a.get(lay.name) for _, a in rows], dtype))
         return pa.Table.from_arrays(cols, schema=schema)
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:

@@ -68,14 +68,23 @@ def decode_values(values: np.ndarray, family: str) -> np.ndarray:
     """Stored values of ``family`` -> float32 physical values (see ``DECODING``)."""
     import numpy as np
 
+    out = np.empty(values.shape, dtype=np.float32)
+    decode_into(out, values, family)
+    return out
+
+
+def decode_into(out: np.ndarray, values: np.ndarray, family: str) -> None:
+    """``decode_values`` written into a float32 array of the same shape (no temporary)."""
+    import numpy as np
+
     if family == "s1grd" and values.dtype == np.uint16:
-        return values.view(np.int16).astype(np.float32)
-    out = values.astype(np.float32)
+        np.copyto(out, values.view(np.int16), casting="unsafe")
+        return
+    np.copyto(out, values, casting="unsafe")
     if family == "s2rgbm" and values.dtype == np.uint8:
         out /= 255.0
     elif family == "modis44b006veg":
         out[values == spec.MODIS_WATER] = np.nan
-    return out
 
 
 def decode(tile: Tile) -> np.ndarray:

@@ -71,7 +71,7 @@ class Assembler:
         import numpy as np
 
         from ..export.resample import resample
-        from ..tiles.model import decode_values
+        from ..tiles.model import decode_into
 
         size = self.spec.size
         if out is None:
@@ -83,23 +83,23 @@ class Assembler:
         data, mask = resample(
             layer.data, size, nearest=family.label, nodata=layer.nodata, family=family.name
         )
-        present = [b for b in layer.bands if b is not None]
-        if self.normalized:
-            values = data.astype(np.float32)
-        elif datakind in self.stats:
-            mean, std = self._mean_std(datakind, tuple(present))
-            values = decode_values(data, family.name)
-            values -= mean
-            values /= std
-        else:
-            values = decode_values(data, family.name)
-        if mask is not None:
-            values[mask] = np.nan
-        values[~np.isfinite(values)] = 0.0
         rows = [i for i, b in enumerate(layer.bands) if b is not None]
-        if len(rows) == len(out):
-            out[...] = values
+        # decode straight into the image when every channel is present (the usual case)
+        values = out if len(rows) == len(out) else np.empty(data.shape, dtype=np.float32)
+        if self.normalized:
+            np.copyto(values, data, casting="unsafe")
         else:
+            decode_into(values, data, family.name)
+            if datakind in self.stats:
+                mean, std = self._mean_std(datakind, tuple(b for b in layer.bands if b is not None))
+                values -= mean
+                values /= std
+        if mask is not None:
+            np.copyto(values, np.float32(0.0), where=mask)
+        # one summing pass finds NaN / inf (an overflowing sum only takes the slow path)
+        if not np.isfinite(values.sum()):
+            values[~np.isfinite(values)] = 0.0
+        if values is not out:
             out[...] = 0.0
             out[rows] = values
         return out
@@ -146,14 +146,18 @@ class Assembler:
         if implied is not None:
             mask = implied if mask is None else (mask | implied)
         if self.spec.target.task == "classification":
-            if not np.issubdtype(data.dtype, np.integer):
-                data = np.nan_to_num(data, nan=-1)
-            codes = data[0].astype(np.int64)
-            idx = np.full(codes.shape, IGNORE_INDEX, dtype=np.int64)
-            ok = (codes >= 0) & (codes < len(self.lut()))
-            idx[ok] = self.lut()[codes[ok]]
+            lut = self.lut()
+            if data.dtype.kind == "u" and data.dtype.itemsize <= 2:  # codes index the table
+                idx = lut[data[0]]
+            else:
+                if not np.issubdtype(data.dtype, np.integer):
+                    data = np.nan_to_num(data, nan=-1)
+                codes = data[0].astype(np.int64)
+                idx = np.full(codes.shape, IGNORE_INDEX, dtype=np.int64)
+                ok = (codes >= 0) & (codes < len(lut))
+                idx[ok] = lut[codes[ok]]
             if mask is not None:
-                idx[mask[0]] = IGNORE_INDEX
+                np.copyto(idx, IGNORE_INDEX, where=mask[0])
             return idx
         values = decode_values(data, family.name)[0]
         if mask is not None:

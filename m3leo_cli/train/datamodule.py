@@ -73,7 +73,14 @@ class M3leoDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             generator=gen,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._on_cuda(),  # page-locked batches: the copy to the GPU overlaps
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        device = getattr(strategy, "root_device", None)
+        return getattr(device, "type", None) == "cuda"
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("train", shuffle=True)

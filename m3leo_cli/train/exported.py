@@ -57,6 +57,19 @@ def _parquet_count(path: Path) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
+def _check_layout(path: Path, layers: Sequence[str]) -> None:
+    """Refuse the nested-list layer columns of development builds before iterating."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    for d in layers:
+        if (schema.field(d).metadata or {}).get(b"layout") != b"tensor-bytes":
+            raise TrainConfigError(
+                f"{path} stores {d} as nested lists (an m3leo development build's layout)",
+                "export it again: m3leo export --format parquet --overwrite ...",
+            )
+
+
 def _nodata(data: Any, value: Any, datakind: str) -> Any:
     import numpy as np
 
@@ -136,6 +149,8 @@ class ExportDataset(torch.utils.data.IterableDataset):
         self.shards = sorted((self.root / split).glob("*" + FORMATS[self.format]))
         count = _tar_count if self.format == "webdataset" else _parquet_count
         self.counts = [count(p) for p in self.shards]
+        if self.format == "parquet" and self.shards:
+            _check_layout(self.shards[0], [*inputs, target])
         self.rank, self.world_size = rank, world_size
 
     @staticmethod
@@ -269,7 +284,8 @@ class ExportDataset(torch.utils.data.IterableDataset):
 
         pf = pq.ParquetFile(path)
         wanted = [*self.assembler.inputs, self.assembler.target]
-        field_bands = {d: json.loads(pf.schema_arrow.field(d).metadata[b"bands"]) for d in wanted}
+        fields = {d: pf.schema_arrow.field(d) for d in wanted}
+        field_bands = {d: json.loads(f.metadata[b"bands"]) for d, f in fields.items()}
         start = 0
         for g in range(pf.metadata.num_row_groups):
             rows = pf.metadata.row_group(g).num_rows
@@ -282,7 +298,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
             for i in range(max(first - start, 0), min(last - start, rows)):
                 arrays = {}
                 for d in wanted:
-                    got = _row_array(table.column(d).chunk(0), i)
+                    got = _row_array(table.column(d).chunk(0), i, fields[d])
                     if got is not None:
                         arrays[d] = got
                 tile = table.column("tile_id")[i].as_py()
@@ -291,14 +307,12 @@ class ExportDataset(torch.utils.data.IterableDataset):
             start += rows
 
 
-def _row_array(column: Any, i: int) -> Any:
-    """Row ``i`` of a ``list<list<list<T>>>`` column as a (bands, H, W) array, or None."""
-    outer = column.slice(i, 1)
-    if outer.null_count:
+def _row_array(column: Any, i: int, field: Any) -> Any:
+    """Row ``i`` of a layer column (raw tensor bytes) as a (bands, H, W) array, or None."""
+    import numpy as np
+
+    if not column.is_valid()[i].as_py():
         return None
-    b = outer.value_lengths()[0].as_py()
-    level2 = outer.flatten()
-    h = level2.value_lengths()[0].as_py()
-    level1 = level2.flatten()
-    w = level1.value_lengths()[0].as_py()
-    return level1.flatten().to_numpy(zero_copy_only=False).reshape(b, h, w)
+    dtype = np.dtype(field.metadata[b"dtype"].decode()).newbyteorder("<")
+    shape = column.field("shape")[i].as_py()
+    return np.frombuffer(column.field("data")[i].as_buffer(), dtype=dtype).reshape(shape)
