@@ -115,6 +115,25 @@ def test_same_commit_is_a_noop(hub: HubServer) -> None:
     assert path.stat().st_mtime_ns == stamp
 
 
+def test_regions_commits_are_asked_for_at_once(hub: HubServer) -> None:
+    """An unchanged catalog costs one round trip, not one per region: both revision requests
+    arrive before the first answer (each answer takes 1 s) could have let a second one go."""
+    s = settings_for(hub.url)
+    refresh(s, "miniset", ["europe", "conus"])
+    hub.faults = Faults(latency_ms=1000)
+    hub.clear_log()
+    try:
+        report = refresh(s, "miniset", ["europe", "conus"])
+    finally:
+        hub.faults = Faults()  # the server is shared by the module's tests
+    assert [r.status for r in report.regions] == ["unchanged", "unchanged"]
+    assert sorted(r.path for r in hub.log) == [
+        "/api/datasets/M3LEO-miniset/conus/revision/main",
+        "/api/datasets/M3LEO-miniset/europe/revision/main",
+    ]
+    assert abs(hub.log[1].arrived - hub.log[0].arrived) < 0.9
+
+
 def test_one_region_never_rewrites_another(hub: HubServer) -> None:
     s = settings_for(hub.url)
     refresh(s, "miniset", ["europe", "conus"])

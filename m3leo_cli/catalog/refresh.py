@@ -177,11 +177,25 @@ def refresh(
     report = RefreshReport(ed.name, rev)
     progress(ProgressEvent("start", phase="refresh", total_files=len(names)))
     with HubClient(settings) as client:
-        for region in names:
-            report.regions.append(_refresh_one(client, store, ed, region, rev, force, progress))
+        # every region's commit in one round trip: an unchanged catalog costs one latency
+        commits = _concurrently(lambda r: client.revision(ed.repo_id(r), rev), names)
+        for region, commit in zip(names, commits, strict=True):
+            rr = _refresh_one(client, store, ed, region, commit, rev, force, progress)
+            report.regions.append(rr)
             progress(ProgressEvent("advance", phase="refresh", files=1))
     progress(ProgressEvent("done", phase="refresh"))
     return report
+
+
+def _concurrently(fn: Any, items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` over a few threads (requests that wait on the network);
+    the first failure, in order, is raised."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _refresh_one(
@@ -189,13 +203,13 @@ def _refresh_one(
     store: Store,
     ed: spec.Edition,
     region: str,
+    commit: str,
     rev: str,
     force: bool,
     progress: ProgressCallback,
 ) -> RegionRefresh:
     repo_id = ed.repo_id(region)
     path = store.manifest_path(ed.name, region)
-    commit = client.revision(repo_id, rev)
     warnings: list[str] = []
     old: dict[str, Any] | None = None
     if path.exists():
@@ -219,7 +233,8 @@ def _refresh_one(
     entries = list(client.iter_tree(repo_id, commit))
     roles = definition_files(ed.name, [e.path for e in entries if e.type == "file"])
     by_path = {e.path: e for e in entries}
-    files = {role: _get_checked(client, repo_id, commit, by_path[p]) for role, p in roles.items()}
+    fetch = lambda p: _get_checked(client, repo_id, commit, by_path[p])  # noqa: E731
+    files = dict(zip(roles, _concurrently(fetch, list(roles.values())), strict=True))
     built = build_manifest(ed.name, region, commit, entries, files)
     summary = summarize(built.table, ed.name, region, commit, rev)
     rr = RegionRefresh(

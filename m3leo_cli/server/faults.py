@@ -8,6 +8,7 @@ the counts again.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ class RequestRecord:
     range: str | None  # the Range header, if any
     repo_path: str | None = None  # the repo file a resolve/content request was about
     bytes_sent: int = 0  # body bytes written (after any cut/junk fault)
+    arrived: float = field(default_factory=time.monotonic)  # when the request was read
 
 
 class FaultCounters:
