@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
-from ..store.journal import RunJournal, Suspicion
+from ..store.journal import RunJournal
 from ..store.layout import Store
 from .plan import DownloadPlan, build_jobs, check_space, finish, plan_jobs, selected_rows
 from .processes import plan_processes, run_jobs_processes
@@ -36,30 +36,29 @@ def download_miniset(
     def on_wait(holder: str) -> None:
         progress(ProgressEvent("message", "lock", message=f"waiting for the lock ({holder})"))
 
-    with store_lock(store, wait=wait, on_wait=on_wait):
-        suspect = Suspicion(store)  # before this run's own marker exists
-        jobs, refused = build_jobs(settings, rows, suspect, durable=False)
+    with store_lock(store, wait=wait, on_wait=on_wait), RunJournal(store) as journal:
+        # the journal has turned unfinished runs' markers into suspects: re-hashed, not trusted
+        jobs, refused = build_jobs(settings, rows, journal.is_suspect, durable=False)
         plan = plan_jobs(settings, selection.edition, regions, jobs, refused)
         if space_check:
             check_space(settings.data_dir, plan.to_fetch_bytes - plan.partial_bytes)
-        with RunJournal(store) as journal:
 
-            def on_file(job: FileJob, outcome: str) -> None:
-                if job.suspect:
-                    journal.cleared(job.dest)
-                if outcome == "downloaded":
-                    journal.committed()
+        def on_file(job: FileJob, outcome: str) -> None:
+            if job.suspect:
+                journal.cleared(job.dest)
+            if outcome == "downloaded":
+                journal.committed()
 
-            processes = plan_processes(settings, plan.to_fetch_files)
-            if processes > 1:
-                summary = run_jobs_processes(
-                    settings, jobs, processes=processes, workers=workers, progress=progress,
-                    on_file=on_file,
-                )  # fmt: skip
-            else:
-                with HubClient(settings) as client:
-                    summary = run_jobs(
-                        client, jobs, workers=workers, progress=progress, on_file=on_file
-                    )
+        processes = plan_processes(settings, plan.to_fetch_files)
+        if processes > 1:
+            summary = run_jobs_processes(
+                settings, jobs, processes=processes, workers=workers, progress=progress,
+                on_file=on_file,
+            )  # fmt: skip
+        else:
+            with HubClient(settings) as client:
+                summary = run_jobs(
+                    client, jobs, workers=workers, progress=progress, on_file=on_file
+                )
     finish(summary, store, refused)
     return summary

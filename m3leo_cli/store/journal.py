@@ -76,6 +76,10 @@ class RunJournal:
         except OSError:
             return True  # gone: nothing left to suspect
 
+    def is_suspect(self, path: Path) -> bool:
+        """Whether an earlier unfinished run may have left ``path`` incomplete on disk."""
+        return bool(self.suspects) and _relative(self.store, Path(path)) in self.suspects
+
     def cleared(self, path: Path) -> None:
         """A suspect was re-hashed and found right, or fetched again."""
         with self._lock:
@@ -102,8 +106,9 @@ class RunJournal:
 class Suspicion:
     """Read-only: which store files an unfinished run may have left incomplete on disk.
 
-    Usable before the store lock is taken (planning): the listed suspects, plus any file
-    modified since the start of a run whose marker is still there.
+    Usable before the store lock is taken (planning, where no :class:`RunJournal` has recovered
+    yet): the listed suspects, plus any file modified since the start of a run whose marker is
+    still there.
     """
 
     def __init__(self, store: Store) -> None:

@@ -61,9 +61,11 @@ def _check_layout(path: Path, layers: Sequence[str]) -> None:
     """Refuse the nested-list layer columns of development builds before iterating."""
     import pyarrow.parquet as pq
 
+    from ..export.parquet import LAYOUT
+
     schema = pq.read_schema(path)
     for d in layers:
-        if (schema.field(d).metadata or {}).get(b"layout") != b"tensor-bytes":
+        if (schema.field(d).metadata or {}).get(b"layout") != LAYOUT.encode():
             raise TrainConfigError(
                 f"{path} stores {d} as nested lists (an m3leo development build's layout)",
                 "export it again: m3leo export --format parquet --overwrite ...",
@@ -280,12 +282,14 @@ class ExportDataset(torch.utils.data.IterableDataset):
                 yield done(key, arrays, meta)
 
     def _parquet(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+        import numpy as np
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
         wanted = [*self.assembler.inputs, self.assembler.target]
-        fields = {d: pf.schema_arrow.field(d) for d in wanted}
-        field_bands = {d: json.loads(f.metadata[b"bands"]) for d, f in fields.items()}
+        meta = {d: pf.schema_arrow.field(d).metadata for d in wanted}
+        field_bands = {d: json.loads(m[b"bands"]) for d, m in meta.items()}
+        dtypes = {d: np.dtype(m[b"dtype"].decode()).newbyteorder("<") for d, m in meta.items()}
         start = 0
         for g in range(pf.metadata.num_row_groups):
             rows = pf.metadata.row_group(g).num_rows
@@ -298,7 +302,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
             for i in range(max(first - start, 0), min(last - start, rows)):
                 arrays = {}
                 for d in wanted:
-                    got = _row_array(table.column(d).chunk(0), i, fields[d])
+                    got = _row_array(table.column(d).chunk(0), i, dtypes[d])
                     if got is not None:
                         arrays[d] = got
                 tile = table.column("tile_id")[i].as_py()
@@ -307,12 +311,11 @@ class ExportDataset(torch.utils.data.IterableDataset):
             start += rows
 
 
-def _row_array(column: Any, i: int, field: Any) -> Any:
+def _row_array(column: Any, i: int, dtype: Any) -> Any:
     """Row ``i`` of a layer column (raw tensor bytes) as a (bands, H, W) array, or None."""
     import numpy as np
 
-    if not column.is_valid()[i].as_py():
+    if not column[i].is_valid:
         return None
-    dtype = np.dtype(field.metadata[b"dtype"].decode()).newbyteorder("<")
     shape = column.field("shape")[i].as_py()
     return np.frombuffer(column.field("data")[i].as_buffer(), dtype=dtype).reshape(shape)
