@@ -12,9 +12,16 @@ folder, 16 connections each:
 
 For m3leo the nginx access log splits the run into start-up (process start to first request),
 catalog (to the first file request) and transfer. Every run is repeated with 20 ms added to each
-request (the echo module). Install: ``apt-get install nginx libnginx-mod-http-echo aria2``.
+request (the echo module). Each client starts after a ``sync``, so none pays for the previous
+one's dirty pages. Install: ``apt-get install nginx libnginx-mod-http-echo aria2``.
+
+``--full N`` adds the full edition: one datakind of N tiles in Parquet shards (448 px s1grd,
+96 tiles a shard in one row group: ~25 MB shards), whole shards fetched by curl -Z and aria2c
+-j16 (no hashing, no unpacking) and by ``m3leo download --edition full --fetch whole``
+(sha256-verified, then unpacked into tile files), with each client's peak RSS.
 
     .venv/bin/python benchmarks/bench_wire.py [--tiles 99] [--repeat 2] [--delays 0,20]
+                                              [--full 1152]
 """
 
 from __future__ import annotations
@@ -51,8 +58,8 @@ def source(tiles: int) -> Path:
     return root
 
 
-def files_of(root: Path) -> list[tuple[str, int]]:
-    repo = root / REPO
+def files_of(root: Path, repo_id: str = REPO) -> list[tuple[str, int]]:
+    repo = root / repo_id
     return sorted(
         (p.relative_to(repo).as_posix(), p.stat().st_size)
         for p in repo.rglob("*")
@@ -69,9 +76,17 @@ def _env(work: Path, endpoint: str) -> dict[str, str]:
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, start time on the epoch clock nginx logs with)."""
+    os.sync()  # the previous client's dirty pages are not this one's to write back
     t_epoch, t0 = time.time(), time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - t0, t_epoch
+
+
+def peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds, epoch start, peak RSS in MB of the process and its children)."""
+    out = OUT / "time.txt"
+    wall, start = timed(["/usr/bin/time", "-o", str(out), "-f", "%M", *cmd], env)
+    return wall, start, int(out.read_text().split()[-1]) / 1024
 
 
 def first_requests(log: Path, since: float) -> tuple[float | None, float | None]:
@@ -130,11 +145,99 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
     return res
 
 
+FULL_REPO = "M3LEO/europe"
+
+
+def full_source(tiles: int) -> Path:
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    root = OUT / f"full-{tiles}-96"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=tiles, chip_px=448,
+                          datakinds=("s1grd-2020",), tiles_per_shard=96,
+                          rows_per_row_group=96)  # fmt: skip
+        write_source(root, cfg)
+        (root / ".complete").write_text("")
+    return root
+
+
+def run_full(work: Path, endpoint: str, root: Path, py: str) -> dict:
+    """Whole shards: curl, aria2c (no hashing), m3leo (sha256 + unpack), with peak RSS."""
+    env = _env(work, endpoint)
+    shards = [(p, n) for p, n in files_of(root, FULL_REPO) if p.endswith(".parquet")]
+    urls = [f"{endpoint}/datasets/{FULL_REPO}/resolve/main/{p}" for p, _ in shards]
+    res: dict[str, dict] = {}
+    for name in ("curl", "aria2c", "m3leo"):
+        shutil.rmtree(work / name, ignore_errors=True)
+        (work / name).mkdir(parents=True)
+    d = work / "curl"
+    (d / "list.cfg").write_text(
+        "".join(
+            f'url = "{u}"\noutput = "{d}/{p}"\n' for u, (p, _) in zip(urls, shards, strict=True)
+        )
+    )
+    s, _, rss = peak_rss(["curl", "-Z", "--parallel-max", "16", "-s", "-L", "--create-dirs",
+                          "-K", str(d / "list.cfg")], env)  # fmt: skip
+    res["curl -Z 16"] = {"s": s, "rss": rss}
+    d = work / "aria2c"
+    (d / "list.txt").write_text(
+        "".join(f"{u}\n  out={p}\n" for u, (p, _) in zip(urls, shards, strict=True))
+    )
+    s, _, rss = peak_rss(["aria2c", "-q", "-j16", "-x1", "--auto-file-renaming=false",
+                          "--allow-overwrite=true", "-d", str(d), "-i", str(d / "list.txt")],
+                         env)  # fmt: skip
+    res["aria2c -j16"] = {"s": s, "rss": rss}
+    env_m = dict(env, M3LEO_DATA_DIR=str(work / "m3leo"))
+    s, start, rss = peak_rss([str(Path(py).parent / "m3leo"), "download", "--edition", "full",
+                              "--region", "europe", "--fetch", "whole", "--workers", "16",
+                              "-q"], env_m)  # fmt: skip
+    row = {"s": s, "rss": rss}
+    first, first_file = first_requests(work / "access.log", start)
+    if first is not None and first_file is not None:
+        row["transfer"] = s - (first_file - start)
+    res["m3leo download 16 (+unpack)"] = row
+    return res
+
+
+def bench_full(tiles: int, repeat: int) -> dict:
+    root = full_source(tiles)
+    shards = [(p, n) for p, n in files_of(root, FULL_REPO) if p.endswith(".parquet")]
+    total = sum(n for _, n in shards)
+    repos = [FULL_REPO]
+    answers = nginx_hub.record(
+        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
+    )
+    print(f"\nfull edition: {len(shards)} shards, {total / 1e6:.0f} MB "
+          f"({total / len(shards) / 1e6:.0f} MB each)")  # fmt: skip
+    work = OUT / "site-full"
+    shutil.rmtree(work, ignore_errors=True)
+    conf, hub_port, _ = nginx_hub.write_site(work, root, answers, 0.0)
+    runs: dict[str, list[dict]] = {}
+    with nginx_hub.Nginx(conf):
+        for _ in range(repeat):
+            for name, row in run_full(work, f"http://127.0.0.1:{hub_port}", root,
+                                      sys.executable).items():  # fmt: skip
+                runs.setdefault(name, []).append(row)
+    print(f"{'client':30} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    best = {k: min(v, key=lambda r: r["s"]) for k, v in runs.items()}
+    for name, row in best.items():
+        extra = ""
+        if "transfer" in row:
+            extra = f"  shards+unpack after the catalog: {total / row['transfer'] / 1e6:,.0f} MB/s"
+        print(f"{name:30} {row['s']:8.2f} {total / row['s'] / 1e6:7.0f} {row['rss']:12.0f}{extra}")
+    m = best["m3leo download 16 (+unpack)"]["s"]
+    ratios = [f"{k}: {v['s'] / m:.2f}x" for k, v in best.items() if not k.startswith("m3leo")]
+    print("m3leo MB/s vs " + ", ".join(ratios))
+    return {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", type=int, default=99)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--delays", default="0,20")
+    ap.add_argument("--full", type=int, default=0, help="tiles of the full-edition run (0: none)")
     args = ap.parse_args()
     for tool in ("nginx", "curl", "aria2c"):
         if not shutil.which(tool):
@@ -148,7 +251,7 @@ def main() -> None:
     )
     print(f"{len(files)} files, {total / 1e6:.0f} MB ({total / len(files) / 1e3:.0f} KB each)")
     summary: dict = {}
-    for delay in (float(x) for x in args.delays.split(",")):
+    for delay in (float(x) for x in args.delays.split(",") if x):  # --delays "": none
         work = OUT / f"site-{delay:g}ms"
         shutil.rmtree(work, ignore_errors=True)
         conf, hub_port, _ = nginx_hub.write_site(work, root, answers, delay)
@@ -176,6 +279,8 @@ def main() -> None:
         ratios = {k: v["s"] / m for k, v in best.items() if not k.startswith("m3leo")}
         print("m3leo speed vs " + ", ".join(f"{k}: {r:.2f}x" for k, r in ratios.items()))
         summary[f"{delay:g}ms"] = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
+    if args.full:
+        summary["full"] = bench_full(args.full, args.repeat)
     (OUT / "last.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -141,3 +141,54 @@ def test_bare_groups_show_their_help_not_an_error(capsys, args, usage) -> None:
     assert res.code == 0 and "Error" not in res.err
     assert res.out.startswith(usage) and "Commands:" in res.out
     assert len(res.out.splitlines()) > 5  # the real, multi-line help
+
+
+def test_the_command_table_names_every_command() -> None:
+    """`m3leo <command>` imports only its own module: the table must match what registers."""
+    import importlib
+
+    from m3leo_cli.cli import COMMAND_MODULES, COMMANDS, _load_commands, app
+
+    _load_commands()
+    registered = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert set(COMMANDS) == registered
+    assert set(COMMANDS.values()) == set(COMMAND_MODULES)
+    for cmd in app.registered_commands:  # each command lives in the module the table names
+        assert cmd.callback is not None
+        mod = importlib.import_module(cmd.callback.__module__)
+        assert mod.__name__.rsplit(".", 1)[1] == COMMANDS[str(cmd.name)]
+
+
+# Runs `m3leo download` and stops it at its first request: what had been imported by then.
+_FIRST_REQUEST = """
+import json, os, sys
+import m3leo_cli.hub.wire as wire
+def send(self, method, url, headers):
+    mods = sorted(m for m in sys.modules if m.startswith(("pyarrow", "m3leo_cli.cli.cmd_")))
+    print(json.dumps({"url": url, "modules": mods}))
+    sys.stdout.flush()
+    os._exit(0)
+wire.Wire.send = send
+import m3leo_cli.catalog.refresh as refresh
+refresh._preload = lambda: None  # the background import would race this check
+from m3leo_cli.cli import main
+main(["download", "--edition", "miniset", "--region", "europe", "-q"])
+"""
+
+
+def test_a_download_sends_its_first_request_before_the_heavy_imports(tmp_path: Path) -> None:
+    """Start-up: the first request leaves before pyarrow is imported on the way to it (it loads
+    in the background while the Hub answers) and without importing the other commands."""
+    import json
+    import os
+
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", M3LEO_DATA_DIR=str(tmp_path),
+               M3LEO_CONFIG=str(tmp_path / "none.toml"), HF_HOME=str(tmp_path / "hf"))  # fmt: skip
+    env.pop("HF_HUB_OFFLINE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_REQUEST], env=env, capture_output=True, text=True,
+        check=True, timeout=60,
+    ).stdout  # fmt: skip
+    first = json.loads(out)
+    assert first["url"] == "http://127.0.0.1:9/api/datasets/M3LEO-miniset/europe/revision/main"
+    assert first["modules"] == ["m3leo_cli.cli.cmd_download"]

@@ -18,7 +18,7 @@ import pytest
 from dl_helpers import expected_files, local_files, serve, source
 
 from m3leo_cli.config import load_settings
-from m3leo_cli.errors import HubConnectionError
+from m3leo_cli.errors import HubConnectionError, M3leoError
 from m3leo_cli.fetch.runner import DownloadSummary
 from m3leo_cli.hub.netenv import bypasses_proxy, proxy_for
 from m3leo_cli.mirror.download import download
@@ -157,14 +157,13 @@ def test_ca_bundle_variables_are_read_in_order(tmp_path: Path) -> None:
     assert load_settings(env={"SSL_CERT_FILE": str(b)}).ca_bundle == b
 
 
-def test_ca_bundle_is_trusted_for_https(tmp_path: Path) -> None:
-    """A Hub behind a private CA (a corporate TLS proxy, a site mirror): REQUESTS_CA_BUNDLE."""
+@pytest.fixture
+def https_hub(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """A Hub answering revisions over TLS with a private CA; yields (url, CA file, sha)."""
     import json
     import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from m3leo_cli.hub.client import HubClient
 
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -179,6 +178,8 @@ def test_ca_bundle_is_trusted_for_https(tmp_path: Path) -> None:
     sha = "a" * 40
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             body = json.dumps({"id": "M3LEO-miniset/europe", "sha": sha}).encode()
             self.send_response(200)
@@ -193,18 +194,100 @@ def test_ca_bundle_is_trusted_for_https(tmp_path: Path) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        url = f"https://127.0.0.1:{httpd.server_address[1]}"
-        plain = load_settings({"endpoint": url, "data_dir": tmp_path}, env={})
-        with HubClient(plain) as c, pytest.raises(HubConnectionError) as exc:
-            c.revision("M3LEO-miniset/europe")
-        assert "CERTIFICATE_VERIFY_FAILED" in exc.value.message
-        env = {"REQUESTS_CA_BUNDLE": str(cert)}
-        trusting = load_settings({"endpoint": url, "data_dir": tmp_path}, env=env)
-        with HubClient(trusting) as c:
-            assert c.revision("M3LEO-miniset/europe") == sha
+        yield f"https://127.0.0.1:{httpd.server_address[1]}", cert, sha
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_ca_bundle_is_trusted_for_https(tmp_path: Path, https_hub) -> None:
+    """A Hub behind a private CA (a corporate TLS proxy, a site mirror): REQUESTS_CA_BUNDLE."""
+    from m3leo_cli.hub.client import HubClient
+
+    url, cert, sha = https_hub
+    plain = load_settings({"endpoint": url, "data_dir": tmp_path}, env={})
+    with HubClient(plain) as c, pytest.raises(HubConnectionError) as exc:
+        c.revision("M3LEO-miniset/europe")
+    assert "CERTIFICATE_VERIFY_FAILED" in exc.value.message
+    env = {"REQUESTS_CA_BUNDLE": str(cert)}
+    trusting = load_settings({"endpoint": url, "data_dir": tmp_path}, env=env)
+    with HubClient(trusting) as c:
+        assert c.revision("M3LEO-miniset/europe") == sha
+
+
+def test_https_goes_through_a_connect_tunnel(tmp_path: Path, https_hub, proxy) -> None:
+    """An https:// Hub behind HTTPS_PROXY: a CONNECT to the proxy, TLS to the Hub inside it."""
+    from m3leo_cli.hub.client import HubClient
+
+    url, cert, sha = https_hub
+    proxy_url, log = proxy
+    env = {"HTTPS_PROXY": proxy_url, "NO_PROXY": "", "REQUESTS_CA_BUNDLE": str(cert)}
+    st = load_settings({"endpoint": url, "data_dir": tmp_path}, env=env)
+    with HubClient(st) as c:
+        assert c.revision("M3LEO-miniset/europe") == sha
+        assert c.revision("M3LEO-miniset/europe") == sha  # the tunnel is kept and reused
+    hostport = url.removeprefix("https://")
+    lines = _proxied_requests(log)
+    assert len(lines) == 1 and lines[0].startswith(f"CONNECT {hostport} HTTP/1.")
+
+
+def test_proxy_credentials_from_the_proxy_url(info, tmp_path: Path) -> None:
+    """``http://user:pass@proxy`` sends Basic Proxy-Authorization; without it the proxy's
+    407 ends in one error naming the proxy."""
+    if TINYPROXY is None:
+        pytest.skip("tinyproxy is not installed (apt-get install tinyproxy; .ci/run installs it)")
+    port = _free_port()
+    folder = tmp_path / "tp"
+    folder.mkdir()
+    folder.chmod(0o777)
+    conf = folder / "tinyproxy.conf"
+    conf.write_text(
+        f'Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile "{folder}/log"\n'
+        "MaxClients 16\nAllow 127.0.0.1\nBasicAuth m3 pass_w0rd\n"
+    )
+    proc = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "tinyproxy did not start"
+                time.sleep(0.05)
+        with serve(info) as srv:
+            good = f"http://m3:pass%5Fw0rd@127.0.0.1:{port}"  # percent-decoded, as curl does
+            st = load_settings(
+                {"endpoint": srv.url, "data_dir": tmp_path / "d"},
+                env={"HTTP_PROXY": good, "NO_PROXY": ""},
+            )
+            res = download(st, SEL)
+            assert isinstance(res, DownloadSummary) and res.failed == 0
+            assert local_files(tmp_path / "d") == expected_files(info, "gssic")
+            bad = load_settings(
+                {"endpoint": srv.url, "data_dir": tmp_path / "e"},
+                env={"HTTP_PROXY": f"http://127.0.0.1:{port}", "NO_PROXY": ""},
+            )
+            with pytest.raises(M3leoError) as exc:
+                download(bad, SEL)
+            assert "407" in exc.value.message and "user:password@" in (exc.value.hint or "")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_socks_proxy_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from m3leo_cli.errors import ConfigError
+    from m3leo_cli.hub.client import HubClient
+
+    st = load_settings(
+        {"endpoint": "http://hub.invalid", "data_dir": tmp_path},
+        env={"ALL_PROXY": "socks5://u:pw@127.0.0.1:1080"},
+    )
+    with HubClient(st) as c, pytest.raises(ConfigError) as exc:
+        c.revision("M3LEO-miniset/europe")
+    assert "socks5://u:***@127.0.0.1:1080" in exc.value.message  # no password shown
+    assert "HTTPS_PROXY" in (exc.value.hint or "")

@@ -4,17 +4,19 @@
 ``_parquet.csv`` / the GeoJSON, and writes one manifest per edition and region. Nothing is
 written until a region's listing has fully succeeded, so a failing Hub leaves the old manifest
 as it was. Reading the manifests is :mod:`.info`, :mod:`.query` and :mod:`.stats`.
+
+pyarrow and the modules that build the manifest are imported in the background while the
+first requests wait on the network (``_preload``): a download's first request leaves within
+a quarter of a second of the command starting instead of after ~0.2 s of imports.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from .. import spec
 from ..config import Settings
@@ -27,10 +29,9 @@ from ..errors import (
 )
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..store.layout import Store
-from .build import build_manifest, definition_files
-from .info import region_names
-from .manifest import read_manifest, read_summary, write_manifest
-from .stats import tally
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "RefreshReport",
@@ -81,9 +82,30 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
+def region_names(names: Sequence[str] | None) -> list[str]:
+    """Published regions (the same rule as ``info.region_names``, without pyarrow)."""
+    return [spec.get_region(r).name for r in (names or spec.region_names())]
+
+
+def _preload() -> None:
+    """Import what building a manifest needs, in a background thread (see the docstring)."""
+
+    def run() -> None:
+        try:
+            from . import build, manifest, stats  # noqa: F401
+        except ImportError:
+            pass  # the main thread's own import reports it
+
+    threading.Thread(target=run, name="m3leo-preload", daemon=True).start()
+
+
 def summarize(table: pa.Table, edition: str, region: str, commit: str, revision: str) -> dict:
     """The summary stored in the manifest footer (read without touching data pages)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .stats import tally
 
     datakinds: dict[str, dict[str, Any]] = {}
     for row in tally(table, edition):
@@ -138,6 +160,8 @@ def summarize(table: pa.Table, edition: str, region: str, commit: str, revision:
 
 
 def _remote_files(table: pa.Table) -> dict[str, tuple[int, bytes]]:
+    import pyarrow.compute as pc
+
     t = table.filter(pc.field("checksum").is_valid())
     return dict(
         zip(
@@ -174,6 +198,7 @@ def refresh(
             "cached manifest",
         )
     store = Store(settings.data_dir)
+    _preload()  # pyarrow loads while the revisions are asked for
     report = RefreshReport(ed.name, rev)
     progress(ProgressEvent("start", phase="refresh", total_files=len(names)))
     with HubClient(settings) as client:
@@ -208,6 +233,9 @@ def _refresh_one(
     force: bool,
     progress: ProgressCallback,
 ) -> RegionRefresh:
+    from .build import build_manifest, definition_files
+    from .manifest import read_manifest, read_summary, write_manifest
+
     repo_id = ed.repo_id(region)
     path = store.manifest_path(ed.name, region)
     warnings: list[str] = []
@@ -277,6 +305,8 @@ def ensure_manifest(
         p = store.manifest_path(ed, r)
         try:
             if p.exists():
+                from .manifest import read_summary
+
                 read_summary(p)
                 continue
         except ManifestCorruptError:

@@ -186,13 +186,13 @@ def selected_rows(
     With ``refresh`` (download) a region without a manifest is catalogued first; without it
     (verify) a missing manifest is an error.
     """
+    if refresh:  # first: its requests leave before pyarrow is imported (it loads meanwhile)
+        refresh_catalog(settings, selection, progress)
     import pyarrow.compute as pc
 
     from ..catalog.info import load_manifest
     from ..catalog.query import select
 
-    if refresh:
-        refresh_catalog(settings, selection, progress)
     cols = ["edition", "region", "kind", "tile_id", "path", "size", "checksum_kind", "checksum",
             "commit", "shard"]  # fmt: skip
     tiles = select(settings, selection, kinds=("tile",))

@@ -41,16 +41,18 @@ from typing import TYPE_CHECKING, Any
 from ..checksum import hash_file, new_hasher
 from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
 from ..hub.pacing import Retrier
+from ..hub.wire import TimeoutException, TransportError
 
 if TYPE_CHECKING:
-    import httpx
-
     from ..hub.client import HubClient
+    from ..hub.wire import Response
 
 PART_SUFFIX = ".part"
 VALIDATOR_SUFFIX = ".part.validator"  # beside the part: the content host's ETag/Last-Modified
 MAX_CHECKSUM_REFETCH = 2  # a corrupt body is re-fetched this many times before reporting
 PROGRESS_STEP = 1 << 20  # report transferred bytes at least every MiB
+READ_SIZE = 1 << 20  # one read fills up to this much of a thread's buffer
+_buffers = threading.local()  # one read buffer per worker thread, reused for every file
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -97,20 +99,11 @@ def _disk_full(exc: OSError, path: Path) -> DiskFullError:
     return DiskFullError(f"disk full while writing {path} ({exc.strerror})")
 
 
-def _iter_body(resp: httpx.Response) -> Any:
-    """The raw body, straight from the connection (no re-chunking or decoding layer)."""
-    return iter(resp.stream)  # type: ignore[arg-type]
-
-
-def _drain(body: Any) -> None:
-    """Consume the end of a body whose expected bytes all arrived (at most one empty read).
-
-    Leaving the iterator early would make httpcore close the connection; a server that keeps
-    sending beyond the announced size gets its connection closed instead.
-    """
-    for extra in body:
-        if extra:
-            return
+def _buffer() -> memoryview:
+    buf = getattr(_buffers, "view", None)
+    if buf is None:
+        buf = _buffers.view = memoryview(bytearray(READ_SIZE))
+    return buf
 
 
 class Transfer:
@@ -136,6 +129,8 @@ class Transfer:
         self.hasher: Any = None  # hash of the part's bytes so far
         self.have = 0  # bytes in the part file
         self._fsynced = False
+        self._sidecar_maybe = True  # a validator file may be on disk (an earlier run's)
+        self._validator_doc: dict[str, Any] | None = None  # known, not yet written
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
@@ -169,18 +164,16 @@ class Transfer:
         # sleeping on the stop event: Ctrl-C does not wait for a backoff to end
         retrier = Retrier(self.client.settings.max_retries, self.client.pacer, sleep=self.stop.wait)
         refetches = 0
-        import httpx
-
         while True:
             if self.stop.is_set():
                 raise Cancelled()
             before = self.have
             try:
                 self._fetch()
-            except (httpx.TransportError, _Truncated) as exc:
+            except (TransportError, _Truncated) as exc:
                 if self.have > before:
                     retrier.reset()  # progress was made: the budget starts again
-                elif isinstance(exc, httpx.TimeoutException):
+                elif isinstance(exc, TimeoutException):
                     raise self.client.connection_error(exc, job.url) from None  # as given
                 if not retrier.again(None, None):
                     if isinstance(exc, _Truncated):
@@ -215,6 +208,7 @@ class Transfer:
             have = self.part.stat().st_size
         except FileNotFoundError:
             self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
+            self._sidecar_maybe = False  # no part: nothing to resume, no validator to read
             return
         if have > self.job.size:
             self._restart()
@@ -225,7 +219,7 @@ class Transfer:
     def _restart(self) -> None:
         with self.part.open("wb"):
             pass
-        self.sidecar.unlink(missing_ok=True)
+        self._drop_validator()
         self._fsynced = False
         self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
 
@@ -265,36 +259,43 @@ class Transfer:
         if self.have < job.size:
             raise _Truncated()
 
-    def _write_body(self, resp: httpx.Response) -> None:
+    def _write_body(self, resp: Response) -> None:
+        """Read the body into this thread's buffer, then write and hash from it (no copies).
+
+        Reads never ask for more than the expected size: bytes beyond it are not read, and the
+        connection they arrived on is closed rather than reused.
+        """
         job = self.job
         want = job.size - self.have
         pending = 0
         hasher = self.hasher
+        buf = _buffer()
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
                 raise _BadRange("the part file changed under us")
-            body = _iter_body(resp)
-            for chunk in body:
-                if len(chunk) >= want:
-                    extra = len(chunk) > want
-                    chunk = chunk[:want]  # never write bytes beyond the expected size
-                os.write(fd, chunk)
+            while want > 0:
+                n = resp.readinto(buf[: min(want, READ_SIZE)])
+                if not n:
+                    break
+                chunk = buf[:n]
+                done = 0
+                while done < n:  # os.write may write less than asked
+                    done += os.write(fd, chunk[done:])
                 hasher.update(chunk)
-                n = len(chunk)
                 self.have += n
                 want -= n
+                if want > 0 and self._validator_doc is not None:
+                    self._write_validator()  # the part outlives this read: note its validator
                 self.transferred += n
                 pending += n
                 if pending >= PROGRESS_STEP:
                     self.on_bytes(pending)
                     pending = 0
-                if want <= 0:
-                    if not extra:
-                        _drain(body)  # reach the end of the message: the connection is reused
-                    break
-                if self.stop.is_set():
+                if self.stop.is_set() and want > 0:
                     raise Cancelled()
+            if want <= 0 and not resp.at_end():
+                resp.readinto(buf[:1])  # one more read finds the end (chunked) or extra bytes
             if want <= 0 and self.job.durable:
                 os.fsync(fd)
                 self._fsynced = True
@@ -308,21 +309,34 @@ class Transfer:
             with self.part.open("rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(self.part, self.job.dest)
-        self.sidecar.unlink(missing_ok=True)
+        self._drop_validator()
 
     # ------------------------------------------------------------------ validator sidecar
-    def _keep_validator(self, resp: httpx.Response) -> None:
-        """Note the content host's validator for the bytes the part is about to hold."""
+    def _keep_validator(self, resp: Response) -> None:
+        """Note the content host's validator for the bytes the part is about to hold.
+
+        It is written beside the part only once a read leaves the file unfinished: a file that
+        arrives in one read (most tiles) never costs a validator file.
+        """
         etag = resp.headers.get("etag", "")
         doc = {
             "etag": etag if etag and not etag.startswith("W/") else None,  # If-Range: strong
             "last_modified": resp.headers.get("last-modified"),
             "size": self.job.size,
         }
-        if doc["etag"] or doc["last_modified"]:
-            self.sidecar.write_text(json.dumps(doc), encoding="utf-8")
-        else:
+        self._drop_validator()  # an older note must not outlive the bytes it described
+        self._validator_doc = doc if doc["etag"] or doc["last_modified"] else None
+
+    def _write_validator(self) -> None:
+        doc, self._validator_doc = self._validator_doc, None
+        self.sidecar.write_text(json.dumps(doc), encoding="utf-8")
+        self._sidecar_maybe = True
+
+    def _drop_validator(self) -> None:
+        self._validator_doc = None
+        if self._sidecar_maybe:
             self.sidecar.unlink(missing_ok=True)
+            self._sidecar_maybe = False
 
     def _validator(self) -> str:
         """If-Range for a resume: the kept ETag, else Last-Modified, else the sha256 as ETag."""

@@ -100,9 +100,8 @@ class HttpRanges:
         self.url = url
 
     def __call__(self, start: int, end: int) -> bytes:
-        import httpx
-
         from ..errors import HubError
+        from ..hub.wire import RemoteProtocolError, TransportError
 
         retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
         while True:
@@ -118,10 +117,10 @@ class HttpRanges:
                         raise RangeNotHonoredError(f"wrong Content-Range {cr!r} for {start}-{end}")
                     data = resp.read()
                     if len(data) != end - start + 1:
-                        raise httpx.RemoteProtocolError("short range body")
-                    self.url = str(resp.request.url)
+                        raise RemoteProtocolError("short range body", self.url)
+                    self.url = resp.url
                     return data
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if not retrier.again(None, None):
                     raise self.client.connection_error(exc, self.url) from None
             except HubError:

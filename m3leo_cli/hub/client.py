@@ -1,10 +1,10 @@
 """Hub protocol client: revision, paginated tree, resolve URLs, retries, pacing, auth.
 
-One :class:`HubClient` is shared by every worker thread of a run. It owns one pooled
-``httpx.Client`` (keep-alive, HTTP/1.1), one :class:`~m3leo_cli.hub.pacing.Pacer` that keeps the run
-under the Hub's per-window request quota, and the retry policy. Redirects are followed by hand
-so the token is only ever sent to the endpoint's own origin, never to the content host a
-``302`` points at.
+One :class:`HubClient` is shared by every worker thread of a run. It owns one pooled HTTP/1.1
+engine (:mod:`~m3leo_cli.hub.wire`: keep-alive to the Hub and to the content host), one
+:class:`~m3leo_cli.hub.pacing.Pacer` per budget that keeps the run under the Hub's per-window
+request quota, and the retry policy. Redirects are followed by hand so the token is only ever
+sent to the endpoint's own origin, never to the content host a ``302`` points at.
 
 The content-host URL a ``resolve`` was redirected to is remembered (a small LRU): a retry or a
 resume goes straight there, sparing the resolver quota. Those links are signed and expire; a
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Settings
@@ -32,9 +32,14 @@ from ..errors import HubConnectionError, HubProtocolError, OfflineError
 from ..version import __version__
 from .failures import connection_error, redact, status_error
 from .pacing import Pacer, Retrier, ratelimit_reset
-
-if TYPE_CHECKING:
-    import httpx
+from .wire import (
+    ConnectError,
+    Response,
+    TimeoutException,
+    TransportError,
+    UnsupportedProtocol,
+    Wire,
+)
 
 USER_AGENT = f"m3leo/{__version__}"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -71,23 +76,12 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 class HubClient:
     """Thread-safe client for one Hub endpoint (``settings.endpoint``, i.e. HF_ENDPOINT)."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
-        import httpx
-
-        from .netenv import build_transport
-
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint.rstrip("/")
         self._origin = _origin(self.endpoint)
-        pool = max(16, settings.workers * 2)
-        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        self._http = httpx.Client(
-            transport=transport or build_transport(settings, limits),
-            timeout=httpx.Timeout(settings.timeout),
-            follow_redirects=False,
-            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
-            trust_env=False,  # the environment was read once, into settings (see hub.netenv)
-        )
+        # the environment was read once, into settings (see hub.netenv); redirects by hand
+        self._http = Wire(settings, pool=max(16, settings.workers * 2))
         self.pacers = {
             bucket: Pacer(budget, settings.window_seconds)
             for bucket, budget in settings.budgets.items()
@@ -159,14 +153,12 @@ class HubClient:
     @contextmanager
     def stream(
         self, method: str, url: str, *, headers: dict[str, str] | None = None
-    ) -> Iterator[httpx.Response]:
+    ) -> Iterator[Response]:
         """Send one request (paced, redirects by hand, retried until a non-error status).
 
         Yields the open response with its body unread; the caller reads it. Error statuses are
         mapped to typed ``HubError`` subclasses; 2xx and 206 are returned.
         """
-        import httpx
-
         if self.settings.offline:
             raise OfflineError(f"offline mode is on; not requesting {redact(url)}")
         retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
@@ -174,7 +166,7 @@ class HubClient:
         while True:
             try:
                 resp = self._send_following(method, url, headers or {}, fresh)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 with self._lock:  # a content link that cannot be reached: resolve afresh
                     self._links.pop(url, None)
                 if self.retry_transport(exc, retrier):
@@ -182,14 +174,14 @@ class HubClient:
                 raise self.connection_error(exc, url) from None
             content = self.is_content_host(str(resp.url))
             if content and not fresh and self._is_resolve(url) and self._refused(resp):
-                _discard(resp)  # an expired signed link: ask the Hub for a fresh one, once
+                resp.discard()  # an expired signed link: ask the Hub for a fresh one, once
                 with self._lock:
                     self._links.pop(url, None)
                     self.reresolved += 1
                 fresh = True
                 continue
             if resp.status_code in RETRY_STATUS and retrier.again(resp.status_code, resp.headers):
-                _discard(resp)
+                resp.discard()
                 continue
             try:
                 err = status_error(resp, self.settings, content_host=content)
@@ -206,11 +198,9 @@ class HubClient:
         A refused connection or a DNS failure gets one quick retry, a timeout none (the user's
         timeout is the answer); a dropped connection gets the retrier's full budget.
         """
-        import httpx
-
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, TimeoutException):
             return False
-        if isinstance(exc, httpx.ConnectError | httpx.ProxyError | httpx.UnsupportedProtocol):
+        if isinstance(exc, ConnectError | UnsupportedProtocol):
             if retrier.attempts >= 1 or retrier.max_retries == 0:
                 return False
             retrier.attempts += 1
@@ -220,11 +210,7 @@ class HubClient:
 
     def connection_error(self, exc: BaseException, url: str) -> HubConnectionError:
         """The error for a failed connection, naming the host that failed (Hub or content)."""
-        failed = url
-        try:
-            failed = str(exc.request.url)  # type: ignore[attr-defined]  # httpx knows the hop
-        except (AttributeError, RuntimeError):
-            pass
+        failed = getattr(exc, "url", "") or url  # the engine knows the hop that failed
         return connection_error(
             exc, failed, self.settings, content_host=self.is_content_host(failed)
         )
@@ -242,18 +228,18 @@ class HubClient:
             return "resolvers"
         return "api" if path.startswith("/api/") else "pages"
 
-    def _refused(self, resp: httpx.Response) -> bool:
+    def _refused(self, resp: Response) -> bool:
         return resp.status_code in _RERESOLVE
 
     def _send_following(
         self, method: str, url: str, headers: dict[str, str], fresh: bool = False
-    ) -> httpx.Response:
+    ) -> Response:
         start = url
         if method == "GET" and not fresh and self._is_resolve(url):
             with self._lock:
                 url = self._links.get(url, url)  # a known content link: skip the resolver
         for _ in range(MAX_REDIRECTS + 1):
-            hdrs = dict(headers)
+            hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity", **headers}
             own = _origin(url) == self._origin
             if self.settings.token and own:
                 hdrs["authorization"] = f"Bearer {self.settings.token}"
@@ -261,13 +247,12 @@ class HubClient:
                 self.pacers[self._bucket(url)].acquire()
             with self._lock:
                 self.requests += 1
-            req = self._http.build_request(method, url, headers=hdrs)
-            resp = self._http.send(req, stream=True)
+            resp = self._http.send(method, url, hdrs)
             if own:
                 self._observe(url, resp)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
-                _discard(resp)
+                resp.discard()
                 if resp.status_code == 303:
                     method = "GET"
                 url = nxt
@@ -285,20 +270,19 @@ class HubClient:
             while len(self._links) > LINK_CACHE:
                 self._links.popitem(last=False)
 
-    def _observe(self, url: str, resp: httpx.Response) -> None:
+    def _observe(self, url: str, resp: Response) -> None:
         """A ``RateLimit`` answer with nothing left pauses its bucket until the window resets."""
         wait = ratelimit_reset(resp.headers)
         if wait is not None and resp.status_code != 429:  # a 429 is handled by the retrier
             self.pacers[self._bucket(url)].hold(min(wait, Retrier.MAX_SERVER_WAIT))
 
-    def _read_body(self, resp: httpx.Response, url: str) -> bytes:
+    def _read_body(self, resp: Response, url: str) -> bytes:
         return resp.read()
 
     def _retry_body(
         self, url: str, headers: dict[str, str], start: int = 0, end: int | None = None
     ) -> bytes:
         """GET a body, retrying dropped connections (small bodies: no resume needed)."""
-        import httpx
 
         retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
         while True:
@@ -307,7 +291,7 @@ class HubClient:
                     if end is None:
                         return self._read_body(resp, url)
                     return _slice_body(resp, start, end)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if not self.retry_transport(exc, retrier):
                     raise self.connection_error(exc, url) from None
 
@@ -315,21 +299,7 @@ class HubClient:
         return _parse_json(self._retry_body(url, {}), url)
 
 
-def _discard(resp: httpx.Response) -> None:
-    """Read a small unwanted body (redirect, error) so the keep-alive connection is reused."""
-    import httpx
-
-    try:
-        if int(resp.headers.get("content-length") or 0) <= 65536:
-            for _ in resp.iter_raw():
-                pass
-    except (httpx.HTTPError, ValueError):
-        pass
-    finally:
-        resp.close()
-
-
-def _slice_body(resp: httpx.Response, start: int, end: int) -> bytes:
+def _slice_body(resp: Response, start: int, end: int) -> bytes:
     if resp.status_code == 206:
         cr = resp.headers.get("content-range", "")
         m = re.match(r"bytes (\d+)-(\d+)/", cr)

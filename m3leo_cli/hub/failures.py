@@ -26,7 +26,7 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    from .wire import Response
 
 _NOT_FOUND_CODES = {"RepoNotFound", "RevisionNotFound", "EntryNotFound"}
 LOGIN = "log in with `hf auth login`, set HF_TOKEN or pass --token"
@@ -44,6 +44,12 @@ BAD_TOKEN_HINT = (
 )
 
 
+PROXY_AUTH_HINT = (
+    "put the proxy's user and password in its URL: "
+    "HTTPS_PROXY=http://user:password@proxy.example:3128 (percent-encode special characters)"
+)
+
+
 def redact(url: str) -> str:
     """The URL without its query (signed content URLs carry credentials there)."""
     parts = urlsplit(url)
@@ -54,9 +60,7 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def status_error(
-    resp: httpx.Response, settings: Settings, *, content_host: bool
-) -> HubError | None:
+def status_error(resp: Response, settings: Settings, *, content_host: bool) -> HubError | None:
     """The error for an answer of status >= 400 (None for a success)."""
     status = resp.status_code
     if status < 400:
@@ -66,6 +70,13 @@ def status_error(
     code = resp.headers.get("x-error-code", "")
     msg = resp.headers.get("x-error-message", "")
     detail = f"{status} {code}".strip() + (f": {msg}" if msg else "")
+    if status == 407:
+        return AuthError(
+            f"the proxy asked for credentials (407) at {where}",
+            PROXY_AUTH_HINT,
+            url=url,
+            status=status,
+        )
     if content_host and status in (401, 403, 410):
         return ContentHostDeniedError(
             f"the content host {host_of(url)} refused {where} ({status}) even with a fresh "
@@ -136,6 +147,8 @@ def connection_error(
     hint = None
     if via:
         hint = "check the proxy (HTTPS_PROXY, HTTP_PROXY) or list the host in NO_PROXY"
+    if " 407" in str(exc):  # a CONNECT the proxy refused for want of credentials
+        hint = PROXY_AUTH_HINT
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
         hint = (
             "the server's certificate is not trusted here: point REQUESTS_CA_BUNDLE (or "

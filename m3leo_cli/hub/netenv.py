@@ -2,22 +2,18 @@
 
 ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` and the CA bundle variables are read once into
 :class:`~m3leo_cli.config.Settings` (config reads the environment; this module never does).
-:func:`build_transport` turns them into one httpx transport that sends each request either
-straight to its host or through the proxy for its scheme, decided per request from the URL, so
-the Hub and its content host can take different routes (one proxied, one in ``NO_PROXY``).
+:func:`proxy_for` decides per request, from the URL, whether it goes straight to its host or
+through the proxy for its scheme, so the Hub and its content host can take different routes
+(one proxied, one in ``NO_PROXY``); :mod:`~m3leo_cli.hub.wire` sends it that way.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    import httpx
 
 
 def proxy_for(settings: Settings, scheme: str, host: str, port: int | None) -> str | None:
@@ -72,12 +68,17 @@ def _has_port(entry: str) -> bool:
 
 
 def ssl_context(settings: Settings) -> Any:
-    """True (httpx's default trust store) or a context that trusts ``settings.ca_bundle``."""
-    if settings.ca_bundle is None:
-        return True
+    """The TLS context: one that trusts ``settings.ca_bundle``, else certifi's bundle when it
+    is installed (what requests, httpx and huggingface_hub trust), else the system's."""
     import ssl
 
     path = settings.ca_bundle
+    if path is None:
+        try:
+            import certifi
+        except ImportError:
+            return ssl.create_default_context()
+        return ssl.create_default_context(cafile=certifi.where())
     try:
         if path.is_dir():
             return ssl.create_default_context(capath=str(path))
@@ -89,56 +90,26 @@ def ssl_context(settings: Settings) -> Any:
         ) from None
 
 
-def build_transport(settings: Settings, limits: httpx.Limits) -> httpx.BaseTransport:
-    """One transport for the client: direct, or per request through the scheme's proxy."""
-    import httpx
+def proxy_route(proxy: str) -> tuple[str, int]:
+    """The host and port of an ``http://`` proxy URL (other kinds are refused, with the fix)."""
+    from urllib.parse import urlsplit
 
-    verify = ssl_context(settings)
-    direct = httpx.HTTPTransport(verify=verify, limits=limits)
-    if not (settings.http_proxy or settings.https_proxy or settings.all_proxy):
-        return direct
-
-    class _Router(httpx.BaseTransport):
-        """Direct or proxied, decided per request (one pooled transport per proxy URL)."""
-
-        def __init__(self) -> None:
-            self._proxied: dict[str, httpx.HTTPTransport] = {}
-            self._lock = threading.Lock()
-
-        def _for(self, url: httpx.URL) -> httpx.BaseTransport:
-            proxy = proxy_for(settings, url.scheme, url.host, url.port)
-            if proxy is None:
-                return direct
-            with self._lock:
-                return self._proxied.get(proxy) or self._make(proxy)
-
-        def _make(self, proxy: str) -> httpx.HTTPTransport:
-            if proxy not in self._proxied:
-                try:
-                    self._proxied[proxy] = httpx.HTTPTransport(
-                        proxy=httpx.Proxy(proxy), verify=verify, limits=limits
-                    )
-                except ImportError:
-                    raise ConfigError(
-                        f"the proxy {redact_proxy(proxy)} needs SOCKS support",
-                        "pip install 'httpx[socks]', or use an http:// proxy",
-                    ) from None
-                except (ValueError, httpx.InvalidURL) as exc:
-                    raise ConfigError(
-                        f"bad proxy URL {proxy!r} ({exc})",
-                        "set HTTPS_PROXY/HTTP_PROXY to e.g. http://proxy.example:3128",
-                    ) from None
-            return self._proxied[proxy]
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            return self._for(request.url).handle_request(request)
-
-        def close(self) -> None:
-            direct.close()
-            for t in self._proxied.values():
-                t.close()
-
-    return _Router()
+    try:
+        parts = urlsplit(proxy)
+        host, port = parts.hostname, parts.port or 80
+    except ValueError as exc:
+        raise ConfigError(
+            f"bad proxy URL {redact_proxy(proxy)!r} ({exc})",
+            "set HTTPS_PROXY/HTTP_PROXY to e.g. http://proxy.example:3128",
+        ) from None
+    if parts.scheme != "http" or not host:
+        raise ConfigError(
+            f"the proxy {redact_proxy(proxy)} is not an http:// proxy; m3leo talks to HTTP "
+            "proxies (https:// sites go through a CONNECT tunnel), as curl's default does",
+            "set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY to the proxy's http:// address, e.g. "
+            "http://proxy.example:3128",
+        )
+    return host, port
 
 
 def redact_proxy(url: str | None) -> str | None:

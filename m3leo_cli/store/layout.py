@@ -9,37 +9,54 @@ Layout (mirrors the Hub so M3LEO's own loaders read it unmodified)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import UnsafePathError
 
 
-def safe_join(base: Path, rel: str) -> Path:
-    """Join a remote, slash-separated path under ``base``; refuse anything that escapes it."""
+def safe_join(base: Path, rel: str, resolved: dict[Path, Path] | None = None) -> Path:
+    """Join a remote, slash-separated path under ``base``; refuse anything that escapes it.
+
+    ``resolved`` caches resolved folders across calls (a symlinked folder can still not take
+    a file outside the store): joining the paths of a whole plan costs one ``realpath`` per
+    folder, not one per file.
+    """
     if not rel or "\x00" in rel or "\\" in rel:
         raise UnsafePathError(f"refused unsafe remote path {rel!r}")
     p = PurePosixPath(rel)
     if p.is_absolute() or any(part in ("..", "") for part in rel.split("/")) or rel.startswith("~"):
         raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store")
     out = base.joinpath(*p.parts)
+    cache = {} if resolved is None else resolved
     try:
-        out.resolve().relative_to(base.resolve())
+        target = _resolve(out.parent, cache) / out.name
+        if target.is_symlink():  # a link in the store's place must point inside it too
+            target = target.resolve()
+        target.relative_to(_resolve(base, cache))
     except ValueError:
         raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store") from None
     return out
 
 
+def _resolve(path: Path, cache: dict[Path, Path]) -> Path:
+    hit = cache.get(path)
+    if hit is None:
+        hit = cache[path] = path.resolve()
+    return hit
+
+
 @dataclass(frozen=True)
 class Store:
     root: Path
+    _resolved: dict[Path, Path] = field(default_factory=dict, compare=False, repr=False)
 
     def region_dir(self, edition: str, region: str) -> Path:
         return self.root / edition / region
 
     def local_path(self, edition: str, region: str, repo_path: str) -> Path:
         """Where the file at ``repo_path`` of the ``edition``/``region`` repo lives locally."""
-        return safe_join(self.region_dir(edition, region), repo_path)
+        return safe_join(self.region_dir(edition, region), repo_path, self._resolved)
 
     @property
     def manifest_root(self) -> Path:

@@ -1,0 +1,331 @@
+"""The HTTP/1.1 engine under :class:`~m3leo_cli.hub.client.HubClient`: the standard library's
+``http.client`` with a keep-alive pool per route.
+
+Why not httpx here: measured against nginx on this project's 2-core machine, a resolve (302)
+plus a content GET per file, written and sha256-hashed, runs at ~1,000 files/s on
+``http.client`` with 16 threads and at ~280 files/s on an ``httpx.Client`` with the same threads
+(docs/benchmarks.md). httpx parses every response in pure Python (h11) and copies each body
+chunk; ``http.client`` reads the status line and headers with C-level ``readline`` and
+``readinto`` fills the caller's buffer directly. It is also ~100 ms less to import before the
+first request. httpx stays the project's client for other services (Earth Engine REST).
+
+What the engine does, and only that: one pooled connection per request at a time (threads
+share the pool), routes straight to the host or through the scheme's proxy (``netenv``;
+``http://`` targets in absolute form, ``https://`` targets through a ``CONNECT`` tunnel), TLS
+with the trust store from ``netenv.ssl_context``, and one silent retry when a pooled keep-alive
+connection turns out to be closed by the server. Redirects, retries, pacing and auth are the
+client's. Failures are :class:`TransportError` subclasses carrying the URL of the hop.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..config import Settings
+from ..errors import ConfigError
+from .netenv import proxy_for, proxy_route, ssl_context
+
+_LINK = re.compile(r"<([^>]*)>\s*;([^,]*)")
+_REL = re.compile(r'rel\s*=\s*"?([^";]+)"?')
+_DISCARD_MAX = 65536  # a redirect or error body up to this size is read so the connection stays
+
+
+class TransportError(Exception):
+    """The request did not get a complete answer (the hop's URL is in ``url``)."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ConnectError(TransportError):
+    """Refused, unreachable, DNS failure, TLS handshake failure."""
+
+
+class ProxyError(ConnectError):
+    """The proxy refused the connection or the tunnel."""
+
+
+class UnsupportedProtocol(ConnectError):
+    """A URL scheme other than http/https."""
+
+
+class TimeoutException(TransportError):
+    """No answer within the timeout."""
+
+
+class ConnectTimeout(TimeoutException):
+    pass
+
+
+class ReadTimeout(TimeoutException):
+    pass
+
+
+class RemoteProtocolError(TransportError):
+    """The server closed the connection or answered outside HTTP/1.1."""
+
+
+class ReadError(TransportError):
+    """The connection broke while the body was being read."""
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive view of a response's headers (names listed in lower case)."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: http.client.HTTPMessage) -> None:
+        self._msg = msg
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._msg.get(name, default)
+
+    def __getitem__(self, name: str) -> str:
+        value = self._msg.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._msg
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k.lower() for k in self._msg.keys()))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class Response:
+    """An answer whose body is read by the caller (``readinto``, ``read``, ``iter_bytes``).
+
+    ``close`` hands the connection back to the pool when the body was read to its end, and
+    closes it otherwise (a body cut short must never be read as the next answer).
+    """
+
+    def __init__(self, wire: Wire, key: tuple, conn: Any, raw: Any, url: str) -> None:
+        self._wire, self._key, self._conn, self._raw = wire, key, conn, raw
+        self.url = url
+        self._broken = False  # a read failed: the connection must not carry another request
+        self.status_code: int = raw.status
+        self.headers = Headers(raw.msg)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def links(self) -> dict[str, dict[str, str]]:
+        """The ``Link`` header by ``rel`` (``{"next": {"url": ..., "rel": "next"}}``)."""
+        out: dict[str, dict[str, str]] = {}
+        for target, params in _LINK.findall(self.headers.get("link") or ""):
+            m = _REL.search(params)
+            if m:
+                for rel in m.group(1).split():
+                    out[rel] = {"url": target.strip(), "rel": rel}
+        return out
+
+    def readinto(self, buf: Any) -> int:
+        """Fill ``buf`` (a writable buffer) with body bytes; 0 at the end of the body."""
+        try:
+            return self._readinto(buf)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _readinto(self, buf: Any) -> int:
+        try:
+            n = int(self._raw.readinto(buf))
+            if not n and len(buf) and self._raw.length:  # http.client returns 0 silently
+                raise RemoteProtocolError(
+                    f"connection closed with {self._raw.length} bytes of the body missing",
+                    self.url,
+                )
+            return n
+        except TimeoutError:
+            raise ReadTimeout("timed out", self.url) from None
+        except http.client.IncompleteRead as exc:
+            raise RemoteProtocolError(f"body ended early ({exc})", self.url) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ReadError(f"{exc or type(exc).__name__}", self.url) from None
+
+    def at_end(self) -> bool:
+        """True once the whole body was read (the connection can carry the next request)."""
+        return bool(self._raw.isclosed())
+
+    def iter_bytes(self, size: int = 1 << 20) -> Iterator[bytes]:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        while True:
+            n = self.readinto(view)
+            if not n:
+                return
+            yield bytes(view[:n])
+
+    def read(self) -> bytes:
+        return b"".join(self.iter_bytes())
+
+    def discard(self) -> None:
+        """Read a small unwanted body (redirect, error) so the connection is reused; close."""
+        try:
+            length = self.headers.get("content-length")
+            if length is None or (length.isdigit() and int(length) <= _DISCARD_MAX):
+                for _ in self.iter_bytes(_DISCARD_MAX):
+                    pass
+        except TransportError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._raw.isclosed() and not self._raw.will_close and not self._broken:
+            self._wire._put(self._key, conn)
+        else:
+            conn.close()
+            self._raw.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Wire:
+    """Send requests over pooled HTTP/1.1 connections (thread-safe)."""
+
+    def __init__(self, settings: Settings, pool: int = 16) -> None:
+        self.settings = settings
+        self.timeout = settings.timeout
+        self.pool = pool
+        self._idle: dict[tuple, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._ssl: Any = None
+        self.connections = 0  # connections opened (reuse shows as requests >> connections)
+
+    def send(self, method: str, url: str, headers: dict[str, str]) -> Response:
+        """Send one request; the answer's headers are read, its body is not."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise UnsupportedProtocol(f"cannot fetch {scheme or 'a'}:// URLs", url)
+        port = parts.port or (443 if scheme == "https" else 80)
+        proxy = proxy_for(self.settings, scheme, parts.hostname, port)
+        key = (scheme, parts.hostname, port, proxy)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        hdrs = dict(headers)
+        if proxy is not None and scheme == "http":
+            target = f"http://{parts.netloc.rpartition('@')[2]}{target}"  # absolute form
+            auth = _proxy_auth(proxy)
+            if auth:
+                hdrs["proxy-authorization"] = auth
+        for attempt in (0, 1):
+            conn, reused = self._get(key, fresh=attempt > 0)
+            if not reused:
+                try:
+                    conn.connect()  # its own step: a failure here is a failure to connect
+                except BaseException as exc:
+                    conn.close()
+                    raise _translate(exc, url, proxy, connected=False) from None
+            try:
+                conn.request(method, target, headers=hdrs)
+                raw = conn.getresponse()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # the server closed an idle keep-alive connection: a fresh one
+                raise RemoteProtocolError(str(exc) or type(exc).__name__, url) from None
+            except BaseException as exc:
+                conn.close()
+                raise _translate(exc, url, proxy, connected=True) from None
+            return Response(self, key, conn, raw, url)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    # ------------------------------------------------------------------ pool
+    def _get(self, key: tuple, fresh: bool = False) -> tuple[Any, bool]:
+        with self._lock:
+            conns = self._idle.get(key)
+            if conns and not fresh:
+                return conns.pop(), True
+            self.connections += 1
+        return self._connection(key), False
+
+    def _put(self, key: tuple, conn: Any) -> None:
+        with self._lock:
+            conns = self._idle.setdefault(key, [])
+            if len(conns) < self.pool:
+                conns.append(conn)
+                return
+        conn.close()
+
+    def _connection(self, key: tuple) -> Any:
+        scheme, host, port, proxy = key
+        if proxy is None:
+            if scheme == "https":
+                return http.client.HTTPSConnection(
+                    host, port, timeout=self.timeout, context=self._context()
+                )
+            return http.client.HTTPConnection(host, port, timeout=self.timeout)
+        phost, pport = proxy_route(proxy)
+        if scheme == "http":
+            return http.client.HTTPConnection(phost, pport, timeout=self.timeout)
+        conn = http.client.HTTPSConnection(
+            phost, pport, timeout=self.timeout, context=self._context()
+        )
+        auth = _proxy_auth(proxy)
+        conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
+        return conn
+
+    def _context(self) -> Any:
+        """The TLS context, made once (loading a trust store costs ~20 ms)."""
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = ssl_context(self.settings)
+            return self._ssl
+
+
+def _proxy_auth(proxy: str) -> str | None:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return None
+    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return "Basic " + base64.b64encode(creds).decode("ascii")
+
+
+def _translate(exc: BaseException, url: str, proxy: str | None, connected: bool) -> BaseException:
+    """The engine's error for what ``http.client``/``socket``/``ssl`` raised."""
+    if not isinstance(exc, Exception) or isinstance(exc, ConfigError):
+        return exc  # KeyboardInterrupt and the like pass through unchanged
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return (ReadTimeout if connected else ConnectTimeout)("timed out", url)
+    if "Tunnel connection failed" in text:
+        return ProxyError(text, url)
+    if isinstance(exc, http.client.RemoteDisconnected | http.client.BadStatusLine):
+        return RemoteProtocolError(text, url)
+    if isinstance(exc, http.client.HTTPException):
+        return RemoteProtocolError(text, url)
+    if isinstance(exc, OSError):
+        if not connected:
+            return (ProxyError if proxy else ConnectError)(text, url)
+        return ReadError(text, url)
+    return exc
