@@ -163,6 +163,23 @@ def test_dropped_connection_mid_shard_resumes(source, hub, tmp_path) -> None:
     assert list((s.data_dir / ".m3leo" / "shards").rglob("*.zstd.parquet"))
 
 
+def test_a_shard_left_by_an_unfinished_run_is_rehashed_not_trusted(source, hub, tmp_path) -> None:
+    """Inside a run journal shards are not fsynced; one left behind (same size, wrong bytes:
+    what a crash can leave) is re-hashed and fetched again, never unpacked."""
+    s = _settings(tmp_path, hub)
+    full = source.repo("full", REGION)
+    val = [t for t in full.coverage[DK] if full.split_of(t) == "val"]
+    shard = next(f for f in full.files.values() if f.kind == "shard" and f"/{DK}/val_" in f.path)
+    left = s.data_dir / ".m3leo" / "shards" / REGION / shard.path
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"\0" * shard.size)
+    res = _get(s, modalities=[DK], splits=["val"], fetch="whole")
+    assert isinstance(res, DownloadSummary) and res.failed == 0, res.failures
+    _same_as_miniset(source, s, val)
+    assert _shard_bytes(hub, shard.path) == shard.size  # fetched again, whole
+    assert not left.exists()
+
+
 @pytest.mark.parametrize("fetch", ["whole", "ranges"])
 def test_a_tile_the_shard_lacks_is_not_published_not_a_failure(source, hub, tmp_path, fetch):
     s = _settings(tmp_path, hub)

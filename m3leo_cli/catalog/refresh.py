@@ -233,14 +233,13 @@ def _refresh_one(
     force: bool,
     progress: ProgressCallback,
 ) -> RegionRefresh:
-    from .build import build_manifest, definition_files
-    from .manifest import read_manifest, read_summary, write_manifest
-
     repo_id = ed.repo_id(region)
     path = store.manifest_path(ed.name, region)
     warnings: list[str] = []
     old: dict[str, Any] | None = None
     if path.exists():
+        from .manifest import read_summary
+
         try:
             old = read_summary(path)
         except ManifestCorruptError as exc:
@@ -259,6 +258,10 @@ def _refresh_one(
         )
     progress(ProgressEvent("message", phase="refresh", message=f"listing {repo_id}@{commit[:12]}"))
     entries = list(client.iter_tree(repo_id, commit))
+    # imported only now: the preload has had the listing's round trips to load pyarrow
+    from .build import build_manifest, definition_files
+    from .manifest import read_manifest, write_manifest
+
     roles = definition_files(ed.name, [e.path for e in entries if e.type == "file"])
     by_path = {e.path: e for e in entries}
     fetch = lambda p: _get_checked(client, repo_id, commit, by_path[p])  # noqa: E731

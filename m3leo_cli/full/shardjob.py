@@ -33,6 +33,14 @@ from .unpacked import (
 )
 
 FATAL = (DiskFullError, HubConnectionError, OfflineError)
+MAX_UNPACKING = 2  # concurrent unpacks: each holds a row group's pages and two writer threads
+
+
+def unpack_slots() -> int:
+    """How many shards unpack at once: one per core, at most ``MAX_UNPACKING``."""
+    import os
+
+    return max(1, min(MAX_UNPACKING, os.cpu_count() or 1))
 
 
 @dataclass
@@ -44,6 +52,10 @@ class ShardRun:
     progress: ProgressCallback
     stop: threading.Event = field(default_factory=threading.Event)
     durable: bool = True  # fsync each unpacked file (off inside a run journal, here only)
+    # shards unpacked at once: downloads go on meanwhile, memory stays ~ this many row groups
+    unpacking: threading.Semaphore = field(
+        default_factory=lambda: threading.Semaphore(unpack_slots())
+    )
 
     def check_stop(self) -> None:
         """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
@@ -178,6 +190,10 @@ def _unpack_whole(
         "sha256",
         bytes.fromhex(task.sha256),
         name=f"full/{task.region}/{task.shard}",
+        # in a run journal the shard is not fsynced; one left by a run that never finished is
+        # re-hashed before it is trusted (a kept shard is fsynced: later runs trust its size)
+        durable=run.durable or run.keep_shards,
+        suspect=not (run.durable or run.keep_shards),
     )
     t = Transfer(
         run.client,
@@ -193,7 +209,7 @@ def _unpack_whole(
         out.ranged_requests += t.ranged
     rows: dict[int, list[str]] = {}
     try:
-        with open_local(dest) as pf:
+        with run.unpacking, open_local(dest) as pf:
             unpack_parquet(
                 pf,
                 run.store.region_dir("full", task.region),
@@ -209,11 +225,21 @@ def _unpack_whole(
         # a kept shard is trusted by size on the next run: never keep one that failed
         dest.unlink(missing_ok=True)
         raise
+    finally:
+        _release_memory()
     with open(dest, "rb") as fh:
         footer = read_footer(_file_reader(fh), task.size, task.shard)
     save_index(run.index_dir, ShardIndex(task.shard, task.size, footer, task.sha256, rows))
     if not run.keep_shards:
         dest.unlink(missing_ok=True)
+
+
+def _release_memory() -> None:
+    """Hand the row group's pages back to the OS now: Arrow's allocator otherwise keeps them
+    per thread, and a run's peak memory grew by about a shard per shard unpacked."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _file_reader(fh: Any) -> Any:

@@ -193,6 +193,7 @@ def unpack_parquet(
         )
     cols = [c for c in UNPACK_COLUMNS if c in names]
     seen: set[str] = set()
+    folders: dict[Path, Path] = {}  # resolved once per folder (safe_join), not per file
     groups = list(range(pf.metadata.num_row_groups)) if row_groups is None else list(row_groups)
     with _Writer(report, progress, durable) as writer:
         for rg in groups:
@@ -203,7 +204,9 @@ def unpack_parquet(
                 for batch in pf.iter_batches(
                     batch_size=BATCH_ROWS, row_groups=[rg], columns=cols, use_threads=False
                 ):
-                    _unpack_batch(batch, cols, region_dir, rules, report, seen, paths, writer)
+                    _unpack_batch(
+                        batch, cols, region_dir, rules, report, seen, paths, writer, folders
+                    )
             except (OSError, pa.ArrowException) as exc:
                 writer.drain()  # rows decoded before the damage are complete: keep them
                 raise ShardError(
@@ -274,6 +277,7 @@ def _unpack_batch(
     seen: set[str],
     paths: list[str],
     writer: _Writer,
+    folders: dict[Path, Path],
 ) -> None:
     path_col = batch.column(cols.index("path"))
     content_col = batch.column(cols.index("content"))
@@ -302,7 +306,7 @@ def _unpack_batch(
             buf = value.as_buffer()
             if len_col is not None and len_col[i].is_valid and len_col[i].as_py() != buf.size:
                 raise _Refused(f"length column says {len_col[i].as_py()}, content has {buf.size}")
-            dest = safe_join(region_dir, rel)
+            dest = safe_join(region_dir, rel, folders)
         except _Refused as why:
             report.refused.append((str(row_path), str(why)))
             continue
