@@ -377,3 +377,21 @@ def test_wrong_content_range_restarts_the_file(tmp_path):
         httpd.server_close()
     assert seen == ["bytes=1000-", None]
     assert dest.read_bytes() == data
+
+
+def test_links_are_resolved_ahead_and_never_twice(info, tmp_path):
+    """While 4 workers fetch, resolver threads ask the Hub for the next files' links: more than
+    4 resolves reach the Hub before the first content GET, and each file is resolved once."""
+    want = expected_files(info, "gssic")
+    with serve(info, Faults(latency_ms=100)) as srv:
+        _catalogued(srv, tmp_path, Faults(latency_ms=100))
+        srv.clear_log()
+        s = _run(srv, tmp_path, workers=4)
+        log = file_requests(srv)
+    assert s.failed == 0 and local_files(tmp_path) == want
+    resolves = [r.repo_path for r in log if r.origin == "hub"]
+    contents = [r.repo_path for r in log if r.origin == "content"]
+    lfs = [p for p in resolves if p.endswith((".tif", ".nc"))]
+    assert sorted(lfs) == sorted(set(lfs)) and sorted(contents) == sorted(set(contents))
+    first_content = next(i for i, r in enumerate(log) if r.origin == "content")
+    assert first_content > 4  # the workers' own resolves, and the resolvers' ahead of them

@@ -6,14 +6,17 @@ import json
 import os
 import sys
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich loads on the first thing printed (~20 ms a quiet download never pays)
+    from rich.console import Console
 
 
 @lru_cache(maxsize=1)
 def err_console() -> Console:
     """Console for people: stderr, no colour when NO_COLOR is set or stderr is not a terminal."""
+    from rich.console import Console
+
     return Console(
         stderr=True,  # follows sys.stderr when it is replaced (pytest's capsys, redirections)
         no_color=bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty(),
@@ -25,6 +28,8 @@ def err_console() -> Console:
 def out_console() -> Console:
     """Console for tables on stdout; not squeezed to 80 columns when piped to a file or pager
     (unless $COLUMNS says how wide)."""
+    from rich.console import Console
+
     piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
     return Console(
         file=sys.stdout,

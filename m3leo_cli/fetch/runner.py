@@ -7,6 +7,14 @@ files), each file either lands verified at its final path or is recorded as a fa
 its reason, and the run ends with a :class:`DownloadSummary` and, when something failed, a
 report file. Fatal conditions (disk full, no network, offline) stop every worker; Ctrl-C stops
 them too and keeps every ``.part`` for the next run.
+
+**Resolve-ahead.** A file costs two round trips: the Hub's ``302`` and the content GET. While
+the workers fetch, as many resolver threads ask the Hub for the links of the next files (at
+most ``workers`` ahead, so a signed link is used seconds after it was issued), and a worker
+then needs one round trip per file. Resolving is paced on the same budget and never doubles a
+request: a worker that takes a file whose link is being asked for waits for that answer. When
+the Hub answers within ~5 ms (a mirror on the same network), the resolver threads stop after
+their first 16 answers: there is no round trip worth hiding, only CPU to lose.
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
@@ -27,6 +36,8 @@ if TYPE_CHECKING:
     from ..hub.client import HubClient
 
 _FATAL = (DiskFullError, HubConnectionError, OfflineError)
+RTT_SAMPLES = 16  # resolves timed before deciding whether resolving ahead pays
+NEAR_RTT = 0.005  # seconds: a Hub answering faster than this is not worth the extra threads
 
 
 @dataclass
@@ -90,7 +101,7 @@ def run_jobs(
     lock = threading.Lock()
     stop = threading.Event()
     fatal: list[BaseException] = []
-    it: Iterator[FileJob] = iter(jobs)
+    ahead = _Ahead(client, iter(jobs), workers, stop)
     t0 = time.monotonic()
     progress(ProgressEvent("start", "download", total_files=total_files, total_bytes=total_bytes))
 
@@ -99,8 +110,7 @@ def run_jobs(
 
     def worker() -> None:
         while not stop.is_set():
-            with lock:
-                job = next(it, None)
+            job = ahead.take()
             if job is None:
                 return
             t = Transfer(client, job, stop=stop, on_bytes=on_bytes)
@@ -144,6 +154,11 @@ def run_jobs(
         threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
         for i in range(nthreads)  # never more threads than files: each costs a start
     ]
+    if nthreads > 1:  # one worker has nothing to overlap with
+        threads += [
+            threading.Thread(target=ahead.resolver, name=f"m3leo-resolve-{i}", daemon=True)
+            for i in range(nthreads)
+        ]
     for th in threads:
         th.start()
     try:
@@ -162,6 +177,73 @@ def run_jobs(
     if summary.failures and report_dir is not None:
         summary.report_path = write_report(report_dir, summary)
     return summary
+
+
+class _Ahead:
+    """The shared job iterator, with the Hub links of the next files asked for in advance."""
+
+    def __init__(self, client: HubClient, it: Iterator[FileJob], depth: int, stop: Any) -> None:
+        self.client, self.it, self.depth, self.stop = client, it, max(1, depth), stop
+        self.cond = threading.Condition()
+        self.queued: deque[FileJob] = deque()  # pulled from ``it``, not yet taken by a worker
+        self.asking: dict[int, threading.Event] = {}  # id(job) -> set when its 302 is known
+        self.done = False
+        self.rtts: list[float] = []  # the first resolves' round trips, seconds
+
+    def take(self) -> FileJob | None:
+        """The next job for a worker (None at the end); waits for a resolve in flight."""
+        with self.cond:
+            job = self.queued.popleft() if self.queued else next(self.it, None)
+            self.cond.notify_all()
+            pending = self.asking.get(id(job)) if job is not None else None
+        if pending is not None:
+            pending.wait()
+        return job
+
+    def resolver(self) -> None:
+        while not self.stop.is_set():
+            if self.near():
+                return  # a Hub this close costs the workers less than these threads do
+            with self.cond:
+                while len(self.queued) >= self.depth and not self.stop.is_set():
+                    self.cond.wait(0.25)
+                job = next(self.it, None) if not self.done else None
+                if job is None:
+                    self.done = True
+                    return
+                self.queued.append(job)
+                if not _worth_resolving(job):
+                    continue
+                event = self.asking[id(job)] = threading.Event()
+            t0 = time.monotonic()
+            try:
+                self.client.prefetch_link(job.url)
+            except M3leoError:
+                pass  # the worker's own request reports it
+            finally:
+                if len(self.rtts) < RTT_SAMPLES:
+                    self.rtts.append(time.monotonic() - t0)
+                with self.cond:
+                    del self.asking[id(job)]
+                event.set()
+
+    def near(self) -> bool:
+        """Whether the first resolves came back faster than ``NEAR_RTT`` (a LAN mirror, a local
+        server): then resolving ahead only takes CPU from the workers, and the threads stop."""
+        rtts = sorted(self.rtts)
+        return len(rtts) >= RTT_SAMPLES and rtts[len(rtts) // 2] < NEAR_RTT
+
+
+def _worth_resolving(job: FileJob) -> bool:
+    """LFS files (sha256) answer the resolve with a 302; small git files with their bytes. A
+    file in place needs no request, nor does a suspect one until its re-hash says so (most are
+    fine: the worker resolves the others itself)."""
+    if job.checksum_kind != "sha256":
+        return False
+    try:
+        return job.dest.stat().st_size != job.size
+    except OSError:
+        return True
 
 
 def write_report(report_dir: Path, summary: DownloadSummary) -> Path:

@@ -42,6 +42,7 @@ from ..checksum import hash_file, new_hasher
 from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
 from ..hub.pacing import Retrier
 from ..hub.wire import TimeoutException, TransportError
+from ..store.layout import write_text_atomic
 
 if TYPE_CHECKING:
     from ..hub.client import HubClient
@@ -145,7 +146,6 @@ class Transfer:
                 job.dest.unlink()  # written by a run that never synced it, and wrong: refetch
         except FileNotFoundError:
             pass
-        job.dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             return self._run()
         except OSError as exc:
@@ -217,8 +217,7 @@ class Transfer:
         self.have = have
 
     def _restart(self) -> None:
-        with self.part.open("wb"):
-            pass
+        os.close(self._open_part(os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
         self._drop_validator()
         self._fsynced = False
         self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
@@ -270,7 +269,7 @@ class Transfer:
         pending = 0
         hasher = self.hasher
         buf = _buffer()
-        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = self._open_part(os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
                 raise _BadRange("the part file changed under us")
@@ -278,6 +277,9 @@ class Transfer:
                 n = resp.readinto(buf[: min(want, READ_SIZE)])
                 if not n:
                     break
+                if want > n and self._validator_doc is not None:
+                    self._write_validator()  # the part will outlive this read: its validator
+                    # goes to disk first, so a part never holds bytes without one
                 chunk = buf[:n]
                 done = 0
                 while done < n:  # os.write may write less than asked
@@ -285,8 +287,6 @@ class Transfer:
                 hasher.update(chunk)
                 self.have += n
                 want -= n
-                if want > 0 and self._validator_doc is not None:
-                    self._write_validator()  # the part outlives this read: note its validator
                 self.transferred += n
                 pending += n
                 if pending >= PROGRESS_STEP:
@@ -303,6 +303,14 @@ class Transfer:
             os.close(fd)
             if pending:
                 self.on_bytes(pending)
+
+    def _open_part(self, flags: int) -> int:
+        """Open the part file, making its folder on the first file there (no mkdir per file)."""
+        try:
+            return os.open(self.part, flags, 0o644)
+        except FileNotFoundError:
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.part, flags, 0o644)
 
     def _commit(self) -> None:
         if self.job.durable and not self._fsynced:
@@ -329,8 +337,8 @@ class Transfer:
 
     def _write_validator(self) -> None:
         doc, self._validator_doc = self._validator_doc, None
-        self.sidecar.write_text(json.dumps(doc), encoding="utf-8")
         self._sidecar_maybe = True
+        write_text_atomic(self.sidecar, json.dumps(doc))  # a kill never leaves half of it
 
     def _drop_validator(self) -> None:
         self._validator_doc = None

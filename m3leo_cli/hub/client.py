@@ -192,6 +192,39 @@ class HubClient:
                 resp.close()
             return
 
+    def prefetch_link(self, url: str) -> bool:
+        """Ask the Hub where a file's content lives (its ``302``) without fetching it.
+
+        The link is remembered, so the GET that follows goes straight to the content host:
+        the Hub's round trip leaves the file's critical path (see fetch.runner's resolve-ahead).
+        The request is paced and authorised like any resolve. Best effort: on any failure the
+        GET resolves as usual, with its retries and its error. Returns whether a link is known.
+        """
+        if self.settings.offline or not self._is_resolve(url):
+            return False
+        with self._lock:
+            if url in self._links:
+                return True
+        hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+        if self.settings.token:
+            hdrs["authorization"] = f"Bearer {self.settings.token}"
+        self.pacers["resolvers"].acquire()
+        with self._lock:
+            self.requests += 1
+        try:
+            resp = self._http.send("GET", url, hdrs)
+        except TransportError:
+            return False
+        self._observe(url, resp)
+        location = resp.headers.get("location")
+        resp.discard()
+        if resp.status_code in (301, 302, 303, 307, 308) and location:
+            nxt = urljoin(url, location)
+            if _origin(nxt) != self._origin:
+                self._remember(url, nxt)
+                return True
+        return False
+
     def retry_transport(self, exc: BaseException, retrier: Retrier) -> bool:
         """Whether to try again after a transport error (sleeping first).
 

@@ -42,7 +42,8 @@ class RealHub:
     quotas: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(QUOTAS))
     window: float = WINDOW  # seconds of the fixed quota window
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    _revoked_before: float = 0.0
+    _revoked_before: float = -1.0  # links issued at or before this are refused
+    _last_issued: float = 0.0  # issue times are unique and increasing (ms): revocation is exact
     _counts: dict[tuple[str, bool], int] = field(default_factory=dict, repr=False)
     _window_start: float = field(default_factory=time.time, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -51,6 +52,9 @@ class RealHub:
     def sign(self, path: str, now: float | None = None) -> str:
         """The query of a signed content link for ``path`` (issued now, valid ``link_ttl``)."""
         issued = time.time() if now is None else now
+        with self._lock:  # a link issued right after expire_links must not count as revoked
+            issued = max(round(issued, 3), round(self._last_issued + 0.001, 3))
+            self._last_issued = issued
         expires = f"{issued + self.link_ttl:.3f}"
         return f"Issued={issued:.3f}&Expires={expires}&Signature={self._mac(path, issued, expires)}"
 
@@ -66,7 +70,7 @@ class RealHub:
             ok = hmac.compare_digest(sig, self._mac(path, issued, expires))
             if not ok:
                 return "SignatureDoesNotMatch"
-            if time.time() > float(expires) or float(issued) < self._revoked_before:
+            if time.time() > float(expires) or float(issued) <= self._revoked_before:
                 return "Request has expired"
         except (KeyError, IndexError, ValueError):
             return "Missing Key-Pair-Id query parameter or cookie value"
@@ -74,7 +78,8 @@ class RealHub:
 
     def expire_links(self) -> None:
         """Every link issued so far is refused from now on (as if its hour had passed)."""
-        self._revoked_before = time.time() + 0.001
+        with self._lock:
+            self._revoked_before = self._last_issued
 
     # ------------------------------------------------------------------ validators
     @staticmethod
