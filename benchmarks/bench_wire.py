@@ -188,16 +188,28 @@ def run_full(work: Path, endpoint: str, root: Path, py: str) -> dict:
                           "--allow-overwrite=true", "-d", str(d), "-i", str(d / "list.txt")],
                          env)  # fmt: skip
     res["aria2c -j16"] = {"s": s, "rss": rss}
-    env_m = dict(env, M3LEO_DATA_DIR=str(work / "m3leo"))
-    s, start, rss = peak_rss([str(Path(py).parent / "m3leo"), "download", "--edition", "full",
-                              "--region", "europe", "--fetch", "whole", "--workers", "16",
-                              "-q"], env_m)  # fmt: skip
-    row = {"s": s, "rss": rss}
-    first, first_file = first_requests(work / "access.log", start)
-    if first is not None and first_file is not None:
-        row["transfer"] = s - (first_file - start)
-    res["m3leo download 16 (+unpack)"] = row
+    for fetch in ("whole", "ranges"):
+        shutil.rmtree(work / "m3leo", ignore_errors=True)
+        env_m = dict(env, M3LEO_DATA_DIR=str(work / "m3leo"))
+        s, start, rss = peak_rss([str(Path(py).parent / "m3leo"), "download", "--edition", "full",
+                                  "--region", "europe", "--fetch", fetch, "--workers", "16",
+                                  "-q"], env_m)  # fmt: skip
+        res[f"m3leo download 16 --fetch {fetch}"] = {
+            "s": s,
+            "rss": rss,
+            **shard_phases(work / "access.log", start, s),
+        }
     return res
+
+
+def shard_phases(log: Path, start: float, wall: float) -> dict:
+    """From nginx's log (times at each answer's end): the shards' download window, from the
+    first shard request to the last shard byte, and what the run did after it (unpacking)."""
+    shard = [float(t) for t, _, uri in (ln.partition(" ") for ln in log.read_text().splitlines())
+             if float(t) >= start and uri.endswith(".parquet")]  # fmt: skip
+    if not shard:
+        return {}
+    return {"download": max(shard) - min(shard), "after": start + wall - max(shard)}
 
 
 def bench_full(tiles: int, repeat: int) -> dict:
@@ -219,16 +231,19 @@ def bench_full(tiles: int, repeat: int) -> dict:
             for name, row in run_full(work, f"http://127.0.0.1:{hub_port}", root,
                                       sys.executable).items():  # fmt: skip
                 runs.setdefault(name, []).append(row)
-    print(f"{'client':30} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    print(f"{'client':34} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}  phases (m3leo)")
     best = {k: min(v, key=lambda r: r["s"]) for k, v in runs.items()}
     for name, row in best.items():
         extra = ""
-        if "transfer" in row:
-            extra = f"  shards+unpack after the catalog: {total / row['transfer'] / 1e6:,.0f} MB/s"
-        print(f"{name:30} {row['s']:8.2f} {total / row['s'] / 1e6:7.0f} {row['rss']:12.0f}{extra}")
-    m = best["m3leo download 16 (+unpack)"]["s"]
-    ratios = [f"{k}: {v['s'] / m:.2f}x" for k, v in best.items() if not k.startswith("m3leo")]
-    print("m3leo MB/s vs " + ", ".join(ratios))
+        if "download" in row:
+            extra = (f"  shards {row['download']:.2f} s = {total / row['download'] / 1e6:,.0f} "
+                     f"MB/s, then {row['after']:.2f} s unpacking the last ones")  # fmt: skip
+        print(f"{name:34} {row['s']:8.2f} {total / row['s'] / 1e6:7.0f} {row['rss']:12.0f}{extra}")
+    aria = best["aria2c -j16"]["s"]
+    for name, row in best.items():
+        if "download" in row:
+            print(f"{name}: shard download MB/s vs aria2c -j16: {aria / row['download']:.2f}x, "
+                  f"end to end with unpacking: {aria / row['s']:.2f}x")  # fmt: skip
     return {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
 
 

@@ -305,3 +305,29 @@ def test_tiles_known_absent_from_a_complete_index_cost_nothing(source, tmp_path:
         and task.bytes == 0
         and log == []
     )
+
+
+def test_the_range_memory_budget_bounds_what_ranges_tasks_hold() -> None:
+    """Row-group bytes fetched by ranges tasks share one budget: a task waits for room, a row
+    group larger than the budget takes all of it (never a deadlock), a stopping run is not kept
+    waiting."""
+    import threading
+
+    from m3leo_cli.fetch.transfer import Cancelled
+    from m3leo_cli.full.shardjob import ByteBudget
+
+    budget, stop = ByteBudget(100), threading.Event()
+    first = budget.acquire(60, stop)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(budget.acquire(50, stop)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and got == []  # 60 + 50 > 100: it waits
+    budget.release(first)
+    waiter.join(5)
+    assert got == [50] and budget.free == 50
+    budget.release(50)
+    assert budget.acquire(10**9, stop) == 100  # larger than the budget: all of it
+    stop.set()
+    with pytest.raises(Cancelled):
+        budget.acquire(1, stop)  # nothing left, and the run is stopping

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import mmap
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,10 @@ from ..store.layout import write_text_atomic
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-ReadRange = Callable[[int, int], bytes]
+# what a range read returns: bytes, or a buffer the body was read straight into (an anonymous
+# mmap for large ranges: unmapped as soon as it is dropped, so memory goes back to the OS)
+RangeBytes = bytes | bytearray | mmap.mmap
+ReadRange = Callable[[int, int], RangeBytes]
 """``read_range(start, end) -> bytes`` with an inclusive ``end`` (HTTP ``Range`` semantics)."""
 
 MAGIC = b"PAR1"
@@ -67,14 +71,14 @@ def read_footer(
 ) -> bytes:
     """The footer plus the 8 trailing bytes, usually in one request (two for huge footers)."""
     start = max(0, size - tail_bytes)
-    tail = read_range(start, size - 1)
+    tail = bytes(read_range(start, size - 1))  # a small footer: a copy costs nothing
     if len(tail) != size - start:
         raise RangeNotHonoredError(
             f"shard {name}: asked for {size - start} tail bytes, got {len(tail)}"
         )
     n = footer_length(tail, size, name)
     if n + 8 > len(tail):
-        head = read_range(size - 8 - n, start - 1)
+        head = bytes(read_range(size - 8 - n, start - 1))
         if len(head) != start - (size - 8 - n):
             raise RangeNotHonoredError(f"shard {name}: footer range answered with {len(head)} B")
         tail = head + tail
@@ -256,7 +260,7 @@ class RangeFile(io.RawIOBase):
         self._read_range = read_range
         self._size = size
         self._pos = 0
-        self._parts: list[tuple[int, bytes]] = []
+        self._parts: list[tuple[int, RangeBytes]] = []
         self.name_ = name
         self.requests = 0
         self.fetched = 0
@@ -278,7 +282,7 @@ class RangeFile(io.RawIOBase):
     def size(self) -> int:
         return self._size
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> RangeBytes:
         data = self._read_range(start, end - 1)
         self.requests += 1
         self.fetched += len(data)
@@ -288,7 +292,7 @@ class RangeFile(io.RawIOBase):
             )
         return data
 
-    def add(self, start: int, data: bytes) -> None:
+    def add(self, start: int, data: RangeBytes) -> None:
         self._parts.append((start, data))
         self._parts.sort(key=lambda p: p[0])
 

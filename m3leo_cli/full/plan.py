@@ -17,6 +17,7 @@ from ..errors import ShardError, UsageError
 from ..hub.pacing import Retrier
 from .index import (
     FOOTER_TAIL,
+    RangeBytes,
     RangeFile,
     RangeNotHonoredError,
     ShardIndex,
@@ -99,7 +100,7 @@ class HttpRanges:
         self.resolve_url = url
         self.url = url
 
-    def __call__(self, start: int, end: int) -> bytes:
+    def __call__(self, start: int, end: int) -> RangeBytes:
         from ..errors import HubError
         from ..hub.wire import RemoteProtocolError, TransportError
 
@@ -115,8 +116,8 @@ class HttpRanges:
                     cr = resp.headers.get("content-range", "")
                     if not cr.startswith(f"bytes {start}-"):
                         raise RangeNotHonoredError(f"wrong Content-Range {cr!r} for {start}-{end}")
-                    data = resp.read()
-                    if len(data) != end - start + 1:
+                    data = _read_exactly(resp, end - start + 1)
+                    if data is None:
                         raise RemoteProtocolError("short range body", self.url)
                     self.url = resp.url
                     return data
@@ -129,6 +130,29 @@ class HttpRanges:
                 self.url = self.resolve_url  # the remembered content URL expired
 
 
+MMAP_MIN = 1 << 20  # ranges at least this large are read into an anonymous mmap
+
+
+def _read_exactly(resp: Any, n: int) -> RangeBytes | None:
+    """The body into one buffer of its announced size (no chunk list, no joined copy: a row
+    group's bytes are held once); None when it ends early or runs long.
+
+    A large range goes into an anonymous mmap: malloc would keep a freed 20-100 MB block in its
+    heap (its mmap threshold rises after such a free), and a run's memory would keep growing.
+    """
+    import mmap
+
+    buf: Any = mmap.mmap(-1, n) if n >= MMAP_MIN else bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = resp.readinto(view[got:])
+        if not k:
+            return None
+        got += k
+    return buf if resp.readinto(bytearray(1)) == 0 else None
+
+
 def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> ShardIndex:
     """The shard's index with every row group that may hold a wanted tile read (cached)."""
     idx = task.index or load_index(cache_dir, task.sha256)
@@ -137,7 +161,7 @@ def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> Shar
         tail = min(FOOTER_TAIL, max(4096, task.size // 32))
         counted: list[int] = []
 
-        def counting(s: int, e: int) -> bytes:
+        def counting(s: int, e: int) -> RangeBytes:
             data = read_range(s, e)
             counted.append(len(data))
             return data

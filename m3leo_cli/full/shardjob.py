@@ -25,7 +25,7 @@ from ..fetch.runner import DownloadSummary
 from ..hub.client import HubClient, resolve_url
 from ..progress import ProgressCallback, ProgressEvent
 from ..store.layout import Store, safe_join
-from .index import RangeFile, ShardIndex, read_footer, save_index
+from .index import RangeBytes, RangeFile, ShardIndex, read_footer, save_index
 from .plan import HttpRanges, ShardTask, row_group_batches
 from .unpack import RowRules, UnpackReport, open_local, unpack_parquet
 from .unpacked import (
@@ -34,6 +34,35 @@ from .unpacked import (
 
 FATAL = (DiskFullError, HubConnectionError, OfflineError)
 MAX_UNPACKING = 2  # concurrent unpacks: each holds a row group's pages and two writer threads
+RANGE_BYTES_IN_MEMORY = 96 << 20  # row-group ranges fetched and not yet unpacked, all tasks
+
+
+class ByteBudget:
+    """Bytes that may be held at once across threads; a request larger than the whole budget
+    takes all of it (one such row group at a time, never a deadlock)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self.cond = threading.Condition()
+
+    def acquire(self, n: int, stop: threading.Event) -> int:
+        n = max(0, min(n, self.total))
+        with self.cond:
+            while self.free < n:
+                if stop.is_set():
+                    from ..fetch.transfer import Cancelled
+
+                    raise Cancelled()
+                self.cond.wait(0.25)
+            self.free -= n
+        return n
+
+    def release(self, n: int) -> None:
+        if n:
+            with self.cond:
+                self.free += n
+                self.cond.notify_all()
 
 
 def unpack_slots() -> int:
@@ -56,6 +85,8 @@ class ShardRun:
     unpacking: threading.Semaphore = field(
         default_factory=lambda: threading.Semaphore(unpack_slots())
     )
+    # row-group bytes held in memory by every ranges task together (fetched, not yet unpacked)
+    in_memory: ByteBudget = field(default_factory=lambda: ByteBudget(RANGE_BYTES_IN_MEMORY))
 
     def check_stop(self) -> None:
         """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
@@ -137,19 +168,35 @@ def _unpack_ranges(
     assert idx is not None
     reader = task.reader or HttpRanges(run.client, run.url(task))
 
-    def counted(start: int, end: int) -> bytes:
+    def counted(start: int, end: int) -> RangeBytes:
         data = reader(start, end)
         run.progress(ProgressEvent("advance", "download", bytes=len(data)))
         return data
 
     rf = RangeFile(counted, task.size, task.shard)
     batches = {b[0][0]: b for b in row_group_batches(idx, task.row_groups)}
+    held = {"bytes": 0, "unpacking": False}
+
+    def release() -> None:
+        if held["unpacking"]:
+            run.unpacking.release()
+            held["unpacking"] = False
+        run.in_memory.release(int(held["bytes"]))
+        held["bytes"] = 0
 
     def before(rg: int) -> None:
+        """Fetch the next batch of row groups within the memory budget, then decode it as one
+        of the ``unpacking`` slots (other tasks keep fetching meanwhile)."""
         run.check_stop()
         if rg in batches:
             rf.drop()
-            rf.prefetch(batches[rg][1])
+            release()
+            _release_memory()
+            spans = batches[rg][1]
+            held["bytes"] = run.in_memory.acquire(sum(e - s + 1 for s, e in spans), run.stop)
+            rf.prefetch(spans)
+            run.unpacking.acquire()
+            held["unpacking"] = True
 
     pf = pq.ParquetFile(
         rf,
@@ -174,7 +221,10 @@ def _unpack_ranges(
         out.bytes += rf.fetched
         out.requests += rf.requests
         out.ranged_requests += rf.requests
+        pf.close()
         rf.drop()
+        release()
+        _release_memory()
 
 
 def _unpack_whole(
@@ -235,11 +285,30 @@ def _unpack_whole(
 
 
 def _release_memory() -> None:
-    """Hand the row group's pages back to the OS now: Arrow's allocator otherwise keeps them
-    per thread, and a run's peak memory grew by about a shard per shard unpacked."""
+    """Hand the row group's pages back to the OS now: Arrow's allocator and glibc's per-thread
+    arenas otherwise keep them, and a run's peak memory grew by about a shard per shard."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _file_reader(fh: Any) -> Any:
