@@ -34,7 +34,7 @@ from .unpacked import (
 
 FATAL = (DiskFullError, HubConnectionError, OfflineError)
 MAX_UNPACKING = 2  # concurrent unpacks: each holds a row group's pages and two writer threads
-RANGE_BYTES_IN_MEMORY = 96 << 20  # row-group ranges fetched and not yet unpacked, all tasks
+RANGE_BYTES_IN_MEMORY = 192 << 20  # row-group ranges fetched and not yet unpacked, all tasks
 
 
 class ByteBudget:

@@ -2,12 +2,13 @@
 ``http.client`` with a keep-alive pool per route.
 
 Why not httpx here: measured against nginx on this project's 2-core machine, a resolve (302)
-plus a content GET per file, written and sha256-hashed, runs at ~1,000 files/s on
-``http.client`` with 16 threads and at ~280 files/s on an ``httpx.Client`` with the same threads
-(docs/benchmarks.md). httpx parses every response in pure Python (h11) and copies each body
-chunk; ``http.client`` reads the status line and headers with C-level ``readline`` and
-``readinto`` fills the caller's buffer directly. It is also ~100 ms less to import before the
-first request. httpx stays the project's client for other services (Earth Engine REST).
+plus a content GET per file, written and sha256-hashed, runs at ~820 files/s on ``http.client``
+with 16 threads and at ~270 files/s on an ``httpx.Client`` with the same threads
+(benchmarks/bench_engines.py, docs/benchmarks.md). httpx parses every response in pure Python
+(h11) and copies each body chunk; ``http.client`` reads the status line and headers with
+C-level ``readline`` and ``readinto`` fills the caller's buffer directly. It is also ~100 ms less
+to import before the first request. httpx stays the project's client for other services (Earth
+Engine REST).
 
 What the engine does, and only that: one pooled connection per request at a time (threads
 share the pool), routes straight to the host or through the scheme's proxy (``netenv``;
