@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import random
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = "M3LEO-miniset/europe"
@@ -35,3 +40,29 @@ def build_repo(root: Path, seed: int = 0) -> dict[str, bytes]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
     return files
+
+
+@contextmanager
+def tiny_server(
+    do_get: Callable[[BaseHTTPRequestHandler], None], tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """A threaded HTTP/1.1 server on loopback whose GETs ``do_get`` answers; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            do_get(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

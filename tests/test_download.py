@@ -336,45 +336,32 @@ def test_space_preflight_refuses_what_cannot_fit(tmp_path):
 def test_wrong_content_range_restarts_the_file(tmp_path):
     """A 206 for another offset must not be appended: the part restarts from zero."""
     import hashlib
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from m3leo_cli.config import load_settings
     from m3leo_cli.fetch.transfer import Transfer
+    from tests.serverkit import tiny_server
 
     data = bytes(range(256)) * 40
     seen: list[str | None] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def do_get(h) -> None:  # type: ignore[no-untyped-def]
+        rng = h.headers.get("range")
+        seen.append(rng)
+        body = data[10:] if rng else data  # a Range always gets the wrong offset
+        h.send_response(206 if rng else 200)
+        if rng:
+            h.send_header("Content-Range", f"bytes 10-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            rng = self.headers.get("range")
-            seen.append(rng)
-            body = data[10:] if rng else data  # a Range always gets the wrong offset
-            self.send_response(206 if rng else 200)
-            if rng:
-                self.send_header("Content-Range", f"bytes 10-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with tiny_server(do_get) as url:
         st = load_settings({"endpoint": url, "data_dir": tmp_path}, env={})
         dest = tmp_path / "f.bin"
         part_path(dest).write_bytes(data[:1000])
         job = FileJob(f"{url}/f", dest, len(data), "sha256", hashlib.sha256(data).digest())
         with HubClient(st) as client:
             assert Transfer(client, job).run() == "downloaded"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert seen == ["bytes=1000-", None]
     assert dest.read_bytes() == data
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,20 +42,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A tinyproxy process on loopback; yields its URL and its log file."""
+@contextmanager
+def _tinyproxy(folder: Path, extra: str = "") -> Iterator[tuple[str, Path]]:
+    """A tinyproxy process on loopback (``extra``: more config lines); its URL and log file."""
     if TINYPROXY is None:
         pytest.skip("tinyproxy is not installed (apt-get install tinyproxy; .ci/run installs it)")
     port = _free_port()
-    folder = tmp_path / "tinyproxy"
     folder.mkdir()
     folder.chmod(0o777)  # tinyproxy may drop to another user when started as root
     log = folder / "tinyproxy.log"
     conf = folder / "tinyproxy.conf"
     conf.write_text(
         f'Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile "{log}"\nLogLevel Info\n'
-        "MaxClients 64\nAllow 127.0.0.1\n"
+        "MaxClients 64\nAllow 127.0.0.1\n" + extra
     )
     proc = subprocess.Popen(
         [TINYPROXY, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -73,6 +73,13 @@ def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A tinyproxy process on loopback; yields its URL and its log file."""
+    with _tinyproxy(tmp_path / "tinyproxy") as running:
+        yield running
 
 
 def _proxied_requests(log: Path) -> list[str]:
@@ -162,8 +169,9 @@ def https_hub(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     """A Hub answering revisions over TLS with a private CA; yields (url, CA file, sha)."""
     import json
     import ssl
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.serverkit import tiny_server
 
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -177,29 +185,17 @@ def https_hub(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     )  # fmt: skip
     sha = "a" * 40
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def do_get(h: BaseHTTPRequestHandler) -> None:
+        body = json.dumps({"id": "M3LEO-miniset/europe", "sha": sha}).encode()
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            body = json.dumps({"id": "M3LEO-miniset/europe", "sha": sha}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"https://127.0.0.1:{httpd.server_address[1]}", cert, sha
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with tiny_server(do_get, tls=ctx) as url:
+        yield url, cert, sha
 
 
 def test_ca_bundle_is_trusted_for_https(tmp_path: Path, https_hub) -> None:
@@ -236,30 +232,9 @@ def test_https_goes_through_a_connect_tunnel(tmp_path: Path, https_hub, proxy) -
 def test_proxy_credentials_from_the_proxy_url(info, tmp_path: Path) -> None:
     """``http://user:pass@proxy`` sends Basic Proxy-Authorization; without it the proxy's
     407 ends in one error naming the proxy."""
-    if TINYPROXY is None:
-        pytest.skip("tinyproxy is not installed (apt-get install tinyproxy; .ci/run installs it)")
-    port = _free_port()
-    folder = tmp_path / "tp"
-    folder.mkdir()
-    folder.chmod(0o777)
-    conf = folder / "tinyproxy.conf"
-    conf.write_text(
-        f'Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile "{folder}/log"\n'
-        "MaxClients 16\nAllow 127.0.0.1\nBasicAuth m3 pass_w0rd\n"
-    )
-    proc = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "tinyproxy did not start"
-                time.sleep(0.05)
+    with _tinyproxy(tmp_path / "tp", "BasicAuth m3 pass_w0rd\n") as (url, _):
         with serve(info) as srv:
-            good = f"http://m3:pass%5Fw0rd@127.0.0.1:{port}"  # percent-decoded, as curl does
+            good = url.replace("://", "://m3:pass%5Fw0rd@")  # percent-decoded, as curl does
             st = load_settings(
                 {"endpoint": srv.url, "data_dir": tmp_path / "d"},
                 env={"HTTP_PROXY": good, "NO_PROXY": ""},
@@ -269,14 +244,11 @@ def test_proxy_credentials_from_the_proxy_url(info, tmp_path: Path) -> None:
             assert local_files(tmp_path / "d") == expected_files(info, "gssic")
             bad = load_settings(
                 {"endpoint": srv.url, "data_dir": tmp_path / "e"},
-                env={"HTTP_PROXY": f"http://127.0.0.1:{port}", "NO_PROXY": ""},
+                env={"HTTP_PROXY": url, "NO_PROXY": ""},
             )
             with pytest.raises(M3leoError) as exc:
                 download(bad, SEL)
             assert "407" in exc.value.message and "user:password@" in (exc.value.hint or "")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_a_socks_proxy_is_refused_with_the_fix(tmp_path: Path) -> None:

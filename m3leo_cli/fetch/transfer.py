@@ -42,7 +42,6 @@ from ..checksum import hash_file, new_hasher
 from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
 from ..hub.pacing import Retrier
 from ..hub.wire import TimeoutException, TransportError
-from ..store.layout import write_text_atomic
 
 if TYPE_CHECKING:
     from ..hub.client import HubClient
@@ -338,7 +337,9 @@ class Transfer:
     def _write_validator(self) -> None:
         doc, self._validator_doc = self._validator_doc, None
         self._sidecar_maybe = True
-        write_text_atomic(self.sidecar, json.dumps(doc))  # a kill never leaves half of it
+        # written before the bytes it describes: a kill mid-write leaves a part with none of
+        # them, and an unreadable note only costs a restart (If-Range falls back to sha256)
+        self.sidecar.write_text(json.dumps(doc), encoding="utf-8")
 
     def _drop_validator(self) -> None:
         self._validator_doc = None

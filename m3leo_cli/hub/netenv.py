@@ -105,7 +105,7 @@ def proxy_route(proxy: str) -> tuple[str, int]:
     if parts.scheme != "http" or not host:
         raise ConfigError(
             f"the proxy {redact_proxy(proxy)} is not an http:// proxy; m3leo talks to HTTP "
-            "proxies (https:// sites go through a CONNECT tunnel), as curl's default does",
+            "proxies (https:// sites go through a CONNECT tunnel)",
             "set HTTPS_PROXY/HTTP_PROXY/ALL_PROXY to the proxy's http:// address, e.g. "
             "http://proxy.example:3128",
         )
