@@ -87,14 +87,9 @@ def main() -> None:
     args = ap.parse_args()
     root = bench_wire.source(args.tiles)
     files = bench_wire.files_of(root)
-    repos = [bench_wire.REPO]
-    answers = nginx_hub.record(
-        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
-    )
-    work = bench_wire.OUT / "site-engines"
-    shutil.rmtree(work, ignore_errors=True)
-    conf, hub_port, _ = nginx_hub.write_site(work, root, answers, 0.0)
-    base = f"http://127.0.0.1:{hub_port}/datasets/{bench_wire.REPO}/resolve/main/"
+    answers = bench_wire.answers_for(root, bench_wire.REPO)
+    work, conf, endpoint = bench_wire.site("site-engines", root, answers)
+    base = f"{endpoint}/datasets/{bench_wire.REPO}/resolve/main/"
     jobs = work / "jobs.json"
     jobs.write_text(json.dumps([(base + p, p) for p, _ in files]))
     best: dict[str, float] = {}

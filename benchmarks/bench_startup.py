@@ -2,7 +2,8 @@
 
 The dev venv (editable install, dev and train extras) pays for an import-path finder and many
 more packages on start-up than a user's ``pip install m3leo-cli``, so this builds that user venv
-once (``benchmarks/out/startup-venv``, from this checkout, no extras) and times both against
+once (``benchmarks/out/startup-venv``, no extras; this checkout reinstalled into it on every
+run) and times both against
 the nginx site of bench_wire.py: the epoch time before ``subprocess.run`` against the time
 nginx logged the first request. Median of ``--runs``.
 
@@ -29,9 +30,14 @@ VENV = Path(__file__).resolve().parent / "out" / "startup-venv"
 
 
 def user_venv() -> Path:
+    """The venv a user would have, with this checkout's code installed afresh each run."""
+    pip = str(VENV / "bin" / "pip")
     if not (VENV / "bin" / "m3leo").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+        subprocess.run([pip, "install", "-q", str(ROOT)], check=True)
+    else:
+        subprocess.run([pip, "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
+                       check=True)  # fmt: skip
     return VENV / "bin" / "m3leo"
 
 
@@ -58,16 +64,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     root = bench_wire.source(99)
-    repos = [bench_wire.REPO]
-    answers = nginx_hub.record(
-        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
-    )
-    work = bench_wire.OUT / "site-startup"
-    shutil.rmtree(work, ignore_errors=True)
-    conf, hub_port, _ = nginx_hub.write_site(work, root, answers, 0.0)
+    answers = bench_wire.answers_for(root, bench_wire.REPO)
+    work, conf, endpoint = bench_wire.site("site-startup", root, answers)
     user = user_venv()
     with nginx_hub.Nginx(conf):
-        endpoint = f"http://127.0.0.1:{hub_port}"
         dev = Path(sys.executable).parent / "m3leo"
         for name, exe in (("pip install . (user)", user), ("dev venv (editable, extras)", dev)):
             s = first_request(exe, work, endpoint, args.runs)

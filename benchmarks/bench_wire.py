@@ -74,6 +74,21 @@ def _env(work: Path, endpoint: str) -> dict[str, str]:
     return env
 
 
+def answers_for(root: Path, repo: str) -> dict:
+    """What ``m3leo serve`` answers for ``repo``'s API calls and resolves (nginx replays it)."""
+    return nginx_hub.record(
+        root, [repo], nginx_hub.api_uris([repo], nginx_hub.commits_of(root, [repo]))
+    )
+
+
+def site(name: str, root: Path, answers: dict, delay_ms: float = 0.0) -> tuple[Path, Path, str]:
+    """A fresh nginx site under ``OUT/name``: (its folder, its nginx.conf, the Hub endpoint)."""
+    work = OUT / name
+    shutil.rmtree(work, ignore_errors=True)
+    conf, hub_port, _ = nginx_hub.write_site(work, root, answers, delay_ms)
+    return work, conf, f"http://127.0.0.1:{hub_port}"
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, start time on the epoch clock nginx logs with)."""
     os.sync()  # the previous client's dirty pages are not this one's to write back
@@ -216,20 +231,14 @@ def bench_full(tiles: int, repeat: int) -> dict:
     root = full_source(tiles)
     shards = [(p, n) for p, n in files_of(root, FULL_REPO) if p.endswith(".parquet")]
     total = sum(n for _, n in shards)
-    repos = [FULL_REPO]
-    answers = nginx_hub.record(
-        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
-    )
+    answers = answers_for(root, FULL_REPO)
     print(f"\nfull edition: {len(shards)} shards, {total / 1e6:.0f} MB "
           f"({total / len(shards) / 1e6:.0f} MB each)")  # fmt: skip
-    work = OUT / "site-full"
-    shutil.rmtree(work, ignore_errors=True)
-    conf, hub_port, _ = nginx_hub.write_site(work, root, answers, 0.0)
+    work, conf, endpoint = site("site-full", root, answers)
     runs: dict[str, list[dict]] = {}
     with nginx_hub.Nginx(conf):
         for _ in range(repeat):
-            for name, row in run_full(work, f"http://127.0.0.1:{hub_port}", root,
-                                      sys.executable).items():  # fmt: skip
+            for name, row in run_full(work, endpoint, root, sys.executable).items():
                 runs.setdefault(name, []).append(row)
     print(f"{'client':34} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}  phases (m3leo)")
     best = {k: min(v, key=lambda r: r["s"]) for k, v in runs.items()}
@@ -260,21 +269,15 @@ def main() -> None:
     root = source(args.tiles)
     files = files_of(root)
     total = sum(s for _, s in files)
-    repos = [REPO]
-    answers = nginx_hub.record(
-        root, repos, nginx_hub.api_uris(repos, nginx_hub.commits_of(root, repos))
-    )
+    answers = answers_for(root, REPO)
     print(f"{len(files)} files, {total / 1e6:.0f} MB ({total / len(files) / 1e3:.0f} KB each)")
     summary: dict = {}
     for delay in (float(x) for x in args.delays.split(",") if x):  # --delays "": none
-        work = OUT / f"site-{delay:g}ms"
-        shutil.rmtree(work, ignore_errors=True)
-        conf, hub_port, _ = nginx_hub.write_site(work, root, answers, delay)
+        work, conf, endpoint = site(f"site-{delay:g}ms", root, answers, delay)
         runs: dict[str, list[dict]] = {}
         with nginx_hub.Nginx(conf):
             for _ in range(args.repeat):
-                for name, row in run_clients(work, f"http://127.0.0.1:{hub_port}", files,
-                                             sys.executable).items():  # fmt: skip
+                for name, row in run_clients(work, endpoint, files, sys.executable).items():
                     runs.setdefault(name, []).append(row)
         print(f"\n+{delay:g} ms per request (best of {args.repeat}):")
         print(f"{'client':22} {'seconds':>8} {'files/s':>8} {'MB/s':>7}  phases (m3leo)")
