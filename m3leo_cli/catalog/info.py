@@ -21,17 +21,12 @@ from ..store.layout import Store
 from .manifest import read_manifest, read_summary
 
 
-def region_names(names: Sequence[str] | None, edition: str | None = None) -> list[str]:
-    """Published regions, or your own ones when ``edition`` is ``local``."""
-    return [spec.get_region(r, edition).name for r in (names or spec.region_names(edition))]
-
-
 def existing_manifests(
     store: Store, edition: str, regions: Sequence[str] | None
 ) -> dict[str, Path]:
     return {
         r: store.manifest_path(edition, r)
-        for r in region_names(regions, edition)
+        for r in spec.resolve_regions(regions, edition)
         if store.manifest_path(edition, r).exists()
     }
 
@@ -42,8 +37,8 @@ def load_manifest(
     """Every row of the cached manifests of ``edition`` (all regions that have one)."""
     ed = spec.get_edition(edition).name
     found = existing_manifests(Store(settings.data_dir), ed, regions)
-    if not found or (regions and len(found) < len(region_names(regions, ed))):
-        missing = [r for r in region_names(regions, ed) if r not in found]
+    if not found or (regions and len(found) < len(spec.resolve_regions(regions, ed))):
+        missing = [r for r in spec.resolve_regions(regions, ed) if r not in found]
         raise ManifestNotFoundError(
             f"no {ed} manifest for {', '.join(missing)}",
             f"run `m3leo catalog refresh --edition {ed}`"
@@ -83,7 +78,7 @@ def manifest_info(
     ed = spec.get_edition(edition).name
     store = Store(settings.data_dir)
     out = []
-    for r in region_names(regions, ed):
+    for r in spec.resolve_regions(regions, ed):
         p = store.manifest_path(ed, r)
         row: dict[str, Any] = {"edition": ed, "region": r, "path": str(p), "status": "missing"}
         if p.exists():
@@ -142,7 +137,7 @@ def modalities(
     ed = spec.get_edition(edition).name
     store = Store(settings.data_dir)
     found: dict[str, dict[str, Any]] = {}
-    for r in region_names(regions, ed):
+    for r in spec.resolve_regions(regions, ed):
         p = store.manifest_path(ed, r)
         summary = None
         if p.exists():

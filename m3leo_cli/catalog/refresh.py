@@ -82,11 +82,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
-def region_names(names: Sequence[str] | None) -> list[str]:
-    """Published regions (the same rule as ``info.region_names``, without pyarrow)."""
-    return [spec.get_region(r).name for r in (names or spec.region_names())]
-
-
 def _preload() -> None:
     """Import what building a manifest needs, in a background thread (see the docstring)."""
 
@@ -189,7 +184,7 @@ def refresh(
 
     ed = spec.get_edition(edition)
     ed.repo_id("")  # the local edition is not on the Hub: refused with a hint
-    names = region_names(regions)
+    names = spec.resolve_regions(regions)
     rev = revision or settings.revision
     if settings.offline:
         raise OfflineError(
@@ -304,7 +299,7 @@ def ensure_manifest(
     ed = spec.get_edition(edition).name
     store = Store(settings.data_dir)
     missing = []
-    for r in region_names(regions):
+    for r in spec.resolve_regions(regions):
         p = store.manifest_path(ed, r)
         try:
             if p.exists():

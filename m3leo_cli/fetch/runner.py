@@ -187,8 +187,8 @@ class _Ahead:
         self.cond = threading.Condition()
         self.queued: deque[FileJob] = deque()  # pulled from ``it``, not yet taken by a worker
         self.asking: dict[int, threading.Event] = {}  # id(job) -> set when its 302 is known
-        self.done = False
         self.rtts: list[float] = []  # the first resolves' round trips, seconds
+        self.near = False  # the Hub answered within NEAR_RTT: resolving ahead does not pay
 
     def take(self) -> FileJob | None:
         """The next job for a worker (None at the end); waits for a resolve in flight."""
@@ -201,15 +201,12 @@ class _Ahead:
         return job
 
     def resolver(self) -> None:
-        while not self.stop.is_set():
-            if self.near():
-                return  # a Hub this close costs the workers less than these threads do
+        while not (self.stop.is_set() or self.near):
             with self.cond:
                 while len(self.queued) >= self.depth and not self.stop.is_set():
                     self.cond.wait(0.25)
-                job = next(self.it, None) if not self.done else None
+                job = next(self.it, None)
                 if job is None:
-                    self.done = True
                     return
                 self.queued.append(job)
                 if not _worth_resolving(job):
@@ -221,17 +218,19 @@ class _Ahead:
             except M3leoError:
                 pass  # the worker's own request reports it
             finally:
-                if len(self.rtts) < RTT_SAMPLES:
-                    self.rtts.append(time.monotonic() - t0)
                 with self.cond:
                     del self.asking[id(job)]
+                    self._time(time.monotonic() - t0)
                 event.set()
 
-    def near(self) -> bool:
-        """Whether the first resolves came back faster than ``NEAR_RTT`` (a LAN mirror, a local
-        server): then resolving ahead only takes CPU from the workers, and the threads stop."""
-        rtts = sorted(self.rtts)
-        return len(rtts) >= RTT_SAMPLES and rtts[len(rtts) // 2] < NEAR_RTT
+    def _time(self, rtt: float) -> None:
+        """Keep the first resolves' round trips; once there are enough, decide whether the Hub
+        is near (a LAN mirror, a local server), where resolving ahead only takes CPU from the
+        workers and the resolver threads stop."""
+        if len(self.rtts) < RTT_SAMPLES:
+            self.rtts.append(rtt)
+            if len(self.rtts) == RTT_SAMPLES:
+                self.near = sorted(self.rtts)[RTT_SAMPLES // 2] < NEAR_RTT
 
 
 def _worth_resolving(job: FileJob) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import mmap
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +27,8 @@ from ..store.layout import write_text_atomic
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
-# what a range read returns: bytes, or a buffer the body was read straight into (an anonymous
-# mmap for large ranges: unmapped as soon as it is dropped, so memory goes back to the OS)
-RangeBytes = bytes | bytearray | mmap.mmap
+# what a range read returns: bytes, or the buffer the body was read straight into
+RangeBytes = bytes | bytearray
 ReadRange = Callable[[int, int], RangeBytes]
 """``read_range(start, end) -> bytes`` with an inclusive ``end`` (HTTP ``Range`` semantics)."""
 

@@ -130,19 +130,10 @@ class HttpRanges:
                 self.url = self.resolve_url  # the remembered content URL expired
 
 
-MMAP_MIN = 1 << 20  # ranges at least this large are read into an anonymous mmap
-
-
-def _read_exactly(resp: Any, n: int) -> RangeBytes | None:
+def _read_exactly(resp: Any, n: int) -> bytearray | None:
     """The body into one buffer of its announced size (no chunk list, no joined copy: a row
-    group's bytes are held once); None when it ends early or runs long.
-
-    A large range goes into an anonymous mmap: malloc would keep a freed 20-100 MB block in its
-    heap (its mmap threshold rises after such a free), and a run's memory would keep growing.
-    """
-    import mmap
-
-    buf: Any = mmap.mmap(-1, n) if n >= MMAP_MIN else bytearray(n)
+    group's bytes are held once); None when it ends early or runs long."""
+    buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,6 @@ def _unpack_ranges(
     """
     import os
 
-    import pyarrow.parquet as pq
-
     idx = task.index
     assert idx is not None
     reader = task.reader or HttpRanges(run.client, run.url(task))
@@ -219,23 +218,9 @@ def _unpack_ranges(
 
     try:
         os.ftruncate(fd, task.size)  # the shard's size, holes where nothing was fetched
-        with pq.ParquetFile(
-            sparse,
-            metadata=idx.metadata,
-            pre_buffer=False,
-            buffer_size=1 << 20,
-            page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
-        ) as pf:
-            unpack_parquet(
-                pf,
-                run.store.region_dir("full", task.region),
-                rules,
-                source=task.shard,
-                row_groups=task.row_groups,
-                progress=run.progress,
-                before_row_group=before,
-                report=report,
-                durable=run.durable,
+        with open_local(sparse, metadata=idx.metadata) as pf:
+            _decode(
+                run, task, pf, rules, report, row_groups=task.row_groups, before_row_group=before
             )
     finally:
         if holding["unpacking"]:
@@ -278,14 +263,12 @@ def _unpack_whole(
     rows: dict[int, list[str]] = {}
     try:
         with run.unpacking, open_local(dest) as pf:
-            unpack_parquet(
+            _decode(
+                run,
+                task,
                 pf,
-                run.store.region_dir("full", task.region),
                 rules,
-                source=task.shard,
-                progress=run.progress,
-                report=report,
-                durable=run.durable,
+                report,
                 before_row_group=lambda rg: run.check_stop(),
                 after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
             )
@@ -302,31 +285,42 @@ def _unpack_whole(
         dest.unlink(missing_ok=True)
 
 
+def _decode(
+    run: ShardRun, task: ShardTask, pf: Any, rules: RowRules, report: UnpackReport, **hooks: Any
+) -> None:
+    """Unpack ``pf``'s rows into the store (whole or ranges: only the hooks differ)."""
+    unpack_parquet(
+        pf,
+        run.store.region_dir("full", task.region),
+        rules,
+        source=task.shard,
+        progress=run.progress,
+        report=report,
+        durable=run.durable,
+        **hooks,
+    )
+
+
 def _release_memory() -> None:
     """Hand the row group's pages back to the OS now: Arrow's allocator and glibc's per-thread
     arenas otherwise keep them, and a run's peak memory grew by about a shard per shard."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-def _find_malloc_trim() -> Any:
-    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, looked up on first use (None elsewhere: musl, macOS)."""
     import ctypes
-    import ctypes.util
-    import sys
 
-    if not sys.platform.startswith("linux"):
-        return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
-
-
-_malloc_trim = _find_malloc_trim()
 
 
 def _file_reader(fh: Any) -> Any:

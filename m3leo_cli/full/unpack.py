@@ -127,18 +127,27 @@ def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def open_local(path: Path) -> pq.ParquetFile:
-    """Open a local shard for streaming, with a one-line ShardError when it is not usable."""
+def open_local(path: Path, metadata: Any = None) -> pq.ParquetFile:
+    """Open a local shard for streaming, with a one-line ShardError when it is not usable.
+
+    With ``metadata`` (a shard's parsed footer) the file's own footer is not read: a sparse
+    file holding only the fetched row groups opens the same way.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            fh.seek(max(0, size - 8))
-            footer_length(fh.read(8), size, path.name)
+        if metadata is None:
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - 8))
+                footer_length(fh.read(8), size, path.name)
         return pq.ParquetFile(
-            path, buffer_size=READ_BUFFER, pre_buffer=False, page_checksum_verification=True
+            path,
+            metadata=metadata,
+            buffer_size=READ_BUFFER,
+            pre_buffer=False,
+            page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
         )
     except FileNotFoundError:
         raise ShardError(f"no such shard file: {path}", "check the path") from None

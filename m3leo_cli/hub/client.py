@@ -44,6 +44,7 @@ from .wire import (
 USER_AGENT = f"m3leo/{__version__}"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 LINK_CACHE = 4096  # content-host links remembered (resolve URL -> signed CDN URL)
 QUICK_RETRY_S = 0.2  # the one retry a refused connection or a DNS failure gets
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -205,20 +206,13 @@ class HubClient:
         with self._lock:
             if url in self._links:
                 return True
-        hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
-        if self.settings.token:
-            hdrs["authorization"] = f"Bearer {self.settings.token}"
-        self.pacers["resolvers"].acquire()
-        with self._lock:
-            self.requests += 1
         try:
-            resp = self._http.send("GET", url, hdrs)
+            resp = self._send_one("GET", url, {})
         except TransportError:
             return False
-        self._observe(url, resp)
         location = resp.headers.get("location")
         resp.discard()
-        if resp.status_code in (301, 302, 303, 307, 308) and location:
+        if resp.status_code in REDIRECTS and location:
             nxt = urljoin(url, location)
             if _origin(nxt) != self._origin:
                 self._remember(url, nxt)
@@ -272,18 +266,8 @@ class HubClient:
             with self._lock:
                 url = self._links.get(url, url)  # a known content link: skip the resolver
         for _ in range(MAX_REDIRECTS + 1):
-            hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity", **headers}
-            own = _origin(url) == self._origin
-            if self.settings.token and own:
-                hdrs["authorization"] = f"Bearer {self.settings.token}"
-            if own:
-                self.pacers[self._bucket(url)].acquire()
-            with self._lock:
-                self.requests += 1
-            resp = self._http.send(method, url, hdrs)
-            if own:
-                self._observe(url, resp)
-            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+            resp = self._send_one(method, url, headers)
+            if resp.status_code in REDIRECTS and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
                 resp.discard()
                 if resp.status_code == 303:
@@ -291,10 +275,26 @@ class HubClient:
                 url = nxt
                 continue
             if url != start and method == "GET" and self._is_resolve(start) and resp.is_success:
-                if not own:
+                if _origin(url) != self._origin:
                     self._remember(start, url)
             return resp
         raise HubProtocolError(f"more than {MAX_REDIRECTS} redirects from {redact(url)}", url=url)
+
+    def _send_one(self, method: str, url: str, headers: dict[str, str]) -> Response:
+        """One request, no redirect followed: the token and pacing only for the endpoint's own
+        origin, every request counted."""
+        hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity", **headers}
+        own = _origin(url) == self._origin
+        if self.settings.token and own:
+            hdrs["authorization"] = f"Bearer {self.settings.token}"
+        if own:
+            self.pacers[self._bucket(url)].acquire()
+        with self._lock:
+            self.requests += 1
+        resp = self._http.send(method, url, hdrs)
+        if own:
+            self._observe(url, resp)
+        return resp
 
     def _remember(self, resolve: str, content: str) -> None:
         with self._lock:

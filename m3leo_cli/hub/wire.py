@@ -26,6 +26,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -212,6 +213,7 @@ class Wire:
         self._idle: dict[tuple, list[Any]] = {}
         self._lock = threading.Lock()
         self._ssl: Any = None
+        self._routes: dict[tuple[str, str, int], str | None] = {}  # (scheme, host, port) -> proxy
         self.connections = 0  # connections opened (reuse shows as requests >> connections)
 
     def send(self, method: str, url: str, headers: dict[str, str]) -> Response:
@@ -221,7 +223,7 @@ class Wire:
         if scheme not in ("http", "https") or not parts.hostname:
             raise UnsupportedProtocol(f"cannot fetch {scheme or 'a'}:// URLs", url)
         port = parts.port or (443 if scheme == "https" else 80)
-        proxy = proxy_for(self.settings, scheme, parts.hostname, port)
+        proxy = self._route(scheme, parts.hostname, port)
         key = (scheme, parts.hostname, port, proxy)
         target = parts.path or "/"
         if parts.query:
@@ -296,6 +298,15 @@ class Wire:
         conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
         return conn
 
+    def _route(self, scheme: str, host: str, port: int) -> str | None:
+        """The proxy for a host, or None; decided once per host (NO_PROXY is parsed once)."""
+        key = (scheme, host, port)
+        try:
+            return self._routes[key]
+        except KeyError:
+            proxy = self._routes[key] = proxy_for(self.settings, scheme, host, port)
+            return proxy
+
     def _context(self) -> Any:
         """The TLS context, made once (loading a trust store costs ~20 ms)."""
         with self._lock:
@@ -304,6 +315,7 @@ class Wire:
             return self._ssl
 
 
+@lru_cache(maxsize=16)
 def _proxy_auth(proxy: str) -> str | None:
     parts = urlsplit(proxy)
     if parts.username is None:

@@ -55,6 +55,7 @@ from .regions import (
     get_region,
     local_regions,
     region_names,
+    resolve_regions,
     set_local_regions,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "local_datakinds",
     "local_regions",
     "region_names",
+    "resolve_regions",
     "set_local_datakinds",
     "set_local_regions",
     "BIOMASS_VARIABLES",

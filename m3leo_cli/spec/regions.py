@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import SelectionError, UnknownEditionError, UnknownRegionError
@@ -156,6 +157,11 @@ def region_names(edition: str | None = None) -> tuple[str, ...]:
     if edition is not None and edition.lower() == LOCAL_EDITION:
         return tuple(sorted(_LOCAL_REGIONS))
     return tuple(REGIONS)
+
+
+def resolve_regions(names: Sequence[str] | None, edition: str | None = None) -> list[str]:
+    """The named regions checked and normalised (every region of ``edition`` when none)."""
+    return [get_region(r, edition).name for r in (names or region_names(edition))]
 
 
 def close_matches(word: str, choices: list[str]) -> list[str]:
