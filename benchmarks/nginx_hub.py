@@ -9,7 +9,11 @@ the clients make and every file's resolve; those answers become static files and
   address with ``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size`` and ``ETag``; small git
   files are served at once with their git-blob ETag (as the Hub does);
 - the content address (a second port) serves the files from disk with nginx's own ETag (not
-  the sha256, as on the real content host), ``Range`` and ``sendfile``.
+  the sha256, as on the real content host), ``Range`` and ``sendfile``;
+- ``/datasets/<repo>.git/info/lfs/objects/batch`` (the Git LFS batch API, a POST whose answer
+  depends on the objects asked for): proxied to a small answerer in the benchmark's own process
+  (:class:`BatchAnswerer`), which knows every LFS object's content address. A run makes one
+  such request per hundred files; the bytes are nginx's.
 
 ``delay_ms`` adds that much latency to every request (the echo module's ``echo_sleep``).
 Install: ``apt-get install nginx libnginx-mod-http-echo`` (Debian's packages).
@@ -22,7 +26,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,7 +78,7 @@ def write_site(
     work: Path, source_root: Path, answers: dict, delay_ms: float
 ) -> tuple[Path, int, int]:
     """Static API files + nginx.conf under ``work``; returns (conf, hub port, content port)."""
-    hub_port, content_port = _free_port(), _free_port()
+    hub_port, content_port, batch_port = _free_port(), _free_port(), _free_port()
     api_dir = work / "api"
     api_dir.mkdir(parents=True, exist_ok=True)
     hub = f"127.0.0.1:{hub_port}"
@@ -100,7 +106,11 @@ def write_site(
         add("$api_file", uri, name)
         if ans["link"]:
             add("$api_link", uri, ans["link"].replace(answers["hub_netloc"], hub))
+    hrefs: dict[str, str] = {}
     for key, ans in sorted(answers["resolve"].items()):
+        if ans["status"] == 302:  # the content address of each LFS object, for batch answers
+            sha = ans["linked_etag"].strip('"')
+            hrefs.setdefault(sha, f"http://127.0.0.1:{content_port}" + ans["location"])
         add("$res_commit", key, ans["commit"])
         add("$res_etag", key, ans["etag"])
         if ans["status"] == 302:
@@ -156,6 +166,11 @@ http {{
       add_header ETag $res_etag always;
       return 302 $res_location;
     }}
+    location ~ ^/datasets/[^/]+/[^/]+\\.git/info/lfs/objects/batch$ {{ {delayed("batch")} }}
+    location @batch {{
+      proxy_pass http://127.0.0.1:{batch_port}; proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
     location /small/ {{
       internal; alias {source_root}/; etag off;
       add_header X-Repo-Commit $res_commit; add_header ETag $res_etag;
@@ -172,7 +187,48 @@ http {{
 """
     path = work / "nginx.conf"
     path.write_text(conf)
+    (work / "batch.json").write_text(json.dumps({"port": batch_port, "hrefs": hrefs}))
     return path, hub_port, content_port
+
+
+class BatchAnswerer:
+    """Answers Git LFS batch requests (download) from the recorded content addresses."""
+
+    def __init__(self, spec: Path) -> None:
+        doc = json.loads(spec.read_text())
+        hrefs = doc["hrefs"]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                n = int(self.headers.get("content-length", "0"))
+                objects = json.loads(self.rfile.read(n))["objects"]
+                out = []
+                for o in objects:
+                    href = hrefs.get(o["oid"])
+                    if href is None:
+                        out.append({**o, "error": {"code": 404, "message": "Object does not exist"}})
+                    else:
+                        out.append({**o, "authenticated": True,
+                                    "actions": {"download": {"href": href, "expires_in": 3600}}})  # fmt: skip
+                body = json.dumps({"transfer": "basic", "objects": out}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/vnd.git-lfs+json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", doc["port"]), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Nginx:
@@ -183,6 +239,8 @@ class Nginx:
         self.pidfile = conf.parent / "nginx.pid"
 
     def __enter__(self) -> Nginx:
+        spec = self.conf.parent / "batch.json"
+        self.batch = BatchAnswerer(spec) if spec.exists() else None
         subprocess.run(["nginx", "-t", "-q", "-c", str(self.conf), "-e", "stderr"], check=True)
         subprocess.run(["nginx", "-c", str(self.conf), "-e", "stderr"], check=True)
         for _ in range(100):
@@ -196,6 +254,8 @@ class Nginx:
             os.kill(int(self.pidfile.read_text()), signal.SIGQUIT)
         except (OSError, ValueError):
             pass
+        if self.batch is not None:
+            self.batch.close()
 
 
 def api_uris(repos: list[str], commits: dict[str, str]) -> list[str]:

@@ -59,6 +59,7 @@ class Settings:
     debug: bool = False
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
+    lfs_batch: bool = True  # content links by the hundred (Git LFS batch API), else per file
     engine: str = "local"  # heavy commands run here ("local") or on a Dask cluster ("dask")
     scheduler: str | None = None  # Dask scheduler address; none: a LocalCluster on this machine
     progress_bars: bool = True  # False: HF_HUB_DISABLE_PROGRESS_BARS (messages still shown)
@@ -136,6 +137,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
+    "lfs_batch": ("M3LEO_LFS_BATCH",),
     "engine": ("M3LEO_ENGINE",),
     "scheduler": ("M3LEO_DASK_SCHEDULER",),
     "progress_bars": ("M3LEO_PROGRESS_BARS",),

@@ -21,10 +21,12 @@ from dl_helpers import (
 
 from m3leo_cli.catalog.refresh import ensure_manifest
 from m3leo_cli.errors import DiskFullError, HubConnectionError, StoreLockedError
+from m3leo_cli.fetch import ahead
 from m3leo_cli.fetch.plan import DownloadPlan, build_jobs
 from m3leo_cli.fetch.runner import DownloadSummary, run_jobs
 from m3leo_cli.fetch.transfer import FileJob, part_path
 from m3leo_cli.hub.client import HubClient
+from m3leo_cli.hub.lfsbatch import MEDIA_TYPE as LFS_MEDIA
 from m3leo_cli.mirror.download import download
 from m3leo_cli.selection import build_selection
 from m3leo_cli.server import Faults
@@ -367,13 +369,14 @@ def test_wrong_content_range_restarts_the_file(tmp_path):
 
 
 def test_links_are_resolved_ahead_and_never_twice(info, tmp_path):
-    """While 4 workers fetch, resolver threads ask the Hub for the next files' links: more than
-    4 resolves reach the Hub before the first content GET, and each file is resolved once."""
+    """File by file (batches off): while 4 workers fetch, resolver threads ask the Hub for the
+    next files' links: more than 4 resolves reach the Hub before the first content GET, and
+    each file is resolved once."""
     want = expected_files(info, "gssic")
     with serve(info, Faults(latency_ms=100)) as srv:
         _catalogued(srv, tmp_path, Faults(latency_ms=100))
         srv.clear_log()
-        s = _run(srv, tmp_path, workers=4)
+        s = download(settings_for(srv, tmp_path, lfs_batch=False), SEL, workers=4)
         log = file_requests(srv)
     assert s.failed == 0 and local_files(tmp_path) == want
     resolves = [r.repo_path for r in log if r.origin == "hub"]
@@ -382,3 +385,40 @@ def test_links_are_resolved_ahead_and_never_twice(info, tmp_path):
     assert sorted(lfs) == sorted(set(lfs)) and sorted(contents) == sorted(set(contents))
     first_content = next(i for i, r in enumerate(log) if r.origin == "content")
     assert first_content > 4  # the workers' own resolves, and the resolvers' ahead of them
+
+
+def _batches_and_resolves(srv, lfs: list[str]) -> tuple[list, list[str], list[str]]:  # type: ignore[no-untyped-def]
+    log = list(srv.log)
+    batches = [r for r in log if r.method == "POST" and r.path.endswith("/info/lfs/objects/batch")]
+    resolves = [r.repo_path for r in log if "/resolve/" in r.path and r.repo_path in lfs]
+    contents = [r.repo_path for r in log if r.origin == "content"]
+    return batches, resolves, contents
+
+
+def test_links_come_by_the_hundred_from_the_lfs_batch_api(info, tmp_path, monkeypatch):
+    """Batches on (the default): the Hub gets one Git LFS batch POST per BATCH files and no
+    resolve for any of them, and each file's bytes are fetched once, from the batch's link."""
+    monkeypatch.setattr(ahead, "BATCH", 4)  # several batches from a small selection
+    want = expected_files(info, "gssic")
+    lfs = [p for p in want if p.endswith((".tif", ".nc"))]
+    assert len(lfs) > 4
+    with serve(info) as srv:
+        _catalogued(srv, tmp_path, Faults())
+        s = _run(srv, tmp_path, workers=4)
+        batches, resolves, contents = _batches_and_resolves(srv, lfs)
+    assert s.failed == 0 and local_files(tmp_path) == want
+    assert resolves == [] and sorted(contents) == sorted(lfs)
+    assert len(batches) == -(-len(lfs) // 4)
+    assert all(b.status == 200 and b.headers["accept"] == LFS_MEDIA for b in batches)
+
+
+def test_a_hub_without_the_batch_api_is_asked_once_then_file_by_file(info, tmp_path):
+    want = expected_files(info, "gssic")
+    lfs = [p for p in want if p.endswith((".tif", ".nc"))]
+    with serve(info) as srv:
+        _catalogued(srv, tmp_path, Faults(no_lfs_batch=True))
+        s = _run(srv, tmp_path, workers=4)
+        batches, resolves, contents = _batches_and_resolves(srv, lfs)
+    assert s.failed == 0 and local_files(tmp_path) == want
+    assert [b.status for b in batches] == [404]
+    assert sorted(resolves) == sorted(lfs) and sorted(contents) == sorted(lfs)

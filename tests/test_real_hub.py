@@ -25,6 +25,7 @@ from m3leo_cli.errors import (
 )
 from m3leo_cli.fetch.transfer import FileJob, Transfer, part_path, validator_path
 from m3leo_cli.hub.client import HubClient
+from m3leo_cli.hub.lfsbatch import MEDIA_TYPE, Want
 from m3leo_cli.server import Faults, HubServer, RealHub
 
 REPO = f"M3LEO-miniset/{REGION}"
@@ -287,3 +288,53 @@ def test_a_spent_ratelimit_pauses_its_bucket_only(info, tmp_path):
             c.revision(REPO)
             took = time.monotonic() - t0
     assert took >= 1.5 and c.pacers["api"].waited >= 1.5
+
+
+def test_batch_links_are_signed_expire_and_are_resolved_again_once_refused(info, tmp_path):
+    """The Git LFS batch API of the real-Hub mode: every link signed, valid ``link_ttl`` and
+    said so (``expires_in``); the client fetches from it with no resolve, and once the hour
+    has passed the content host's refusal sends it back to ``/resolve/``, once."""
+    rel, data = _biggest(info)
+    sha = hashlib.sha256(data).hexdigest()
+    with HubServer(info.root, real=RealHub(link_ttl=1800)) as srv:
+        with HubClient(settings_for(srv, tmp_path, max_retries=0)) as client:
+            job = _job(client, tmp_path / "f.tif", rel, data)
+            want = [Want(job.url, sha, len(data)), Want(job.url + "x", "0" * 64, 1)]
+            srv.clear_log()
+            assert client.prefetch_links(want) == 1  # the unknown object gets no link
+            batch = list(srv.log)
+            srv.clear_log()
+            assert Transfer(client, job).run() == "downloaded"
+            first = [(r.origin, r.status) for r in srv.log]
+            job.dest.unlink()
+            srv.expire_links()
+            srv.clear_log()
+            assert Transfer(client, job).run() == "downloaded"
+            second = [(r.origin, r.status) for r in srv.log]
+            reresolved = client.reresolved
+    assert [(r.method, r.status) for r in batch] == [("POST", 200)]
+    assert batch[0].headers["content-type"] == MEDIA_TYPE
+    assert first == [("content", 200)]
+    assert second == [("content", 403), ("hub", 302), ("content", 200)] and reresolved == 1
+    assert job.dest.read_bytes() == data
+
+
+def test_batch_answers_name_their_expiry_and_refuse_unknown_objects(info):
+    rel, data = _biggest(info)
+    sha = hashlib.sha256(data).hexdigest()
+    body = {"operation": "download", "transfers": ["basic"],
+            "objects": [{"oid": sha, "size": len(data)}, {"oid": "0" * 64, "size": 5}]}  # fmt: skip
+    headers = {"accept": MEDIA_TYPE, "content-type": MEDIA_TYPE}
+    with HubServer(info.root, real=RealHub(link_ttl=900)) as srv, httpx.Client() as http:
+        url = f"{srv.url}/datasets/{REPO}.git/info/lfs/objects/batch"
+        r = http.post(url, json=body, headers=headers)
+        assert r.status_code == 200 and r.headers["content-type"] == MEDIA_TYPE
+        found, missing = r.json()["objects"]
+        action = found["actions"]["download"]
+        assert action["expires_in"] == 900 and "Signature=" in action["href"]
+        assert http.get(action["href"]).content == data
+        assert missing["error"]["code"] == 404
+        upload = http.post(url, json={**body, "operation": "upload"}, headers=headers)
+        assert upload.status_code == 403
+        assert http.post(url, content=b"{", headers=headers).status_code == 422
+        assert http.get(url).status_code == 405

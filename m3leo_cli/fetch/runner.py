@@ -8,13 +8,8 @@ its reason, and the run ends with a :class:`DownloadSummary` and, when something
 report file. Fatal conditions (disk full, no network, offline) stop every worker; Ctrl-C stops
 them too and keeps every ``.part`` for the next run.
 
-**Resolve-ahead.** A file costs two round trips: the Hub's ``302`` and the content GET. While
-the workers fetch, as many resolver threads ask the Hub for the links of the next files (at
-most ``workers`` ahead, so a signed link is used seconds after it was issued), and a worker
-then needs one round trip per file. Resolving is paced on the same budget and never doubles a
-request: a worker that takes a file whose link is being asked for waits for that answer. When
-the Hub answers within ~5 ms (a mirror on the same network), the resolver threads stop after
-their first 16 answers: there is no round trip worth hiding, only CPU to lose.
+The workers take their jobs through :class:`~.ahead.Ahead`, which asks the Hub for the
+content links of the next files while the workers fetch (resolve-ahead, see there).
 """
 
 from __future__ import annotations
@@ -22,22 +17,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
+from .ahead import Ahead
 from .transfer import Cancelled, FileJob, Transfer
 
 if TYPE_CHECKING:
     from ..hub.client import HubClient
 
 _FATAL = (DiskFullError, HubConnectionError, OfflineError)
-RTT_SAMPLES = 16  # resolves timed before deciding whether resolving ahead pays
-NEAR_RTT = 0.005  # seconds: a Hub answering faster than this is not worth the extra threads
 
 
 @dataclass
@@ -101,7 +94,6 @@ def run_jobs(
     lock = threading.Lock()
     stop = threading.Event()
     fatal: list[BaseException] = []
-    ahead = _Ahead(client, iter(jobs), workers, stop)
     t0 = time.monotonic()
     progress(ProgressEvent("start", "download", total_files=total_files, total_bytes=total_bytes))
 
@@ -150,15 +142,19 @@ def run_jobs(
             )
 
     nthreads = max(1, workers if total_files is None else min(workers, total_files))
-    threads = [
-        threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
-        for i in range(nthreads)  # never more threads than files: each costs a start
-    ]
-    if nthreads > 1:  # one worker has nothing to overlap with
-        threads += [
-            threading.Thread(target=ahead.resolver, name=f"m3leo-resolve-{i}", daemon=True)
+    ahead = Ahead(client, iter(jobs), workers, stop, resolvers=nthreads > 1)
+    threads = []
+    if nthreads > 1:  # one worker has nothing to overlap with; resolvers start first, so the
+        threads += [  # first batch of links is asked for before the workers take files
+            threading.Thread(target=ahead.resolver, args=(i,), name=f"m3leo-resolve-{i}")
             for i in range(nthreads)
         ]
+    threads += [
+        threading.Thread(target=worker, name=f"m3leo-dl-{i}")
+        for i in range(nthreads)  # never more threads than files: each costs a start
+    ]
+    for th in threads:
+        th.daemon = True
     for th in threads:
         th.start()
     try:
@@ -177,72 +173,6 @@ def run_jobs(
     if summary.failures and report_dir is not None:
         summary.report_path = write_report(report_dir, summary)
     return summary
-
-
-class _Ahead:
-    """The shared job iterator, with the Hub links of the next files asked for in advance."""
-
-    def __init__(self, client: HubClient, it: Iterator[FileJob], depth: int, stop: Any) -> None:
-        self.client, self.it, self.depth, self.stop = client, it, max(1, depth), stop
-        self.cond = threading.Condition()
-        self.queued: deque[FileJob] = deque()  # pulled from ``it``, not yet taken by a worker
-        self.asking: dict[int, threading.Event] = {}  # id(job) -> set when its 302 is known
-        self.rtts: list[float] = []  # the first resolves' round trips, seconds
-        self.near = False  # the Hub answered within NEAR_RTT: resolving ahead does not pay
-
-    def take(self) -> FileJob | None:
-        """The next job for a worker (None at the end); waits for a resolve in flight."""
-        with self.cond:
-            job = self.queued.popleft() if self.queued else next(self.it, None)
-            self.cond.notify_all()
-            pending = self.asking.get(id(job)) if job is not None else None
-        if pending is not None:
-            pending.wait()
-        return job
-
-    def resolver(self) -> None:
-        while not (self.stop.is_set() or self.near):
-            with self.cond:
-                while len(self.queued) >= self.depth and not self.stop.is_set():
-                    self.cond.wait(0.25)
-                job = next(self.it, None)
-                if job is None:
-                    return
-                self.queued.append(job)
-                if not _worth_resolving(job):
-                    continue
-                event = self.asking[id(job)] = threading.Event()
-            t0 = time.monotonic()
-            try:
-                self.client.prefetch_link(job.url)
-            except M3leoError:
-                pass  # the worker's own request reports it
-            finally:
-                with self.cond:
-                    del self.asking[id(job)]
-                    self._time(time.monotonic() - t0)
-                event.set()
-
-    def _time(self, rtt: float) -> None:
-        """Keep the first resolves' round trips; once there are enough, decide whether the Hub
-        is near (a LAN mirror, a local server), where resolving ahead only takes CPU from the
-        workers and the resolver threads stop."""
-        if len(self.rtts) < RTT_SAMPLES:
-            self.rtts.append(rtt)
-            if len(self.rtts) == RTT_SAMPLES:
-                self.near = sorted(self.rtts)[RTT_SAMPLES // 2] < NEAR_RTT
-
-
-def _worth_resolving(job: FileJob) -> bool:
-    """LFS files (sha256) answer the resolve with a 302; small git files with their bytes. A
-    file in place needs no request, nor does a suspect one until its re-hash says so (most are
-    fine: the worker resolves the others itself)."""
-    if job.checksum_kind != "sha256":
-        return False
-    try:
-        return job.dest.stat().st_size != job.size
-    except OSError:
-        return True
 
 
 def write_report(report_dir: Path, summary: DownloadSummary) -> Path:

@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import HubConnectionError, HubProtocolError, OfflineError
 from ..version import __version__
 from .failures import connection_error, redact, status_error
+from .lfsbatch import MEDIA_TYPE, Link, Want, batch_request, batch_url, read_answer, repo_of
 from .pacing import Pacer, Retrier, ratelimit_reset
 from .wire import (
     ConnectError,
@@ -48,6 +49,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 LINK_CACHE = 4096  # content-host links remembered (resolve URL -> signed CDN URL)
 QUICK_RETRY_S = 0.2  # the one retry a refused connection or a DNS failure gets
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_BATCH_PATH = ".git/info/lfs/objects/batch"  # links by the hundred (lfsbatch): a download's
 _RERESOLVE = (403, 410)  # a content host's answer to an expired or revoked signed link
 
 
@@ -89,7 +91,8 @@ class HubClient:
         }
         self.pacer = self.pacers["resolvers"]
         self._lock = threading.Lock()
-        self._links: OrderedDict[str, str] = OrderedDict()
+        self._links: OrderedDict[str, Link] = OrderedDict()
+        self._batch = settings.lfs_batch  # False once the Hub does not answer LFS batches
         self.requests = 0  # every request sent, retries and redirect hops included
         self.reresolved = 0  # content links refused (expired) and resolved again
 
@@ -215,9 +218,43 @@ class HubClient:
         if resp.status_code in REDIRECTS and location:
             nxt = urljoin(url, location)
             if _origin(nxt) != self._origin:
-                self._remember(url, nxt)
+                self._remember(url, Link(nxt))
                 return True
         return False
+
+    def prefetch_links(self, wants: list[Want]) -> int | None:
+        """Like :meth:`prefetch_link` for many LFS files, one request per repo (the Git LFS
+        batch API, :mod:`~m3leo_cli.hub.lfsbatch`). How many links are now known; None once the
+        Hub does not answer batches (or ``lfs_batch`` is off): then resolve file by file."""
+        if self.settings.offline or not self._batch:
+            return None
+        groups: dict[str, list[Want]] = {}
+        for w in wants:
+            repo = repo_of(w.url) if _origin(w.url) == self._origin else None
+            if repo is not None:
+                groups.setdefault(repo, []).append(w)
+        known = 0
+        media = {"accept": MEDIA_TYPE, "content-type": MEDIA_TYPE}
+        for repo, group in groups.items():
+            url = batch_url(self.endpoint, repo)
+            try:
+                with self._send_one("POST", url, media, batch_request(group)) as resp:
+                    body = resp.read() if resp.status_code == 200 else None
+                    if body is None:
+                        resp.discard()
+            except TransportError:
+                return known
+            if body is None and resp.status_code in RETRY_STATUS:
+                return known  # busy, not unwilling: these files resolve one by one
+            links = read_answer(body, group, url) if body is not None else None
+            if links is None:
+                self._batch = False
+                return None
+            for resolve, link in links.items():
+                if _origin(link.href) != self._origin:
+                    self._remember(resolve, link)
+                    known += 1
+        return known
 
     def retry_transport(self, exc: BaseException, retrier: Retrier) -> bool:
         """Whether to try again after a transport error (sleeping first).
@@ -251,8 +288,8 @@ class HubClient:
     def _bucket(self, url: str) -> str:
         """The Hub's rate-limit bucket of a request to the endpoint (resolvers, api, pages)."""
         path = urlsplit(url).path
-        if "/resolve/" in path or self.is_content_host(url):  # content: part of a download
-            return "resolvers"
+        if "/resolve/" in path or self.is_content_host(url) or path.endswith(_BATCH_PATH):
+            return "resolvers"  # content links and the bytes: part of a download
         return "api" if path.startswith("/api/") else "pages"
 
     def _refused(self, resp: Response) -> bool:
@@ -264,7 +301,9 @@ class HubClient:
         start = url
         if method == "GET" and not fresh and self._is_resolve(url):
             with self._lock:
-                url = self._links.get(url, url)  # a known content link: skip the resolver
+                link = self._links.get(url)  # a known content link: skip the resolver
+            if link is not None and (link.expires is None or link.expires > time.monotonic()):
+                url, headers = link.href, {**headers, **link.headers}
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send_one(method, url, headers)
             if resp.status_code in REDIRECTS and "location" in resp.headers:
@@ -276,11 +315,13 @@ class HubClient:
                 continue
             if url != start and method == "GET" and self._is_resolve(start) and resp.is_success:
                 if _origin(url) != self._origin:
-                    self._remember(start, url)
+                    self._remember(start, Link(url))
             return resp
         raise HubProtocolError(f"more than {MAX_REDIRECTS} redirects from {redact(url)}", url=url)
 
-    def _send_one(self, method: str, url: str, headers: dict[str, str]) -> Response:
+    def _send_one(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> Response:
         """One request, no redirect followed: the token and pacing only for the endpoint's own
         origin, every request counted."""
         hdrs = {"user-agent": USER_AGENT, "accept-encoding": "identity", **headers}
@@ -291,12 +332,12 @@ class HubClient:
             self.pacers[self._bucket(url)].acquire()
         with self._lock:
             self.requests += 1
-        resp = self._http.send(method, url, hdrs)
+        resp = self._http.send(method, url, hdrs, body)
         if own:
             self._observe(url, resp)
         return resp
 
-    def _remember(self, resolve: str, content: str) -> None:
+    def _remember(self, resolve: str, content: Link) -> None:
         with self._lock:
             self._links[resolve] = content
             self._links.move_to_end(resolve)

@@ -216,7 +216,9 @@ class Wire:
         self._routes: dict[tuple[str, str, int], str | None] = {}  # (scheme, host, port) -> proxy
         self.connections = 0  # connections opened (reuse shows as requests >> connections)
 
-    def send(self, method: str, url: str, headers: dict[str, str]) -> Response:
+    def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> Response:
         """Send one request; the answer's headers are read, its body is not."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -243,7 +245,7 @@ class Wire:
                     conn.close()
                     raise _translate(exc, url, proxy, connected=False) from None
             try:
-                conn.request(method, target, headers=hdrs)
+                conn.request(method, target, body=body, headers=hdrs)
                 raw = conn.getresponse()
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
                 conn.close()

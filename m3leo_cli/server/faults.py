@@ -30,6 +30,7 @@ class Faults:
     hostile_paths: tuple[str, ...] = ()  # extra file entries injected into tree listings
     garbage_json: bool = False  # API answers are not valid JSON
     status_for_paths: dict[str, int] = field(default_factory=dict)  # repo path -> status
+    no_lfs_batch: bool = False  # the Git LFS batch API answers 404 (a mirror without it)
 
 
 @dataclass

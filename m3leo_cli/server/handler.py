@@ -27,14 +27,15 @@ class HubHandler(BaseHandler):
         if route is None:
             self._error(404, None, "Not found")
             return
-        bucket = "resolvers" if route.kind == "resolve" else "api"
+        bucket = "resolvers" if route.kind in ("resolve", "lfs-batch") else "api"
         real = self.hub.real
         if real is not None:
             self._more_headers = real.count(bucket, self._token())
         self._common_faults(raw, faults, bucket)
         if route.kind == "unknown-type":
             self._error(404, "RepoNotFound", "m3leo serve only serves dataset repos")
-        allowed = {"paths-info": ("POST",), "resolve": ("GET", "HEAD")}.get(route.kind, ("GET",))
+        methods = {"paths-info": ("POST",), "lfs-batch": ("POST",), "resolve": ("GET", "HEAD")}
+        allowed = methods.get(route.kind, ("GET",))
         if method not in allowed:
             self._error(405, None, f"{method} is not allowed here", {"Allow": ", ".join(allowed)})
         if real is not None:
@@ -46,6 +47,10 @@ class HubHandler(BaseHandler):
         self.hub_repo = route.repo_id
         if route.kind == "resolve":
             self._resolve(index, route, faults)
+        if route.kind == "lfs-batch":
+            if faults.no_lfs_batch:
+                self._reply(404, b"Not found", "text/plain")
+            self._lfs_batch(index, route, body)
         fresh = route.rev in ("main", "refs/heads/main") and "cursor=" not in query
         snap = index.rescan() if fresh else index.snapshot()
         if route.rev not in ("main", "refs/heads/main", snap.commit):
@@ -71,6 +76,8 @@ class HubHandler(BaseHandler):
             parts = raw.split("/")
             at = 3 if parts[1] == "api" else 2
             parts[at : at + 2] = [quote(p, safe="") for p in new.split("/", 1)]
+            if route.kind == "lfs-batch":
+                parts[at + 1] += ".git"
             where = "/".join(parts) + (f"?{query}" if query else "")
             self._reply(307, b"", "text/plain", {"Location": where})
         denied = real.access(route.repo_id, self._token())
@@ -127,6 +134,35 @@ class HubHandler(BaseHandler):
             docs.append(doc)
         self._json(docs)
 
+    def _lfs_batch(self, index: RepoIndex, route: Any, body: bytes) -> None:
+        """The Git LFS batch API (downloads only): a signed content link per object asked for."""
+        try:
+            doc = json.loads(body)
+            objects = [(str(o["oid"]), int(o["size"])) for o in doc["objects"]]
+        except (ValueError, KeyError, TypeError):
+            self._reply(422, P.lfs_error("Validation error: not a batch request"), P.LFS_MEDIA)
+        if doc.get("operation") != "download":
+            self._reply(403, P.lfs_error("m3leo serve is read-only"), P.LFS_MEDIA)
+        snap = index.snapshot()
+        host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
+        real = self.hub.real
+        answers = []
+        for oid, size in objects:
+            entry = P.lfs_object(snap, oid)
+            if entry is None or entry.size != size:
+                answers.append({"oid": oid, "size": size, "error": P.LFS_MISSING})
+                continue
+            lfs = P.lfs_content_path(route.org, route.name, entry.sha256 or "", entry.path)
+            href = f"http://{host}:{self.hub.content_port}{lfs}"
+            action: dict[str, object] = {"href": href}
+            if real is not None:  # signed and expiring, like the Hub's CDN links
+                action["href"] = href + "?" + real.sign(unquote(lfs))
+                action["expires_in"] = int(real.link_ttl)
+            answers.append({"oid": oid, "size": size, "authenticated": True,
+                            "actions": {"download": action}})  # fmt: skip
+        doc = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
+        self._reply(200, json.dumps(doc, separators=(",", ":")).encode(), P.LFS_MEDIA)
+
     def _resolve(self, index: RepoIndex, route: Any, faults: Faults) -> None:
         path = route.path
         if not P.safe_repo_path(path):
@@ -143,10 +179,7 @@ class HubHandler(BaseHandler):
         if entry.sha256 is None:
             self._send_file(entry, faults, commit)
         host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
-        lfs = (
-            f"/lfs/{quote(route.org, safe='')}/{quote(route.name, safe='')}/"
-            f"{entry.sha256}/{quote(path)}"
-        )
+        lfs = P.lfs_content_path(route.org, route.name, entry.sha256 or "", path)
         location = f"http://{host}:{self.hub.content_port}{lfs}"
         if self.hub.real is not None:  # a signed link that expires, like the Hub's CDN links
             location += "?" + self.hub.real.sign(unquote(lfs))

@@ -7,9 +7,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, parse_qsl, unquote, urlencode
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode
 
-from .index import Snapshot
+from .index import FileEntry, Snapshot
 
 EXPAND_PAGE_SIZE = 50  # the Hub's page size when expand=true
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -18,7 +18,7 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 @dataclass(frozen=True)
 class Route:
-    kind: str  # "info" | "revision" | "tree" | "paths-info" | "resolve" | "lfs" | "unknown-type"
+    kind: str  # info | revision | tree | paths-info | resolve | lfs-batch | lfs | unknown-type
     org: str
     name: str
     rev: str = "main"
@@ -47,6 +47,9 @@ def parse_hub_path(raw: str) -> Route | None:
         if len(parts) == 7 and parts[5] == "paths-info":
             return Route("paths-info", org, name, rev=unquote(parts[6]))
         return None
+    if parts[5:] == ["lfs", "objects", "batch"] and parts[1] == "datasets" and parts[4] == "info":
+        if parts[3].endswith(".git"):  # /datasets/<org>/<name>.git/info/lfs/objects/batch
+            return Route("lfs-batch", unquote(parts[2]), unquote(parts[3][:-4]))
     if len(parts) >= 7 and parts[1] == "datasets" and parts[4] == "resolve":
         path = unquote("/".join(parts[6:]))
         return Route(
@@ -67,6 +70,32 @@ def parse_content_path(raw: str) -> Route | None:
             digest=parts[4],
         )
     return None
+
+
+LFS_MEDIA = "application/vnd.git-lfs+json"
+LFS_MISSING = {"code": 404, "message": "Object does not exist"}
+
+
+def lfs_error(message: str) -> bytes:
+    return json.dumps({"message": message}).encode()
+
+
+def lfs_content_path(org: str, name: str, sha256: str, path: str) -> str:
+    """The content origin's path for an LFS file (what a resolve and a batch link point at)."""
+    return f"/lfs/{quote(org, safe='')}/{quote(name, safe='')}/{sha256}/{quote(path)}"
+
+
+def lfs_object(snap: Snapshot, sha256: str) -> FileEntry | None:
+    """The first file (by path) whose content has this sha256 (LFS objects are by content)."""
+    by_sha = snap.memo.get("by_sha256")
+    if by_sha is None:
+        by_sha = {}
+        for p in reversed(snap.ordered):
+            f = snap.files.get(p)
+            if f is not None and f.sha256 is not None:
+                by_sha[f.sha256] = f
+        snap.memo["by_sha256"] = by_sha
+    return by_sha.get(sha256)  # type: ignore[no-any-return]
 
 
 def safe_repo_path(path: str) -> bool:
