@@ -208,10 +208,10 @@ class BatchAnswerer:
                 for o in objects:
                     href = hrefs.get(o["oid"])
                     if href is None:
-                        out.append({**o, "error": {"code": 404, "message": "Object does not exist"}})
+                        out.append({**o, "error": {"code": 404, "message": "no such object"}})
                     else:
-                        out.append({**o, "authenticated": True,
-                                    "actions": {"download": {"href": href, "expires_in": 3600}}})  # fmt: skip
+                        download = {"href": href, "expires_in": 3600}
+                        out.append({**o, "authenticated": True, "actions": {"download": download}})
                 body = json.dumps({"transfer": "basic", "objects": out}).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/vnd.git-lfs+json")
