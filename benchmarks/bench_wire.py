@@ -112,7 +112,7 @@ def first_requests(log: Path, since: float) -> tuple[float | None, float | None]
         if float(t) < since:
             continue
         first = first if first is not None else float(t)
-        if "/resolve/" in uri and first_file is None:
+        if first_file is None and ("/resolve/" in uri or uri.endswith("/lfs/objects/batch")):
             first_file = float(t)
     return first, first_file
 

@@ -16,20 +16,20 @@ once (one quick retry); a timeout is not retried, so ``--timeout`` means what it
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Settings
 from ..errors import HubConnectionError, HubProtocolError, OfflineError
 from ..version import __version__
+from .answers import TreeEntry, parse_json, slice_body, tree_entry
 from .failures import connection_error, redact, status_error
 from .lfsbatch import MEDIA_TYPE, Link, Want, batch_request, batch_url, read_answer, repo_of
 from .pacing import Pacer, Retrier, ratelimit_reset
@@ -53,17 +53,6 @@ _BATCH_PATH = ".git/info/lfs/objects/batch"  # links by the hundred (lfsbatch): 
 _RERESOLVE = (403, 410)  # a content host's answer to an expired or revoked signed link
 
 
-@dataclass(frozen=True)
-class TreeEntry:
-    """One entry of a tree listing. ``lfs_sha256`` is the content sha256 (hex) of LFS files."""
-
-    path: str
-    type: str
-    size: int
-    oid: str
-    lfs_sha256: str | None
-
-
 def resolve_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
     """The download URL of ``path`` at ``commit`` (path quoted, slashes kept)."""
     rev = quote(commit, safe="")
@@ -71,7 +60,14 @@ def resolve_url(endpoint: str, repo_id: str, commit: str, path: str) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
+    """(scheme, host, port) of ``url``; asked several times per file, so cached by prefix."""
+    scheme, sep, rest = url.partition("://")
+    return _origin_of(scheme + sep + rest.partition("/")[0].partition("?")[0])
+
+
+@lru_cache(maxsize=64)
+def _origin_of(prefix: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(prefix)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
@@ -132,11 +128,11 @@ class HubClient:
             with self.stream("GET", url) as resp:
                 body = self._read_body(resp, url)
                 nxt = resp.links.get("next", {}).get("url")
-            page = _parse_json(body, url)
+            page = parse_json(body, url)
             if not isinstance(page, list):
                 raise HubProtocolError(f"tree listing from {url} is not a JSON array", url=url)
             for item in page:
-                yield _tree_entry(item, url)
+                yield tree_entry(item, url)
             url = urljoin(url, nxt) if nxt else ""
 
     def resolve_url(self, repo_id: str, commit: str, path: str) -> str:
@@ -364,56 +360,10 @@ class HubClient:
                 with self.stream("GET", url, headers=headers) as resp:
                     if end is None:
                         return self._read_body(resp, url)
-                    return _slice_body(resp, start, end)
+                    return slice_body(resp, start, end)
             except TransportError as exc:
                 if not self.retry_transport(exc, retrier):
                     raise self.connection_error(exc, url) from None
 
     def _get_json(self, url: str) -> Any:
-        return _parse_json(self._retry_body(url, {}), url)
-
-
-def _slice_body(resp: Response, start: int, end: int) -> bytes:
-    if resp.status_code == 206:
-        cr = resp.headers.get("content-range", "")
-        m = re.match(r"bytes (\d+)-(\d+)/", cr)
-        if not m or int(m.group(1)) != start:
-            raise HubProtocolError(f"wrong Content-Range {cr!r} for bytes={start}-{end}")
-        return resp.read()[: end - start + 1]
-    # 200: the server ignored Range; skip to the slice and stop reading after it
-    out = bytearray()
-    pos = 0
-    for chunk in resp.iter_bytes(1 << 20):
-        lo, hi = max(start - pos, 0), min(end + 1 - pos, len(chunk))
-        if lo < hi:
-            out += chunk[lo:hi]
-        pos += len(chunk)
-        if pos > end:
-            break
-    return bytes(out)
-
-
-def _parse_json(body: bytes, url: str) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise HubProtocolError(
-            f"invalid JSON from {redact(url)} ({body[:60]!r}...)", url=url
-        ) from None
-
-
-def _tree_entry(item: Any, url: str) -> TreeEntry:
-    try:
-        lfs = item.get("lfs") or None
-        sha = lfs.get("oid") if isinstance(lfs, dict) else None
-        return TreeEntry(
-            path=str(item["path"]),
-            type=str(item["type"]),
-            size=int(item.get("size") or 0),
-            oid=str(item.get("oid", "")),
-            lfs_sha256=str(sha) if sha else None,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise HubProtocolError(
-            f"malformed tree entry from {redact(url)}: {item!r:.120}", url=url
-        ) from None
+        return parse_json(self._retry_body(url, {}), url)
