@@ -7,11 +7,14 @@ folder, 16 connections each:
 
 - ``curl -Z`` and ``aria2c -j16`` over the resolve URLs (no hashing, no catalog: the floor);
 - ``huggingface_hub.snapshot_download(max_workers=16)`` (revision + tree, HEAD + GET per file);
-- ``m3leo download --workers 16`` (revision + tree + CSV/GeoJSON, a Parquet manifest, then
-  every file sha256-verified and made durable).
+- ``m3leo download --workers 16`` (revision + tree + CSV/GeoJSON, a Parquet manifest, content
+  links by the hundred through the Git LFS batch API, then every file sha256-verified and made
+  durable).
 
 For m3leo the nginx access log splits the run into start-up (process start to first request),
-catalog (to the first file request) and transfer. Every run is repeated with 20 ms added to each
+catalog (to the first file request: a resolve or a batch of links), transfer (to the last
+content answer) and finish (the filesystem sync that makes the run durable, and the exit).
+Every run is repeated with 20 ms added to each
 request (the echo module). Each client starts after a ``sync``, so none pays for the previous
 one's dirty pages. Install: ``apt-get install nginx libnginx-mod-http-echo aria2``.
 
@@ -69,6 +72,8 @@ def files_of(root: Path, repo_id: str = REPO) -> list[tuple[str, int]]:
 
 def _env(work: Path, endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("M3LEO_", "HF_"))}
+    if os.environ.get("XP"):
+        env["M3LEO_PROCESSES"] = os.environ["XP"]
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(work / "hf-home"), M3LEO_CONFIG="/nonexistent",
                HF_HUB_DISABLE_TELEMETRY="1", NO_COLOR="1")  # fmt: skip
     return env
@@ -104,9 +109,10 @@ def peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     return wall, start, int(out.read_text().split()[-1]) / 1024
 
 
-def first_requests(log: Path, since: float) -> tuple[float | None, float | None]:
-    """Epoch times of the first request and of the first file request after ``since``."""
-    first = first_file = None
+def file_requests(log: Path, since: float) -> tuple[float | None, float | None, float | None]:
+    """Epoch times (nginx logs a request when its answer is sent) after ``since``: the first
+    request, the first file request (a resolve or a batch of links), the last content answer."""
+    first = first_file = last_content = None
     for line in log.read_text().splitlines():
         t, _, uri = line.partition(" ")
         if float(t) < since:
@@ -114,7 +120,9 @@ def first_requests(log: Path, since: float) -> tuple[float | None, float | None]
         first = first if first is not None else float(t)
         if first_file is None and ("/resolve/" in uri or uri.endswith("/lfs/objects/batch")):
             first_file = float(t)
-    return first, first_file
+        if uri.startswith("/lfs/"):
+            last_content = float(t)
+    return first, first_file, last_content
 
 
 def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str) -> dict:
@@ -150,12 +158,13 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
     log = work / "access.log"
     wall, start = timed([m3leo, "download", "--edition", "miniset", "--region", "europe",
                          "--workers", "16", "-q"], env_m)  # fmt: skip
-    first, first_file = first_requests(log, start)
+    first, first_file, last = file_requests(log, start)
     row = {"s": wall}
-    if first is not None and first_file is not None:
+    if first is not None and first_file is not None and last is not None:
         row["startup"] = first - start
         row["catalog"] = first_file - first
-        row["transfer"] = wall - (first_file - start)
+        row["transfer"] = last - first_file
+        row["finish"] = wall - (last - start)  # the filesystem sync, the journal, the exit
     res["m3leo download 16"] = row
     return res
 
@@ -290,7 +299,8 @@ def main() -> None:
                 tfps = len(files) / row["transfer"]
                 phases = (f"start-up {row['startup']:.2f} s, catalog {row['catalog']:.2f} s, "
                           f"transfer {row['transfer']:.2f} s = {tfps:,.0f} files/s, "
-                          f"{total / row['transfer'] / 1e6:,.0f} MB/s")  # fmt: skip
+                          f"{total / row['transfer'] / 1e6:,.0f} MB/s, "
+                          f"finish {row['finish']:.2f} s")  # fmt: skip
             print(f"{name:22} {row['s']:8.2f} {len(files) / row['s']:8.0f} "
                   f"{total / row['s'] / 1e6:7.0f}  {phases}")  # fmt: skip
         m = best["m3leo download 16"]["s"]

@@ -163,7 +163,7 @@ def test_the_command_table_names_every_command() -> None:
 _FIRST_REQUEST = """
 import json, os, sys
 import m3leo_cli.hub.wire as wire
-def send(self, method, url, headers):
+def send(self, method, url, headers, body=None):
     mods = sorted(m for m in sys.modules if m.startswith(("pyarrow", "m3leo_cli.cli.cmd_")))
     print(json.dumps({"url": url, "modules": mods}))
     sys.stdout.flush()

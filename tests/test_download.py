@@ -92,13 +92,18 @@ def test_dry_run_plans_without_fetching(info, tmp_path):
         ensure_manifest(st, "miniset", ["europe"])
         srv.clear_log()
         plan = download(st, SEL, dry_run=True)
-        assert isinstance(plan, DownloadPlan)
+        per_file = download(st.with_overrides(lfs_batch=False), SEL, dry_run=True)
+        assert isinstance(plan, DownloadPlan) and isinstance(per_file, DownloadPlan)
         assert srv.log == []
     want = expected_files(info, "gssic")
-    assert plan.to_fetch_files == len(want) == plan.requests
+    lfs = sum(p.endswith((".tif", ".nc")) for p in want)
+    assert plan.to_fetch_files == len(want) == plan.requests_per_file
+    assert plan.requests == -(-lfs // 100) + len(want) - lfs  # links by the hundred
     assert plan.to_fetch_bytes == sum(len(b) for b in want.values())
     # ceil(n / 3) windows of 300 s, the first one free
-    assert plan.pacing_seconds == (-(-len(want) // 3) - 1) * 300
+    assert plan.pacing_seconds == (-(-plan.requests // 3) - 1) * 300
+    assert per_file.requests == len(want)  # the Hub without batches: one resolve per file
+    assert per_file.pacing_seconds == (-(-len(want) // 3) - 1) * 300
     assert local_files(tmp_path) == {}
 
 

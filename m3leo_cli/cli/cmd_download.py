@@ -233,8 +233,15 @@ def _show_plan(plan: dict[str, Any]) -> None:
     )
     if "requests" in plan:
         pace = plan.get("pacing_seconds", 0) or 0
+        per_file = plan.get("requests_per_file", plan["requests"])
         say(
-            f"requests: {plan['requests']} at a budget of {plan.get('request_budget')} per "
+            f"requests: {plan['requests']}"
+            + (
+                f" (links by the hundred; {per_file} file by file)"
+                if per_file != plan["requests"]
+                else ""
+            )  # fmt: skip
+            + f" at a budget of {plan.get('request_budget')} per "
             f"{plan.get('window_seconds', 0):.0f} s"
             + (f": at least {pace / 60:.1f} min of pacing" if pace else ": no pacing needed")
         )

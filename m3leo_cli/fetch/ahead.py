@@ -62,7 +62,8 @@ class Ahead:
             while self.batch and not (self.queued or self.ended or self.stop.is_set()):
                 self.cond.wait(0.25)  # the batch resolvers pull the jobs, in hundreds
             job = self.queued.popleft() if self.queued else self._next()
-            self.cond.notify_all()
+            if len(self.queued) == self._refill_at():  # room for the resolvers to ask again
+                self.cond.notify_all()
             pending = self.asking.get(id(job)) if job is not None else None
         if pending is not None:
             pending.wait()
@@ -83,7 +84,7 @@ class Ahead:
     # ------------------------------------------------------------------ one round
     def _ask_batch(self) -> None:
         with self.cond:
-            while len(self.queued) > self.depth_ahead - BATCH and not self.stop.is_set():
+            while len(self.queued) > self._refill_at() and not self.stop.is_set():
                 self.cond.wait(0.25)
             pulled: list[FileJob] = []
             while len(pulled) < BATCH and (job := self._next()) is not None:
@@ -134,6 +135,10 @@ class Ahead:
                 del self.asking[id(job)]
                 self._time(time.monotonic() - t0)
             event.set()
+
+    def _refill_at(self) -> int:
+        """The queue length at which a waiting resolver may pull again (caller holds cond)."""
+        return self.depth_ahead - BATCH if self.batch else self.depth - 1
 
     @property
     def depth_ahead(self) -> int:

@@ -19,6 +19,7 @@ from .. import spec
 from ..config import Settings
 from ..errors import InsufficientSpaceError, UnsafePathError
 from ..hub.client import resolve_url
+from ..hub.lfsbatch import BATCH
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
 from ..store.layout import Store
@@ -54,7 +55,8 @@ class DownloadPlan:
     partial_bytes: int = 0  # already in .part files (resumed, not re-fetched)
     to_fetch_files: int = 0
     to_fetch_bytes: int = 0
-    requests: int = 0  # resolver requests the run needs (one per file to fetch)
+    requests: int = 0  # resolver requests the run needs (links by the hundred, or per file)
+    requests_per_file: int = 0  # the same if the Hub does not answer LFS batches
     request_budget: int = 0
     window_seconds: float = 0.0
     pacing_seconds: float = 0.0  # minimum time the request budget imposes
@@ -122,6 +124,7 @@ def plan_jobs(
     plan.request_budget = settings.request_budget
     plan.window_seconds = settings.window_seconds
     plan.hub_plan, plan.budgets = settings.hub_plan, settings.budgets
+    lfs = 0
     for j in jobs:
         plan.files += 1
         plan.bytes += j.size
@@ -138,7 +141,11 @@ def plan_jobs(
             pass
         plan.to_fetch_files += 1
         plan.to_fetch_bytes += j.size
+        lfs += j.checksum_kind == "sha256"
+    plan.requests_per_file = plan.to_fetch_files
     plan.requests = plan.to_fetch_files
+    if settings.lfs_batch:  # LFS files' links come by the hundred (hub.lfsbatch)
+        plan.requests += math.ceil(lfs / BATCH) - lfs
     windows = math.ceil(plan.requests / max(plan.request_budget, 1))
     plan.pacing_seconds = max(0, windows - 1) * plan.window_seconds
     return plan
