@@ -55,11 +55,14 @@ class Ahead:
         self.batch = resolvers and bool(client.settings.lfs_batch)  # links by the hundred
         self.wake = threading.Event()  # set when batches stop, or the jobs run out
         self.ended = False  # the iterator is exhausted
+        self.pulling = 0  # jobs a batch resolver took from ``it`` and has not queued yet
 
     def take(self) -> FileJob | None:
         """The next job for a worker (None at the end); waits for a resolve in flight."""
         with self.cond:
-            while self.batch and not (self.queued or self.ended or self.stop.is_set()):
+            while not (self.queued or self.stop.is_set()) and (
+                self.pulling or (self.batch and not self.ended)
+            ):
                 self.cond.wait(0.25)  # the batch resolvers pull the jobs, in hundreds
             job = self.queued.popleft() if self.queued else self._next()
             if len(self.queued) == self._refill_at():  # room for the resolvers to ask again
@@ -84,17 +87,22 @@ class Ahead:
     # ------------------------------------------------------------------ one round
     def _ask_batch(self) -> None:
         with self.cond:
-            while len(self.queued) > self._refill_at() and not self.stop.is_set():
+            while len(self.queued) + self.pulling > self._refill_at() and not self.stop.is_set():
                 self.cond.wait(0.25)
             pulled: list[FileJob] = []
             while len(pulled) < BATCH and (job := self._next()) is not None:
                 pulled.append(job)
-            self.queued.extend(pulled)
-            self.cond.notify_all()
-            wanted = [j for j in pulled if _worth_resolving(j)]
-            event = threading.Event()
+            self.pulling += len(pulled)
+        # a stat per file says which need a link: not while holding the lock every worker takes
+        # its jobs under (queued only with their pending answer noted: never asked twice)
+        wanted = [j for j in pulled if _worth_resolving(j)]
+        event = threading.Event()
+        with self.cond:
             for j in wanted:
                 self.asking[id(j)] = event
+            self.queued.extend(pulled)
+            self.pulling -= len(pulled)
+            self.cond.notify_all()
         got: int | None = 0
         try:
             if wanted:
