@@ -143,18 +143,17 @@ def run_jobs(
 
     nthreads = max(1, workers if total_files is None else min(workers, total_files))
     ahead = Ahead(client, iter(jobs), workers, stop, resolvers=nthreads > 1)
-    threads = []
-    if nthreads > 1:  # one worker has nothing to overlap with; resolvers start first, so the
-        threads += [  # first batch of links is asked for before the workers take files
-            threading.Thread(target=ahead.resolver, args=(i,), name=f"m3leo-resolve-{i}")
-            for i in range(nthreads)
-        ]
-    threads += [
-        threading.Thread(target=worker, name=f"m3leo-dl-{i}")
+    threads = [
+        threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
         for i in range(nthreads)  # never more threads than files: each costs a start
     ]
-    for th in threads:
-        th.daemon = True
+    if nthreads > 1:  # one worker has nothing to overlap with
+        threads += [
+            threading.Thread(
+                target=ahead.resolver, args=(i,), name=f"m3leo-resolve-{i}", daemon=True
+            )
+            for i in range(nthreads)
+        ]
     for th in threads:
         th.start()
     try:
