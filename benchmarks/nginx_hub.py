@@ -53,9 +53,15 @@ def record(source_root: Path, repos: list[str], api_uris: list[str]) -> dict:
 
     out: dict = {"api": {}, "resolve": {}}
     with HubServer(source_root) as hub, httpx.Client() as client:
-        for uri in api_uris:
+        todo = list(api_uris)
+        while todo:  # a listing's next pages too (Link: <...>; rel="next")
+            uri = todo.pop(0)
             r = client.get(hub.url + uri)
             out["api"][uri] = {"body": r.text, "link": r.headers.get("link", "")}
+            nxt = r.links.get("next", {}).get("url")
+            if nxt:
+                parts = urlsplit(nxt)
+                todo.append(parts.path + (f"?{parts.query}" if parts.query else ""))
         for repo in repos:
             rev = client.get(f"{hub.url}/api/datasets/{repo}/revision/main").json()
             for sib in rev["siblings"]:

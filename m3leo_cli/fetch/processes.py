@@ -26,7 +26,9 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .runner import DownloadSummary
 from .transfer import FileJob
 
-MIN_FILES_PER_PROCESS = 64  # below this a child's start-up costs more than it saves
+# below this a child's start-up (~0.2 s, a fresh interpreter) costs more than it saves: two
+# processes pay off from about a thousand files (docs/benchmarks.md)
+MIN_FILES_PER_PROCESS = 512
 
 
 def plan_processes(settings: Settings, to_fetch: int) -> int:
