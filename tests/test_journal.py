@@ -119,3 +119,24 @@ def test_suspects_outside_the_selection_wait_for_a_run_that_covers_them(info, tm
         stray.write_bytes(b"half")
         _get(srv, tmp_path)  # gssic only: the stray file is not in this selection
     assert "miniset/europe/elsewhere.tif" in load_suspects(store)
+
+
+def test_writeback_is_asked_for_without_failing_anything(tmp_path) -> None:
+    """start_writeback never waits and never fails a download: a file, a range, a pipe (which
+    refuses it) and the bytes stay as written."""
+    path = tmp_path / "f.bin"
+    data = os.urandom(3 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        journal.start_writeback(fd, 0, 1 << 20)
+        journal.start_writeback(fd, 1 << 20)  # to the end
+    finally:
+        os.close(fd)
+    r, w = os.pipe()
+    try:
+        journal.start_writeback(w, 0)  # ESPIPE: ignored
+    finally:
+        os.close(r)
+        os.close(w)
+    assert path.read_bytes() == data

@@ -42,6 +42,7 @@ from ..checksum import hash_file, new_hasher
 from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
 from ..hub.pacing import Retrier
 from ..hub.wire import TimeoutException, TransportError
+from ..store.journal import WRITEBACK_STEP, start_writeback
 
 if TYPE_CHECKING:
     from ..hub.client import HubClient
@@ -269,6 +270,7 @@ class Transfer:
         hasher = self.hasher
         buf = _buffer()
         fd = self._open_part(os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        flushed = self.have  # the first byte not yet handed to the kernel's writeback
         try:
             if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
                 raise _BadRange("the part file changed under us")
@@ -288,6 +290,9 @@ class Transfer:
                 want -= n
                 self.transferred += n
                 pending += n
+                if self.have - flushed >= WRITEBACK_STEP:
+                    start_writeback(fd, flushed, self.have - flushed)
+                    flushed = self.have
                 if pending >= PROGRESS_STEP:
                     self.on_bytes(pending)
                     pending = 0
@@ -298,6 +303,8 @@ class Transfer:
             if want <= 0 and self.job.durable:
                 os.fsync(fd)
                 self._fsynced = True
+            elif self.have > flushed:  # the run's one sync will find these bytes on their way
+                start_writeback(fd, flushed)
         finally:
             os.close(fd)
             if pending:

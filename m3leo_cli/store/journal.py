@@ -7,7 +7,9 @@ began; every ``CHECKPOINT_SECONDS`` and at the end it syncs the store's filesyst
 on Linux, for each filesystem mounted inside the store; ``sync`` elsewhere: every byte the run
 wrote is then on disk) and moves the marker's time forward; a clean end removes it. ``syncfs``
 matters on a cluster node: ``sync`` would also wait for every other job's writes to the shared
-filesystems.
+filesystems. Downloads also ask the kernel to start writing each file out as it is written
+(:func:`start_writeback`, Linux's ``sync_file_range``, which does not wait), so the final sync
+has little left to wait for and a long run never piles up dirty memory.
 A killed process loses nothing this way (the kernel already holds its writes); what a marker
 left behind guards against is the machine stopping (power, kernel crash) before the sync.
 
@@ -160,6 +162,30 @@ def sync_store(store: Store) -> list[Path]:
             return folders
     os.sync()
     return []
+
+
+WRITEBACK_STEP = 8 << 20  # bytes written to a file between two writeback requests
+
+
+def start_writeback(fd: int, offset: int, length: int = 0) -> None:
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` (0: to the
+    end) to disk, without waiting: the durability still comes from :func:`sync_store`. Linux
+    only; elsewhere, and on a file that does not support it, nothing happens."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; an error (ESPIPE, EINVAL) is ignored
+
+
+@lru_cache(maxsize=1)
+def _sync_file_range() -> Any:
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
 
 
 def _filesystems(root: Path, depth: int = 3) -> list[Path]:
