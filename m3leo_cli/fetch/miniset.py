@@ -18,12 +18,15 @@ def download_miniset(
     selection: Selection,
     *,
     workers: int,
+    most: int | None = None,
     dry_run: bool = False,
     space_check: bool = True,
     progress: ProgressCallback = no_progress,
     wait: bool = False,
 ) -> DownloadSummary | DownloadPlan:
-    """Fetch the selected miniset files (or, with ``dry_run``, say what that would do)."""
+    """Fetch the selected miniset files (or, with ``dry_run``, say what that would do).
+
+    ``most`` above ``workers``: transfers at once adapt up to it (:mod:`~.concurrency`)."""
     from ..hub.client import HubClient
     from ..store.lock import store_lock
 
@@ -53,12 +56,12 @@ def download_miniset(
         if processes > 1:
             summary = run_jobs_processes(
                 settings, jobs, processes=processes, workers=workers, progress=progress,
-                on_file=on_file,
+                on_file=on_file, most=most,
             )  # fmt: skip
         else:
             with HubClient(settings) as client:
                 summary = run_jobs(
-                    client, jobs, workers=workers, progress=progress, on_file=on_file
+                    client, jobs, workers=workers, progress=progress, on_file=on_file, most=most
                 )
     finish(summary, store, refused)
     return summary

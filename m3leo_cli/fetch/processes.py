@@ -45,6 +45,7 @@ def run_jobs_processes(
     workers: int,
     progress: ProgressCallback = no_progress,
     on_file: Callable[[FileJob, str], None] | None = None,
+    most: int | None = None,
 ) -> DownloadSummary:
     """Like :func:`~.runner.run_jobs` over ``processes`` child processes (every n-th job each)."""
     ctx = multiprocessing.get_context("spawn")
@@ -56,6 +57,7 @@ def run_jobs_processes(
         api_per_window=max(1, budgets["api"] // processes),
     )
     threads = max(1, -(-workers // processes))
+    share_most = -(-most // processes) if most else None  # adaptive: each child climbs to its share
     children = [
         ctx.Process(
             target=_child,
@@ -65,6 +67,7 @@ def run_jobs_processes(
                 threads,
                 channel,
                 k,
+                share_most,
             ),  # fmt: skip
             name=f"m3leo-dl-proc-{k}",
             daemon=True,
@@ -152,6 +155,7 @@ def _child(
     workers: int,
     channel: Any,
     k: int,
+    most: int | None = None,
 ) -> None:
     _die_with_parent()
     parent = os.getppid()
@@ -172,7 +176,9 @@ def _child(
     try:
         with HubClient(settings) as client:
             jobs = [job for _, job in indexed]
-            summary = run_jobs(client, jobs, workers=workers, progress=progress, on_file=on_file)
+            summary = run_jobs(
+                client, jobs, workers=workers, progress=progress, on_file=on_file, most=most
+            )
         channel.put(("done", k, summary))
     except KeyboardInterrupt:
         channel.put(("interrupted", k, None))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .ahead import Ahead
+from .concurrency import Concurrency
 from .transfer import Cancelled, FileJob, Transfer
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class DownloadSummary:
     requests: int = 0  # file GETs sent (retries included, redirect hops not)
     ranged_requests: int = 0  # of which resumed with Range
     absent: int = 0  # full edition: listed tiles their datakind's shard does not hold
+    concurrency: int = 0  # transfers at once at the end (adaptive runs: what paid)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +58,7 @@ class DownloadSummary:
             "requests": self.requests,
             "ranged_requests": self.ranged_requests,
             "absent": self.absent,
+            "concurrency": self.concurrency,
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "report": str(self.report_path) if self.report_path else None,
         }
@@ -69,6 +72,7 @@ class DownloadSummary:
         self.requests += other.requests
         self.ranged_requests += other.ranged_requests
         self.absent += other.absent
+        self.concurrency += other.concurrency  # processes run side by side
 
 
 def run_jobs(
@@ -81,8 +85,12 @@ def run_jobs(
     total_files: int | None = None,
     total_bytes: int | None = None,
     on_file: Callable[[FileJob, str], None] | None = None,
+    most: int | None = None,
 ) -> DownloadSummary:
     """Fetch every job with ``workers`` threads; never stop at the first failure.
+
+    ``most`` above ``workers``: the number of transfers at once adapts between the two
+    (:mod:`~.concurrency`).
 
     ``on_file(job, outcome)`` is called after each file that was skipped or downloaded (the
     run journal's checkpoints and the clearing of suspects).
@@ -101,51 +109,65 @@ def run_jobs(
         progress(ProgressEvent("advance", "download", bytes=n))
 
     def worker() -> None:
-        while not stop.is_set():
-            job = ahead.take()
-            if job is None:
-                return
-            t = Transfer(client, job, stop=stop, on_bytes=on_bytes)
+        while not stop.is_set() and gate.acquire(stop):
+            waited = took = 0.0  # both 0: no transfer to count (the end, a cancel)
             try:
-                outcome = t.run()
-            except Cancelled:
-                return
-            except _FATAL as exc:
-                with lock:
-                    fatal.append(exc)
-                stop.set()
-                return
-            except M3leoError as exc:
-                outcome = "failed"
-                with lock:
-                    summary.failures.append((job.label, exc.message))
-                progress(ProgressEvent("message", "download", message=f"failed: {exc.message}"))
+                job = ahead.take()
+                if job is None:
+                    return
+                began = time.monotonic()
+                t = Transfer(client, job, stop=stop, on_bytes=on_bytes)
+                if not fetch_one(t):
+                    return
+                waited, took = t.waited, time.monotonic() - began
             finally:
-                with lock:
-                    summary.bytes += t.transferred
-                    summary.requests += t.requests
-                    summary.ranged_requests += t.ranged
+                gate.release(waited, took)
+
+    def fetch_one(t: Transfer) -> bool:
+        """Run one transfer and count it; False when the worker must stop."""
+        job = t.job
+        try:
+            outcome = t.run()
+        except Cancelled:
+            return False
+        except _FATAL as exc:
             with lock:
-                if outcome == "skipped":
-                    summary.skipped += 1
-                elif outcome == "downloaded":
-                    summary.downloaded += 1
-                else:
-                    summary.failed += 1
-            if on_file is not None and outcome != "failed":
-                on_file(job, outcome)
-            skipped_bytes = job.size if outcome == "skipped" else 0
-            progress(
-                ProgressEvent(
-                    "advance", "download", files=1, bytes=skipped_bytes, extra={"outcome": outcome}
-                )
+                fatal.append(exc)
+            stop.set()
+            return False
+        except M3leoError as exc:
+            outcome = "failed"
+            with lock:
+                summary.failures.append((job.label, exc.message))
+            progress(ProgressEvent("message", "download", message=f"failed: {exc.message}"))
+        finally:
+            with lock:
+                summary.bytes += t.transferred
+                summary.requests += t.requests
+                summary.ranged_requests += t.ranged
+        with lock:
+            if outcome == "skipped":
+                summary.skipped += 1
+            elif outcome == "downloaded":
+                summary.downloaded += 1
+            else:
+                summary.failed += 1
+        if on_file is not None and outcome != "failed":
+            on_file(job, outcome)
+        skipped_bytes = job.size if outcome == "skipped" else 0
+        progress(
+            ProgressEvent(
+                "advance", "download", files=1, bytes=skipped_bytes, extra={"outcome": outcome}
             )
+        )
+        return True
 
     nthreads = max(1, workers if total_files is None else min(workers, total_files))
-    ahead = Ahead(client, iter(jobs), workers, stop, resolvers=nthreads > 1)
+    gate = Concurrency(nthreads, most if total_files is None else min(most or 0, total_files))
+    ahead = Ahead(client, iter(jobs), gate.most, stop, resolvers=nthreads > 1)
     threads = [
         threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
-        for i in range(nthreads)  # never more threads than files: each costs a start
+        for i in range(gate.most)  # never more threads than files: each costs a start
     ]
     if nthreads > 1:  # one worker has nothing to overlap with
         threads += [
@@ -166,6 +188,7 @@ def run_jobs(
             th.join()
         raise
     summary.seconds = time.monotonic() - t0
+    summary.concurrency = gate.limit
     progress(ProgressEvent("done", "download"))
     if fatal:
         raise fatal[0]

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,7 @@ class Transfer:
         self.transferred = 0  # body bytes received over the network
         self.requests = 0
         self.ranged = 0  # requests sent with a Range header
+        self.waited = 0.0  # seconds from sending a request to its answer's headers
         self.hasher: Any = None  # hash of the part's bytes so far
         self.have = 0  # bytes in the part file
         self._fsynced = False
@@ -231,7 +233,9 @@ class Transfer:
             headers["if-range"] = self._validator()
             self.ranged += 1
         self.requests += 1
+        sent = time.monotonic()
         with self.client.stream("GET", job.url, headers=headers) as resp:
+            self.waited += time.monotonic() - sent
             if resp.status_code == 206:
                 cr = resp.headers.get("content-range", "")
                 m = _CONTENT_RANGE.match(cr)

@@ -12,6 +12,7 @@ from typing import Any
 from .. import spec
 from ..config import Settings
 from ..errors import UsageError
+from ..fetch.concurrency import MOST
 from ..fetch.plan import DownloadPlan, refresh_catalog
 from ..fetch.runner import DownloadSummary
 from ..progress import ProgressCallback, no_progress
@@ -42,6 +43,8 @@ def download(
             "use --fetch auto, whole or ranges (or M3LEO_FETCH, or fetch = ... in the config file)",
         )
     nworkers = workers or settings.workers
+    # no --workers, M3LEO_WORKERS or config: the miniset's transfers at once adapt (to MOST)
+    adaptive = workers is None and settings.source_of("workers") == "default"
     spec.get_edition(selection.edition).repo_id("")  # the local edition: refused with a hint
     if opts.get("pool") is not None and selection.edition != "full":
         raise UsageError(
@@ -53,6 +56,7 @@ def download(
             settings,
             selection,
             workers=nworkers,
+            most=MOST if adaptive else None,
             dry_run=dry_run,
             space_check=check_space,
             progress=progress,
