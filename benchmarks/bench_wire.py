@@ -231,9 +231,10 @@ def run_full(work: Path, endpoint: str, root: Path, py: str) -> dict:
 
 def shard_phases(log: Path, start: float, wall: float) -> dict:
     """From nginx's log (times at each answer's end): the shards' download window, from the
-    first shard request to the last shard byte, and what the run did after it (unpacking)."""
+    first shard request (a resolve, or the batch of links) to the last shard byte, and what the
+    run did after it (unpacking)."""
     shard = [float(t) for t, _, uri in (ln.partition(" ") for ln in log.read_text().splitlines())
-             if float(t) >= start and uri.endswith(".parquet")]  # fmt: skip
+             if float(t) >= start and uri.endswith((".parquet", "/lfs/objects/batch"))]  # fmt: skip
     if not shard:
         return {}
     return {"download": max(shard) - min(shard), "after": start + wall - max(shard)}
