@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import uuid
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -145,7 +145,7 @@ def sync_store(store: Store) -> list[Path]:
     levels (edition, region, partition); ``sync`` of every filesystem where there is no
     ``syncfs``, or where it fails (then the list is empty).
     """
-    syncfs = _syncfs()
+    syncfs = _libc("syncfs", "c_int")
     folders = _filesystems(store.root) if syncfs is not None else []
     for folder in folders:
         try:
@@ -171,21 +171,9 @@ def start_writeback(fd: int, offset: int, length: int = 0) -> None:
     """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` (0: to the
     end) to disk, without waiting: the durability still comes from :func:`sync_store`. Linux
     only; elsewhere, and on a file that does not support it, nothing happens."""
-    fn = _sync_file_range()
+    fn = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
     if fn is not None:
         fn(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; an error (ESPIPE, EINVAL) is ignored
-
-
-@lru_cache(maxsize=1)
-def _sync_file_range() -> Any:
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
 
 
 def _filesystems(root: Path, depth: int = 3) -> list[Path]:
@@ -207,16 +195,17 @@ def _filesystems(root: Path, depth: int = 3) -> list[Path]:
     return list(seen.values())
 
 
-@lru_cache(maxsize=1)
-def _syncfs() -> Any:
-    """libc's ``syncfs`` (Linux), looked up on first use; None where there is none."""
+@cache
+def _libc(name: str, *argtypes: str) -> Any:
+    """libc's ``name`` with its argument types (ctypes names), looked up on first use; None
+    where there is none (macOS has no ``syncfs`` nor ``sync_file_range``)."""
     import ctypes
 
     try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int]
+    fn.argtypes = [getattr(ctypes, a) for a in argtypes]
     return fn
 
 
