@@ -98,7 +98,7 @@ def test_dry_run_plans_without_fetching(info, tmp_path):
     want = expected_files(info, "gssic")
     lfs = sum(p.endswith((".tif", ".nc")) for p in want)
     assert plan.to_fetch_files == len(want) == plan.requests_per_file
-    assert plan.requests == -(-lfs // 100) + len(want) - lfs  # links by the hundred
+    assert plan.requests == min(lfs, -(-lfs // 100) + 1) + len(want) - lfs  # by the hundred
     assert plan.to_fetch_bytes == sum(len(b) for b in want.values())
     # ceil(n / 3) windows of 300 s, the first one free
     assert plan.pacing_seconds == (-(-plan.requests // 3) - 1) * 300
@@ -427,3 +427,17 @@ def test_a_hub_without_the_batch_api_is_asked_once_then_file_by_file(info, tmp_p
     assert s.failed == 0 and local_files(tmp_path) == want
     assert [b.status for b in batches] == [404]
     assert sorted(resolves) == sorted(lfs) and sorted(contents) == sorted(lfs)
+
+
+def test_a_busy_batch_endpoint_is_asked_again_not_turned_into_resolves(info, tmp_path):
+    """A 429 on a batch is waited out (Retry-After) and the batch asked again: the Hub is
+    throttling, so its hundred files must not become a hundred resolves."""
+    want = expected_files(info, "gssic")
+    lfs = [p for p in want if p.endswith((".tif", ".nc"))]
+    with serve(info) as srv:
+        _catalogued(srv, tmp_path, Faults(lfs_batch_busy=1, retry_after=1))
+        s = _run(srv, tmp_path, workers=4)
+        batches, resolves, contents = _batches_and_resolves(srv, lfs)
+    assert s.failed == 0 and local_files(tmp_path) == want
+    assert [b.status for b in batches] == [429, 200]
+    assert resolves == [] and sorted(contents) == sorted(lfs)

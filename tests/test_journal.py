@@ -8,6 +8,8 @@ that run may have written before trusting it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,3 +142,20 @@ def test_writeback_is_asked_for_without_failing_anything(tmp_path) -> None:
         os.close(r)
         os.close(w)
     assert path.read_bytes() == data
+
+
+def test_a_region_folder_linked_to_another_filesystem_is_synced_too(tmp_path) -> None:
+    """An edition or region folder linked to another disk holds files the run wrote: its
+    filesystem is synced along with the store's (or everything is, with sync(2))."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second filesystem: /dev/shm (tmpfs) is not one here")
+    target = Path(tempfile.mkdtemp(dir=other))
+    try:
+        (tmp_path / "miniset").mkdir()
+        (tmp_path / "miniset" / "europe").symlink_to(target, target_is_directory=True)
+        synced = journal.sync_store(Store(tmp_path))
+        devices = {os.stat(p).st_dev for p in synced}
+        assert synced == [] or devices == {os.stat(tmp_path).st_dev, os.stat(target).st_dev}
+    finally:
+        shutil.rmtree(target)

@@ -71,3 +71,20 @@ def test_anything_but_a_batch_document_means_the_endpoint_does_not_speak_it():
     ftp = read_answer(_answer({**_ok(A, 10), "actions": {"download": {"href": "ftp://x/y"}}}),
                       WANTS, BASE, 0)  # fmt: skip
     assert ftp == {}
+
+
+def test_odd_shapes_are_no_link_not_a_crash():
+    odd = [
+        {"oid": A, "size": 10, "actions": []},
+        {"oid": A, "size": 10, "actions": "download"},
+        {"oid": A, "size": 10, "actions": {"download": {"href": "/x", "header": ["a"]}}},
+        {"oid": A, "size": 10, "actions": {"download": {"href": "/x", "expires_in": "soon"}}},
+        {"oid": A, "size": 10, "actions": {"download": {"href": "/x", "expires_at": "never"}}},
+        {"oid": A.upper(), "size": 10, "actions": {"download": {"href": "/x"}}},
+        "not an object",
+    ]
+    for obj in odd:
+        got = read_answer(_answer(obj), WANTS, BASE, 0)
+        assert got is not None and all(link.href.endswith("/x") for link in got.values())
+    nan = json.dumps({"objects": [_ok(A, 10)]}).replace('"href"', '"expires_in": NaN, "href"')
+    assert read_answer(nan.encode(), WANTS, BASE, 0) == {}

@@ -78,54 +78,69 @@ class Ahead:
             if self.batch and index >= BATCH_THREADS:
                 self.wake.wait(0.25)  # needed only if the Hub refuses batches
             elif self.batch:
-                self._ask_batch()
+                try:
+                    got = self._ask_batch()
+                except Exception:  # never leave the workers waiting on a dead batch thread
+                    got = None
+                if got is None:  # no batches from this Hub: file by file from now on
+                    self._stop_batches()
             elif self.near:
                 return
             else:
                 self._ask_one()
 
     # ------------------------------------------------------------------ one round
-    def _ask_batch(self) -> None:
+    def _ask_batch(self) -> int | None:
+        """Pull up to BATCH jobs and ask for their links in one request; how many links came
+        back (None: the Hub does not answer batches)."""
         with self.cond:
             while len(self.queued) + self.pulling > self._refill_at() and not self.stop.is_set():
                 self.cond.wait(0.25)
+            if self.stop.is_set():
+                return 0
             pulled: list[FileJob] = []
             while len(pulled) < BATCH and (job := self._next()) is not None:
                 pulled.append(job)
             self.pulling += len(pulled)
-        # a stat per file says which need a link: not while holding the lock every worker takes
-        # its jobs under (queued only with their pending answer noted: never asked twice)
-        wanted = [j for j in pulled if _worth_resolving(j)]
         event = threading.Event()
-        with self.cond:
-            for j in wanted:
-                self.asking[id(j)] = event
-            self.queued.extend(pulled)
-            self.pulling -= len(pulled)
-            self.cond.notify_all()
-        got: int | None = 0
+        wanted: list[FileJob] = []
         try:
-            if wanted:
-                got = self.client.prefetch_links(
-                    [Want(j.url, j.checksum.hex(), j.size) for j in wanted]
-                )
+            # a stat per file says which need a link: not while holding the lock every worker
+            # takes its jobs under (queued only with their pending answer noted: asked once)
+            wanted = [j for j in pulled if _worth_resolving(j)]
+        finally:
+            with self.cond:
+                for j in wanted:
+                    self.asking[id(j)] = event
+                self.queued.extend(pulled)  # whatever happened: no pulled job is ever lost
+                self.pulling -= len(pulled)
+                self.cond.notify_all()
+        try:
+            if not wanted:
+                return 0
+            return self.client.prefetch_links(
+                [Want(j.url, j.checksum.hex(), j.size) for j in wanted]
+            )
         except M3leoError:
-            pass  # the workers' own requests report it
+            return 0  # the workers' own requests report it
         finally:
             with self.cond:
                 for j in wanted:
                     del self.asking[id(j)]
             event.set()
-        if got is None:  # the Hub does not answer batches: file by file from now on
-            with self.cond:
-                self.batch = False
-                self.cond.notify_all()
-            self.wake.set()
+
+    def _stop_batches(self) -> None:
+        with self.cond:
+            self.batch = False
+            self.cond.notify_all()
+        self.wake.set()
 
     def _ask_one(self) -> None:
         with self.cond:
             while len(self.queued) >= self.depth and not self.stop.is_set():
                 self.cond.wait(0.25)
+            if self.stop.is_set():
+                return
             job = self._next()
             if job is None:
                 return

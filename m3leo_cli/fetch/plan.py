@@ -124,10 +124,11 @@ def plan_jobs(
     plan.request_budget = settings.request_budget
     plan.window_seconds = settings.window_seconds
     plan.hub_plan, plan.budgets = settings.hub_plan, settings.budgets
-    lfs = 0
+    lfs = lfs_fetch = 0  # LFS files selected, and of those to fetch
     for j in jobs:
         plan.files += 1
         plan.bytes += j.size
+        lfs += j.checksum_kind == "sha256"
         try:
             if j.dest.stat().st_size == j.size and not part_path(j.dest).exists():
                 plan.present_files += 1
@@ -141,11 +142,13 @@ def plan_jobs(
             pass
         plan.to_fetch_files += 1
         plan.to_fetch_bytes += j.size
-        lfs += j.checksum_kind == "sha256"
+        lfs_fetch += j.checksum_kind == "sha256"
     plan.requests_per_file = plan.to_fetch_files
     plan.requests = plan.to_fetch_files
-    if settings.lfs_batch:  # LFS files' links come by the hundred (hub.lfsbatch)
-        plan.requests += math.ceil(lfs / BATCH) - lfs
+    if settings.lfs_batch:  # LFS files' links come by the hundred (fetch.ahead): a batch per
+        # hundred selected files with one missing at least, one more where a region ends
+        batches = min(lfs_fetch, math.ceil(lfs / BATCH) + len(regions))
+        plan.requests += batches - lfs_fetch
     windows = math.ceil(plan.requests / max(plan.request_budget, 1))
     plan.pacing_seconds = max(0, windows - 1) * plan.window_seconds
     return plan

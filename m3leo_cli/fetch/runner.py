@@ -164,7 +164,7 @@ def run_jobs(
 
     nthreads = max(1, workers if total_files is None else min(workers, total_files))
     gate = Concurrency(nthreads, most if total_files is None else min(most or 0, total_files))
-    ahead = Ahead(client, iter(jobs), gate.most, stop, resolvers=nthreads > 1)
+    ahead = Ahead(client, iter(jobs), nthreads, stop, resolvers=nthreads > 1)
     threads = [
         threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
         for i in range(gate.most)  # never more threads than files: each costs a start

@@ -188,6 +188,7 @@ def download_full(
     with store_lock(store, wait=wait, on_wait=on_wait), journal:
         run.durable = pool is not None
         summary = run_jobs(client, aux_jobs, workers=workers, progress=no_progress)
+        summary.concurrency = 0  # shards run on their own pool: the aux files' count says nothing
         summary.merge(planned)
         todo = [t for t in tasks if t.mode != "skip"]
         summary.skipped += sum(t.present for t in tasks)

@@ -46,6 +46,7 @@ USER_AGENT = f"m3leo/{__version__}"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_BATCH_ANSWER = 16 << 20  # bytes: a batch answer for 100 objects is ~50 KB
 LINK_CACHE = 4096  # content-host links remembered (resolve URL -> signed CDN URL)
 QUICK_RETRY_S = 0.2  # the one retry a refused connection or a DNS failure gets
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -230,27 +231,39 @@ class HubClient:
             if repo is not None:
                 groups.setdefault(repo, []).append(w)
         known = 0
-        media = {"accept": MEDIA_TYPE, "content-type": MEDIA_TYPE}
         for repo, group in groups.items():
             url = batch_url(self.endpoint, repo)
-            try:
-                with self._send_one("POST", url, media, batch_request(group)) as resp:
-                    body = resp.read() if resp.status_code == 200 else None
-                    if body is None:
-                        resp.discard()
-            except TransportError:
-                return known
-            if body is None and resp.status_code in RETRY_STATUS:
-                return known  # busy, not unwilling: these files resolve one by one
-            links = read_answer(body, group, url) if body is not None else None
-            if links is None:
-                self._batch = False
+            body = self._post_batch(url, batch_request(group))
+            if body is None:
+                return known  # busy past the retries, or unreachable: resolve one by one
+            links = read_answer(body, group, url) if body else None
+            usable = {r: k for r, k in (links or {}).items() if _origin(k.href) != self._origin}
+            if links is None or (links and not usable):
+                self._batch = False  # not a batch answer, or links only to the Hub itself
                 return None
-            for resolve, link in links.items():
-                if _origin(link.href) != self._origin:
-                    self._remember(resolve, link)
-                    known += 1
+            for resolve, link in usable.items():
+                self._remember(resolve, link)
+            known += len(usable)
         return known
+
+    def _post_batch(self, url: str, doc: bytes) -> bytes | None:
+        """The body of a 200 answer (b"" for any other final answer); None when the Hub stays
+        busy (429/5xx, retried after its Retry-After or RateLimit reset like any request) or
+        cannot be reached."""
+        media = {"accept": MEDIA_TYPE, "content-type": MEDIA_TYPE}
+        retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
+        while True:
+            try:
+                with self._send_one("POST", url, media, doc) as resp:
+                    if resp.status_code == 200:
+                        return resp.read(MAX_BATCH_ANSWER)
+                    resp.discard()
+            except TransportError:
+                return None
+            if resp.status_code not in RETRY_STATUS:
+                return b""
+            if not retrier.again(resp.status_code, resp.headers):
+                return None
 
     def retry_transport(self, exc: BaseException, retrier: Retrier) -> bool:
         """Whether to try again after a transport error (sleeping first).
@@ -294,14 +307,16 @@ class HubClient:
     def _send_following(
         self, method: str, url: str, headers: dict[str, str], fresh: bool = False
     ) -> Response:
-        start = url
+        start, extra = url, {}
         if method == "GET" and not fresh and self._is_resolve(url):
             with self._lock:
                 link = self._links.get(url)  # a known content link: skip the resolver
             if link is not None and (link.expires is None or link.expires > time.monotonic()):
-                url, headers = link.href, {**headers, **link.headers}
+                url, extra = link.href, dict(link.headers)
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._send_one(method, url, headers)
+            # a batch link's own headers go with its first hop only, never where it redirects
+            resp = self._send_one(method, url, {**headers, **extra} if extra else headers)
+            extra = {}
             if resp.status_code in REDIRECTS and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
                 resp.discard()

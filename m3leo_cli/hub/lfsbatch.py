@@ -18,11 +18,12 @@ link, so a wrong answer costs a request, never wrong data.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -108,7 +109,8 @@ def _link(obj: Any, base: str, now: float) -> Link | None:
     oid, size = obj.get("oid"), obj.get("size")
     if not (isinstance(oid, str) and _SHA256.match(oid) and isinstance(size, int)):
         return None
-    action = (obj.get("actions") or {}).get("download")
+    actions = obj.get("actions")
+    action = actions.get("download") if isinstance(actions, dict) else None
     if not isinstance(action, dict) or not isinstance(action.get("href"), str):
         return None
     href = urljoin(base, action["href"])
@@ -128,12 +130,14 @@ def _seconds_left(action: dict[str, Any]) -> float | None:
     """``expires_in`` (seconds) wins over ``expires_at`` (RFC 3339), as the spec says."""
     expires_in = action.get("expires_in")
     if isinstance(expires_in, int | float) and expires_in != 0:
-        return float(expires_in)
+        return float(expires_in) if math.isfinite(expires_in) else 0.0  # NaN, inf: not usable
     expires_at = action.get("expires_at")
     if isinstance(expires_at, str) and expires_at and not expires_at.startswith("0001-"):
         try:
             at = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
         except ValueError:
-            return None
+            return 0.0  # an expiry we cannot read: not a link to trust
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)  # RFC 3339 always has an offset; UTC if it is missing
         return at.timestamp() - time.time()
     return None

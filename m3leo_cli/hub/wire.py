@@ -172,8 +172,15 @@ class Response:
                 return
             yield bytes(view[:n])
 
-    def read(self) -> bytes:
-        return b"".join(self.iter_bytes())
+    def read(self, limit: int | None = None) -> bytes:
+        """The body (or its first ``limit`` bytes and a bit: the rest is not read, and the
+        connection is closed rather than reused)."""
+        out = bytearray()
+        for chunk in self.iter_bytes():
+            out += chunk
+            if limit is not None and len(out) > limit:
+                break
+        return bytes(out)
 
     def discard(self) -> None:
         """Read a small unwanted body (redirect, error) so the connection is reused; close."""

@@ -31,6 +31,7 @@ class Faults:
     garbage_json: bool = False  # API answers are not valid JSON
     status_for_paths: dict[str, int] = field(default_factory=dict)  # repo path -> status
     no_lfs_batch: bool = False  # the Git LFS batch API answers 404 (a mirror without it)
+    lfs_batch_busy: int = 0  # the first N batch requests answer 429 + Retry-After
 
 
 @dataclass

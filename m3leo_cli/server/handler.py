@@ -50,6 +50,9 @@ class HubHandler(BaseHandler):
         if route.kind == "lfs-batch":
             if faults.no_lfs_batch:
                 self._reply(404, b"Not found", "text/plain")
+            if self.hub._counters.take("busy", "lfs-batch", faults.lfs_batch_busy):
+                wait = {"Retry-After": str(faults.retry_after)}
+                self._error(429, None, "You have been rate-limited; retry later.", wait)
             self._lfs_batch(index, route, body)
         fresh = route.rev in ("main", "refs/heads/main") and "cursor=" not in query
         snap = index.rescan() if fresh else index.snapshot()

@@ -177,8 +177,8 @@ def start_writeback(fd: int, offset: int, length: int = 0) -> None:
 
 
 def _filesystems(root: Path, depth: int = 3) -> list[Path]:
-    """One folder per device among ``root`` and its folders ``depth`` levels down (no links
-    followed: a file cannot land outside the store through one, see ``safe_join``)."""
+    """One folder per device among ``root`` and its folders ``depth`` levels down, links to
+    folders followed (an edition or region folder linked to another disk holds files too)."""
     seen: dict[int, Path] = {}
     level = [root]
     for down in range(depth, -1, -1):
@@ -188,7 +188,7 @@ def _filesystems(root: Path, depth: int = 3) -> list[Path]:
                 seen.setdefault(os.stat(folder).st_dev, folder)
                 if down:
                     with os.scandir(folder) as it:
-                        below += [Path(e.path) for e in it if e.is_dir(follow_symlinks=False)]
+                        below += [Path(e.path) for e in it if e.is_dir()]
             except OSError:
                 continue
         level = below
