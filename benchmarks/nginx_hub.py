@@ -247,8 +247,13 @@ class Nginx:
     def __enter__(self) -> Nginx:
         spec = self.conf.parent / "batch.json"
         self.batch = BatchAnswerer(spec) if spec.exists() else None
-        subprocess.run(["nginx", "-t", "-q", "-c", str(self.conf), "-e", "stderr"], check=True)
-        subprocess.run(["nginx", "-c", str(self.conf), "-e", "stderr"], check=True)
+        try:
+            subprocess.run(["nginx", "-t", "-q", "-c", str(self.conf), "-e", "stderr"], check=True)
+            subprocess.run(["nginx", "-c", str(self.conf), "-e", "stderr"], check=True)
+        except BaseException:
+            if self.batch is not None:
+                self.batch.close()
+            raise
         for _ in range(100):
             if self.pidfile.exists():
                 break
