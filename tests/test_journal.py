@@ -47,9 +47,11 @@ def _flip(path: Path) -> None:
 def test_a_download_fsyncs_no_file_and_syncs_once(info, tmp_path, monkeypatch) -> None:
     calls = {"fsync": 0, "sync": 0}
     real_fsync = os.fsync
+    fsynced: list[str] = []
 
     def fsync(fd: int) -> None:
         calls["fsync"] += 1
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -68,12 +70,15 @@ def test_a_download_fsyncs_no_file_and_syncs_once(info, tmp_path, monkeypatch) -
             (tmp_path / "miniset" / "europe" / p).unlink()
         calls.update(fsync=0, sync=0)
         synced.clear()
+        fsynced.clear()
         s = _get(srv, tmp_path)
     assert ensure.downloaded == s.downloaded == len(want)
     # one sync at the end of the run: syncfs of the store's own filesystem, never sync(2) of
     # every filesystem the machine has mounted (a cluster node's shared ones included)
     assert synced == [[tmp_path]] and calls["sync"] == 0
     assert calls["fsync"] <= 4 < len(want)  # the run marker only, never one per file
+    runs = str(tmp_path / ".m3leo" / "runs")
+    assert any(p.startswith(runs + "/") for p in fsynced) and runs in fsynced  # file and folder
     assert not list((tmp_path / ".m3leo" / "runs").glob("*.json"))  # a clean end: no marker
     assert local_files(tmp_path) == want
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from dl_helpers import expected_files, local_files, serve, settings_for, source
 
+from m3leo_cli.config import load_settings
 from m3leo_cli.errors import HubConnectionError
 from m3leo_cli.fetch import processes
 from m3leo_cli.fetch.runner import DownloadSummary
@@ -125,3 +126,33 @@ def test_errors_cross_process_boundaries_as_themselves() -> None:
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc)
         assert (back.message, back.hint, back.exit_code) == (exc.message, exc.hint, exc.exit_code)
+
+
+def test_processes_follow_the_cores_this_run_may_use_with_a_few_transfers_each(
+    tmp_path, monkeypatch
+) -> None:
+    """Unset, the processes are the cores this process may run on (its affinity: a cluster
+    job's share), never so many that one gets fewer than 4 transfers; set, they are as set."""
+    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", 512)  # as shipped
+    auto = load_settings({"data_dir": tmp_path}, env={})
+    cores = processes.usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    plenty = 1_000_000
+    assert processes.plan_processes(auto, plenty, 16) == min(cores, 4)
+    assert processes.plan_processes(auto, plenty, 1) == 1
+    assert processes.plan_processes(auto, 3, 16) == 1  # 3 files: below MIN_FILES_PER_PROCESS
+    fixed = load_settings({"data_dir": tmp_path, "processes": 3}, env={})
+    assert processes.plan_processes(fixed, plenty, 2) == 3  # as set, even with 2 transfers
+
+
+def test_one_worker_still_gets_its_links_by_the_hundred(info, tmp_path) -> None:
+    with serve(info) as srv:
+        settings = settings_for(srv, tmp_path, processes=1)
+        download(settings, SEL, dry_run=True)
+        srv.clear_log()
+        res = download(settings, SEL, workers=1)
+        log = list(srv.log)
+    assert isinstance(res, DownloadSummary) and res.failed == 0
+    batches = [r for r in log if r.path.endswith("/info/lfs/objects/batch")]
+    lfs_resolves = [r for r in log if "/resolve/" in r.path and r.path.endswith((".tif", ".nc"))]
+    assert batches and lfs_resolves == []

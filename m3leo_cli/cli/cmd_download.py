@@ -207,7 +207,11 @@ def download_cmd(
         say(
             f"downloaded {s.downloaded}, skipped {s.skipped} (already there), failed {s.failed}: "
             f"{human_bytes(s.bytes)} in {s.seconds:.1f} s ({_rate(s.bytes, s.seconds)})"
-            + (f", {s.concurrency} transfers at once" if s.concurrency and s.downloaded else "")
+            + (
+                f", {s.concurrency} transfer{'s' if s.concurrency != 1 else ''} at once"
+                if s.concurrency and s.downloaded
+                else ""
+            )
         )
         if s.absent:
             say(not_published(s.absent) + ": nothing to fetch")

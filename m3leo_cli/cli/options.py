@@ -74,8 +74,8 @@ Workers = Annotated[
         "--workers",
         "--max-workers",
         "-w",
-        help="Concurrent transfers (default 16; a miniset download adds more, up to 64, while "
-        "that pays; giving a number fixes it).",
+        help="Concurrent transfers (default 16; a miniset download given no number here, in "
+        "M3LEO_WORKERS or in the config file adds more, up to 64, while that pays).",
     ),
 ]
 Token = Annotated[

@@ -52,7 +52,7 @@ def download_miniset(
             if outcome == "downloaded":
                 journal.committed()
 
-        processes = plan_processes(settings, plan.to_fetch_files)
+        processes = plan_processes(settings, plan.to_fetch_files, workers)
         if processes > 1:
             summary = run_jobs_processes(
                 settings, jobs, processes=processes, workers=workers, progress=progress,

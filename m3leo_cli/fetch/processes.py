@@ -29,12 +29,26 @@ from .transfer import FileJob
 # below this a child's start-up (~0.2 s, a fresh interpreter) costs more than it saves: two
 # processes pay off from about a thousand files (docs/benchmarks.md)
 MIN_FILES_PER_PROCESS = 512
+MIN_THREADS_PER_PROCESS = 4  # fewer, and a process's threads cannot hide its round trips
 
 
-def plan_processes(settings: Settings, to_fetch: int) -> int:
-    """How many processes a run of ``to_fetch`` files gets (1: this process only)."""
-    wanted = settings.processes if settings.processes is not None else (os.cpu_count() or 1)
+def plan_processes(settings: Settings, to_fetch: int, workers: int) -> int:
+    """How many processes a run of ``to_fetch`` files over ``workers`` transfers gets (1: this
+    process only): the ``processes`` setting, else the cores this process may run on (a
+    cluster job's share, not the node's count), each with a few transfers at least."""
+    if settings.processes is not None:
+        wanted = settings.processes
+    else:
+        wanted = min(usable_cores(), max(1, workers // MIN_THREADS_PER_PROCESS))
     return max(1, min(wanted, to_fetch // MIN_FILES_PER_PROCESS))
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, which Slurm and taskset set)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
 
 
 def run_jobs_processes(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
-from .ahead import Ahead
+from .ahead import BATCH_THREADS, Ahead
 from .concurrency import Concurrency
 from .transfer import Cancelled, FileJob, Transfer
 
@@ -164,18 +164,19 @@ def run_jobs(
 
     nthreads = max(1, workers if total_files is None else min(workers, total_files))
     gate = Concurrency(nthreads, most if total_files is None else min(most or 0, total_files))
-    ahead = Ahead(client, iter(jobs), nthreads, stop, resolvers=nthreads > 1)
+    # resolver threads: one per worker (file by file, which one worker cannot overlap with),
+    # at least the two that ask for batches (links by the hundred spare the Hub, whatever the
+    # number of workers)
+    nresolvers = nthreads if nthreads > 1 else (BATCH_THREADS if client.settings.lfs_batch else 0)
+    ahead = Ahead(client, iter(jobs), nthreads, stop, resolvers=nresolvers > 0)
     threads = [
         threading.Thread(target=worker, name=f"m3leo-dl-{i}", daemon=True)
         for i in range(gate.most)  # never more threads than files: each costs a start
     ]
-    if nthreads > 1:  # one worker has nothing to overlap with
-        threads += [
-            threading.Thread(
-                target=ahead.resolver, args=(i,), name=f"m3leo-resolve-{i}", daemon=True
-            )
-            for i in range(nthreads)
-        ]
+    threads += [
+        threading.Thread(target=ahead.resolver, args=(i,), name=f"m3leo-resolve-{i}", daemon=True)
+        for i in range(nresolvers)
+    ]
     for th in threads:
         th.start()
     try:

@@ -107,7 +107,8 @@ class RunJournal:
 
     def _mark(self, began: float) -> None:
         self._last = time.monotonic()
-        write_text_atomic(self.path, json.dumps({"pid": os.getpid(), "since": began}) + "\n")
+        doc = json.dumps({"pid": os.getpid(), "since": began}) + "\n"
+        write_text_atomic(self.path, doc, durable=True)  # before any file it vouches for
 
 
 class Suspicion:
@@ -257,7 +258,7 @@ def load_suspects(store: Store) -> set[str]:
 def _write_suspects(store: Store, suspects: set[str]) -> None:
     path = store.state_dir / SUSPECTS
     if suspects:
-        write_text_atomic(path, "".join(f"{s}\n" for s in sorted(suspects)))
+        write_text_atomic(path, "".join(f"{s}\n" for s in sorted(suspects)), durable=True)
     else:
         path.unlink(missing_ok=True)
 

@@ -70,10 +70,12 @@ class Store:
         return self.root / ".m3leo"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     """Replace a small state file (JSON caches, records) all at once: readers never see half.
 
     The temp name is unique per process and thread, so concurrent writers never share one.
+    ``durable``: the bytes and the rename are on disk when this returns (fsync of the file,
+    then of its folder), for the records a crash must not lose (run markers, suspects).
     """
     import os
     import threading
@@ -81,8 +83,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
