@@ -26,6 +26,7 @@ from .. import spec
 from ..errors import DiskFullError, ShardError, StoreError, UnsafePathError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import TILE_ID_RE
+from ..store.journal import start_writeback
 from ..store.layout import safe_join
 from .index import UNPACK_COLUMNS, footer_length
 
@@ -105,16 +106,19 @@ def split_row_path(row_path: str, ds: str | None, rules: RowRules) -> tuple[str,
 def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
     """Write ``data`` to ``dest`` via ``<dest>.part`` + fsync + rename; return its sha256.
 
-    ``durable=False`` skips the fsync: inside a run journal, which syncs once per checkpoint.
+    ``durable=False`` skips the fsync: inside a run journal, which syncs once per checkpoint
+    (the bytes are handed to the kernel's writeback at once, so that sync has little to do).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
         with open(part, "wb") as fh:
             fh.write(data)
+            fh.flush()
             if durable:
-                fh.flush()
                 os.fsync(fh.fileno())
+            else:
+                start_writeback(fh.fileno(), 0)
         os.replace(part, dest)
     except OSError as exc:
         with contextlib.suppress(OSError):
