@@ -23,9 +23,12 @@ one's dirty pages. Install: ``apt-get install nginx libnginx-mod-http-echo aria2
 96 tiles a shard in one row group: ~25 MB shards), whole shards fetched by curl -Z and aria2c
 -j16 (no hashing, no unpacking) and by ``m3leo download --edition full --fetch whole``
 (sha256-verified, then unpacked into tile files), with each client's peak RSS.
+``--shard-tiles`` and ``--group-tiles`` change the packing: ``--shard-tiles 1152
+--group-tiles 480`` gives shards split by their split only (the train one 186 MB) in row groups
+of ~128 MB, as Spark's default block size makes them.
 
     .venv/bin/python benchmarks/bench_wire.py [--tiles 99] [--repeat 2] [--delays 0,20]
-                                              [--full 1152]
+                                              [--full 1152 [--shard-tiles 96] [--group-tiles 96]]
 """
 
 from __future__ import annotations
@@ -175,15 +178,16 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
 FULL_REPO = "M3LEO/europe"
 
 
-def full_source(tiles: int) -> Path:
+def full_source(tiles: int, per_shard: int = 96, per_group: int = 96) -> Path:
     from m3leo_cli.testing.synth import SynthConfig, write_source
 
-    root = OUT / f"full-{tiles}-96"
+    root = OUT / (f"full-{tiles}-96" if (per_shard, per_group) == (96, 96)
+                  else f"full-{tiles}-{per_shard}-{per_group}")  # fmt: skip
     if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=tiles, chip_px=448,
-                          datakinds=("s1grd-2020",), tiles_per_shard=96,
-                          rows_per_row_group=96)  # fmt: skip
+                          datakinds=("s1grd-2020",), tiles_per_shard=per_shard,
+                          rows_per_row_group=per_group)  # fmt: skip
         write_source(root, cfg)
         (root / ".complete").write_text("")
     return root
@@ -240,8 +244,8 @@ def shard_phases(log: Path, start: float, wall: float) -> dict:
     return {"download": max(shard) - min(shard), "after": start + wall - max(shard)}
 
 
-def bench_full(tiles: int, repeat: int) -> dict:
-    root = full_source(tiles)
+def bench_full(tiles: int, repeat: int, per_shard: int = 96, per_group: int = 96) -> dict:
+    root = full_source(tiles, per_shard, per_group)
     shards = [(p, n) for p, n in files_of(root, FULL_REPO) if p.endswith(".parquet")]
     total = sum(n for _, n in shards)
     answers = answers_for(root, FULL_REPO)
@@ -275,6 +279,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--delays", default="0,20")
     ap.add_argument("--full", type=int, default=0, help="tiles of the full-edition run (0: none)")
+    ap.add_argument("--shard-tiles", type=int, default=96, help="full edition: tiles a shard")
+    ap.add_argument("--group-tiles", type=int, default=96, help="full edition: tiles a row group")
     args = ap.parse_args()
     for tool in ("nginx", "curl", "aria2c"):
         if not shutil.which(tool):
@@ -313,7 +319,7 @@ def main() -> None:
             print(f"{mine} speed vs " + ", ".join(f"{k}: {r:.2f}x" for k, r in ratios.items()))
         summary[f"{delay:g}ms"] = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
     if args.full:
-        summary["full"] = bench_full(args.full, args.repeat)
+        summary["full"] = bench_full(args.full, args.repeat, args.shard_tiles, args.group_tiles)
     (OUT / "last.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -88,6 +88,9 @@ class ShardTask:
         }
 
 
+INTO_CHUNK = 1 << 20  # bytes read from the socket and written at a time by HttpRanges.into
+
+
 class HttpRanges:
     """``read_range`` over HTTP for one shard: 206 required, retried, redirect remembered.
 
@@ -128,6 +131,51 @@ class HttpRanges:
                 if self.url == self.resolve_url:
                     raise
                 self.url = self.resolve_url  # the remembered content URL expired
+
+    def into(self, fd: int, start: int, end: int, on_bytes: Any) -> int:
+        """Write bytes ``start..end`` (inclusive) into ``fd`` at their own offsets, a MiB at a
+        time: nothing of the range is held in memory. A dropped connection resumes where it
+        stopped. Returns the requests it took."""
+        import os
+
+        from ..errors import HubError
+        from ..hub.wire import RemoteProtocolError, TransportError
+
+        retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
+        view = memoryview(bytearray(min(INTO_CHUNK, end - start + 1)))
+        pos, requests = start, 0
+        while pos <= end:
+            before = pos
+            try:
+                requests += 1
+                with self.client.stream(
+                    "GET", self.url, headers={"range": f"bytes={pos}-{end}"}
+                ) as resp:
+                    cr = resp.headers.get("content-range", "")
+                    if resp.status_code != 206 or not cr.startswith(f"bytes {pos}-"):
+                        raise RangeNotHonoredError(
+                            f"the server answered bytes={pos}-{end} with {resp.status_code} {cr!r}"
+                        )
+                    while pos <= end:
+                        k = resp.readinto(view[: min(len(view), end - pos + 1)])
+                        if not k:
+                            raise RemoteProtocolError("short range body", self.url)
+                        done = 0
+                        while done < k:  # pwrite may write less than asked
+                            done += os.pwrite(fd, view[done:k], pos + done)
+                        pos += k
+                        on_bytes(k)
+                    self.url = resp.url
+            except TransportError as exc:
+                if pos > before:
+                    retrier.reset()  # progress was made: the budget starts again
+                if not retrier.again(None, None):
+                    raise self.client.connection_error(exc, self.url) from None
+            except HubError:
+                if self.url == self.resolve_url:
+                    raise
+                self.url = self.resolve_url  # the remembered content URL expired
+        return requests
 
 
 def _read_exactly(resp: Any, n: int) -> bytearray | None:

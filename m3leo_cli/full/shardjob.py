@@ -35,7 +35,11 @@ from .unpacked import (
 
 FATAL = (DiskFullError, HubConnectionError, OfflineError)
 MAX_UNPACKING = 2  # concurrent unpacks: each holds a row group's pages and two writer threads
-RANGE_BYTES_IN_MEMORY = 192 << 20  # range bodies read and not yet written, all tasks
+# bytes held at once across shard tasks: range bodies on their way to the sparse file, and the
+# row groups being decoded (a row group's column chunks are read and decompressed whole: ~2x its
+# size). With 128 MiB row groups, as Spark writes them, one decodes at a time; peak RSS stays
+# under 500 MB whatever the shard size (docs/benchmarks.md).
+MEMORY_BUDGET = 320 << 20
 
 
 class ByteBudget:
@@ -86,8 +90,8 @@ class ShardRun:
     unpacking: threading.Semaphore = field(
         default_factory=lambda: threading.Semaphore(unpack_slots())
     )
-    # range bodies in memory across ranges tasks (between the socket and the sparse file)
-    in_memory: ByteBudget = field(default_factory=lambda: ByteBudget(RANGE_BYTES_IN_MEMORY))
+    # range bodies in memory and row groups being decoded, across tasks
+    memory: ByteBudget = field(default_factory=lambda: ByteBudget(MEMORY_BUDGET))
 
     def check_stop(self) -> None:
         """Between row groups: stop promptly on Ctrl-C or a fatal error elsewhere."""
@@ -168,7 +172,7 @@ def _unpack_ranges(
 
     Decoding straight from the fetched bytes (a Python file object over them) cost ~300 MB per
     22 MB row group; from a local file it costs what a whole shard does. The bytes pass through
-    memory one range at a time (within ``run.in_memory``) on their way to the page cache. Any
+    memory one range at a time (within ``run.memory``) on their way to the page cache. Any
     byte the plan did not fetch reads as zeros and fails the page CRC: a ShardError, and the
     task falls back to the whole shard.
     """
@@ -183,9 +187,18 @@ def _unpack_ranges(
     fd = os.open(sparse, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     holding = {"unpacking": False}
 
+    def advance(n: int) -> None:
+        out.bytes += n
+        run.progress(ProgressEvent("advance", "download", bytes=n))
+
     def fetch(spans: list[tuple[int, int]]) -> None:
         for start, end in spans:  # end exclusive
-            held = run.in_memory.acquire(end - start, run.stop)
+            if isinstance(reader, HttpRanges):  # streamed to the sparse file: no memory held
+                n = reader.into(fd, start, end - 1, advance)
+                out.requests += n
+                out.ranged_requests += n
+                continue
+            held = run.memory.acquire(end - start, run.stop)
             try:
                 data = reader(start, end - 1)
                 if len(data) != end - start:
@@ -201,7 +214,7 @@ def _unpack_ranges(
                 run.progress(ProgressEvent("advance", "download", bytes=len(data)))
                 data = b""  # the range is on disk: let its buffer go before the next one
             finally:
-                run.in_memory.release(held)
+                run.memory.release(held)
 
     def before(rg: int) -> None:
         """Fetch the next batch of row groups, then decode it in one of the ``unpacking``
@@ -215,14 +228,18 @@ def _unpack_ranges(
             fetch(batches[rg][1])
             run.unpacking.acquire()
             holding["unpacking"] = True
+        decoding.hold(idx.metadata, rg)
 
+    decoding = _Decoding(run)
     try:
         os.ftruncate(fd, task.size)  # the shard's size, holes where nothing was fetched
         with open_local(sparse, metadata=idx.metadata) as pf:
             _decode(
-                run, task, pf, rules, report, row_groups=task.row_groups, before_row_group=before
-            )
+                run, task, pf, rules, report, row_groups=task.row_groups,
+                before_row_group=before, after_row_group=decoding.done,
+            )  # fmt: skip
     finally:
+        decoding.done()
         if holding["unpacking"]:
             run.unpacking.release()
         os.close(fd)
@@ -261,22 +278,26 @@ def _unpack_whole(
         out.requests += t.requests
         out.ranged_requests += t.ranged
     rows: dict[int, list[str]] = {}
+    decoding = _Decoding(run)
+
+    def after(rg: int, paths: list[str]) -> None:
+        rows[rg] = paths
+        decoding.done()
+
     try:
         with run.unpacking, open_local(dest) as pf:
-            _decode(
-                run,
-                task,
-                pf,
-                rules,
-                report,
-                before_row_group=lambda rg: run.check_stop(),
-                after_row_group=lambda rg, paths: rows.__setitem__(rg, paths),
-            )
+
+            def before(rg: int) -> None:
+                run.check_stop()
+                decoding.hold(pf.metadata, rg)
+
+            _decode(run, task, pf, rules, report, before_row_group=before, after_row_group=after)
     except ShardError:
         # a kept shard is trusted by size on the next run: never keep one that failed
         dest.unlink(missing_ok=True)
         raise
     finally:
+        decoding.done()
         _release_memory()
     with open(dest, "rb") as fh:
         footer = read_footer(_file_reader(fh), task.size, task.shard)
@@ -299,6 +320,26 @@ def _decode(
         durable=run.durable,
         **hooks,
     )
+
+
+class _Decoding:
+    """The memory a row group takes while it is decoded, held in ``run.memory`` (see
+    :data:`MEMORY_BUDGET`): its column chunks, read and decompressed."""
+
+    def __init__(self, run: ShardRun) -> None:
+        self.run, self.held = run, 0
+
+    def hold(self, metadata: Any, rg: int) -> None:
+        self.done()
+        md = metadata.row_group(rg)
+        size = md.total_byte_size + sum(
+            md.column(i).total_compressed_size for i in range(md.num_columns)
+        )
+        self.held = self.run.memory.acquire(size, self.run.stop)
+
+    def done(self, *_: Any) -> None:
+        self.run.memory.release(self.held)
+        self.held = 0
 
 
 def _release_memory() -> None:
