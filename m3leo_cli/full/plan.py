@@ -88,7 +88,7 @@ class ShardTask:
         }
 
 
-INTO_CHUNK = 1 << 20  # bytes read from the socket and written at a time by HttpRanges.into
+INTO_CHUNK = 1 << 20  # bytes read from the socket and handed on at a time by HttpRanges
 
 
 class HttpRanges:
@@ -104,40 +104,30 @@ class HttpRanges:
         self.url = url
 
     def __call__(self, start: int, end: int) -> RangeBytes:
-        from ..errors import HubError
-        from ..hub.wire import RemoteProtocolError, TransportError
+        """Bytes ``start..end`` (inclusive), in one buffer of their size."""
+        buf = bytearray(end - start + 1)
 
-        retrier = Retrier(self.client.settings.max_retries, self.client.pacer)
-        while True:
-            try:
-                hdrs = {"range": f"bytes={start}-{end}"}
-                with self.client.stream("GET", self.url, headers=hdrs) as resp:
-                    if resp.status_code != 206:
-                        raise RangeNotHonoredError(
-                            f"the server answered a Range request with {resp.status_code}"
-                        )
-                    cr = resp.headers.get("content-range", "")
-                    if not cr.startswith(f"bytes {start}-"):
-                        raise RangeNotHonoredError(f"wrong Content-Range {cr!r} for {start}-{end}")
-                    data = _read_exactly(resp, end - start + 1)
-                    if data is None:
-                        raise RemoteProtocolError("short range body", self.url)
-                    self.url = resp.url
-                    return data
-            except TransportError as exc:
-                if not retrier.again(None, None):
-                    raise self.client.connection_error(exc, self.url) from None
-            except HubError:
-                if self.url == self.resolve_url:
-                    raise
-                self.url = self.resolve_url  # the remembered content URL expired
+        def sink(pos: int, chunk: memoryview) -> None:
+            buf[pos - start : pos - start + len(chunk)] = chunk
+
+        self._fetch(start, end, sink, lambda n: None)
+        return buf
 
     def into(self, fd: int, start: int, end: int, on_bytes: Any) -> int:
         """Write bytes ``start..end`` (inclusive) into ``fd`` at their own offsets, a MiB at a
-        time: nothing of the range is held in memory. A dropped connection resumes where it
-        stopped. Returns the requests it took."""
+        time: nothing of the range is held in memory. Returns the requests it took."""
         import os
 
+        def sink(pos: int, chunk: memoryview) -> None:
+            done = 0
+            while done < len(chunk):  # pwrite may write less than asked
+                done += os.pwrite(fd, chunk[done:], pos + done)
+
+        return self._fetch(start, end, sink, on_bytes)
+
+    def _fetch(self, start: int, end: int, sink: Any, on_bytes: Any) -> int:
+        """GET the range with 206 required, handing each chunk to ``sink(offset, bytes)``; a
+        dropped connection resumes at the byte it reached. Returns the requests it took."""
         from ..errors import HubError
         from ..hub.wire import RemoteProtocolError, TransportError
 
@@ -152,17 +142,17 @@ class HttpRanges:
                     "GET", self.url, headers={"range": f"bytes={pos}-{end}"}
                 ) as resp:
                     cr = resp.headers.get("content-range", "")
-                    if resp.status_code != 206 or not cr.startswith(f"bytes {pos}-"):
+                    if resp.status_code != 206:
                         raise RangeNotHonoredError(
-                            f"the server answered bytes={pos}-{end} with {resp.status_code} {cr!r}"
+                            f"the server answered a Range request with {resp.status_code}"
                         )
+                    if not cr.startswith(f"bytes {pos}-"):
+                        raise RangeNotHonoredError(f"wrong Content-Range {cr!r} for {pos}-{end}")
                     while pos <= end:
                         k = resp.readinto(view[: min(len(view), end - pos + 1)])
                         if not k:
                             raise RemoteProtocolError("short range body", self.url)
-                        done = 0
-                        while done < k:  # pwrite may write less than asked
-                            done += os.pwrite(fd, view[done:k], pos + done)
+                        sink(pos, view[:k])
                         pos += k
                         on_bytes(k)
                     self.url = resp.url
@@ -176,20 +166,6 @@ class HttpRanges:
                     raise
                 self.url = self.resolve_url  # the remembered content URL expired
         return requests
-
-
-def _read_exactly(resp: Any, n: int) -> bytearray | None:
-    """The body into one buffer of its announced size (no chunk list, no joined copy: a row
-    group's bytes are held once); None when it ends early or runs long."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = resp.readinto(view[got:])
-        if not k:
-            return None
-        got += k
-    return buf if resp.readinto(bytearray(1)) == 0 else None
 
 
 def fetch_index(task: ShardTask, read_range: ReadRange, cache_dir: Path) -> ShardIndex:
