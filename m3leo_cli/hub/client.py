@@ -27,7 +27,14 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..config import Settings
-from ..errors import HubConnectionError, HubProtocolError, OfflineError
+from ..errors import (
+    HubConnectionError,
+    HubProtocolError,
+    M3leoError,
+    OfflineError,
+    RateLimitedError,
+    ServerError,
+)
 from ..version import __version__
 from .answers import TreeEntry, parse_json, slice_body, tree_entry
 from .failures import connection_error, redact, status_error
@@ -153,7 +160,12 @@ class HubClient:
     # ------------------------------------------------------------------ transport
     @contextmanager
     def stream(
-        self, method: str, url: str, *, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
     ) -> Iterator[Response]:
         """Send one request (paced, redirects by hand, retried until a non-error status).
 
@@ -166,7 +178,7 @@ class HubClient:
         fresh = False  # True once a refused content link was resolved again
         while True:
             try:
-                resp = self._send_following(method, url, headers or {}, fresh)
+                resp = self._send_following(method, url, headers or {}, fresh, body)
             except TransportError as exc:
                 with self._lock:  # a content link that cannot be reached: resolve afresh
                     self._links.pop(url, None)
@@ -248,22 +260,15 @@ class HubClient:
 
     def _post_batch(self, url: str, doc: bytes) -> bytes | None:
         """The body of a 200 answer (b"" for any other final answer); None when the Hub stays
-        busy (429/5xx, retried after its Retry-After or RateLimit reset like any request) or
-        cannot be reached."""
+        busy (429/5xx, retried by :meth:`stream` like any request) or cannot be reached."""
         media = {"accept": MEDIA_TYPE, "content-type": MEDIA_TYPE}
-        retrier = Retrier(self.settings.max_retries, self.pacers[self._bucket(url)])
-        while True:
-            try:
-                with self._send_one("POST", url, media, doc) as resp:
-                    if resp.status_code == 200:
-                        return resp.read(MAX_BATCH_ANSWER)
-                    resp.discard()
-            except TransportError:
-                return None
-            if resp.status_code not in RETRY_STATUS:
-                return b""
-            if not retrier.again(resp.status_code, resp.headers):
-                return None
+        try:
+            with self.stream("POST", url, headers=media, body=doc) as resp:
+                return resp.read(MAX_BATCH_ANSWER) if resp.status_code == 200 else b""
+        except (HubConnectionError, RateLimitedError, ServerError):
+            return None
+        except M3leoError:
+            return b""
 
     def retry_transport(self, exc: BaseException, retrier: Retrier) -> bool:
         """Whether to try again after a transport error (sleeping first).
@@ -305,7 +310,12 @@ class HubClient:
         return resp.status_code in _RERESOLVE
 
     def _send_following(
-        self, method: str, url: str, headers: dict[str, str], fresh: bool = False
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        fresh: bool = False,
+        body: bytes | None = None,
     ) -> Response:
         start, extra = url, {}
         if method == "GET" and not fresh and self._is_resolve(url):
@@ -315,13 +325,13 @@ class HubClient:
                 url, extra = link.href, dict(link.headers)
         for _ in range(MAX_REDIRECTS + 1):
             # a batch link's own headers go with its first hop only, never where it redirects
-            resp = self._send_one(method, url, {**headers, **extra} if extra else headers)
+            resp = self._send_one(method, url, {**headers, **extra} if extra else headers, body)
             extra = {}
             if resp.status_code in REDIRECTS and "location" in resp.headers:
                 nxt = urljoin(url, resp.headers["location"])
                 resp.discard()
                 if resp.status_code == 303:
-                    method = "GET"
+                    method, body = "GET", None
                 url = nxt
                 continue
             if url != start and method == "GET" and self._is_resolve(start) and resp.is_success:
