@@ -35,10 +35,10 @@ from .unpacked import (
 
 FATAL = (DiskFullError, HubConnectionError, OfflineError)
 MAX_UNPACKING = 2  # concurrent unpacks: each holds a row group's pages and two writer threads
-# bytes held at once across shard tasks: range bodies on their way to the sparse file, and the
-# row groups being decoded (a row group's column chunks are read and decompressed whole: ~2x its
-# size). With 128 MiB row groups, as Spark writes them, one decodes at a time; peak RSS stays
-# under 500 MB whatever the shard size (docs/benchmarks.md).
+# bytes held at once across shard tasks by the row groups being decoded (a row group's column
+# chunks are read and decompressed whole: ~2x its size). With 128 MiB row groups, as Spark
+# writes them, one decodes at a time; peak RSS stays under 500 MB whatever the shard size
+# (docs/benchmarks.md).
 MEMORY_BUDGET = 320 << 20
 
 
@@ -90,7 +90,7 @@ class ShardRun:
     unpacking: threading.Semaphore = field(
         default_factory=lambda: threading.Semaphore(unpack_slots())
     )
-    # range bodies in memory and row groups being decoded, across tasks
+    # row groups being decoded, across tasks
     memory: ByteBudget = field(default_factory=lambda: ByteBudget(MEMORY_BUDGET))
 
     def check_stop(self) -> None:
@@ -171,8 +171,8 @@ def _unpack_ranges(
     decode that file like a whole shard.
 
     Decoding straight from the fetched bytes (a Python file object over them) cost ~300 MB per
-    22 MB row group; from a local file it costs what a whole shard does. The bytes pass through
-    memory one range at a time (within ``run.memory``) on their way to the page cache. Any
+    22 MB row group; from a local file it costs what a whole shard does. The bytes go from the
+    socket to the page cache a MiB at a time (:meth:`HttpRanges.into`). Any
     byte the plan did not fetch reads as zeros and fails the page CRC: a ShardError, and the
     task falls back to the whole shard.
     """
@@ -180,7 +180,7 @@ def _unpack_ranges(
 
     idx = task.index
     assert idx is not None
-    reader = task.reader or HttpRanges(run.client, run.url(task))
+    reader: HttpRanges = task.reader or HttpRanges(run.client, run.url(task))
     batches = {b[0][0]: b for b in row_group_batches(idx, task.row_groups)}
     sparse = safe_join(run.store.state_dir / "shards" / task.region, task.shard + ".ranges")
     sparse.parent.mkdir(parents=True, exist_ok=True)
@@ -192,29 +192,10 @@ def _unpack_ranges(
         run.progress(ProgressEvent("advance", "download", bytes=n))
 
     def fetch(spans: list[tuple[int, int]]) -> None:
-        for start, end in spans:  # end exclusive
-            if isinstance(reader, HttpRanges):  # streamed to the sparse file: no memory held
-                n = reader.into(fd, start, end - 1, advance)
-                out.requests += n
-                out.ranged_requests += n
-                continue
-            held = run.memory.acquire(end - start, run.stop)
-            try:
-                data = reader(start, end - 1)
-                if len(data) != end - start:
-                    raise ShardError(
-                        f"shard {task.shard}: asked for {end - start} bytes at {start}, "
-                        f"got {len(data)}",
-                        "re-run; --fetch whole verifies the shard against its sha256",
-                    )
-                os.pwrite(fd, data, start)
-                out.bytes += len(data)
-                out.requests += 1
-                out.ranged_requests += 1
-                run.progress(ProgressEvent("advance", "download", bytes=len(data)))
-                data = b""  # the range is on disk: let its buffer go before the next one
-            finally:
-                run.memory.release(held)
+        for start, end in spans:  # end exclusive; streamed to the sparse file, not held
+            n = reader.into(fd, start, end - 1, advance)
+            out.requests += n
+            out.ranged_requests += n
 
     def before(rg: int) -> None:
         """Fetch the next batch of row groups, then decode it in one of the ``unpacking``
