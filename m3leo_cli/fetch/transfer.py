@@ -334,7 +334,7 @@ class Transfer:
         """Note the content host's validator for the bytes the part is about to hold.
 
         It is written beside the part only once a read leaves the file unfinished: a file that
-        arrives in one read (most tiles) never costs a validator file.
+        arrives in one read (small tiles) never costs a validator file.
         """
         etag = resp.headers.get("etag", "")
         doc = {
