@@ -24,6 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import ManifestCorruptError
+from ..store.layout import fsync_dir
 
 MANIFEST_VERSION = "1"
 VERSION_KEY = b"m3leo.manifest_version"
@@ -113,20 +114,7 @@ def write_manifest(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _corrupt(path: Path, why: str) -> ManifestCorruptError:

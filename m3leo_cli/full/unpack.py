@@ -109,10 +109,14 @@ def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
     ``durable=False`` skips the fsync: inside a run journal, which syncs once per checkpoint
     (the bytes are handed to the kernel's writeback at once, so that sync has little to do).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        with open(part, "wb") as fh:
+        try:
+            fh = open(part, "wb")  # noqa: SIM115 - closed below, opened in two ways
+        except FileNotFoundError:  # the folder's first file: make it (no mkdir per file)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(part, "wb")  # noqa: SIM115
+        with fh:
             fh.write(data)
             fh.flush()
             if durable:

@@ -147,7 +147,7 @@ def connection_error(
     hint = None
     if via:
         hint = "check the proxy (HTTPS_PROXY, HTTP_PROXY) or list the host in NO_PROXY"
-    if " 407" in str(exc):  # a CONNECT the proxy refused for want of credentials
+    if via and " 407" in str(exc):  # a CONNECT the proxy refused for want of credentials
         hint = PROXY_AUTH_HINT
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
         hint = (

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import http.client
 import re
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -338,12 +337,10 @@ def _translate(exc: BaseException, url: str, proxy: str | None, connected: bool)
     if not isinstance(exc, Exception) or isinstance(exc, ConfigError):
         return exc  # KeyboardInterrupt and the like pass through unchanged
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         return (ReadTimeout if connected else ConnectTimeout)("timed out", url)
     if "Tunnel connection failed" in text:
         return ProxyError(text, url)
-    if isinstance(exc, http.client.RemoteDisconnected | http.client.BadStatusLine):
-        return RemoteProtocolError(text, url)
     if isinstance(exc, http.client.HTTPException):
         return RemoteProtocolError(text, url)
     if isinstance(exc, OSError):

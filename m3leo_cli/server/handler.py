@@ -147,24 +147,29 @@ class HubHandler(BaseHandler):
         if doc.get("operation") != "download":
             self._reply(403, P.lfs_error("m3leo serve is read-only"), P.LFS_MEDIA)
         snap = index.snapshot()
-        host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
-        real = self.hub.real
         answers = []
         for oid, size in objects:
             entry = P.lfs_object(snap, oid)
             if entry is None or entry.size != size:
                 answers.append({"oid": oid, "size": size, "error": P.LFS_MISSING})
                 continue
-            lfs = P.lfs_content_path(route.org, route.name, entry.sha256 or "", entry.path)
-            href = f"http://{host}:{self.hub.content_port}{lfs}"
-            action: dict[str, object] = {"href": href}
-            if real is not None:  # signed and expiring, like the Hub's CDN links
-                action["href"] = href + "?" + real.sign(unquote(lfs))
-                action["expires_in"] = int(real.link_ttl)
+            action: dict[str, object] = {"href": self._content_link(route, oid, entry.path)}
+            if self.hub.real is not None:
+                action["expires_in"] = int(self.hub.real.link_ttl)
             answers.append({"oid": oid, "size": size, "authenticated": True,
                             "actions": {"download": action}})  # fmt: skip
         doc = {"transfer": "basic", "objects": answers, "hash_algo": "sha256"}
         self._reply(200, json.dumps(doc, separators=(",", ":")).encode(), P.LFS_MEDIA)
+
+    def _content_link(self, route: Any, sha256: str, path: str) -> str:
+        """Where an LFS file's bytes are, on the host the client used: what a resolve redirects
+        to and a batch answers (signed, expiring, in real-Hub mode like the Hub's CDN links)."""
+        host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
+        lfs = P.lfs_content_path(route.org, route.name, sha256, path)
+        link = f"http://{host}:{self.hub.content_port}{lfs}"
+        if self.hub.real is not None:
+            link += "?" + self.hub.real.sign(unquote(lfs))
+        return link
 
     def _resolve(self, index: RepoIndex, route: Any, faults: Faults) -> None:
         path = route.path
@@ -181,16 +186,11 @@ class HubHandler(BaseHandler):
             return
         if entry.sha256 is None:
             self._send_file(entry, faults, commit)
-        host = P.clean_host(self.headers.get("Host"), self.hub._netloc).rsplit(":", 1)[0]
-        lfs = P.lfs_content_path(route.org, route.name, entry.sha256 or "", path)
-        location = f"http://{host}:{self.hub.content_port}{lfs}"
-        if self.hub.real is not None:  # a signed link that expires, like the Hub's CDN links
-            location += "?" + self.hub.real.sign(unquote(lfs))
         self._reply(
             302,
             headers={
                 **commit,
-                "Location": location,
+                "Location": self._content_link(route, entry.sha256 or "", path),
                 "ETag": f'"{entry.sha256}"',
                 "X-Linked-Etag": f'"{entry.sha256}"',
                 "X-Linked-Size": str(entry.size),

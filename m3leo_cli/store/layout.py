@@ -93,8 +93,21 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a rename into it) durable; best effort where a filesystem or a
+    platform cannot fsync a folder."""
+    import os
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

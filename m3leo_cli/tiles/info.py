@@ -115,7 +115,7 @@ def locate_tile(
         raise BadTileIdError("no tile id given")
     tid = ids[0]
     ed = spec.get_edition(edition).name
-    regs = [spec.get_region(r, ed).name for r in regions] or list(spec.region_names(ed))
+    regs = spec.resolve_regions(regions, ed)
     store = Store(settings.data_dir)
     found = _manifests(store, ed, regs)
     filt = (pc.field("tile_id") == tid) & (pc.field("kind") == "tile")
