@@ -182,3 +182,30 @@ def test_catalog_warnings_are_shown_and_hostile_paths_never_written(
     assert local_files(data_dir) == expected_files(info, "gssic")  # the rest, all of it
     assert not list(data_dir.parent.rglob("evil*")) and not (data_dir / "etc").exists()
     assert not (data_dir / "miniset" / "europe" / "etc").exists()
+
+
+def test_the_progress_bar_draws_on_events_without_a_thread_of_its_own(monkeypatch) -> None:
+    """A download with a bar on a terminal runs no thread besides its own: its processes can be
+    forked (fetch/processes.py). The bar still shows bytes and files as they arrive."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from m3leo_cli.cli import cmd_download
+    from m3leo_cli.progress import ProgressEvent
+
+    screen = io.StringIO()
+    term = Console(file=screen, force_terminal=True, width=120)
+    monkeypatch.setattr(cmd_download, "err_console", lambda: term)
+    before = threading.active_count()
+    bar = cmd_download._Bar("download")
+    try:
+        assert threading.active_count() == before
+        bar.update(ProgressEvent("start", "download", total_files=2, total_bytes=2_000_000))
+        bar.shown = 0.0  # as if the last redraw were long ago
+        bar.update(ProgressEvent("advance", "download", files=1, bytes=1_000_000))
+        assert threading.active_count() == before
+    finally:
+        bar.close()
+    assert "1/2 files" in screen.getvalue() and "1.0/2.0 MB" in screen.getvalue()

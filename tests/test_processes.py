@@ -33,7 +33,7 @@ def info(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 @pytest.fixture(autouse=True)
 def _small_runs_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", 1)  # the test source is small
+    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", {"fork": 1, "spawn": 1})  # small source
 
 
 def test_two_processes_fetch_exactly_what_one_does(info, tmp_path) -> None:
@@ -80,7 +80,8 @@ def test_children_die_with_a_killed_parent(info, tmp_path) -> None:
     with serve(info, Faults(latency_ms=300)) as srv:
         env = {**os.environ, "HF_ENDPOINT": srv.url, "M3LEO_DATA_DIR": str(tmp_path),
                "M3LEO_PROCESSES": "2", "M3LEO_TEST_MARKER": marker}  # fmt: skip
-        code = ("from m3leo_cli.fetch import processes; processes.MIN_FILES_PER_PROCESS = 1; "
+        code = ("from m3leo_cli.fetch import processes; "
+                "processes.MIN_FILES_PER_PROCESS = {'fork': 1, 'spawn': 1}; "
                 "from m3leo_cli.cli import main; main(['download', '--edition', 'miniset', "
                 "'--region', 'europe', '-m', 'gssic', '-m', 's1grd', '-q'])")  # fmt: skip
         proc = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -89,6 +90,9 @@ def test_children_die_with_a_killed_parent(info, tmp_path) -> None:
             while time.monotonic() < deadline and len(_marked(marker)) < 3:
                 time.sleep(0.05)
             assert len(_marked(marker)) >= 3, "the parent and its two children"
+            # the command runs no other thread: its children are forks of it, not fresh
+            # interpreters (which would run multiprocessing's spawn_main)
+            assert not any(b"spawn_main" in _cmdline(pid) for pid in _marked(marker))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -96,6 +100,25 @@ def test_children_die_with_a_killed_parent(info, tmp_path) -> None:
         while time.monotonic() < deadline and _marked(marker):
             time.sleep(0.05)
     assert _marked(marker) == [], "no download process outlives its parent"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_children_are_forked_only_from_a_process_with_no_other_thread() -> None:
+    """A fork copies the locks other threads hold (the console's, a logger's): with another
+    thread running, children are spawned instead."""
+    code = ("import threading, sys; from m3leo_cli.fetch.processes import start_method; "
+            "a = start_method(); e = threading.Event(); "
+            "t = threading.Thread(target=e.wait); t.start(); b = start_method(); e.set(); "
+            "t.join(); print(a, b, start_method())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    want = "fork spawn fork" if sys.platform.startswith("linux") else "spawn spawn spawn"
+    assert out.stdout.split() == want.split()
 
 
 def _marked(marker: str) -> list[int]:
@@ -133,7 +156,7 @@ def test_processes_follow_the_cores_this_run_may_use_with_a_few_transfers_each(
 ) -> None:
     """Unset, the processes are the cores this process may run on (its affinity: a cluster
     job's share), never so many that one gets fewer than 4 transfers; set, they are as set."""
-    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", 512)  # as shipped
+    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", {"fork": 512, "spawn": 512})
     auto = load_settings({"data_dir": tmp_path}, env={})
     cores = processes.usable_cores()
     assert 1 <= cores <= (os.cpu_count() or 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -62,7 +63,13 @@ KeepShards = Annotated[
 
 
 class _Bar:
-    """One rich bar on stderr for bytes, with rate, ETA and the file count (terminals only)."""
+    """One rich bar on stderr for bytes, with rate, ETA and the file count (terminals only).
+
+    It redraws on the run's own events (at most :attr:`EVERY` seconds apart), not from a
+    thread of its own: a process with no other thread can fork its download processes
+    (fetch/processes.py) instead of spawning them."""
+
+    EVERY = 0.1  # seconds between two redraws
 
     def __init__(self, label: str) -> None:
         from rich.progress import (
@@ -83,7 +90,9 @@ class _Bar:
             TextColumn("{task.fields[files]}"),
             console=err_console(),
             transient=True,
+            auto_refresh=False,
         )
+        self.shown = 0.0  # when the bar was last drawn (monotonic seconds)
         self.done = 0
         self.total: int | None = None
         self.task = self.p.add_task(label, total=None, files="")
@@ -96,6 +105,12 @@ class _Bar:
         elif event.kind == "advance":
             self.done += event.files
             self.p.update(self.task, advance=event.bytes, files=self._files())
+        else:
+            return
+        now = time.monotonic()
+        if event.kind == "start" or now - self.shown >= self.EVERY:
+            self.shown = now
+            self.p.refresh()
 
     def _files(self) -> str:
         return f"{self.done}/{self.total if self.total is not None else '?'} files"

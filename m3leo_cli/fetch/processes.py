@@ -7,6 +7,11 @@ Children send their progress and each finished file back through a queue and the
 the end; the parent merges them, so callers see one run. A child dies with its parent
 (``PR_SET_PDEATHSIG`` on Linux) and stops when the parent is gone, so a killed run never leaves
 writers behind that the next run's store lock cannot see.
+
+Children are forked where that is safe (Linux, and this process runs no other Python thread
+whose locks a child could inherit held): a fork costs milliseconds where a fresh interpreter
+costs ~0.2 s of imports, which is what lets two processes pay off from a few hundred files.
+Elsewhere they are spawned.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import multiprocessing
 import os
 import queue as queue_mod
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,9 +33,10 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .runner import DownloadSummary
 from .transfer import FileJob
 
-# below this a child's start-up (~0.2 s, a fresh interpreter) costs more than it saves: two
-# processes pay off from about a thousand files (docs/benchmarks.md)
-MIN_FILES_PER_PROCESS = 512
+# below this a child's start costs more than it saves (docs/benchmarks.md): a forked child
+# (milliseconds) pays off from a few hundred files, a spawned one (~0.2 s, a fresh interpreter
+# importing the package) from about a thousand
+MIN_FILES_PER_PROCESS = {"fork": 200, "spawn": 512}
 MIN_THREADS_PER_PROCESS = 4  # fewer, and a process's threads cannot hide its round trips
 
 
@@ -40,7 +48,16 @@ def plan_processes(settings: Settings, to_fetch: int, workers: int) -> int:
         wanted = settings.processes
     else:
         wanted = min(usable_cores(), max(1, workers // MIN_THREADS_PER_PROCESS))
-    return max(1, min(wanted, to_fetch // MIN_FILES_PER_PROCESS))
+    return max(1, min(wanted, to_fetch // MIN_FILES_PER_PROCESS[start_method()]))
+
+
+def start_method() -> str:
+    """ "fork" on Linux while no other Python thread runs (one could hold a lock, of the console
+    or a logger, that the child would inherit held forever), else "spawn". macOS is spawned:
+    its system libraries are not safe to use in a forked child."""
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def usable_cores() -> int:
@@ -62,7 +79,7 @@ def run_jobs_processes(
     most: int | None = None,
 ) -> DownloadSummary:
     """Like :func:`~.runner.run_jobs` over ``processes`` child processes (every n-th job each)."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx: Any = multiprocessing.get_context(start_method())
     channel: Any = ctx.Queue()
     budgets = settings.budgets
     share = dataclasses.replace(
