@@ -1,10 +1,12 @@
-"""Benchmark: the HTTP engine alone, httpx against the standard library's http.client.
+"""Benchmark: the HTTP engine alone: httpx, the standard library's http.client and m3leo's own
+(hub/http11.py under hub/wire.py).
 
 The same nginx site as bench_wire.py (the miniset region, a 302 per file to the content port),
 the same work per file in both: GET the resolve URL without following it, GET the content URL,
 write the body to ``<name>.part`` while hashing it with sha256, rename. 16 threads share one
 ``httpx.Client`` in the first, a keep-alive ``http.client`` connection per thread and host in
-the second (what hub/wire.py does). Each runs in a fresh process, best of ``--repeat``.
+the second (what hub/wire.py did before), one ``Wire`` (its keep-alive pools) in the third.
+Each runs in a fresh process, best of ``--repeat``.
 This is the measurement behind the choice of engine in docs/design.md.
 
     .venv/bin/python benchmarks/bench_engines.py [--threads 16] [--repeat 3]
@@ -51,6 +53,22 @@ if engine == "httpx":
         loc = urljoin(url, r.headers.get("location", url))
         with client.stream("GET", loc) as resp:
             save(dest, resp.iter_raw())
+elif engine == "m3leo (http11)":
+    from m3leo_cli.config import load_settings
+    from m3leo_cli.hub.wire import Wire
+    wire = Wire(load_settings({}, env={}), pool=64)
+    hdrs = {"user-agent": "bench", "accept-encoding": "identity"}
+    def body(r):
+        view = local.__dict__.setdefault("buf", memoryview(bytearray(1 << 20)))
+        while n := r.readinto(view):
+            yield view[:n]
+    def one(job):
+        url, dest = job
+        r = wire.send("GET", url, hdrs)
+        loc = urljoin(url, r.headers.get("location") or url)
+        r.discard()
+        with wire.send("GET", loc, hdrs) as r:
+            save(dest, body(r))
 else:
     def conn(u):
         pool = local.__dict__.setdefault("pool", {})
@@ -79,6 +97,9 @@ print(time.perf_counter() - t0)
 """
 
 
+ENGINES = ("httpx", "http.client", "m3leo (http11)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", type=int, default=99)
@@ -95,7 +116,7 @@ def main() -> None:
     best: dict[str, float] = {}
     with nginx_hub.Nginx(conf):
         for _ in range(args.repeat):
-            for engine in ("httpx", "http.client"):
+            for engine in ENGINES:
                 out = work / engine
                 shutil.rmtree(out, ignore_errors=True)
                 res = subprocess.run(
@@ -106,8 +127,10 @@ def main() -> None:
                 best[engine] = min(best.get(engine, s), s)
     print(f"{len(files)} files, {args.threads} threads, resolve + content GET + write + sha256")
     for engine, s in best.items():
-        print(f"{engine:12} {s:6.2f} s  {len(files) / s:6.0f} files/s")
-    print(f"http.client / httpx: {best['httpx'] / best['http.client']:.2f}x")
+        print(f"{engine:15} {s:6.2f} s  {len(files) / s:6.0f} files/s")
+    for engine in ENGINES[1:]:
+        print(f"{engine} / httpx: {best['httpx'] / best[engine]:.2f}x")
+    print(f"m3leo (http11) / http.client: {best['http.client'] / best['m3leo (http11)']:.2f}x")
 
 
 if __name__ == "__main__":

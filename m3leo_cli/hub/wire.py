@@ -1,14 +1,12 @@
-"""The HTTP/1.1 engine under :class:`~m3leo_cli.hub.client.HubClient`: the standard library's
-``http.client`` with a keep-alive pool per route.
+"""The HTTP engine under :class:`~m3leo_cli.hub.client.HubClient`: HTTP/1.1 connections
+(:mod:`.http11`) in a keep-alive pool per route.
 
 Why not httpx here: measured against nginx on this project's 2-core machine, a resolve (302)
-plus a content GET per file, written and sha256-hashed, runs at ~820 files/s on ``http.client``
-with 16 threads and at ~270 files/s on an ``httpx.Client`` with the same threads
-(benchmarks/bench_engines.py, docs/benchmarks.md). httpx parses every response in pure Python
-(h11) and copies each body chunk; ``http.client`` reads the status line and headers with
-C-level ``readline`` and ``readinto`` fills the caller's buffer directly. It is also ~100 ms less
-to import before the first request. httpx stays the project's client for other services (Earth
-Engine REST).
+plus a content GET per file, written and sha256-hashed, runs at ~270 files/s on an
+``httpx.Client`` with 16 threads (it parses every answer in pure Python, h11, and copies each
+body chunk), ~820 files/s on the standard library's ``http.client`` and ~1,200 files/s on
+:mod:`.http11` (benchmarks/bench_engines.py, docs/benchmarks.md). httpx stays the project's
+client for other services (Earth Engine REST).
 
 What the engine does, and only that: one pooled connection per request at a time (threads
 share the pool), routes straight to the host or through the scheme's proxy (``netenv``;
@@ -21,7 +19,6 @@ client's. Failures are :class:`TransportError` subclasses carrying the URL of th
 from __future__ import annotations
 
 import base64
-import http.client
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -31,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
+from .http11 import Answer, Connection, Disconnected, ProtocolError, authority
 from .netenv import proxy_for, proxy_route, ssl_context
 
 _LINK = re.compile(r"<([^>]*)>\s*;([^,]*)")
@@ -79,30 +77,28 @@ class ReadError(TransportError):
 
 
 class Headers(Mapping[str, str]):
-    """Case-insensitive view of a response's headers (names listed in lower case)."""
+    """Case-insensitive view of an answer's headers (names listed in lower case; a repeated
+    header's values joined by ", ")."""
 
-    __slots__ = ("_msg",)
+    __slots__ = ("_fields",)
 
-    def __init__(self, msg: http.client.HTTPMessage) -> None:
-        self._msg = msg
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._msg.get(name, default)
+        return self._fields.get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
-        value = self._msg.get(name)
-        if value is None:
-            raise KeyError(name)
-        return str(value)
+        return self._fields[name.lower()]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._msg
+        return isinstance(name, str) and name.lower() in self._fields
 
     def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys(k.lower() for k in self._msg.keys()))
+        return iter(self._fields)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self._fields)
 
 
 class Response:
@@ -112,12 +108,12 @@ class Response:
     closes it otherwise (a body cut short must never be read as the next answer).
     """
 
-    def __init__(self, wire: Wire, key: tuple, conn: Any, raw: Any, url: str) -> None:
-        self._wire, self._key, self._conn, self._raw = wire, key, conn, raw
+    def __init__(self, wire: Wire, key: tuple, conn: Connection, raw: Answer, url: str) -> None:
+        self._wire, self._key, self._raw = wire, key, raw
+        self._conn: Connection | None = conn
         self.url = url
-        self._broken = False  # a read failed: the connection must not carry another request
         self.status_code: int = raw.status
-        self.headers = Headers(raw.msg)
+        self.headers = Headers(raw.headers)
 
     @property
     def is_success(self) -> bool:
@@ -137,30 +133,22 @@ class Response:
     def readinto(self, buf: Any) -> int:
         """Fill ``buf`` (a writable buffer) with body bytes; 0 at the end of the body."""
         try:
-            return self._readinto(buf)
-        except BaseException:
-            self._broken = True
+            return self._raw.readinto(buf)
+        except BaseException as exc:
+            conn, self._conn = self._conn, None  # a failed read: the connection is done
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
+                raise ReadTimeout("timed out", self.url) from None
+            if isinstance(exc, ProtocolError):
+                raise RemoteProtocolError(str(exc), self.url) from None
+            if isinstance(exc, OSError):
+                raise ReadError(f"{exc or type(exc).__name__}", self.url) from None
             raise
-
-    def _readinto(self, buf: Any) -> int:
-        try:
-            n = int(self._raw.readinto(buf))
-            if not n and len(buf) and self._raw.length:  # http.client returns 0 silently
-                raise RemoteProtocolError(
-                    f"connection closed with {self._raw.length} bytes of the body missing",
-                    self.url,
-                )
-            return n
-        except TimeoutError:
-            raise ReadTimeout("timed out", self.url) from None
-        except http.client.IncompleteRead as exc:
-            raise RemoteProtocolError(f"body ended early ({exc})", self.url) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise ReadError(f"{exc or type(exc).__name__}", self.url) from None
 
     def at_end(self) -> bool:
         """True once the whole body was read (the connection can carry the next request)."""
-        return bool(self._raw.isclosed())
+        return self._raw.isclosed()
 
     def iter_bytes(self, size: int = 1 << 20) -> Iterator[bytes]:
         buf = bytearray(size)
@@ -196,11 +184,10 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._raw.isclosed() and not self._raw.will_close and not self._broken:
+        if conn.reusable():  # a body cut short must never be read as the next answer
             self._wire._put(self._key, conn)
         else:
             conn.close()
-            self._raw.close()
 
     def __enter__(self) -> Response:
         return self
@@ -230,15 +217,17 @@ class Wire:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise UnsupportedProtocol(f"cannot fetch {scheme or 'a'}:// URLs", url)
-        port = parts.port or (443 if scheme == "https" else 80)
+        default = 443 if scheme == "https" else 80
+        port = parts.port or default
         proxy = self._route(scheme, parts.hostname, port)
         key = (scheme, parts.hostname, port, proxy)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        host = authority(parts.hostname, port, default)
         hdrs = dict(headers)
         if proxy is not None and scheme == "http":
-            target = f"http://{parts.netloc.rpartition('@')[2]}{target}"  # absolute form
+            target = f"http://{host}{target}"  # absolute form
             auth = _proxy_auth(proxy)
             if auth:
                 hdrs["proxy-authorization"] = auth
@@ -251,9 +240,8 @@ class Wire:
                     conn.close()
                     raise _translate(exc, url, proxy, connected=False) from None
             try:
-                conn.request(method, target, body=body, headers=hdrs)
-                raw = conn.getresponse()
-            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected) as exc:
+                raw = conn.request(method, target, host, hdrs, body)
+            except (BrokenPipeError, ConnectionResetError, Disconnected) as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection: a fresh one
@@ -272,7 +260,7 @@ class Wire:
                 conn.close()
 
     # ------------------------------------------------------------------ pool
-    def _get(self, key: tuple, fresh: bool = False) -> tuple[Any, bool]:
+    def _get(self, key: tuple, fresh: bool = False) -> tuple[Connection, bool]:
         with self._lock:
             conns = self._idle.get(key)
             if conns and not fresh:
@@ -280,7 +268,7 @@ class Wire:
             self.connections += 1
         return self._connection(key), False
 
-    def _put(self, key: tuple, conn: Any) -> None:
+    def _put(self, key: tuple, conn: Connection) -> None:
         with self._lock:
             conns = self._idle.setdefault(key, [])
             if len(conns) < self.pool:
@@ -288,23 +276,17 @@ class Wire:
                 return
         conn.close()
 
-    def _connection(self, key: tuple) -> Any:
+    def _connection(self, key: tuple) -> Connection:
         scheme, host, port, proxy = key
+        context = self._context() if scheme == "https" else None
         if proxy is None:
-            if scheme == "https":
-                return http.client.HTTPSConnection(
-                    host, port, timeout=self.timeout, context=self._context()
-                )
-            return http.client.HTTPConnection(host, port, timeout=self.timeout)
+            return Connection(host, port, self.timeout, context)
         phost, pport = proxy_route(proxy)
         if scheme == "http":
-            return http.client.HTTPConnection(phost, pport, timeout=self.timeout)
-        conn = http.client.HTTPSConnection(
-            phost, pport, timeout=self.timeout, context=self._context()
-        )
+            return Connection(phost, pport, self.timeout)
         auth = _proxy_auth(proxy)
-        conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
-        return conn
+        tunnel = (host, port, {"Proxy-Authorization": auth} if auth else {})
+        return Connection(phost, pport, self.timeout, context, tunnel=tunnel)
 
     def _route(self, scheme: str, host: str, port: int) -> str | None:
         """The proxy for a host, or None; decided once per host (NO_PROXY is parsed once)."""
@@ -333,7 +315,7 @@ def _proxy_auth(proxy: str) -> str | None:
 
 
 def _translate(exc: BaseException, url: str, proxy: str | None, connected: bool) -> BaseException:
-    """The engine's error for what ``http.client``/``socket``/``ssl`` raised."""
+    """The engine's error for what :mod:`.http11`, ``socket`` or ``ssl`` raised."""
     if not isinstance(exc, Exception) or isinstance(exc, ConfigError):
         return exc  # KeyboardInterrupt and the like pass through unchanged
     text = str(exc) or type(exc).__name__
@@ -341,7 +323,7 @@ def _translate(exc: BaseException, url: str, proxy: str | None, connected: bool)
         return (ReadTimeout if connected else ConnectTimeout)("timed out", url)
     if "Tunnel connection failed" in text:
         return ProxyError(text, url)
-    if isinstance(exc, http.client.HTTPException):
+    if isinstance(exc, ProtocolError):
         return RemoteProtocolError(text, url)
     if isinstance(exc, OSError):
         if not connected:
