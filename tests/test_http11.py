@@ -274,3 +274,25 @@ def test_a_reset_while_reading_the_body_is_a_read_error() -> None:
             body_of(resp)
     finally:
         listener.close()
+
+
+def test_a_body_of_known_length_fills_the_buffer_in_one_read() -> None:
+    """A tile smaller than the reader's buffer arrives in one call (the transfer then never
+    writes a resume note for it), however many pieces the network cut it into."""
+    payload = bytes(range(256)) * 64
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+    with scripted(Scripted([answer], piece=1000)) as srv:
+        with wire().send("GET", srv.url, {}) as resp:
+            buf = bytearray(1 << 20)
+            assert resp.readinto(buf) == len(payload) and bytes(buf[: len(payload)]) == payload
+            assert resp.at_end() and resp.readinto(buf) == 0
+
+
+def test_bytes_that_came_before_a_failure_are_returned_before_it() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100
+    with scripted(Scripted([answer], close_after={0})) as srv:
+        with wire().send("GET", srv.url, {}) as resp:
+            buf = bytearray(4096)
+            assert resp.readinto(buf) == 100
+            with pytest.raises(RemoteProtocolError, match="900 bytes of the body missing"):
+                resp.readinto(buf)

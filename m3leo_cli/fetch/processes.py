@@ -38,6 +38,8 @@ from .transfer import FileJob
 # importing the package) from about a thousand
 MIN_FILES_PER_PROCESS = {"fork": 200, "spawn": 512}
 MIN_THREADS_PER_PROCESS = 4  # fewer, and a process's threads cannot hide its round trips
+OUTBOX_SIZE = 256  # a child's progress and file messages travel to the parent this many
+OUTBOX_SECONDS = 0.1  # or this often (a bar redrawn ten times a second sees them all)
 
 
 def plan_processes(settings: Settings, to_fetch: int, workers: int) -> int:
@@ -126,11 +128,9 @@ def run_jobs_processes(
                             "re-run the same command: finished files are kept and parts resume",
                         )
                 continue
-            if kind == "event":
-                progress(b)
-            elif kind == "file":
-                if on_file is not None:
-                    on_file(jobs[a], b)
+            if kind == "batch":
+                for item in b:
+                    _deliver(item, jobs, progress, on_file)
             elif kind == "done":
                 summary.merge(b)
                 done.add(a)
@@ -150,6 +150,20 @@ def run_jobs_processes(
     if error is not None:
         raise error
     return summary
+
+
+def _deliver(
+    item: tuple,
+    jobs: Sequence[FileJob],
+    progress: ProgressCallback,
+    on_file: Callable[[FileJob, str], None] | None,
+) -> None:
+    """One message from a child's batch: a progress event, or a file's outcome."""
+    kind, a, b = item
+    if kind == "event":
+        progress(b)
+    elif on_file is not None:
+        on_file(jobs[a], b)
 
 
 def _stop(children: list[Any], done: set[int]) -> None:
@@ -196,13 +210,16 @@ def _child(
     from .runner import run_jobs
 
     where = {id(job): i for i, job in indexed}
+    outbox = _Outbox(channel)
 
     def progress(event: ProgressEvent) -> None:
-        if event.kind in ("advance", "message"):  # start/done are the parent's
-            channel.put(("event", k, event))
+        if event.kind == "advance":  # start/done are the parent's
+            outbox.put(("event", k, event))
+        elif event.kind == "message":  # a failure or a warning: shown now
+            outbox.put(("event", k, event), now=True)
 
     def on_file(job: FileJob, outcome: str) -> None:
-        channel.put(("file", where[id(job)], outcome))
+        outbox.put(("file", where[id(job)], outcome))
 
     try:
         with HubClient(settings) as client:
@@ -210,8 +227,43 @@ def _child(
             summary = run_jobs(
                 client, jobs, workers=workers, progress=progress, on_file=on_file, most=most
             )
+        outbox.flush()
         channel.put(("done", k, summary))
     except KeyboardInterrupt:
+        outbox.flush()
         channel.put(("interrupted", k, None))
     except M3leoError as exc:  # pickles as itself (M3leoError.__reduce__)
+        outbox.flush()
         channel.put(("error", k, exc))
+
+
+class _Outbox:
+    """A child's messages to the parent, sent :data:`OUTBOX_SECONDS` or :data:`OUTBOX_SIZE` at a
+    time: one queue message (a pickle, a pipe write, a wake-up of the queue's feeder thread)
+    per file would cost the child's workers the GIL hand-offs of a few more system calls
+    each."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.items: list[tuple] = []
+        self.lock = threading.Lock()
+        self.sent = time.monotonic()
+
+    def put(self, item: tuple, now: bool = False) -> None:
+        with self.lock:
+            self.items.append(item)
+            if not (
+                now
+                or len(self.items) >= OUTBOX_SIZE
+                or time.monotonic() - self.sent >= OUTBOX_SECONDS
+            ):
+                return
+            items, self.items = self.items, []
+            self.sent = time.monotonic()
+            self.channel.put(("batch", 0, items))
+
+    def flush(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        if items:
+            self.channel.put(("batch", 0, items))

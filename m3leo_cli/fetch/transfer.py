@@ -273,11 +273,12 @@ class Transfer:
         pending = 0
         hasher = self.hasher
         buf = _buffer()
-        fd = self._open_part(os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        # nothing hashed yet: the part starts empty (no fstat to check it)
+        fd = self._open_part(os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.have else os.O_TRUNC))
         flushed = self.have  # the first byte not yet handed to the kernel's writeback
         try:
-            if os.fstat(fd).st_size != self.have:  # never append to a part we did not hash
-                raise _BadRange("the part file changed under us")
+            if self.have and os.fstat(fd).st_size != self.have:  # never append to a part we
+                raise _BadRange("the part file changed under us")  # did not hash
             while want > 0:
                 n = resp.readinto(buf[: min(want, READ_SIZE)])
                 if not n:

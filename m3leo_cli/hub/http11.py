@@ -220,25 +220,45 @@ class Answer:
             keep = False  # the body runs to the connection's end
         self.will_close = not keep
         self.done = self.length == 0
+        self._failed: BaseException | None = None  # raised by the next read
 
     def readinto(self, buf: Any) -> int:
-        """Fill ``buf`` with body bytes; 0 at the body's end."""
+        """Fill ``buf`` with body bytes (all of it, or up to the body's end, when the body has a
+        length); 0 at the body's end.
+
+        A body of known length fills the buffer in one call, as many socket reads as that
+        takes: a tile smaller than the buffer arrives in one call, so the caller never keeps
+        a resume note for a file it finishes at once. A failure after some bytes came returns
+        those bytes first and is raised by the next call."""
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
         view = memoryview(buf).cast("B")
         if self.done or not len(view):
             return 0
         if self.chunked:
             return self._read_chunked(view)
-        if self.length is not None:
-            view = view[: self.length]
-        n = self.conn._readinto(view)
-        if self.length is not None:
-            if not n:
-                raise BodyEnded(f"connection closed with {self.length} bytes of the body missing")
-            self.length -= n
-            self.done = self.length == 0
-        elif not n:
-            self.done = True
-        return n
+        if self.length is None:  # to the connection's end: what the socket has now
+            n = self.conn._readinto(view)
+            self.done = not n
+            return n
+        view = view[: self.length]
+        got = 0
+        try:
+            while got < len(view):
+                n = self.conn._readinto(view[got:])
+                if not n:
+                    raise BodyEnded(
+                        f"connection closed with {self.length - got} bytes of the body missing"
+                    )
+                got += n
+        except (OSError, ProtocolError) as exc:
+            if not got:
+                raise
+            self._failed = exc
+        self.length -= got
+        self.done = self.length == 0
+        return got
 
     def _read_chunked(self, view: memoryview) -> int:
         conn = self.conn
