@@ -4,7 +4,7 @@
 Why not httpx here: measured against nginx on this project's 2-core machine, a resolve (302)
 plus a content GET per file, written and sha256-hashed, runs at ~270 files/s on an
 ``httpx.Client`` with 16 threads (it parses every answer in pure Python, h11, and copies each
-body chunk), ~820 files/s on the standard library's ``http.client`` and ~1,200 files/s on
+body chunk), ~830 files/s on the standard library's ``http.client`` and ~970 files/s on
 :mod:`.http11` (benchmarks/bench_engines.py, docs/benchmarks.md). httpx stays the project's
 client for other services (Earth Engine REST).
 
