@@ -214,6 +214,13 @@ def test_bytes_beyond_the_announced_body_end_the_connection() -> None:
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\nabc\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\nhello".encode("latin-1"),
+        "HTTP/1.1 2\u00b20 OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1"),
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + OK,
     ],
 )
 def test_answers_that_are_not_http_are_protocol_errors(answer: bytes) -> None:
@@ -296,3 +303,56 @@ def test_bytes_that_came_before_a_failure_are_returned_before_it() -> None:
             assert resp.readinto(buf) == 100
             with pytest.raises(RemoteProtocolError, match="900 bytes of the body missing"):
                 resp.readinto(buf)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+def test_framing_that_smells_of_smuggling_is_read_once_and_not_trusted_further(
+    answer: bytes,
+) -> None:
+    """Chunked beside a Content-Length, or in an HTTP/1.0 answer (RFC 9112, 6.1 and 6.3): the
+    chunks are the body, and the connection carries nothing more."""
+    with scripted(Scripted([answer, OK])) as srv:
+        w = wire()
+        assert body_of(w.send("GET", srv.url, {})) == b"hello"
+        assert body_of(w.send("GET", srv.url, {})) == b"hello"
+    assert srv.connections == 2
+
+
+def test_a_folded_header_is_unfolded_and_a_repeated_one_keeps_its_first_value() -> None:
+    answer = (
+        b'HTTP/1.1 200 OK\r\nX-Note: one\r\n  two\r\nETag: "a"\r\nETag: "b"\r\n'
+        b"Content-Length: 0\r\n\r\n"
+    )
+    with scripted(Scripted([answer])) as srv:
+        with wire().send("GET", srv.url, {}) as resp:
+            assert resp.headers["x-note"] == "one two"
+            assert resp.headers["etag"] == '"a"'
+
+
+def test_a_target_with_spaces_or_other_scripts_is_sent_percent_encoded() -> None:
+    with scripted(Scripted([OK])) as srv:
+        body_of(wire().send("GET", srv.url + "/a b/\u00e9t\u00e9%20x?q=1", {}))
+    assert srv.requests[0].startswith(b"GET /a%20b/%C3%A9t%C3%A9%20x?q=1 HTTP/1.1\r\n")
+
+
+def test_bytes_a_proxy_sends_after_accepting_a_tunnel_end_the_connection(tmp_path) -> None:
+    """What follows a CONNECT's 200 must be the TLS handshake: anything the proxy sent first
+    would otherwise be read as the answer."""
+    from m3leo_cli.hub.wire import ProxyError
+
+    accepted = b"HTTP/1.1 200 Connection established\r\n\r\nGARBAGE"
+    with scripted(Scripted([accepted], close_after={0})) as proxy:
+        settings = load_settings({"timeout": 5}, env={"HTTPS_PROXY": proxy.url})
+        w = Wire(settings)
+        _wires.append(w)
+        with pytest.raises((RemoteProtocolError, ProxyError), match="after accepting the tunnel"):
+            w.send("GET", "https://hub.example:443/api/x", {})
+    assert proxy.requests[0].startswith(b"CONNECT hub.example:443 HTTP/1.1\r\n")

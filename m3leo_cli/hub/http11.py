@@ -17,12 +17,22 @@ through a proxy. A body is never decoded: requests ask for ``identity``.
 
 from __future__ import annotations
 
+import re
 import socket
+import time
 from typing import Any
+from urllib.parse import quote
 
 HEAD_MAX = 65536  # bytes of status line and headers an answer may have
 LINE_MAX = 65536  # bytes of a chunk-size line or trailer line
 RECV = 65536  # bytes asked of the socket when filling the connection's own buffer
+FILL_SECONDS = 0.25  # a read that has bytes returns after this, full or not (progress, Ctrl-C)
+MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one, at most
+_OWS = " \t"  # the whitespace HTTP allows around values (not Python's wider idea of it)
+_DIGITS = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_TARGET_SAFE = "!#$%&'()*+,/:;=?@[]~"  # kept as they are: a target already encoded stays so
+_JOINED = frozenset({"link"})  # repeated, these are one list; other names keep their first value
 
 
 class ProtocolError(Exception):
@@ -82,6 +92,8 @@ class Connection:
         status, reason, _, _ = self._read_head()
         if status != 200:
             raise OSError(f"Tunnel connection failed: {status} {reason}")
+        if self._buf:  # the TLS handshake must be the next thing on the wire
+            raise ProtocolError("the proxy sent bytes after accepting the tunnel")
 
     def request(
         self,
@@ -92,7 +104,8 @@ class Connection:
         body: bytes | None = None,
     ) -> Answer:
         """Send one request and read its answer's head; the body is the answer's to read."""
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
+        # a redirect's Location may hold spaces or non-ASCII: sent percent-encoded (UTF-8)
+        lines = [f"{method} {quote(target, safe=_TARGET_SAFE)} HTTP/1.1", f"Host: {authority}"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r} has a line break in its value")
@@ -101,10 +114,14 @@ class Connection:
             lines.append(f"Content-Length: {len(body or b'')}")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.sock.sendall(data + body if body else data)
-        while True:
+        for _ in range(MAX_INFORMATIONAL + 1):
             status, reason, version, fields = self._read_head()
+            if status == 101:
+                raise ProtocolError("the server switched protocols, which was not asked for")
             if not 100 <= status < 200:
                 break  # 1xx (100 Continue, 103 Early Hints): the real answer follows
+        else:
+            raise ProtocolError(f"more than {MAX_INFORMATIONAL} informational answers")
         self.answer = Answer(self, method, status, reason, version, fields)
         return self.answer
 
@@ -147,21 +164,28 @@ class Connection:
                 if self._buf:
                     raise ProtocolError("the connection closed in the middle of an answer's head")
                 raise Disconnected("the server closed the connection without answering")
-        head = bytes(self._buf[:end]).decode("latin-1")
+        head = self._buf[:end].decode("latin-1")
         del self._buf[: end + 4]
         status_line, _, rest = head.partition("\r\n")
         version, _, tail = status_line.partition(" ")
         code, _, reason = tail.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not _DIGITS.fullmatch(code):
             raise ProtocolError(f"not an HTTP/1.1 answer: {status_line[:80]!r}")
         fields: dict[str, str] = {}
+        key = ""
         for line in rest.split("\r\n") if rest else ():
+            if line[:1] in (" ", "\t") and key:  # obs-fold: the previous value goes on
+                fields[key] = (fields[key] + " " + line.strip(_OWS)).strip(_OWS)
+                continue
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
+            if not sep or not name or name != name.strip(_OWS):
                 raise ProtocolError(f"a header line that is not one: {line[:80]!r}")
-            key, value = name.lower(), value.strip()
-            fields[key] = f"{fields[key]}, {value}" if key in fields else value
-        return int(code), reason.strip(), version, fields
+            key, value = name.lower(), value.strip(_OWS)
+            if key not in fields:
+                fields[key] = value
+            elif key in _JOINED or key == "content-length":  # (differing lengths: refused later)
+                fields[key] = f"{fields[key]}, {value}"
+        return int(code), reason.strip(_OWS), version, fields
 
     def _readline(self) -> bytes:
         """One CRLF-ended line of the body's framing (chunk sizes, trailers), without its end."""
@@ -182,9 +206,12 @@ class Connection:
         """Bytes for the body: first what the buffer holds, then straight from the socket."""
         if self._buf:
             n = min(len(view), len(self._buf))
-            view[:n] = self._buf[:n]
+            with memoryview(self._buf) as held:
+                view[:n] = held[:n]
             del self._buf[:n]
             return n
+        if self.sock is None:
+            raise BodyEnded("the connection was closed before the body's end")
         return int(self.sock.recv_into(view))
 
 
@@ -210,11 +237,14 @@ class Answer:
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             self.length = 0
         elif coding is not None:
-            self.chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
-            keep = keep and self.chunked  # any other coding runs to the connection's end
+            self.chunked = coding.rsplit(",", 1)[-1].strip(_OWS).lower() == "chunked"
+            # any other coding runs to the connection's end; chunked with a Content-Length too,
+            # or in an HTTP/1.0 answer, is framing to trust for this answer but no further
+            keep = keep and self.chunked and "content-length" not in fields
+            keep = keep and version != "HTTP/1.0"
         elif "content-length" in fields:
-            values = {v.strip() for v in fields["content-length"].split(",")}
-            if len(values) != 1 or not next(iter(values)).isdigit():
+            values = {v.strip(_OWS) for v in fields["content-length"].split(",")}
+            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
                 raise ProtocolError(f"a Content-Length that is not one: {values}")
             self.length = int(values.pop())
         else:
@@ -245,6 +275,7 @@ class Answer:
             return n
         view = view[: self.length]
         got = 0
+        began = time.monotonic()
         try:
             while got < len(view):
                 n = self.conn._readinto(view[got:])
@@ -253,6 +284,8 @@ class Answer:
                         f"connection closed with {self.length - got} bytes of the body missing"
                     )
                 got += n
+                if got < len(view) and time.monotonic() - began > FILL_SECONDS:
+                    break  # a slow link: hand over what came (progress, a cancel between reads)
         except (OSError, ProtocolError) as exc:
             if not got:
                 raise
@@ -264,11 +297,10 @@ class Answer:
     def _read_chunked(self, view: memoryview) -> int:
         conn = self.conn
         if not self._chunk:
-            size = conn._readline().split(b";", 1)[0].strip()
-            try:
-                self._chunk = int(size, 16)
-            except ValueError:
-                raise ProtocolError(f"a chunk size that is not one: {size[:20]!r}") from None
+            size = conn._readline().split(b";", 1)[0].strip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size):
+                raise ProtocolError(f"a chunk size that is not one: {size[:20]!r}")
+            self._chunk = int(size, 16)
             if not self._chunk:
                 while conn._readline():  # trailer fields, up to the empty line
                     pass
