@@ -44,6 +44,11 @@ def save(dest, chunks):
     os.close(fd)
     os.replace(part, os.path.join(out, dest))
 
+def body(r):  # readinto one buffer per thread (both http.client and m3leo's engine)
+    view = local.__dict__.setdefault("buf", memoryview(bytearray(1 << 20)))
+    while n := r.readinto(view):
+        yield view[:n]
+
 if engine == "httpx":
     import httpx
     client = httpx.Client(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
@@ -58,10 +63,6 @@ elif engine == "m3leo (http11)":
     from m3leo_cli.hub.wire import Wire
     wire = Wire(load_settings({}, env={}), pool=64)
     hdrs = {"user-agent": "bench", "accept-encoding": "identity"}
-    def body(r):
-        view = local.__dict__.setdefault("buf", memoryview(bytearray(1 << 20)))
-        while n := r.readinto(view):
-            yield view[:n]
     def one(job):
         url, dest = job
         r = wire.send("GET", url, hdrs)
@@ -75,10 +76,6 @@ else:
         if u.netloc not in pool:
             pool[u.netloc] = http.client.HTTPConnection(u.hostname, u.port)
         return pool[u.netloc]
-    def body(r):
-        view = local.__dict__.setdefault("buf", memoryview(bytearray(1 << 20)))
-        while n := r.readinto(view):
-            yield view[:n]
     def one(job):
         url, dest = job
         u = urlsplit(url)
