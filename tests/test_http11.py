@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Scripted:
 
     answers: list[bytes]
     piece: int = 0
+    pause: float = 0.0  # seconds between two pieces (a slow link)
     close_after: set[int] = field(default_factory=set)
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
@@ -59,7 +61,12 @@ def scripted(script: Scripted) -> Iterator[Scripted]:
                 answer = script.answers[n]
                 step = script.piece or len(answer) or 1
                 for i in range(0, len(answer), step):
-                    conn.sendall(answer[i : i + step])
+                    try:
+                        conn.sendall(answer[i : i + step])
+                    except OSError:
+                        return  # the client gave up on this answer
+                    if script.pause:
+                        time.sleep(script.pause)
                 if n in script.close_after:
                     conn.shutdown(socket.SHUT_RDWR)
                     return
@@ -356,3 +363,16 @@ def test_bytes_a_proxy_sends_after_accepting_a_tunnel_end_the_connection(tmp_pat
         with pytest.raises((RemoteProtocolError, ProxyError), match="after accepting the tunnel"):
             w.send("GET", "https://hub.example:443/api/x", {})
     assert proxy.requests[0].startswith(b"CONNECT hub.example:443 HTTP/1.1\r\n")
+
+
+def test_on_a_slow_link_a_read_hands_over_what_came_without_waiting_for_a_full_buffer() -> None:
+    """The transfer reports progress and sees a cancel between reads: a read that has bytes
+    returns after a quarter of a second rather than when the buffer is full (here the body
+    takes seconds to arrive)."""
+    payload = b"z" * 200_000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+    with scripted(Scripted([answer], piece=5000, pause=0.05)) as srv:
+        resp = wire().send("GET", srv.url, {})
+        n = resp.readinto(bytearray(1 << 20))
+        assert 0 < n < len(payload)
+        resp.close()  # the rest is not read: the connection goes, not back to the pool
