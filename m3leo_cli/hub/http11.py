@@ -12,7 +12,9 @@ benchmarks/bench_engines.py, docs/benchmarks.md).
 What it speaks (RFC 9112, client side, no pipelining): ``Content-Length``, ``chunked`` and
 read-until-close bodies; no body for ``HEAD``, 1xx, 204 and 304; 1xx answers skipped;
 keep-alive unless ``Connection: close`` (HTTP/1.0: unless not asked for); ``CONNECT`` tunnels
-through a proxy. A body is never decoded: requests ask for ``identity``.
+through a proxy. A body is never decoded: requests ask for ``identity``. Strict where laxness
+would let one answer's bytes pass for another's (docs/design.md, "Why not httpx on the Hub
+path").
 """
 
 from __future__ import annotations
@@ -259,8 +261,9 @@ class Answer:
 
         A body of known length fills the buffer in one call, as many socket reads as that
         takes: a tile smaller than the buffer arrives in one call, so the caller never keeps
-        a resume note for a file it finishes at once. A failure after some bytes came returns
-        those bytes first and is raised by the next call."""
+        a resume note for a file it finishes at once. On a slow link the call hands over what
+        came after :data:`FILL_SECONDS`. A failure after some bytes came returns those bytes
+        first and is raised by the next call."""
         if self._failed is not None:
             failed, self._failed = self._failed, None
             raise failed
