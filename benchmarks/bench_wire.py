@@ -13,8 +13,9 @@ folder, 16 connections each:
   transfers at once adapts).
 
 For m3leo the nginx access log splits the run into start-up (process start to first request),
-catalog (to the first file request: a resolve or a batch of links), transfer (to the last
-content answer) and finish (the filesystem sync that makes the run durable, and the exit).
+catalog (revision, tree, the split CSV and GeoJSON, the manifest built from them: up to the
+first file request, a batch of links or a tile's resolve), transfer (to the last content
+answer) and finish (the filesystem sync that makes the run durable, and the exit).
 Every run is repeated with 20 ms added to each
 request (the echo module). Each client starts after a ``sync``, so none pays for the previous
 one's dirty pages. Install: ``apt-get install nginx libnginx-mod-http-echo aria2``.
@@ -50,6 +51,7 @@ REPO = "M3LEO-miniset/europe"
 DATAKINDS = ("s1grd-2020", "s2rgbm-2020", "gssic", "esaworldcover-2020", "biomass-2020",
              "ghsbuilts-2020", "srtmdem")  # fmt: skip
 OUT = Path(__file__).resolve().parent / "out" / "wire"
+CATALOG_FILES = (".csv", ".geojson")  # what a catalog refresh resolves before any tile
 
 
 def source(tiles: int) -> Path:
@@ -113,14 +115,17 @@ def peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
 
 def file_requests(log: Path, since: float) -> tuple[float | None, float | None, float | None]:
     """Epoch times (nginx logs a request when its answer is sent) after ``since``: the first
-    request, the first file request (a resolve or a batch of links), the last content answer."""
+    request, the first file request (a batch of links, or a resolve of a tile), the last
+    content answer. The catalog's own resolves (the region's split CSV and GeoJSON, which the
+    manifest is built from) are the catalog's: the transfer starts after the manifest."""
     first = first_file = last_content = None
     for line in log.read_text().splitlines():
         t, _, uri = line.partition(" ")
         if float(t) < since:
             continue
         first = first if first is not None else float(t)
-        if first_file is None and ("/resolve/" in uri or uri.endswith("/lfs/objects/batch")):
+        tile = "/resolve/" in uri and not uri.endswith(CATALOG_FILES)
+        if first_file is None and (tile or uri.endswith("/lfs/objects/batch")):
             first_file = float(t)
         if uri.startswith("/lfs/"):
             last_content = float(t)
