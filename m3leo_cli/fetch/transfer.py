@@ -44,6 +44,7 @@ from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, Siz
 from ..hub.pacing import Retrier
 from ..hub.wire import TimeoutException, TransportError
 from ..store.journal import WRITEBACK_STEP, start_writeback
+from ..store.layout import open_in_folder
 
 if TYPE_CHECKING:
     from ..hub.client import HubClient
@@ -316,12 +317,7 @@ class Transfer:
                 self.on_bytes(pending)
 
     def _open_part(self, flags: int) -> int:
-        """Open the part file, making its folder on the first file there (no mkdir per file)."""
-        try:
-            return os.open(self.part, flags, 0o644)
-        except FileNotFoundError:
-            self.part.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.part, flags, 0o644)
+        return open_in_folder(self.part, flags)
 
     def _commit(self) -> None:
         if self.job.durable and not self._fsynced:

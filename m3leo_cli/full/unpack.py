@@ -27,7 +27,7 @@ from ..errors import DiskFullError, ShardError, StoreError, UnsafePathError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import TILE_ID_RE
 from ..store.journal import start_writeback
-from ..store.layout import safe_join
+from ..store.layout import open_in_folder, safe_join
 from .index import UNPACK_COLUMNS, footer_length
 
 if TYPE_CHECKING:
@@ -111,12 +111,8 @@ def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
     """
     part = dest.with_name(dest.name + ".part")
     try:
-        try:
-            fh = open(part, "wb")  # noqa: SIM115 - closed below, opened in two ways
-        except FileNotFoundError:  # the folder's first file: make it (no mkdir per file)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(part, "wb")  # noqa: SIM115
-        with fh:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        with os.fdopen(open_in_folder(part, flags, 0o666), "wb") as fh:  # as open(part, "wb")
             fh.write(data)
             fh.flush()
             if durable:

@@ -96,6 +96,18 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
         fsync_dir(path.parent)
 
 
+def open_in_folder(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that makes the file's folder when it is missing: the folder's first file pays
+    for the mkdir, the thousands after it do not (downloads and unpacks write many per folder)."""
+    import os
+
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, mode)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a folder's entries (a rename into it) durable; best effort where a filesystem or a
     platform cannot fsync a folder."""
