@@ -322,3 +322,66 @@ def test_the_hinted_repair_command_fixes_the_corrupt_tiles(
     res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
     assert res.code == 0, res.err
     assert len(list(out.rglob("*.npz"))) == len(repo.tiles)
+
+
+def test_the_same_layer_as_input_and_label_is_refused(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 27 finding 5: -m gssic --label gssic exported one "input" array, the label gone."""
+    out = tmp_path / "m"
+    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic",
+              "--label", "gssic")  # fmt: skip
+    assert res.code == 2, res.err
+    assert "Error: gssic is both an input (--modality gssic) and a label (--label gssic)" in (
+        res.err
+    )
+    assert "hint: name gssic once: drop it from --modality or from --label" in res.err
+    assert not out.exists()
+
+
+def _store_file(store: SourceInfo, data_dir: Path, datakind: str, tile: str) -> Path:
+    repo = store.repo("miniset", "europe")
+    return data_dir / "miniset" / "europe" / repo.tile_path(datakind, tile)
+
+
+def test_editing_a_geotiff_export_leaves_the_store_alone(
+    store: SourceInfo, tmp_path: Path, capsys, data_dir
+) -> None:
+    """Issue 27 (data lost): exported files were hard links, so editing one edited the store."""
+    import rasterio
+
+    tile = sorted(store.repo("miniset", "europe").tiles)[0]
+    src = _store_file(store, data_dir, "s1grd-2020", tile)
+    before = src.read_bytes()
+    out = tmp_path / "g"
+    res = run(capsys, "export", "-f", "geotiff", "-o", str(out), *SEL, "-m", "s1grd",
+              "--tiles", tile)  # fmt: skip
+    assert res.code == 0, res.err
+    (exported,) = out.rglob("*.tif")
+    assert exported.stat().st_ino != src.stat().st_ino and exported.stat().st_nlink == 1
+    with rasterio.open(exported, "r+") as d:  # what a GIS user does: set a nodata value
+        d.nodata = 0
+    assert exported.read_bytes() != before and src.read_bytes() == before
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["files_are"] == "copies"
+    res = run(capsys, "verify", *SEL, "-m", "s1grd", "--tiles", tile)
+    assert res.code == 0, res.err
+
+
+def test_link_opts_into_hard_links_and_says_so(
+    store: SourceInfo, tmp_path: Path, capsys, data_dir
+) -> None:
+    tile = sorted(store.repo("miniset", "europe").tiles)[0]
+    src = _store_file(store, data_dir, "s1grd-2020", tile)
+    out = tmp_path / "g"
+    res = run(capsys, "export", "-f", "geotiff", "-o", str(out), *SEL, "-m", "s1grd",
+              "--tiles", tile, "--link")  # fmt: skip
+    assert res.code == 0, res.err
+    (exported,) = out.rglob("*.tif")
+    assert exported.stat().st_ino == src.stat().st_ino
+    assert "hard links to the store" in res.err and "editing one edits the store" in res.err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["files_are"] == "hard links to the store"
+    res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "n"), *SEL, "-m", "s1grd",
+              "--link")  # fmt: skip
+    assert res.code == 2 and "--link goes with --format geotiff" in res.err

@@ -158,8 +158,9 @@ def test_geotiff_copies_the_original_files(source, tmp_path: Path) -> None:
             src = s.files[lay.name].path
             out = tmp_path / "o" / s.split / lay.name / src.name
             assert out.read_bytes() == src.read_bytes()
-            assert os.stat(out).st_ino == os.stat(src).st_ino  # same filesystem: a hard link
+            assert os.stat(out).st_ino != os.stat(src).st_ino  # a copy (issue 27): never linked
     meta = _check_metadata(tmp_path / "o", plan, "geotiff")
+    assert meta["files_are"] == "copies"
     assert len(meta["files"]) == 3 * len(plan.samples)
 
 

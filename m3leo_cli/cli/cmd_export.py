@@ -62,7 +62,7 @@ def export_cmd(
     out: Out,
     modality: Inputs = None,
     label: Labels = None,
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     split: Splits = None,
     year: Years = None,
@@ -122,6 +122,14 @@ def export_cmd(
             "--workers", "--max-workers", "-w", help="Decoding threads (default: settings)."
         ),
     ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link",
+            help="geotiff: hard-link the store's files instead of copying them (no extra space; "
+            "editing an exported file then edits the store).",
+        ),
+    ] = False,
     revision: Revision = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
@@ -145,7 +153,9 @@ def export_cmd(
     settings = settings_from(
         data_dir=data_dir, workers=workers, engine=engine, scheduler=scheduler, revision=revision
     )
-    sel = selection_from(edition, region, None, split, year, bbox, tiles, tiles_file, limit)
+    sel = selection_from(
+        edition, region, None, split, year, bbox, tiles, tiles_file, limit, settings=settings
+    )
     options = ExportOptions(
         format=format,
         out=out if is_url(out) else Path(out),
@@ -162,6 +172,7 @@ def export_cmd(
         workers=workers,
         command=_command_line(ctx),
         stats_file=stats_file,
+        link=link,
     )
     show = settings.progress_bars and not quiet and not json_out and err_console().is_terminal
     bar = _Bar() if show else None

@@ -35,6 +35,7 @@ class ExportOptions:
     workers: int | None = None  # decoding threads; None: min(cpu count, settings.workers)
     command: tuple[str, ...] = ()  # the command line, recorded in metadata.json only
     stats_file: Path | None = None  # --normalize: saved statistics from this file (--stats)
+    link: bool = False  # geotiff: hard-link store files instead of copying them (--link)
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two runs the same export (a re-run may complete it)."""

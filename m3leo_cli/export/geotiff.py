@@ -1,9 +1,12 @@
 """``geotiff``: the original tile files, byte for byte, as ``<split>/<datakind>/<tile>.<ext>``.
 
 For GIS users and for M3LEO's own loaders (the same folder-per-datakind layout). Files are
-hard-linked when the output is on the store's filesystem (no extra space; editing one edits
-the other), copied otherwise. Every file is checked against the manifest's sha256 on the way
-(or fully read when no checksum is known), so a corrupt source is reported, never exported.
+copies (a reflink where the filesystem can make one: ``copy_file_range`` shares the blocks
+copy-on-write on Btrfs and XFS), so editing an exported file never edits the store. ``--link``
+opts into hard links on the store's filesystem (no extra space; editing one edits the other:
+the console and metadata.json say so). Every file is checked against the manifest's sha256 on
+the way (or fully read when no checksum is known), so a corrupt source is reported, never
+exported.
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ from .samples import LayerFile, Sample
 DEFAULT_CRS = "EPSG:4326"  # every M3LEO raster (format spec section 3)
 
 
-def link_or_copy(src: Path, dst: Path) -> str:
-    """Hard-link ``src`` to ``dst`` (same filesystem) or copy it; returns "link" or "copy"."""
+def link_or_copy(src: Path, dst: Path, *, link: bool = False) -> str:
+    """Copy ``src`` to ``dst`` (or, with ``link``, hard-link it when both are on one
+    filesystem); returns "link" or "copy"."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     discard(dst)
+    if link:
+        try:
+            os.link(src, dst)
+            return "link"
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
     try:
-        os.link(src, dst)
-        return "link"
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-    try:
-        shutil.copyfile(src, dst)
+        copy_file(src, dst)
     except OSError as exc:
         discard(dst)
         if is_disk_full(exc):
@@ -44,9 +49,27 @@ def link_or_copy(src: Path, dst: Path) -> str:
     return "copy"
 
 
+def copy_file(src: Path, dst: Path) -> None:
+    """A byte copy that shares no inode with ``src``: ``copy_file_range`` first (the kernel
+    copies, or reflinks where the filesystem can), ``shutil.copyfile`` where it is refused."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except (OSError, AttributeError):  # no such call, another filesystem, an old kernel
+            done = -1
+    if done != size:
+        shutil.copyfile(src, dst)
+
+
 class GeoTiffExporter(Exporter):
     name = "geotiff"
-    summary = "the original .tif/.nc files by split and datakind (hard links or byte copies)"
+    summary = "the original .tif/.nc files by split and datakind (copies; --link: hard links)"
     decodes = False
 
     def path_of(self, sample: Sample, layer: str, lf: LayerFile) -> Path:
@@ -83,7 +106,7 @@ class GeoTiffExporter(Exporter):
             final = self.path_of(sample, lay.name, lf)
             part = part_path(final)
             try:
-                link_or_copy(lf.path, part)
+                how = link_or_copy(lf.path, part, link=self.options.link)
             except FileNotFoundError:
                 return self._fail(sample, lay.name, lf, "the source file is missing", made)
             made.append(part)
@@ -93,6 +116,8 @@ class GeoTiffExporter(Exporter):
                 return self._fail(sample, lay.name, lf, why, made)
             rel = final.relative_to(self.out).as_posix()
             files[rel] = {"sha256": digest, "size": part.stat().st_size}
+            if how == "link":
+                files[rel]["link"] = True  # the store's own inode: editing it edits the store
         meta = {
             "tile_id": sample.tile_id,
             "split": sample.split,

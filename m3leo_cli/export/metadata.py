@@ -109,7 +109,16 @@ def build_metadata(
             "sources": sources,
         },
         "files": {k: files[k] for k in sorted(files)},
+        **_files_are(options, files),
     }
+
+
+def _files_are(options: ExportOptions, files: Mapping[str, Any]) -> dict[str, str]:
+    """geotiff: whether the exported files are copies or the store's own inodes (--link)."""
+    if options.format != "geotiff":
+        return {}
+    linked = any(info.get("link") for info in files.values())
+    return {"files_are": "hard links to the store" if linked else "copies"}
 
 
 def write_metadata(out: Path, doc: dict[str, Any]) -> Path:

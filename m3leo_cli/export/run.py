@@ -18,6 +18,10 @@ from .target import RemoteTarget, is_url, staging_dir
 
 MAX_RESAMPLE = 4096  # pixels a side; ~9x the 448-px chips, far beyond any native grid
 CHIP_PX = 448
+LINK_WARNING = (
+    "--link: the exported files are hard links to the store where it is on the same "
+    "filesystem; editing one edits the store (`m3leo verify` then calls it corrupt)"
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -102,6 +106,15 @@ def check_options(options: ExportOptions, exporter_cls: type[Exporter]) -> None:
             )
     if options.stats_file is not None and not options.normalize:
         raise UsageError("--stats FILE goes with --normalize", "add --normalize, or leave it out")
+    if options.link and exporter_cls.name != "geotiff":
+        raise UsageError(
+            f"--link goes with --format geotiff (the original files), not {exporter_cls.name}",
+            "leave --link out, or use --format geotiff",
+        )
+    if options.link and is_url(options.out):
+        raise UsageError(
+            "--link needs a local --out (an object store holds copies)", "leave --link out"
+        )
     if not exporter_cls.decodes and (options.resample or options.normalize or options.dtype):
         raise UsageError(
             f"--format {exporter_cls.name} copies the original files: --resample, --normalize "
@@ -260,6 +273,8 @@ def run_export(
     if remote is not None:
         remote.claim(resuming=same_export(out, plan, options), overwrite=options.overwrite)
     prepare_out(out, plan, options, shown=remote.url if remote is not None else None)
+    if options.link:
+        progress(ProgressEvent("message", message=LINK_WARNING))
 
     units: list[Unit] = []
     for split in plan.splits:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import spec
-from ..errors import EmptySelectionError, SelectionError
+from ..errors import EmptySelectionError, SelectionError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -175,6 +175,7 @@ def resolve_layers(
 ) -> list[LayerSpec]:
     """Map the user's modality tokens onto the datakinds the selection holds."""
     out: dict[str, LayerSpec] = {}
+    named: dict[str, str] = {}  # datakind -> the token that first named it
     for role, tokens in (("input", inputs), ("label", labels)):
         for token in tokens:
             hits = [dk for dk in sorted(datakinds) if spec.matches_modality(token, dk)]
@@ -185,6 +186,15 @@ def resolve_layers(
                     "`m3leo stats` shows which modalities each region holds",
                 )
             for dk in hits:
+                had = out.get(dk)
+                if had is not None and had.role != role:  # one array cannot be both
+                    raise UsageError(
+                        f"{dk} is both an input (--modality {named[dk]}) and a label "
+                        f"(--label {token})",
+                        f"name {dk} once: drop it from --modality or from --label "
+                        "(training: from data.inputs or data.target)",
+                    )
+                named.setdefault(dk, token)
                 out.setdefault(dk, LayerSpec(dk, role))
     return list(out.values())
 
