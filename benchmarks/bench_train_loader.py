@@ -42,7 +42,7 @@ def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
 
     data = work / f"data-{tiles}-{chip}"
     os.environ["M3LEO_DATA_DIR"] = str(data)
-    os.environ["M3LEO_CONFIG"] = str(work / "none.toml")
+    os.environ["M3LEO_CONFIG"] = os.devnull
     if (data / "done").exists():
         return data
     cfg = SynthConfig(

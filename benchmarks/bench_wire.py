@@ -78,7 +78,7 @@ def files_of(root: Path, repo_id: str = REPO) -> list[tuple[str, int]]:
 
 def _env(work: Path, endpoint: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("M3LEO_", "HF_"))}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(work / "hf-home"), M3LEO_CONFIG="/nonexistent",
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(work / "hf-home"), M3LEO_CONFIG=os.devnull,
                HF_HUB_DISABLE_TELEMETRY="1", NO_COLOR="1")  # fmt: skip
     return env
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, ConfigNotFoundError, UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MAX_WORKERS = 256  # more threads than this only burns memory and file descriptors
@@ -202,6 +202,11 @@ def load_settings(
         overrides.get("config_path") or env.get("M3LEO_CONFIG") or default_config_path()
     )
     file_values: dict[str, Any] = {}
+    named = overrides.get("config_path") or env.get("M3LEO_CONFIG")
+    if named and str(cfg_path) != os.devnull and not cfg_path.is_file():
+        via = "--config" if overrides.get("config_path") else "M3LEO_CONFIG"
+        what = "is a folder" if cfg_path.is_dir() else "does not exist"
+        raise ConfigNotFoundError(f"the config file {cfg_path} ({via}) {what}")
     if cfg_path.is_file():
         import tomli
 

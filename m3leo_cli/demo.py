@@ -8,6 +8,7 @@ network beyond loopback.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -137,7 +138,7 @@ def run_demo(
     env = {k: v for k, v in base_env.items() if not k.startswith(("HF_", "M3LEO_"))}
     env.update(
         M3LEO_DATA_DIR=str(store),
-        M3LEO_CONFIG=str(workdir / "config.toml"),  # absent: no user config leaks in
+        M3LEO_CONFIG=os.devnull,  # no config file: no user config leaks in
         HF_HOME=str(workdir / "hf-home"),
     )
     with HubServer(source) as server:

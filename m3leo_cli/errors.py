@@ -11,6 +11,7 @@ else that escapes is a bug and shows its traceback.
     │   ├── DtypeRangeError                       --dtype cannot hold the physical values
     │   └── TooLargeError                         a size that cannot fit in memory
     ├── ConfigError                               bad config file or setting
+    │   └── ConfigNotFoundError (exit 2)          M3LEO_CONFIG names no file
     ├── SelectionError (exit 2)                   what the user asked for
     │   ├── UnknownRegionError / UnknownEditionError / UnknownModalityError
     │   ├── UnknownBandError / UnknownFormatError
@@ -117,6 +118,16 @@ class ConfigError(M3leoError):
 
 
 # ----------------------------------------------------------------------------- selection
+class ConfigNotFoundError(ConfigError):
+    """M3LEO_CONFIG names a file that does not exist: never read as "no settings"."""
+
+    exit_code = 2
+    default_hint = (
+        "fix the path in M3LEO_CONFIG, create the file, or unset M3LEO_CONFIG "
+        "(M3LEO_CONFIG=/dev/null: no config file)"
+    )
+
+
 
 
 class SelectionError(M3leoError):

@@ -18,7 +18,7 @@ def _isolated_env(
         if var.startswith(("M3LEO_", "HF_")) or var.lower().endswith("_proxy"):
             monkeypatch.delenv(var, raising=False)  # a machine's proxy must not route loopback
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
-    monkeypatch.setenv("M3LEO_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("M3LEO_CONFIG", os.devnull)  # no config file (a missing one is an error)
     monkeypatch.setenv("M3LEO_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("M3LEO_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("NO_COLOR", "1")

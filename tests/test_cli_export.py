@@ -36,7 +36,7 @@ def downloaded(source: SourceInfo, tmp_path_factory: pytest.TempPathFactory) -> 
             if var.startswith(("M3LEO_", "HF_")):
                 mp.delenv(var)
         mp.setenv("HF_HOME", str(template / ".hf"))
-        mp.setenv("M3LEO_CONFIG", str(template / "config.toml"))
+        mp.setenv("M3LEO_CONFIG", os.devnull)
         mp.setenv("M3LEO_DATA_DIR", str(template / "data"))
         mp.setenv("HF_ENDPOINT", srv.url)
         code = main(["download", *SEL, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover"])

@@ -183,7 +183,7 @@ def test_a_download_sends_its_first_request_before_the_heavy_imports(tmp_path: P
     import os
 
     env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", M3LEO_DATA_DIR=str(tmp_path),
-               M3LEO_CONFIG=str(tmp_path / "none.toml"), HF_HOME=str(tmp_path / "hf"))  # fmt: skip
+               M3LEO_CONFIG=os.devnull, HF_HOME=str(tmp_path / "hf"))  # fmt: skip
     env.pop("HF_HUB_OFFLINE", None)
     out = subprocess.run(
         [sys.executable, "-c", _FIRST_REQUEST], env=env, capture_output=True, text=True,

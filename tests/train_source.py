@@ -45,7 +45,7 @@ def train_store(factory: pytest.TempPathFactory) -> tuple[SourceInfo, Path]:
             if var.startswith(("M3LEO_", "HF_")):
                 mp.delenv(var)
         mp.setenv("HF_HOME", str(template / ".hf"))
-        mp.setenv("M3LEO_CONFIG", str(template / "config.toml"))
+        mp.setenv("M3LEO_CONFIG", os.devnull)
         mp.setenv("M3LEO_DATA_DIR", str(template / "data"))
         mp.setenv("HF_ENDPOINT", srv.url)
         sel = ["--edition", "miniset", "--region", "europe", "--region", "conus"]

@@ -13,7 +13,6 @@ from .. import spec
 from ..config import Settings
 from ..errors import (
     ManifestCorruptError,
-    ManifestNotFoundError,
     RevisionMismatchError,
     UnknownModalityError,
 )
@@ -38,12 +37,10 @@ def load_manifest(
     ed = spec.get_edition(edition).name
     found = existing_manifests(Store(settings.data_dir), ed, regions)
     if not found or (regions and len(found) < len(spec.resolve_regions(regions, ed))):
+        from .editions import manifest_not_found
+
         missing = [r for r in spec.resolve_regions(regions, ed) if r not in found]
-        raise ManifestNotFoundError(
-            f"no {ed} manifest for {', '.join(missing)}",
-            f"run `m3leo catalog refresh --edition {ed}`"
-            + "".join(f" --region {r}" for r in missing if regions),
-        )
+        raise manifest_not_found(settings, ed, missing if regions else [], missing)
     check_pinned(settings, ed, {r: read_summary(p) for r, p in found.items()})
     return read_manifest(list(found.values()))
 

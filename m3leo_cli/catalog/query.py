@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 from ..config import Settings
 from ..errors import (
     EmptySelectionError,
-    ManifestNotFoundError,
     SelectionError,
     TileNotFoundError,
     UnknownModalityError,
 )
 from ..selection import Selection
 from ..store.layout import Store
+from .editions import manifest_not_found, other_edition_hint
 from .info import check_pinned
 from .manifest import in_set, read_manifest, read_summary
 
@@ -42,12 +42,7 @@ def manifest_paths(settings: Settings, selection: Selection) -> dict[str, Path]:
     missing = [r for r in selection.region_names if r not in found]
     if (selection.regions and missing) or not found:
         regions = missing if selection.regions else []
-        raise ManifestNotFoundError(
-            f"no {ed} manifest for {', '.join(missing)} in {store.manifest_root}",
-            f"run `m3leo catalog refresh --edition {ed}"
-            + "".join(f" --region {r}" for r in regions)
-            + "` (needs the network or a mirror via HF_ENDPOINT)",
-        )
+        raise manifest_not_found(settings, ed, regions, missing)
     return found
 
 
@@ -129,8 +124,16 @@ def plan_query(
     all_dks = sorted({dk for s in summaries.values() for dk in s.get("datakinds", {})})
     datakinds = [dk for dk in all_dks if _wants(selection, dk)]
     if not datakinds:
-        raise _no_datakind(selection, summaries)
+        raise _other_edition(settings, selection, _no_datakind(selection, summaries))
     return paths, summaries, datakinds
+
+
+def _other_edition(settings: Settings, selection: Selection, exc: SelectionError) -> SelectionError:
+    """An empty answer names the other edition when the store holds its data."""
+    extra = other_edition_hint(settings, selection.edition, selection.regions)
+    if extra:
+        exc.hint = f"{extra}; {exc.hint}" if exc.hint else extra
+    return exc
 
 
 def select_table(
@@ -153,7 +156,7 @@ def select_table(
         keep = pc.unique(tiles.drop_null()).sort()[: selection.limit]
         table = table.filter((pc.field("kind") != "tile") | pc.field("tile_id").isin(keep))
     if table.num_rows == 0:
-        raise explain_empty(selection, summaries, datakinds)
+        raise _other_edition(settings, selection, explain_empty(selection, summaries, datakinds))
     return table, summaries, datakinds, files
 
 

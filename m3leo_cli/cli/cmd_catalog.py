@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from .app import app, catalog_app
-from .options import DataDir, Edition, JsonOut, Quiet, Regions, Token, settings_from
+from .options import (
+    DataDir,
+    Edition,
+    JsonOut,
+    Quiet,
+    Regions,
+    Token,
+    edition_for,
+    settings_from,
+)
 from .render import human_bytes, out_console, print_json, say
 
 Revision = Annotated[
@@ -25,7 +34,7 @@ def _short(commit: str | None) -> str:
 
 @catalog_app.command("refresh")
 def catalog_refresh(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     revision: Revision = None,
     force: Force = False,
@@ -45,9 +54,10 @@ def catalog_refresh(
         if event.kind == "message" and not quiet:
             say(event.message)
 
+    settings = settings_from(data_dir=data_dir, token=token)
     report = refresh(
-        settings_from(data_dir=data_dir, token=token),
-        edition,
+        settings,
+        edition_for(settings, edition, region),
         region,
         revision,
         progress,
@@ -75,7 +85,7 @@ def catalog_refresh(
 
 @catalog_app.command("show")
 def catalog_show(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
@@ -86,7 +96,8 @@ def catalog_show(
     """
     from ..catalog.info import manifest_info
 
-    rows = manifest_info(settings_from(data_dir=data_dir), edition, region)
+    settings = settings_from(data_dir=data_dir)
+    rows = manifest_info(settings, edition_for(settings, edition, region), region)
     if json_out:
         print_json({"manifests": rows})
         return
@@ -159,7 +170,7 @@ def regions_cmd(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
 @app.command("modalities")
 def modalities_cmd(
     region: Regions = None,
-    edition: Edition = "full",
+    edition: Edition = None,
     data_dir: DataDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -169,7 +180,8 @@ def modalities_cmd(
     """
     from ..catalog.info import modalities
 
-    rows = modalities(settings_from(data_dir=data_dir), edition, region)
+    settings = settings_from(data_dir=data_dir)
+    rows = modalities(settings, edition_for(settings, edition, region), region)
     if json_out:
         print_json({"modalities": rows})
         return

@@ -143,7 +143,7 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 @app.command("download")
 def download_cmd(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     split: Splits = None,
@@ -190,7 +190,9 @@ def download_cmd(
         revision=revision,
         token=token,
     )
-    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    sel = selection_from(
+        edition, region, modality, split, year, bbox, tiles, tiles_file, limit, settings=settings
+    )
     check_engine(settings.engine)
     progress, bar = _progress(quiet, json_out, "download", settings.progress_bars)
     try:

@@ -6,14 +6,14 @@ import typer
 
 from .. import spec
 from .app import app
-from .options import DataDir, Edition, JsonOut, Modalities, Regions, settings_from
-from .render import out_console, print_json
+from .options import DataDir, Edition, JsonOut, Modalities, Regions, edition_for, settings_from
+from .render import out_console, print_json, say
 
 
 @app.command("info")
 def info_cmd(
     tile: str = typer.Argument(..., help="Tile id (13 hex characters)."),
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     data_dir: DataDir = None,
@@ -28,7 +28,11 @@ def info_cmd(
 
     settings = settings_from(data_dir=data_dir)
     info = locate_tile(
-        settings, tile, edition=edition, regions=region or (), modalities=modality or ()
+        settings,
+        tile,
+        edition=edition_for(settings, edition, region),
+        regions=region or (),
+        modalities=modality or (),
     )
     if json_out:
         print_json(info.as_dict())
@@ -52,4 +56,9 @@ def info_cmd(
             con.print("  bands: " + ", ".join(f.bands), markup=False)
             con.print(f"  values: {DECODING.get(family, 'as stored')}", markup=False)
     if not any(f.local for f in info.files):
+        from ..catalog.editions import other_edition_with_data
+
+        other = other_edition_with_data(settings, info.edition, [info.region])
+        if other is not None:
+            say(f"hint: the store holds {other} tiles of {info.region}: add --edition {other}")
         con.print(f"\nnothing local; get it with: {info.download_command()}", markup=False)

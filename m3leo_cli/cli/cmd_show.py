@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .app import app
-from .options import DataDir, Edition, Modalities, Regions, settings_from
+from .options import DataDir, Edition, Modalities, Regions, edition_for, settings_from
 from .render import say
 
 OutFile = typer.Option(..., "--out", "-o", help="Picture to write.")
@@ -17,7 +17,7 @@ OutFile = typer.Option(..., "--out", "-o", help="Picture to write.")
 def show_cmd(
     tile: str = typer.Argument(..., help="Tile id (13 hex characters)."),
     out: Path = OutFile,
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     month: int | None = typer.Option(None, "--month", help="S2 RGB month 1-12 (default: median)."),
@@ -30,8 +30,9 @@ def show_cmd(
     from ..tiles.preview import render_tile
 
     settings = settings_from(data_dir=data_dir)
+    ed = edition_for(settings, edition, region)
     path, info = render_tile(
-        settings, tile, out, edition=edition, regions=region or (), modalities=modality or (),
+        settings, tile, out, edition=ed, regions=region or (), modalities=modality or (),
         month=month,
     )  # fmt: skip
     missing = [f.datakind for f in info.files if not f.local]
@@ -42,18 +43,26 @@ def show_cmd(
 
 @app.command("map")
 def map_cmd(
-    region: str = typer.Option(..., "--region", "-r", help="Region to draw."),
+    region: list[str] = typer.Option(
+        ..., "--region", "-r", help="Region to draw (repeatable: all of them on one map)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="FILE.png or FILE.html."),
-    edition: Edition = "miniset",
-    color_by: str = typer.Option("split", "--color-by", help="split or local."),
+    edition: Edition = None,
+    color_by: str = typer.Option(
+        "split",
+        "--color-by",
+        help="split, or local (local: every file of the tile is in the store; partly local: "
+        "some are).",
+    ),
     data_dir: DataDir = None,
 ) -> None:
-    """Draw a region's tiles from the manifest, coloured by split or by local availability.
+    """Draw regions' tiles from the manifest, coloured by split or by local availability.
 
     Example: m3leo map --region europe --out europe.html --color-by local
     """
     from ..tiles.preview import render_map
 
     settings = settings_from(data_dir=data_dir)
-    path, n = render_map(settings, region, out, edition=edition, color_by=color_by)
+    ed = edition_for(settings, edition, region)
+    path, n = render_map(settings, region, out, edition=ed, color_by=color_by)
     say(f"wrote {path} ({n} tiles)")

@@ -30,7 +30,7 @@ from .render import human_bytes, out_console, print_json, say
 
 @app.command("stats")
 def stats_cmd(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     split: Splits = None,
@@ -64,7 +64,9 @@ def stats_cmd(
     from ..errors import UsageError
 
     settings = settings_from(data_dir=data_dir, engine=engine, scheduler=scheduler)
-    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    sel = selection_from(
+        edition, region, modality, split, year, bbox, tiles, tiles_file, limit, settings=settings
+    )
     if (engine or scheduler) and not bands:
         raise UsageError(
             "--engine and --scheduler apply to band statistics only",
@@ -90,6 +92,12 @@ def stats_cmd(
 
 
 def render_stats(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
+    if not any(r["local_tiles"] for r in report["rows"]):  # `local 0` everywhere: say why
+        from ..catalog.editions import other_edition_hint
+
+        extra = other_edition_hint(settings, sel.edition, sel.regions)
+        if extra:
+            say(f"hint: nothing of the {sel.edition} edition is local; {extra}")
     """The people's table, narrow enough for 80 columns, with a total line whose tiles are
     distinct tiles (a tile in three modalities counts once)."""
     from rich import box

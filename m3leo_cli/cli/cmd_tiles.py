@@ -25,7 +25,7 @@ from .render import not_published, out_console, print_json, say
 
 @app.command("tiles")
 def tiles_cmd(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     split: Splits = None,
@@ -49,7 +49,9 @@ def tiles_cmd(
     from ..mirror.listing import list_tiles
 
     settings = settings_from(data_dir=data_dir)
-    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    sel = selection_from(
+        edition, region, modality, split, year, bbox, tiles, tiles_file, limit, settings=settings
+    )
     rows = list_tiles(settings, sel)
     if json_out:
         print_json({"tiles": [t.as_dict() for t in rows]})

@@ -33,7 +33,7 @@ from .render import human_bytes, not_published, print_json, say
 
 @app.command("verify")
 def verify_cmd(
-    edition: Edition = "full",
+    edition: Edition = None,
     region: Regions = None,
     modality: Modalities = None,
     split: Splits = None,
@@ -60,7 +60,9 @@ def verify_cmd(
     from ..mirror.verify import verify
 
     settings = settings_from(data_dir=data_dir, workers=workers, revision=revision, token=token)
-    sel = selection_from(edition, region, modality, split, year, bbox, tiles, tiles_file, limit)
+    sel = selection_from(
+        edition, region, modality, split, year, bbox, tiles, tiles_file, limit, settings=settings
+    )
     progress, bar = _progress(quiet, json_out, "verify", settings.progress_bars)
     try:
         rep = verify(settings, sel, repair=repair, workers=workers, progress=progress, wait=wait)

@@ -11,11 +11,13 @@ from ..config import Settings, load_settings
 from ..selection import Selection, build_selection
 
 Edition = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--edition",
         "-e",
-        help="full (Parquet shards), miniset (plain files) or local (your own regions).",
+        help="full (Parquet shards), miniset (plain files) or local (your own regions). "
+        "Default: the one edition the store holds manifests of, else full.",
+        show_default=False,
     ),
 ]
 Regions = Annotated[
@@ -104,8 +106,28 @@ def settings_from(**flags: Any) -> Settings:
     return load_settings(flags)
 
 
+def edition_for(
+    settings: Settings | None, edition: str | None, regions: list[str] | None = None
+) -> str:
+    """``--edition`` when given; else the one story every command tells (catalog.editions):
+    the store's only edition, or full. An inferred edition is said in one line on stderr."""
+    if edition is not None:
+        return edition
+    if settings is None:
+        from ..spec import DEFAULT_EDITION
+
+        return DEFAULT_EDITION
+    from ..catalog.editions import default_edition
+    from .render import say
+
+    chosen, why = default_edition(settings, regions or ())
+    if why is not None:
+        say(f"edition: {chosen} ({why}; --edition chooses another)")
+    return chosen
+
+
 def selection_from(
-    edition: str,
+    edition: str | None,
     region: list[str] | None,
     modality: list[str] | None,
     split: list[str] | None = None,
@@ -114,9 +136,11 @@ def selection_from(
     tiles: str | None = None,
     tiles_file: Path | None = None,
     limit: int | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> Selection:
     return build_selection(
-        edition=edition,
+        edition=edition_for(settings, edition, region),
         regions=region or (),
         modalities=modality or (),
         splits=split or (),

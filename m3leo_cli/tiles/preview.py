@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     pass
 
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", None: "#999999"}
-LOCAL_COLOURS = {"local": "#2ca02c", "remote only": "#c7c7c7"}
+# a tile is "local" only when every file of it is in the store; "partly" when some are
+LOCAL_COLOURS = {"local": "#2ca02c", "partly local": "#bcbd22", "remote only": "#c7c7c7"}
 
 
 def _pyplot() -> Any:
@@ -58,6 +59,7 @@ def render_tile(
         raise UsageError(f"--month must be 1..12, not {month}", "e.g. --month 7 for July")
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out} must end in .png", "e.g. --out tile.png")
+    writable(out)  # before seconds of drawing, not after
     info = locate_tile(
         settings, tile_id, edition=edition, regions=regions, modalities=modalities, read_bands=False
     )
@@ -69,6 +71,18 @@ def render_tile(
     finally:
         _pyplot().close(fig)
     return out, info
+
+
+def writable(out: Path) -> None:
+    """Raise the filesystem's own error now when ``out`` cannot be written (its folder is
+    read-only or missing and cannot be made), so a picture is not drawn for nothing."""
+    import errno
+    import os
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    target = out if out.exists() else out.parent
+    if not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
 
 
 def tile_figure(info: TileInfo, files: Sequence[TileFile], month: int | None = None) -> Any:
@@ -106,7 +120,8 @@ def tile_figure(info: TileInfo, files: Sequence[TileFile], month: int | None = N
 
 
 def region_tiles(settings: Settings, edition: str, region: str) -> list[dict[str, Any]]:
-    """One row per tile of the region: id, split, bbox, and whether any file of it is local."""
+    """One row per tile of the region: id, split, bbox, its files and how many are local;
+    ``local`` is True only when every file of the tile is in the store."""
     import pyarrow.compute as pc
 
     from ..catalog.manifest import read_manifest
@@ -126,41 +141,57 @@ def region_tiles(settings: Settings, edition: str, region: str) -> list[dict[str
     for row in table.to_pylist():
         t = tiles.setdefault(
             row["tile_id"],
-            {"tile_id": row["tile_id"], "split": row["split"], "bbox": None, "local": False},
-        )
+            {"tile_id": row["tile_id"], "region": reg, "split": row["split"], "bbox": None,
+             "files": 0, "local_files": 0},
+        )  # fmt: skip
         if row["lon_min"] is not None and t["bbox"] is None:
             t["bbox"] = (row["lon_min"], row["lat_min"], row["lon_max"], row["lat_max"])
-        if not t["local"] and store.local_path(ed, reg, row["path"]).is_file():
-            t["local"] = True
+        t["files"] += 1
+        t["local_files"] += store.local_path(ed, reg, row["path"]).is_file()
+    for t in tiles.values():
+        t["local"] = t["local_files"] == t["files"]
     return sorted(tiles.values(), key=lambda t: t["tile_id"])
+
+
+def _local_key(t: dict[str, Any]) -> str:
+    if t["local"]:
+        return "local"
+    return "partly local" if t.get("local_files") else "remote only"
 
 
 def render_map(
     settings: Settings,
-    region: str,
+    region: str | Sequence[str],
     out: Path,
     *,
     edition: str,
     color_by: str = "split",
     dpi: int = 100,
 ) -> tuple[Path, int]:
-    """Write the region's tiles (manifest bboxes) as PNG or HTML; returns (out, tiles drawn)."""
+    """Write the tiles of one or more regions (manifest bboxes) as PNG or HTML; returns (out,
+    tiles drawn)."""
     if color_by not in ("split", "local"):
         raise UsageError(f"unknown --color-by {color_by!r}", "use --color-by split or local")
     kind = out.suffix.lower()
     if kind not in (".png", ".html", ".htm"):
         raise UsageError(f"--out {out} must end in .png or .html", "e.g. --out europe.html")
-    tiles = [t for t in region_tiles(settings, edition, region) if t["bbox"] is not None]
-    if not tiles:
-        hint = "only the miniset publishes tile geometry: use --edition miniset"
-        if edition == "local":
-            hint = "the map draws tiles that hold a layer: `m3leo ingest` or `m3leo gee` first"
-        raise UsageError(f"the {edition} manifest of {region} has no tile bounding boxes", hint)
+    names = [region] if isinstance(region, str) else list(dict.fromkeys(region))
+    tiles = []
+    for name in names:
+        drawn = [t for t in region_tiles(settings, edition, name) if t["bbox"] is not None]
+        if not drawn:
+            hint = "only the miniset publishes tile geometry: use --edition miniset"
+            if edition == "local":
+                hint = "the map draws tiles that hold a layer: `m3leo ingest` or `m3leo gee` first"
+            raise UsageError(f"the {edition} manifest of {name} has no tile bounding boxes", hint)
+        tiles.extend(drawn)
+    region = " + ".join(spec.get_region(n, edition).name for n in names)
+    writable(out)
 
     def colour(t: dict[str, Any]) -> str:
         if color_by == "split":
             return SPLIT_COLOURS.get(t["split"], SPLIT_COLOURS[None])
-        return LOCAL_COLOURS["local" if t["local"] else "remote only"]
+        return LOCAL_COLOURS[_local_key(t)]
 
     legend = (
         {s: SPLIT_COLOURS[s] for s in spec.SPLITS} if color_by == "split" else dict(LOCAL_COLOURS)
@@ -169,7 +200,7 @@ def render_map(
     def key(t: dict[str, Any]) -> str:
         if color_by == "split":
             return str(t["split"])
-        return "local" if t["local"] else "remote only"
+        return _local_key(t)
 
     counts = {k: 0 for k in legend}
     for t in tiles:

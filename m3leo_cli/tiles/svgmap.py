@@ -125,7 +125,9 @@ def map_html(
     rects = []
     for t in tiles:
         lon0, lat0, lon1, lat1 = t["bbox"]
-        tip = html.escape(f"{t['tile_id']} · {t['split']} · {'local' if t['local'] else 'remote'}")
+        have = f"{t.get('local_files', int(t['local']))}/{t.get('files', 1)} files local"
+        where = f"{t['region']} · " if t.get("region") else ""
+        tip = html.escape(f"{t['tile_id']} · {where}{t['split']} · {have}")
         rw, rh = max((lon1 - lon0) * kx * scale, 0.5), max((lat1 - lat0) * scale, 0.5)
         rects.append(
             f'<rect x="{x(lon0):.2f}" y="{y(lat1):.2f}" width="{rw:.2f}" height="{rh:.2f}" '
