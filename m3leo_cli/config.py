@@ -71,8 +71,15 @@ class Settings:
     ca_bundle: Path | None = None
     # Earth Engine (`m3leo gee`): Cloud project, REST base URL, an OAuth access token
     ee_project: str | None = None
-    ee_endpoint: str = "https://earthengine-highvolume.googleapis.com"
+    ee_endpoint: str = "https://earthengine.googleapis.com"
     ee_token: str | None = None
+    ee_high_volume: bool = False  # the high-volume endpoint when ee_endpoint is not set
+    ee_credentials: Path | None = None  # a service-account key (or user credentials) file
+    ee_token_uri: str | None = None  # where tokens are asked for (default: the credentials')
+    ee_timeout: float = 300.0  # read timeout of one computePixels request (0: none)
+    ee_max_retries: int = 6
+    ee_backoff: float = 1.0  # first backoff wait (s), doubling, jittered
+    cloud_project: str | None = None  # GOOGLE_CLOUD_PROJECT: gee's last guess at a project
     config_path: Path | None = None
     # per-user files m3leo may write when the store is read-only (band statistics)
     cache_dir: Path | None = None
@@ -157,6 +164,13 @@ _ENV: dict[str, tuple[str, ...]] = {
     "ee_project": ("M3LEO_EE_PROJECT", "EE_PROJECT_ID"),
     "ee_endpoint": ("M3LEO_EE_ENDPOINT",),
     "ee_token": ("M3LEO_EE_TOKEN",),
+    "ee_high_volume": ("M3LEO_EE_HIGH_VOLUME",),
+    "ee_credentials": ("M3LEO_EE_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"),
+    "ee_token_uri": ("M3LEO_EE_TOKEN_URI",),
+    "ee_timeout": ("M3LEO_EE_TIMEOUT",),
+    "ee_max_retries": ("M3LEO_EE_MAX_RETRIES",),
+    "ee_backoff": ("M3LEO_EE_BACKOFF",),
+    "cloud_project": ("GOOGLE_CLOUD_PROJECT",),
 }
 # huggingface_hub's boolean variables: true when the upper-cased value is one of these, else
 # false (never an error); m3leo's own M3LEO_* booleans stay strict.
@@ -169,7 +183,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     types = {f.name: f.type for f in fields(Settings)}
     kind = str(types[name])
     try:
-        if name in ("data_dir", "config_path", "ca_bundle", "cache_dir"):
+        if name in ("data_dir", "config_path", "ca_bundle", "cache_dir", "ee_credentials"):
             return Path(os.path.expanduser(str(value)))
         if "bool" in kind:
             if isinstance(value, bool):

@@ -1,5 +1,7 @@
 """`m3leo gee` against the loopback Earth Engine REST server: the chips of a small grid, quota
-errors survived, requests over the size limit split by band groups, resume, bad input."""
+errors survived, requests over the size limit split by band groups, resume, bad input.
+Recipes, masks and failures per chip: tests/test_aoi_gee_recipes.py; credentials, project,
+timeouts and endpoints: tests/test_aoi_gee_auth.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import pytest
 import rasterio
 from clirun import run
 
-from m3leo_cli.aoi.eeexpr import builtin_recipe, encode
+from m3leo_cli.aoi.eeexpr import encode
+from m3leo_cli.aoi.recipes import builtin_recipe
 from m3leo_cli.server.earthengine import EarthEngineServer, _check_expression, expected_pixels
 
 AOI = "POLYGON ((7.1 45.8, 7.3 45.8, 7.3 45.95, 7.1 45.95, 7.1 45.8))"
@@ -26,7 +29,15 @@ def region(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.fixture
-def ee(monkeypatch: pytest.MonkeyPatch) -> EarthEngineServer:
+def ee(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> EarthEngineServer:
+    # no real Earth Engine or gcloud credentials, stored project or key leak into a test
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("eehome")))
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG",
+                "EE_PROJECT_ID"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path_factory.mktemp("gcloud")))
     with EarthEngineServer(token="tok") as server:
         monkeypatch.setenv("M3LEO_EE_ENDPOINT", server.url)
         monkeypatch.setenv("M3LEO_EE_TOKEN", "tok")
@@ -34,7 +45,19 @@ def ee(monkeypatch: pytest.MonkeyPatch) -> EarthEngineServer:
         yield server
 
 
-def _check_chips(folder: Path, bands: tuple[str, ...], dtype: str) -> int:
+def expected_file(recipe_name: str, grid: dict, bands: list[str]) -> np.ndarray:
+    """What a chip file holds: the server's pixels as Earth Engine sends them for the recipe
+    (cast on the server), then written as the recipe writes its files."""
+    rec = builtin_recipe(recipe_name) if "-" in recipe_name else None
+    arr = expected_pixels(grid, bands)
+    if rec is None or rec.sent_dtype.startswith("float"):
+        sent = arr.astype("float32")
+    else:
+        sent = np.clip(np.trunc(arr), 0, np.iinfo(rec.sent_dtype).max).astype(rec.sent_dtype)
+    return rec.to_file(sent) if rec is not None else sent
+
+
+def _check_chips(folder: Path, bands: tuple[str, ...], dtype: str, recipe: str = "") -> int:
     n = 0
     for tif in sorted(folder.glob("*.tif")):
         with rasterio.open(tif) as src:
@@ -43,7 +66,7 @@ def _check_chips(folder: Path, bands: tuple[str, ...], dtype: str) -> int:
             t = src.transform
             grid = {"dimensions": {"width": PX, "height": PX},
                     "affineTransform": {"translateX": t.c, "translateY": t.f}}  # fmt: skip
-            want = expected_pixels(grid, list(bands)).astype(dtype)
+            want = expected_file(recipe, grid, list(bands)).astype(dtype)
             assert np.array_equal(src.read(), want), tif.name
         n += 1
     return n
@@ -62,12 +85,13 @@ def test_gee_writes_every_chip_through_quota_errors_and_resumes(
     assert info["manifest_tiles"] == chips
     assert 1 < ee.max_in_flight <= 3  # --workers 3: concurrent, and no more than asked
     rec = builtin_recipe("s1grd-2020")
-    assert _check_chips(Path(info["folder"]), rec.bands, "float32") == chips
+    assert _check_chips(Path(info["folder"]), rec.bands, "uint16", "s1grd-2020") == chips
     first = ee.requests[0]
     assert first["project"] == "my-project" and first["fileFormat"] == "GEO_TIFF"
+    assert first["user_project"] == "my-project"  # X-Goog-User-Project, as earthengine-api
     assert first["grid"]["dimensions"] == {"width": PX, "height": PX}
     assert first["grid"]["crsCode"] == "EPSG:4326" and first["bandIds"] == list(rec.bands)
-    assert first["expression"] == encode(rec.image)
+    assert first["expression"] == encode(rec.request_image())
     # resume: a finished chip is skipped, a deleted one is fetched again
     victim = sorted(Path(info["folder"]).glob("*.tif"))[0]
     victim.unlink()
@@ -88,7 +112,8 @@ def test_gee_splits_requests_over_the_size_limit(
     assert r.code == 0, r.err
     info = json.loads(r.out)
     assert info["split_chips"] == 2 and info["downloaded"] == 2
-    assert _check_chips(Path(info["folder"]), builtin_recipe("s2rgbm-2020").bands, "uint8") == 2
+    rec = builtin_recipe("s2rgbm-2020")
+    assert _check_chips(Path(info["folder"]), rec.bands, "uint8", "s2rgbm-2020") == 2
     sizes = [len(q["bandIds"]) for q in ee.requests]
     assert sizes.count(36) == 2  # one whole try per chip, then groups that fit
     assert all(n * PX * PX * 4 <= ee.max_request_bytes for n in sizes if n != 36)
@@ -114,8 +139,9 @@ def test_user_recipe_file(
 
 
 def test_recipe_expressions_are_well_formed() -> None:
-    for name in ("s1grd-2020", "s2rgbm-2020", "esaworldcover-2020", "esaworldcover-2021"):
-        assert _check_expression(encode(builtin_recipe(name).image)) is None, name
+    for name in ("s1grd-2020", "s1grd-median-2020", "s2rgbm-2020", "esaworldcover-2020",
+                 "esaworldcover-2021"):  # fmt: skip
+        assert _check_expression(encode(builtin_recipe(name).request_image())) is None, name
 
 
 def test_gee_errors(
@@ -123,9 +149,11 @@ def test_gee_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     ee.quota_errors = 100
-    monkeypatch.setenv("M3LEO_MAX_RETRIES", "2")
-    r = run(capsys, "gee", region, "esaworldcover-2020", "--chip-px", str(PX))
-    assert r.code == 1 and "quota exceeded" in r.err and "hint: lower --workers" in r.err
+    monkeypatch.setenv("M3LEO_EE_MAX_RETRIES", "2")
+    monkeypatch.setenv("M3LEO_EE_BACKOFF", "0.01")
+    r = run(capsys, "gee", region, "esaworldcover-2020", "--chip-px", str(PX), "--limit", "3")
+    assert r.code == 1 and "quota exceeded" in r.err and "--retry-failed" in r.err, r.err
+    assert "3 of 3 chips failed" in r.err
     ee.quota_errors = 0
     monkeypatch.setenv("M3LEO_EE_TOKEN", "wrong")
     r = run(capsys, "gee", region, "esaworldcover-2020", "--chip-px", str(PX))
@@ -135,7 +163,8 @@ def test_gee_errors(
     monkeypatch.delenv("M3LEO_EE_TOKEN")
     r = run(capsys, "gee", region, "esaworldcover-2020")
     assert r.code == 1 and "no Earth Engine credentials" in r.err, r.err
-    assert "M3LEO_EE_TOKEN" in r.err
+    assert "M3LEO_EE_TOKEN" in r.err and "earthengine authenticate" in r.err
+    monkeypatch.setenv("M3LEO_EE_TOKEN", "tok")
     monkeypatch.delenv("M3LEO_EE_PROJECT")
     r = run(capsys, "gee", region, "esaworldcover-2020")
     assert r.code == 1 and "no Earth Engine project" in r.err and "--project" in r.err

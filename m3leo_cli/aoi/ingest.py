@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import spec
-from ..errors import IngestError
+from ..errors import IngestError, UsageError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
+from .chipfile import chip_folder, chip_transform, write_chip
 from .grid import Chip
 from .local import load_chips, load_region, region_dir, save_region
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+LABEL_RESAMPLING = ("nearest", "mode")  # the ones that never invent a class code
 GDAL_CACHE_MB = 64  # the raster block cache during ingest: memory stays flat
 DATAKIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
@@ -105,14 +106,6 @@ def _open_sources(rasters: Sequence[Path]) -> tuple[list[_Source], dict[str, Any
     return sources, first
 
 
-def chip_transform(chip: Chip, width: int, height: int) -> Any:
-    """The chip's pixel grid: its lon/lat rectangle cut into width x height pixels."""
-    from affine import Affine
-
-    w, s, e, n = chip.bbox
-    return Affine((e - w) / width, 0.0, w, 0.0, (s - n) / height, n)
-
-
 def _shifted(t: Any, col: int, row: int) -> Any:
     """The transform of a window starting at (col, row) (rasterio's own warns on new affine)."""
     from affine import Affine
@@ -186,43 +179,6 @@ def _all_nodata(arr: Any, nodata: Any) -> bool:
     return bool((arr == nodata).all())
 
 
-def write_chip(path: Path, arr: Any, chip: Chip, names: Sequence[str], nodata: Any) -> None:
-    """Write one chip GeoTIFF atomically, then read it back and compare."""
-    import numpy as np
-    import rasterio
-
-    count, h, w = arr.shape
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    profile = {
-        "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": count,
-        "dtype": str(arr.dtype),
-        "crs": "EPSG:4326",
-        "transform": chip_transform(chip, w, h),
-        "nodata": nodata,
-        "compress": "deflate",
-    }
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(arr)
-            for i, name in enumerate(names, start=1):
-                dst.set_band_description(i, name)
-        with rasterio.open(tmp) as back:
-            ok = tuple(back.descriptions) == tuple(names) and np.array_equal(
-                back.read(), arr, equal_nan=arr.dtype.kind == "f"
-            )
-        if not ok:
-            raise IngestError(f"chip {path.name} did not read back as written", "re-run ingest")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def ingest(
     data_dir: Path,
     region: str,
@@ -241,15 +197,21 @@ def ingest(
     import rasterio
     from rasterio.enums import Resampling
 
-    check_datakind_name(datakind)
-    reg = load_region(data_dir, region)
     if resampling not in RESAMPLING:
-        raise IngestError(
+        raise UsageError(
             f"unknown resampling {resampling!r}", "use --resampling " + ", ".join(RESAMPLING)
         )
+    if label and resampling not in LABEL_RESAMPLING:
+        raise UsageError(
+            f"--resampling {resampling} would invent class codes in a --label layer "
+            "(it averages neighbouring codes)",
+            "use --resampling nearest (or mode) for class labels",
+        )
+    if chip_px is not None and chip_px < 1:
+        raise UsageError(f"--chip-px must be at least 1, not {chip_px}", "e.g. --chip-px 448")
+    check_datakind_name(datakind)
+    reg = load_region(data_dir, region)
     px = chip_px or max(1, round(reg.chip_m / 10))
-    if px < 1:
-        raise IngestError(f"--chip-px must be at least 1, not {px}", "e.g. --chip-px 448")
     sources, info = _open_sources(rasters)
     names = tuple(bands) or info["descriptions"]
     if bands and len(bands) != info["count"]:
@@ -282,7 +244,9 @@ def ingest(
             f"check the rasters' CRS and extent against the region (`m3leo map --edition "
             f"local --region {region}`)",
         )
-    folder = region_dir(data_dir, region) / reg.partition / datakind
+    folder = chip_folder(
+        region_dir(data_dir, region), region_dir(data_dir, region) / reg.partition / datakind
+    )
     method = Resampling[resampling]
     written = skipped = 0
     progress(ProgressEvent("start", phase="ingest", total_files=len(todo)))
