@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5netcdf
@@ -209,3 +210,50 @@ def test_netcdf3_files_are_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(TileError) as exc:
         read_tile(path, "biomass-2020")
     assert "netCDF-3" in exc.value.message and "nccopy" in exc.value.hint
+
+
+def _south_up(src: Path, dst: Path) -> None:
+    """Issue 27 finding 4's rewrite: the same geography, rows stored south to north."""
+    import h5netcdf
+
+    shutil.copyfile(src, dst)
+    with h5netcdf.File(dst, "a") as g:
+        g["y"][...] = g["y"][...][::-1]
+        for v in ("amplitude", "coherence", "decaymodel", "geometry"):
+            g[v][...] = g[v][...][..., ::-1, :]
+
+
+def test_a_south_up_netcdf_tile_reads_north_up(repo: RepoInfo, tmp_path: Path) -> None:
+    """Finding 4: latitude stored ascending was drawn and resampled upside down."""
+    tile, path = one(repo, "gssic")
+    flipped = tmp_path / path.name
+    _south_up(path, flipped)
+    a, b = read_tile(path, "gssic"), read_tile(flipped, "gssic")
+    assert a.transform[4] < 0 and b.transform[4] < 0  # row 0 is the northernmost
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_allclose(a.transform, b.transform)
+    assert a.bounds == pytest.approx(b.bounds)
+    assert (a.nodata is None) == (b.nodata is None)
+    if a.nodata is not None:
+        np.testing.assert_array_equal(a.nodata, b.nodata)
+    assert b.data.flags.c_contiguous  # torch.from_numpy takes it as it is
+
+
+def test_the_training_fast_netcdf_path_leaves_south_up_tiles_to_the_reader(
+    repo: RepoInfo, tmp_path: Path
+) -> None:
+    from m3leo_cli.train import ncfast
+
+    tile, path = one(repo, "gssic")
+    flipped = tmp_path / path.name
+    _south_up(path, flipped)
+    bands = ["coherence:winter:12", "amplitude:summer:vv"]
+    bands = [b for b in bands if b in band_names(path, "gssic")] or list(
+        band_names(path, "gssic")[:2]
+    )
+    plan = ncfast.make_plan(path, "gssic", bands)
+    assert plan is not None and plan.rows
+    got = ncfast.read_with_plan(plan, path)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], read_tile(path, "gssic", bands).data)
+    assert ncfast.read_with_plan(plan, flipped) is None  # the dataset then uses read_tile

@@ -4,7 +4,8 @@ A variable ``v(season, deltadays, y, x)`` becomes one band per label pair, named
 ``v:<season>:<deltadays>`` from the coordinate variables of its leading dimensions; a plain
 ``v(y, x)`` is the band ``v``. GUNW keeps its variables in the group ``science/grids/data``
 (``datepair`` labels, later date first). Fill values and NaN become the nodata mask;
-georeferencing comes from the 1-D coordinate variables of the last two dimensions.
+georeferencing comes from the 1-D coordinate variables of the last two dimensions, and rows
+stored south to north (an ascending y/lat coordinate) are flipped: every tile is read north-up.
 """
 
 from __future__ import annotations
@@ -130,9 +131,21 @@ def nc_band_names(path: Path, datakind: str) -> tuple[str, ...]:
         raise corrupt(path, exc) from None
 
 
-def _georef(
-    group: Any, bv: _BandVar
-) -> tuple[str | None, tuple[float, ...], tuple[float, float, float, float]]:
+class _Georef(NamedTuple):
+    crs: str | None
+    transform: tuple[float, ...]
+    bounds: tuple[float, float, float, float]
+    south_up: bool  # rows stored south to north (y/lat ascending): read_nc flips them
+
+
+def _georef(group: Any, bv: _BandVar) -> _Georef:
+    """CRS, north-up transform and bounds from the 1-D coordinates of the last two dimensions.
+
+    The row order is read from the y/lat coordinate, never assumed: CF-style files often store
+    latitude ascending (south first). Such rows are flipped by :func:`read_nc`, so every tile
+    comes back north-up (row 0 the northernmost, a negative y step) like a GeoTIFF, and
+    pictures, resampling and stacking with GeoTIFF layers need no special case.
+    """
     import numpy as np
 
     var = bv.var
@@ -141,11 +154,14 @@ def _georef(
     ycoord, xcoord = _find_var(group, ydim), _find_var(group, xdim)
     if ycoord is None or xcoord is None or ycoord.shape != (h,) or xcoord.shape != (w,):
         transform = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        return None, transform, (0.0, 0.0, float(w), float(h))
+        return _Georef(None, transform, (0.0, 0.0, float(w), float(h)), False)
     ys = np.asarray(ycoord[...], dtype=np.float64)
     xs = np.asarray(xcoord[...], dtype=np.float64)
     dx = (xs[-1] - xs[0]) / (w - 1) if w > 1 else 1.0
     dy = (ys[-1] - ys[0]) / (h - 1) if h > 1 else -1.0
+    south_up = bool(dy > 0)
+    if south_up:  # describe the flipped rows: the top row is the last stored one
+        ys, dy = ys[::-1], -dy
     x0, y0 = xs[0] - dx / 2, ys[0] - dy / 2
     transform = (float(dx), 0.0, float(x0), 0.0, float(dy), float(y0))
     xe, ye = x0 + dx * w, y0 + dy * h
@@ -153,7 +169,7 @@ def _georef(
     crs = _crs(group, var, ycoord, xcoord)
     if crs is None and np.all(np.abs(xs) <= 180) and np.all(np.abs(ys) <= 90):
         crs = "EPSG:4326"  # M3LEO's native grids are all lon/lat degrees (format §3)
-    return crs, transform, bounds
+    return _Georef(crs, transform, bounds, south_up)
 
 
 def _crs(group: Any, var: Any, ycoord: Any, xcoord: Any) -> str | None:
@@ -247,13 +263,16 @@ def read_nc(path: Path, datakind: str, tile_id: str, bands: Sequence[str] | None
                 first = next(iter(bvars.values()), None)
             if first is None:
                 raise ValueError("no band variables in the file")
-            crs, transform, bounds = _georef(group, first)
+            crs, transform, bounds, south_up = _georef(group, first)
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise corrupt(path, exc) from None
     if planes:
         dtype = np.result_type(*[p.dtype for p in planes])
         data = np.stack([p.astype(dtype, copy=False) for p in planes])
         nodata = np.stack(masks)
+        if south_up:  # north-up like every GeoTIFF layer (see _georef)
+            data = np.ascontiguousarray(data[:, ::-1, :])
+            nodata = np.ascontiguousarray(nodata[:, ::-1, :])
     else:
         h, w = first.shape[-2:]
         data = np.zeros((0, h, w), dtype=first.var.dtype)

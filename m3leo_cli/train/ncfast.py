@@ -29,6 +29,8 @@ class NcPlan:
     reads: tuple[tuple[str, tuple[int, ...]], ...]  # per band: dataset path, leading index
     coords: tuple[tuple[str, tuple[str, ...]], ...]  # coordinate dataset path, expected labels
     fills: tuple[tuple[str, tuple[float, ...]], ...]  # dataset path, fill values
+    rows: tuple[str, ...] = ()  # y/lat coordinate datasets: a file storing them ascending
+    # (south-up) is left to read_tile, which flips it north-up (issue 27)
 
 
 def make_plan(path: Path, datakind: str, bands: Sequence[str]) -> NcPlan | None:
@@ -43,13 +45,16 @@ def make_plan(path: Path, datakind: str, bands: Sequence[str]) -> NcPlan | None:
             cat, bvars = _catalogue(_data_group(f, datakind), datakind)
             if any(b not in cat for b in bands):
                 return None
-            reads, coords, fills = [], {}, {}
+            reads, coords, fills, rows = [], {}, {}, set()
             group = _data_group(f, datakind)
             for b in bands:
                 vname, combo = cat[b]
                 bv = bvars[vname]
                 dpath = str(bv.var._h5ds.name)
                 reads.append((dpath, combo))
+                ycoord = _find_var(group, bv.dims[-2])
+                if ycoord is not None:
+                    rows.add(str(ycoord._h5ds.name))
                 for dim in bv.dims[:-2]:
                     coord = _find_var(group, dim)
                     if coord is None:
@@ -63,7 +68,9 @@ def make_plan(path: Path, datakind: str, bands: Sequence[str]) -> NcPlan | None:
                 fills[dpath] = tuple(values)
     except (OSError, KeyError, ValueError, TypeError):
         return None
-    return NcPlan(tuple(bands), tuple(reads), tuple(coords.items()), tuple(fills.items()))
+    return NcPlan(
+        tuple(bands), tuple(reads), tuple(coords.items()), tuple(fills.items()), tuple(sorted(rows))
+    )
 
 
 def read_with_plan(plan: NcPlan, path: Path) -> tuple[Any, Any] | None:
@@ -78,6 +85,10 @@ def read_with_plan(plan: NcPlan, path: Path) -> tuple[Any, Any] | None:
             for cpath, labels in plan.coords:
                 if cpath not in f or tuple(_label(v) for v in f[cpath][...]) != labels:
                     return None
+            for ypath in plan.rows:
+                y = f[ypath] if ypath in f else None
+                if y is None or (y.shape[0] > 1 and y[0] < y[-1]):
+                    return None  # south-up rows: read_tile flips them
             by_var: dict[str, list[tuple[int, ...]]] = {}
             for dpath, combo in plan.reads:
                 by_var.setdefault(dpath, []).append(combo)
