@@ -107,24 +107,39 @@ def _google_auth() -> Any:
 
 
 def _from_file(path: Path, token_uri: str | None) -> TokenSource:
-    google_auth = _google_auth()
-    import google.auth.exceptions
+    """A service-account key or stored user credentials (JSON), loaded by google-auth's class
+    for that type with the Earth Engine scopes."""
+    import json
 
-    if not Path(path).is_file():
-        raise EarthEngineError(
-            f"no credentials file {path}",
-            "give a service-account key (JSON) with --credentials FILE or "
-            "GOOGLE_APPLICATION_CREDENTIALS",
-        )
+    _google_auth()
+    import google.auth.exceptions
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    hint = (
+        "give a service-account key (JSON, `gcloud iam service-accounts keys create`) or "
+        "stored user credentials with --credentials FILE or GOOGLE_APPLICATION_CREDENTIALS"
+    )
     try:
-        creds, project = google_auth.load_credentials_from_file(str(path), scopes=list(EE_SCOPES))
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+        kind = info.get("type") if isinstance(info, dict) else None
+        if kind == "service_account":
+            creds: Any = service_account.Credentials.from_service_account_info(
+                info, scopes=list(EE_SCOPES)
+            )
+            project = info.get("project_id")
+        elif kind == "authorized_user":
+            creds = user_credentials.Credentials.from_authorized_user_info(
+                info, scopes=list(EE_SCOPES)
+            )
+            project = None
+        else:
+            raise ValueError(f"credentials of type {kind!r} (not a service-account key)")
+    except FileNotFoundError:
+        raise EarthEngineError(f"no credentials file {path}", hint) from None
     except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
-        raise EarthEngineError(
-            f"cannot use credentials file {path}: {_short(exc)}",
-            "give a service-account key or stored user credentials (JSON), e.g. from "
-            "`gcloud iam service-accounts keys create`",
-        ) from None
-    if token_uri and hasattr(creds, "with_token_uri"):
+        raise EarthEngineError(f"cannot use credentials file {path}: {_short(exc)}", hint) from None
+    if token_uri:
         creds = creds.with_token_uri(token_uri)
     source = TokenSource(f"credentials file {path}", creds=creds)
     source.file_project = project
@@ -132,25 +147,43 @@ def _from_file(path: Path, token_uri: str | None) -> TokenSource:
 
 
 def _stored(token_uri: str | None) -> TokenSource:
+    """What ``earthengine authenticate`` stored (read by earthengine-api), else gcloud's
+    application-default credentials, as ``ee.Initialize`` picks them; no request is made."""
     try:
-        import ee
+        from ee import oauth
     except ImportError:
         hint = MissingDependencyError("earthengine-api", "gee").hint
         raise EarthEngineError(
             "no Earth Engine credentials",
             f"run `earthengine authenticate` ({hint}), {_TOKEN_HINT}",
         ) from None
+    import google.auth
+    import google.auth.exceptions
+    from google.oauth2.credentials import Credentials
+
     try:
-        creds = ee.data.get_persistent_credentials()
-    except Exception:  # noqa: BLE001 - ee raises EEException, google-auth its own kinds
+        args = oauth.get_credentials_arguments()
+    except (OSError, ValueError):
+        args = {}
+    what = "`earthengine authenticate` credentials"
+    creds: Any = None
+    if args.get("refresh_token"):
+        creds = Credentials(None, **args)
+    else:
+        try:
+            creds, _ = google.auth.default(scopes=list(EE_SCOPES))
+            what = "application-default credentials (gcloud)"
+        except google.auth.exceptions.DefaultCredentialsError:
+            creds = None
+    if creds is None:
         raise EarthEngineError(
             "no Earth Engine credentials",
             "run `earthengine authenticate`, give a service-account key with --credentials "
             f"FILE, {_TOKEN_HINT}",
-        ) from None
+        )
     if token_uri and hasattr(creds, "with_token_uri"):
         creds = creds.with_token_uri(token_uri)
-    return TokenSource("`earthengine authenticate` credentials", creds=creds)
+    return TokenSource(what, creds=creds)
 
 
 def token_source(settings: Settings) -> TokenSource:

@@ -165,7 +165,7 @@ class ChipFetcher:
                     raise ChipFailed(
                         f"chip {chip.tile_id}: Earth Engine {kind} {attempt + 1} times "
                         f"({type(exc).__name__}: {exc})",
-                        "re-run with --retry-failed; for slow composites raise M3LEO_EE_TIMEOUT",
+                        "for slow composites raise M3LEO_EE_TIMEOUT (seconds; 0: no limit)",
                     ) from None
                 self._sleep(attempt, None)
                 attempt += 1
@@ -190,13 +190,12 @@ class ChipFetcher:
                         raise ChipFailed(
                             f"chip {chip.tile_id}: Earth Engine quota exceeded "
                             f"({attempt + 1} tries): {message}",
-                            "lower --workers, wait and re-run with --retry-failed, or raise "
-                            "your project's Earth Engine quota",
+                            "lower --workers and wait, or raise your project's Earth Engine quota",
                         )
                     raise ChipFailed(
                         f"chip {chip.tile_id}: Earth Engine failed {attempt + 1} times "
                         f"({resp.status_code}): {message}",
-                        "re-run later with --retry-failed: finished chips are kept",
+                        "Earth Engine's own trouble: wait a while",
                     )
                 self._sleep(attempt, resp.headers.get("Retry-After"))
                 attempt += 1
@@ -206,8 +205,7 @@ class ChipFetcher:
                 raise _TooLarge(int(m.group(1)), int(m.group(2)))
             raise ChipFailed(
                 f"Earth Engine refused chip {chip.tile_id} ({resp.status_code}): {message}",
-                "check the recipe (`m3leo gee --help`, docs/aoi.md); --retry-failed re-runs "
-                "the failed chips",
+                "check the recipe (`m3leo gee --help`, docs/aoi.md)",
             )
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
@@ -227,19 +225,19 @@ class ChipFetcher:
         except RasterioError as exc:
             raise ChipFailed(
                 f"Earth Engine sent chip {chip.tile_id} as something not a GeoTIFF ({exc})",
-                "re-run with --retry-failed; if it persists, check M3LEO_EE_ENDPOINT",
+                "if it persists, check M3LEO_EE_ENDPOINT",
             ) from None
         if arr.shape != (nbands, self.px, self.px):
             raise ChipFailed(
                 f"Earth Engine sent chip {chip.tile_id} as {arr.shape}, "
                 f"asked {(nbands, self.px, self.px)}",
-                "re-run with --retry-failed; if it persists, check M3LEO_EE_ENDPOINT",
+                "if it persists, check M3LEO_EE_ENDPOINT",
             )
         if str(arr.dtype) != self.recipe.sent_dtype:
             raise ChipFailed(
                 f"Earth Engine sent chip {chip.tile_id} as {arr.dtype}, "
                 f"asked {self.recipe.sent_dtype}",
-                "re-run with --retry-failed; if it persists, check M3LEO_EE_ENDPOINT",
+                "if it persists, check M3LEO_EE_ENDPOINT",
             )
         return arr
 

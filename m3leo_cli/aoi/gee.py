@@ -92,7 +92,7 @@ def gee_download(
     reg = load_region(settings.data_dir, region)
     root = region_dir(settings.data_dir, region)
     report = report_path(root, recipe.datakind)
-    earlier = {f["tile_id"]: f["reason"] for f in _read_report(report).get("failed", [])}
+    earlier = {f["tile_id"]: f for f in _read_report(report).get("failed", [])}
     chips = list(load_chips(settings.data_dir, reg))
     if retry_failed:
         if not earlier:
@@ -112,7 +112,7 @@ def gee_download(
     todo.sort(key=lambda c: c.tile_id in earlier)
     base = endpoint_for(settings, recipe)
     url = f"{base}/v1/projects/{project}/image:computePixels"
-    failed: dict[str, str] = {}
+    failed: dict[str, dict[str, str]] = {}
     stopped: list[EarthEngineError] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -141,11 +141,12 @@ def gee_download(
                 stop.set()
                 return
             except Exception as exc:  # noqa: BLE001 - any failure is this chip's, counted
-                reason = str(exc) if isinstance(exc, ChipFailed | EarthEngineError) else (
-                    f"{type(exc).__name__}: {exc}"
-                )  # fmt: skip
+                if isinstance(exc, ChipFailed | EarthEngineError):
+                    why = {"reason": exc.message, "hint": exc.hint}
+                else:
+                    why = {"reason": f"{type(exc).__name__}: {exc}", "hint": ""}
                 with lock:
-                    failed[chip.tile_id] = reason
+                    failed[chip.tile_id] = why
             else:
                 with lock:
                     written += 1
@@ -179,7 +180,7 @@ def gee_download(
                 "datakind": recipe.datakind,
                 "endpoint": base,
                 "project": project,
-                "failed": [{"tile_id": k, "reason": v} for k, v in sorted(still.items())],
+                "failed": [{**v, "tile_id": k} for k, v in sorted(still.items())],
             },
             indent=1,
         ),
@@ -199,7 +200,7 @@ def gee_download(
         "chips": len(chips),
         "downloaded": written,
         "skipped": len(chips) - len(todo),
-        "failed": [{"tile_id": k, "reason": v} for k, v in sorted(failed.items())],
+        "failed": [{"tile_id": k, **v} for k, v in sorted(failed.items())],
         "not_tried": not_tried,
         "report": str(report),
         "requests": c.requests,
@@ -226,6 +227,10 @@ def run_error(info: dict[str, Any], again: str) -> EarthEngineError | None:
         return EarthEngineError(
             f"{n} of {info['chips']} chips failed (first: {first['reason']}); the others are "
             f"written, the list is in {info['report']}",
-            f"re-run only those with `{again} --retry-failed`",
+            "; ".join(
+                h
+                for h in (first.get("hint", ""), f"then `{again} --retry-failed` re-runs them")
+                if h
+            ),
         )
     return None

@@ -61,6 +61,7 @@ CASTS = {
     "Image.toFloat": "float32", "Image.toDouble": "float64",
 }  # fmt: skip
 EE_SCOPE = "https://www.googleapis.com/auth/earthengine"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 _PATH = re.compile(r"^/v1/projects/(?P<project>[^/]+)/image:computePixels$")
 BYTES_PER_PIXEL = 4  # the size limit counts 4 bytes a pixel, whatever the dtype
 
@@ -345,7 +346,9 @@ class EarthEngineServer:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         try:
-            claims = jwt.decode(assertion, certs=public.decode(), audience=self.token_uri)
+            # google-auth addresses a service account's assertion to Google's token endpoint,
+            # wherever the request goes
+            claims = jwt.decode(assertion, certs=public.decode(), audience=GOOGLE_TOKEN_URI)
         except (exceptions.GoogleAuthError, ValueError) as exc:
             return "invalid_grant", f"Invalid JWT Signature ({exc})"
         if EE_SCOPE not in str(claims.get("scope", "")).split():
