@@ -100,8 +100,16 @@ def verify_cmd(
             r = rep.repaired
             say(f"repair: downloaded {r.downloaded}, failed {r.failed}")
     if rep.problems:
-        from ..errors import ChecksumMismatchError
+        from ..errors import ChecksumMismatchError, StoreError
 
+        left = rep.problems - len(rep.refused)
+        if rep.refused and not left:  # only paths that no repair can write to are left
+            raise StoreError(
+                f"{len(rep.refused)} selected file(s) could not be checked or repaired "
+                f"(first: {rep.refused[0][0]}: {rep.refused[0][1]})",
+                "move away what stands in those files' places (listed above), then re-run "
+                "with --repair",
+            )
         raise ChecksumMismatchError(
             f"{rep.problems} selected file(s) are missing or corrupt",
             "re-run `m3leo ingest` (or `m3leo gee`) for that datakind: your own files have no "

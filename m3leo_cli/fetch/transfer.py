@@ -43,6 +43,7 @@ from ..checksum import hash_file, new_hasher
 from ..errors import ChecksumMismatchError, DiskFullError, HubProtocolError, SizeMismatchError
 from ..hub.pacing import Retrier
 from ..hub.wire import TimeoutException, TransportError
+from ..store.integrity import record_written
 from ..store.journal import WRITEBACK_STEP, start_writeback
 from ..store.layout import open_in_folder
 
@@ -324,6 +325,7 @@ class Transfer:
             with self.part.open("rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(self.part, self.job.dest)
+        record_written(self.job.dest, self.job.checksum_kind, self.job.checksum)  # read checks
         self._drop_validator()
 
     # ------------------------------------------------------------------ validator sidecar

@@ -26,6 +26,7 @@ from .. import spec
 from ..errors import DiskFullError, ShardError, StoreError, UnsafePathError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import TILE_ID_RE
+from ..store.integrity import record
 from ..store.journal import start_writeback
 from ..store.layout import open_in_folder, safe_join
 from .index import UNPACK_COLUMNS, footer_length
@@ -128,7 +129,9 @@ def write_atomic(dest: Path, data: Any, durable: bool = True) -> str:
         raise StoreError(
             f"cannot write {dest}: {exc.strerror or exc}", "check the folder's permissions"
         ) from None
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
+    record(dest, digest)  # size, mtime and sha256: what every later read checks (cheaply)
+    return digest
 
 
 def open_local(path: Path, metadata: Any = None) -> pq.ParquetFile:

@@ -11,6 +11,7 @@ request, whole shards in the shard cache).
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..fetch.runner import DownloadSummary
 from ..fetch.transfer import FileJob
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import Selection
+from ..store.integrity import record
 from ..store.layout import Store
 from .clean import stray_parts
 
@@ -44,10 +46,10 @@ class VerifyReport:
 
     @property
     def problems(self) -> int:
-        still = len(self.missing) + len(self.corrupt) + len(self.refused)
+        still = len(self.missing) + len(self.corrupt)
         if self.repaired is not None:
             still = self.repaired.failed
-        return still
+        return still + len(self.refused)  # a refused path is never repaired
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -57,17 +59,26 @@ class VerifyReport:
         return d
 
 
+BLOCKED = "a folder is in the file's place: move it away, then re-run with --repair"
+
+
 def _check(job: FileJob, has_checksum: bool) -> str:
     try:
-        size = job.dest.stat().st_size
-    except FileNotFoundError:
+        st = job.dest.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return "missing"
-    if job.size >= 0 and size != job.size:
+    if not stat.S_ISREG(st.st_mode):
+        return "blocked"  # a folder (or another non-file): nothing to hash, nothing to unlink
+    if job.size >= 0 and st.st_size != job.size:
         return "corrupt"
     if not has_checksum:
         return "unchecked"
     digest = hash_file(job.dest, job.checksum_kind, job.size).digest()
-    return "ok" if digest == job.checksum else "corrupt"
+    if digest != job.checksum:
+        return "corrupt"
+    if job.checksum_kind == "sha256":
+        record(job.dest, digest, st)  # verified now: later reads check it with one stat
+    return "ok"
 
 
 def _jobs_for(
@@ -144,6 +155,8 @@ def verify(
             if state == "ok":
                 rep.ok += 1
                 rep.bytes += job.size
+            elif state == "blocked":
+                rep.refused.append((job.label, BLOCKED))
             else:
                 getattr(rep, state).append(job.label)
             progress(ProgressEvent("advance", "verify", files=1, bytes=max(job.size, 0)))

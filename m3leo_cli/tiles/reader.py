@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .geotiff import read_tif, tif_names
+from .integrity import check_intact
 from .model import (
     DECODING,
     Tile,
-    check_exists,
     decode,
     decode_values,
     derived_band_names,
@@ -36,7 +36,7 @@ __all__ = [
 def band_names(path: Path, datakind: str) -> tuple[str, ...]:
     """The stored band names of a tile file, in order (derived bands not included)."""
     fmt, _ = family_format(datakind)
-    check_exists(path)
+    check_intact(path)
     if fmt == "geotiff":
         return tif_names(path, datakind)
     from .netcdf import nc_band_names
@@ -50,11 +50,12 @@ def read_tile(path: Path, datakind: str, bands: Sequence[str] | None = None) -> 
     A band token is a stored band name (``winter_vvasc``, ``coherence:winter:12``, ``agb``), a
     prefix of ``:``-separated labels selecting several (``coherence``, ``coherence:winter``) or
     a derived band (``winter_vv-vhasc``). Raises UnknownBandError (listing the valid names),
-    CorruptTileError (naming the file) or TileNotLocalError (no such file).
+    CorruptTileError (naming the file; also a file that changed since m3leo wrote it, see
+    ``tiles.integrity``) or TileNotLocalError (no such file).
     """
     path = Path(path)
     fmt, family = family_format(datakind)
-    check_exists(path)
+    check_intact(path)  # one stat, a re-hash only when the file changed since it was written
     tile_id = path.name.split(".", 1)[0]
     if fmt == "geotiff":
         return read_tif(path, datakind, tile_id, bands)

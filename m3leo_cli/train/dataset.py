@@ -188,6 +188,7 @@ class StoreDataset:
 
     def _read(self, path: Any, datakind: str) -> LayerData:
         """One layer of one tile: netCDF bands through the cached plan when it applies."""
+        from ..tiles.integrity import check_intact
         from . import ncfast
 
         tokens = self.tokens[datakind]
@@ -199,6 +200,7 @@ class StoreDataset:
             self._nc[datakind] = ncfast.make_plan(path, datakind, names)
             return first
         plan = self._nc[datakind]
+        check_intact(path)  # the fast path skips read_tile: the same integrity check (issue 27)
         got = ncfast.read_with_plan(plan, path) if plan is not None else None
         if got is None:
             return read_layer(path, datakind, tokens)
