@@ -47,7 +47,8 @@ else that escapes is a bug and shows its traceback.
     ├── TileError
     │   ├── TileNotFoundError / TileNotLocalError
     │   ├── CorruptTileError
-    │   └── StatsNotFoundError                    no saved `stats --bands` for that modality
+    │   ├── StatsNotFoundError                    no saved `stats --bands` for that modality
+    │   └── StatsMismatchError                    saved statistics of another selection (exit 2)
     ├── AoiError                                  your own area: grid, split, ingest, gee
     │   ├── BadAoiError                           empty, invalid, antimeridian, too wide
     │   ├── IngestError                           rasters that cannot be cut onto the grid
@@ -353,6 +354,13 @@ class CorruptTileError(TileError):
 
 class StatsNotFoundError(TileError):
     default_hint = "compute them first with `m3leo stats --bands` (same --edition and --modality)"
+
+
+class StatsMismatchError(TileError):
+    """Saved band statistics describe another selection than the one being normalised."""
+
+    exit_code = 2
+    default_hint = "recompute them: m3leo stats --bands (same --edition, --region, --split train)"
 
 
 # ----------------------------------------------------------------------------- your own area

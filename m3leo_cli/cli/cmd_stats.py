@@ -42,7 +42,10 @@ def stats_cmd(
     data_dir: DataDir = None,
     json_out: JsonOut = False,
     bands: bool = typer.Option(
-        False, "--bands", help="Per-band statistics of the selected local tiles (saved for export)."
+        False,
+        "--bands",
+        help="Per-band statistics of the selected local tiles, of the train split unless "
+        "--split is given (saved for export --normalize and train).",
     ),
     percentiles: str = typer.Option("2,50,98", "--percentiles", help="With --bands: which ones."),
     engine: EngineOpt = None,
@@ -74,6 +77,12 @@ def stats_cmd(
         )
     if bands:
         from .bands_view import run_band_stats
+
+        if not sel.splits:  # normalisation statistics come from the train split alone
+            from dataclasses import replace
+
+            sel = replace(sel, splits=("train",))
+            say("train split (normalisation statistics); --split val/test for the others")
 
         return run_band_stats(settings, sel, percentiles, json_out, stats_file)
     if stats_file is not None:

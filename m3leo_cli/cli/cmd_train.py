@@ -13,12 +13,67 @@ from .render import err_console, out_console, print_json
 
 
 def _reporter(quiet: bool) -> Any:
+    """Messages and one line per epoch on stderr, and a per-batch bar with rate and ETA (on a
+    terminal; piped, a progress line every 10 s instead)."""
+    import time
+
     from ..progress import ProgressEvent
+
+    state: dict[str, Any] = {"bar": None, "task": None, "done": 0, "total": None}
+
+    def batch(event: ProgressEvent) -> None:
+        con = err_console()
+        if event.kind == "start":
+            state.update(done=0, total=event.total_files, t0=time.monotonic(), shown=0.0)
+            epoch = int(event.extra.get("epoch", 0)) + 1
+            state["label"] = f"epoch {epoch}/{event.extra.get('epochs')}"
+            if con.is_terminal:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,  # fmt: skip
+                    TimeRemainingColumn,
+                )
+
+                state["bar"] = Progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=con, transient=True,
+                )  # fmt: skip
+                state["task"] = state["bar"].add_task(
+                    state["label"], total=event.total_files, rate=""
+                )
+                state["bar"].start()
+        elif event.kind == "advance":
+            state["done"] += event.files
+            elapsed = time.monotonic() - state["t0"]
+            rate = state["done"] / elapsed if elapsed > 0 else 0.0
+            if state["bar"] is not None:
+                state["bar"].update(state["task"], advance=event.files, rate=f"{rate:.2f} batch/s")
+            elif elapsed - state["shown"] >= 10.0:
+                state["shown"] = elapsed
+                total = state["total"]
+                left = (total - state["done"]) / rate if total and rate else None
+                eta = f", ETA {left:.0f} s" if left is not None else ""
+                con.print(
+                    f"{state['label']}: batch {state['done']}/{total or '?'}, "
+                    f"{rate:.2f} batch/s{eta}",
+                    markup=False,
+                    highlight=False,
+                )
+        elif event.kind == "done" and state["bar"] is not None:
+            state["bar"].stop()
+            state["bar"] = None
 
     def report(event: ProgressEvent) -> None:
         if quiet:
             return
-        if event.kind == "message":
+        if event.phase == "batch":
+            batch(event)
+        elif event.kind == "message":
             err_console().print(event.message, markup=False, highlight=False)
         elif event.kind == "advance" and event.phase == "train":
             metrics = event.extra.get("metrics", {})
@@ -90,15 +145,21 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run folder written by `m3leo train`."),
-    split: str = typer.Option("test", "--split", help="Which split to score: test, val, train."),
+    split: str = typer.Option(
+        "test", "--split", help="Which split to score: test, val, train (scores named <split>_*)."
+    ),
     data_dir: DataDir = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Score a trained run (its best checkpoint) on the test split of its own config.
+    """Score a trained run (its best checkpoint) on a split of its own config (test by
+    default), normalised with the statistics it was trained with; writes <split>_metrics.json.
 
     Example: m3leo evaluate runs/2026-01-01/12-00-00 --json
     """
     from ..train.run import evaluate
+    from ..train.checks import check_split
+
+    check_split(split)  # a typo fails before torch is imported
 
     out = evaluate(run, settings_from(data_dir=data_dir), split=split)
     if json_out:

@@ -3,7 +3,10 @@
 Files are reduced in batches to the mergeable accumulators of :mod:`.accumulate` (in threads or
 processes) and merged here. Values are the decoded physical values of
 ``tiles.decode`` (nodata, NaN and MODIS water excluded). Label layers also get class histograms.
-Results are saved under ``<data_dir>/.m3leo/stats/`` for ``m3leo export --normalize``.
+Derived bands (S1 GRD ``<season>_vv-vh<orbit>``) get statistics like stored ones, so a model
+reading them can be normalised. Results are saved under ``<data_dir>/.m3leo/stats/``, with
+their provenance (regions, splits, tiles per modality), for ``m3leo export --normalize`` and
+``m3leo train``.
 """
 
 from __future__ import annotations
@@ -21,13 +24,36 @@ from .accumulate import (
     Accumulator,
     BandStats,
     BandStatsReport,
+    band_key,
     finish_band,
-    reduce_files,
+    reduce_band,
 )
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..selection import Selection
+
+
+def reduce_files(batch: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Accumulator]:
+    """Accumulators for every stored and derived band of a batch of ``(datakind, path)`` files
+    (the worker entry): each file is read once, its derived bands computed from that read."""
+    from .reader import band_names, derived_band_names, read_tile
+
+    out: dict[tuple[str, str], Accumulator] = {}
+    for datakind, path in batch:
+        stored = band_names(Path(path), datakind)
+        derived = derived_band_names(datakind, stored)
+        tile = read_tile(Path(path), datakind, [*stored, *derived] if derived else None)
+        seen: set[tuple[str, str]] = set()
+        for i, name in enumerate(tile.band_names):
+            key = band_key(datakind, name)
+            mask = tile.nodata[i] if tile.nodata is not None else None
+            acc = reduce_band(tile.family, tile.data[i], mask, out.get(key))
+            if key in seen:
+                acc.files -= 1  # a pooled GUNW variable counts its file once
+            seen.add(key)
+            out[key] = acc
+    return out
 
 
 def _batches(files: Sequence[tuple[str, Path]], size: int) -> Iterator[list[tuple[str, str]]]:
@@ -103,8 +129,8 @@ def compute_band_stats(
 # --------------------------------------------------------------------------- store level
 
 
-def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Path, str]]:
-    """``(datakind, local path, tile id)`` of the selected tiles that exist in the store."""
+def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Path, str, str]]:
+    """``(datakind, local path, tile id, region)`` of the selected tiles in the store."""
     from ..catalog.query import select
     from ..store.layout import Store
 
@@ -115,7 +141,36 @@ def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Pat
     for row in cols:
         p = store.local_path(row["edition"], row["region"], row["path"])
         if p.is_file():
-            out.append((row["datakind"], p, row["tile_id"]))
+            out.append((row["datakind"], p, row["tile_id"], row["region"]))
+    return out
+
+
+def sample_files(
+    files: Sequence[tuple[str, Path, str, str]], sample: int, seed: int
+) -> list[tuple[str, Path, str, str]]:
+    """At most ``sample`` tiles per (datakind, region), drawn at random with ``seed`` from the
+    files in manifest order (``numpy.random.default_rng(seed).permutation``)."""
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[tuple[str, Path, str, str]]] = {}
+    for f in files:
+        groups.setdefault((f[0], f[3]), []).append(f)
+    out: list[tuple[str, Path, str, str]] = []
+    for key in sorted(groups):
+        group = groups[key]
+        if len(group) > sample:
+            idx = np.random.default_rng(seed).permutation(len(group))[:sample]
+            group = [group[i] for i in sorted(idx)]
+        out.extend(group)
+    return out
+
+
+def provenance(files: Sequence[tuple[str, Path, str, str]]) -> dict[str, dict[str, object]]:
+    """datakind -> the regions and the number of tiles its statistics were computed on."""
+    out: dict[str, dict[str, object]] = {}
+    for dk in sorted({f[0] for f in files}):
+        mine = [f for f in files if f[0] == dk]
+        out[dk] = {"regions": sorted({f[3] for f in mine}), "tiles": len({f[2] for f in mine})}
     return out
 
 
@@ -130,12 +185,15 @@ def band_stats(
     stats_file: Path | None = None,
     progress: ProgressCallback = no_progress,
     pool: Executor | None = None,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> BandStatsReport:
     """``m3leo stats --bands``: statistics of the selected local tiles, saved for export (in
     the store, in the user cache when the store is read-only, or in ``stats_file``).
 
     ``pool`` (e.g. ``dist.engine.open_engine``'s Dask executor) runs the file batches instead
-    of local threads; the numbers are identical.
+    of local threads; the numbers are identical. ``sample``: at most that many random tiles
+    per modality and region (``sample_files``); the saved provenance records it.
     """
     from ..errors import EmptySelectionError
     from .statsfile import save_band_stats
@@ -147,8 +205,10 @@ def band_stats(
             "none of the selected tiles is in the local store",
             "download them first: `m3leo download` with the same selection flags",
         )
+    if sample is not None:
+        files = sample_files(files, sample, seed)
     bands = compute_band_stats(
-        [(dk, p) for dk, p, _ in files],
+        [(dk, p) for dk, p, _, _ in files],
         percentiles=percentiles,
         workers=workers or min(settings.workers, os.cpu_count() or 1),
         executor=executor,
@@ -158,11 +218,12 @@ def band_stats(
     report = BandStatsReport(
         bands=bands,
         files=len(files),
-        tiles=len({t for _, _, t in files}),
+        tiles=len({t for _, _, t, _ in files}),
         seconds=time.perf_counter() - t0,
         edition=selection.edition,
         regions=selection.region_names,
         percentiles=tuple(percentiles),
+        extra={"provenance": provenance(files), "sample": sample},
     )
     if save:
         report.saved_to, report.saved_where = save_band_stats(

@@ -1,19 +1,26 @@
 """The saved band statistics: ``<data_dir>/.m3leo/stats/bands-<edition>.json``.
 
-Written by ``m3leo stats --bands`` and read by ``m3leo export --normalize``. A read-only store
+Written by ``m3leo stats --bands`` (and by ``m3leo train`` when the statistics it needs are
+missing) and read by ``m3leo export --normalize`` and training. A read-only store
 (a shared copy on a cluster) cannot hold them: they then go to the user cache
 (``<cache_dir>/stats/<store key>/``, ``cache_stats_path``), or to ``--stats FILE``, and are
 read back from there. One JSON object per
 edition; each run replaces the entries of the modalities (datakinds) it computed and keeps the
-others, so statistics of different modalities accumulate::
+others, so statistics of different modalities accumulate. Every entry carries its provenance:
+the regions and splits of the tiles it was computed on, how many tiles of that modality, and the
+sample size (``null``: every tile; an int: at most that many random tiles per region). Entries
+are also kept per selection under ``selections`` (key ``<datakind>|<regions>|<splits>``), so the
+statistics of europe's train split and of conus's do not replace each other::
 
     {"format": "m3leo-band-stats/1", "edition": "miniset",
      "modalities": {"s1grd-2020": {
-         "regions": ["europe"], "splits": [], "tiles": 120, "files": 120,
+         "regions": ["europe"], "splits": ["train"], "tiles": 120, "files": 120,
+         "sample": null, "subset": false,
          "values": "decoded", "decoding": "uint16 holding signed dB: view as int16 ...",
          "percentiles": [2, 50, 98], "computed_at": "2026-11-25T12:00:00+00:00",
          "bands": {"winter_vvasc": {"count": ..., "mean": ..., "std": ..., "min": ...,
-                                    "max": ..., "percentiles": {"p2": ...}, ...}}}}}
+                                    "max": ..., "percentiles": {"p2": ...}, ...}}}},
+     "selections": {"s1grd-2020|europe|train": {...the same entry...}}}
 
 Statistics are of the *decoded* values (``tiles.decode``): normalise with
 ``(tiles.decode(tile) - mean) / std``. ``std`` is the population standard deviation.
@@ -22,6 +29,7 @@ Statistics are of the *decoded* values (``tiles.decode``): normalise with
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +62,17 @@ def cache_stats_path(settings: Settings, edition: str) -> Path:
     return root / "stats" / key / f"bands-{edition}.json"
 
 
+def selection_key(datakind: str, regions: Sequence[str], splits: Sequence[str]) -> str:
+    """The key of one selection's entry under ``selections``: ``s1grd-2020|conus,europe|train``
+    (an empty splits list, every split, is ``all``)."""
+    return f"{datakind}|{','.join(sorted(regions))}|{','.join(sorted(splits)) or 'all'}"
+
+
+def _subset(selection: Selection) -> bool:
+    """The selection narrows a split to some of its tiles (--limit, --tiles, --bbox, --year)."""
+    return bool(selection.limit is not None or selection.tiles or selection.bbox)
+
+
 def _merge(data: dict[str, Any], report: BandStatsReport, selection: Selection) -> None:
     from ..version import __version__
     from .model import DECODING
@@ -66,10 +85,15 @@ def _merge(data: dict[str, Any], report: BandStatsReport, selection: Selection) 
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     for modality, bands in by_modality.items():
         family = spec.parse_datakind(modality).family.name
-        data["modalities"][modality] = {
-            "regions": list(report.regions),
-            "splits": list(selection.splits),
-            "tiles": report.tiles,
+        prov = report.extra.get("provenance", {}).get(modality, {})
+        regions = sorted(prov.get("regions", report.regions))
+        splits = sorted(selection.splits)
+        entry = {
+            "regions": regions,
+            "splits": splits,
+            "tiles": int(prov.get("tiles", report.tiles)),
+            "sample": report.extra.get("sample"),
+            "subset": _subset(selection),
             "files": max(b["files"] for b in bands.values()),
             "values": "decoded",
             "decoding": DECODING.get(family, "as stored"),
@@ -78,6 +102,8 @@ def _merge(data: dict[str, Any], report: BandStatsReport, selection: Selection) 
             "m3leo_version": __version__,
             "bands": bands,
         }
+        data["modalities"][modality] = entry
+        data.setdefault("selections", {})[selection_key(modality, regions, splits)] = entry
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -117,14 +143,9 @@ def save_band_stats(
     raise error
 
 
-def load_band_stats(
-    settings: Settings, edition: str, path: Path | None = None
-) -> dict[str, dict[str, Any]]:
-    """modality -> its saved entry (with ``bands``); StatsNotFoundError when there is none.
-
-    ``path`` given: that file only. Otherwise the store's file and the user cache's, the most
-    recently computed entry of each modality winning.
-    """
+def _load_all(settings: Settings, edition: str, path: Path | None) -> dict[str, Any]:
+    """The merged stats data (``modalities`` and ``selections``) of ``path``, or of the store's
+    file and the user cache's, the most recently computed entry of each key winning."""
     if path is not None:
         data = _read(path)
         if not data.get("modalities"):
@@ -137,19 +158,93 @@ def load_band_stats(
                 f"{path} holds statistics of the {data.get('edition')} edition, not {edition}",
                 f"pass --edition {data.get('edition')}, or compute them for {edition}",
             )
-        return dict(data["modalities"])
+        return {"modalities": dict(data["modalities"]), "selections": data.get("selections", {})}
     places = [stats_path(settings, edition), cache_stats_path(settings, edition)]
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, dict[str, Any]] = {"modalities": {}, "selections": {}}
     for p in places:
-        for name, entry in (_read(p).get("modalities") or {}).items():
-            old = merged.get(name)
-            if old is None or str(entry.get("computed_at", "")) > str(old.get("computed_at", "")):
-                merged[name] = entry
-    if not merged:
+        data = _read(p)
+        for section, table in merged.items():
+            for name, entry in (data.get(section) or {}).items():
+                old = table.get(name)
+                if old is None or str(entry.get("computed_at", "")) > str(
+                    old.get("computed_at", "")
+                ):
+                    table[name] = entry
+    if not merged["modalities"]:
         raise StatsNotFoundError(
             f"no saved band statistics for the {edition} edition ({places[0]} or {places[1]})"
         )
     return merged
+
+
+def load_band_stats(
+    settings: Settings, edition: str, path: Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """modality -> its latest saved entry (with ``bands``); StatsNotFoundError when there is none.
+
+    ``path`` given: that file only. Otherwise the store's file and the user cache's, the most
+    recently computed entry of each modality winning.
+    """
+    return dict(_load_all(settings, edition, path)["modalities"])
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """``the train split of europe (20 tiles)`` for an entry's provenance."""
+    splits = entry.get("splits") or []
+    which = f"the {'+'.join(splits)} split" if splits else "every split"
+    regions = "/".join(entry.get("regions") or []) or "?"
+    sample = entry.get("sample")
+    tiles = f"{entry.get('tiles', '?')} tiles" + (f", sample of <= {sample}" if sample else "")
+    subset = ", a subset: --limit/--tiles/--bbox" if entry.get("subset") else ""
+    return f"{which} of {regions} ({tiles}{subset})"
+
+
+def find_entry(
+    settings: Settings,
+    edition: str,
+    datakind: str,
+    regions: Sequence[str],
+    tiles: int,
+    *,
+    split: str = "train",
+    sample: int | None = None,
+    path: Path | None = None,
+    exact: bool = False,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The saved entry of ``datakind`` for the ``split`` of ``regions`` and why it does not fit.
+
+    ``(entry, None)``: statistics of exactly that selection, all its ``tiles`` local tiles (or
+    their sample of at most ``sample`` per region). ``(entry, reason)``: the closest entry
+    (that selection's, else the latest of the modality) describes something else.
+    ``(None, None)``: nothing saved for the modality (``exact``: for that selection).
+    The caller refuses, warns or computes.
+    """
+    try:
+        data = _load_all(settings, edition, path)
+    except StatsNotFoundError:
+        if path is not None:  # a --stats FILE that holds none: say so
+            raise
+        return None, None
+    want = {"regions": sorted(regions), "splits": [split], "tiles": tiles, "sample": sample}
+    entry = data["selections"].get(selection_key(datakind, regions, [split]))
+    if entry is None and not exact:
+        entry = data["modalities"].get(datakind)
+    if entry is None:
+        return None, None
+    reason = None
+    if sorted(entry.get("regions") or []) != want["regions"] or sorted(
+        entry.get("splits") or []
+    ) != [split]:
+        reason = f"they are of {describe(entry)}, not of {describe(want)}"
+    elif entry.get("subset"):
+        reason = f"they are of {describe(entry)}, not of {describe(want)}"
+    elif entry.get("sample") != sample:
+        reason = f"they are of {describe(entry)}, not of {describe(want)}"
+    elif sample is None and int(entry.get("tiles", -1)) != tiles:
+        reason = (
+            f"they are of {describe(entry)}; that split now holds {tiles} local tiles of {datakind}"
+        )
+    return entry, reason
 
 
 def normalization(

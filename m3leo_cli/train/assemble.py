@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import spec
 from .layers import IGNORE_INDEX, DataSpec
+from .normstats import RunStats
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,24 +48,32 @@ class Assembler:
         inputs: Sequence[str],
         channels: Mapping[str, int],
         target: str,
-        stats: Mapping[str, BandStats] | None = None,
+        stats: Mapping[str, BandStats] | RunStats | None = None,
         normalized: bool = False,
     ) -> None:
         self.spec = data
         self.inputs = list(inputs)  # input datakinds, in channel order
         self.channels = dict(channels)  # datakind -> output channels
         self.target = target  # target datakind
-        self.stats = dict(stats or {})
+        # datakind -> statistics (one set), or a RunStats (per region with norm_scope=region)
+        self.run_stats = stats if isinstance(stats, RunStats) else None
+        self.stats: dict[str, BandStats] = {}
+        if stats is not None and not isinstance(stats, RunStats):
+            self.stats = dict(stats)
         self.normalized = normalized  # the arrays are already normalised (an export did it)
         self._lut: np.ndarray | None = None
-        self._norm: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+        self._norm: dict[tuple[str, str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def num_channels(self) -> int:
         return sum(self.channels[d] for d in self.inputs)
 
     def input_array(
-        self, datakind: str, layer: LayerData | None, out: np.ndarray | None = None
+        self,
+        datakind: str,
+        layer: LayerData | None,
+        out: np.ndarray | None = None,
+        region: str | None = None,
     ) -> np.ndarray:
         """(channels, size, size) float32 for one input layer (zeros where it has no data),
         written into ``out`` when given (a slice of the sample's image: no concatenation)."""
@@ -90,8 +99,10 @@ class Assembler:
             np.copyto(values, data, casting="unsafe")
         else:
             decode_into(values, data, family.name)
-            if datakind in self.stats:
-                mean, std = self._mean_std(datakind, tuple(b for b in layer.bands if b is not None))
+            stats = self.run_stats.for_region(region) if self.run_stats else self.stats
+            if datakind in stats:
+                bands = tuple(b for b in layer.bands if b is not None)
+                mean, std = self._mean_std(stats, datakind, bands, region or "")
                 values -= mean
                 values /= std
         if mask is not None:
@@ -104,14 +115,20 @@ class Assembler:
             out[rows] = values
         return out
 
-    def _mean_std(self, datakind: str, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _mean_std(
+        self, stats: Mapping[str, BandStats], datakind: str, bands: tuple[str, ...], region: str
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(bands, 1, 1) float32 mean and std of the saved statistics, looked up once."""
         import numpy as np
 
-        key = (datakind, bands)
+        key = (
+            region if self.run_stats and self.run_stats.scope == "region" else "",
+            datakind,
+            bands,
+        )
         got = self._norm.get(key)
         if got is None:
-            ms = [self.stats[datakind].mean_std(b) for b in bands]
+            ms = [stats[datakind].mean_std(b) for b in bands]
             got = (
                 np.array([m for m, _ in ms], dtype=np.float32)[:, None, None],
                 np.array([sd for _, sd in ms], dtype=np.float32)[:, None, None],
@@ -170,6 +187,7 @@ class Assembler:
         target: LayerData,
         tile_id: str,
         bounds: Sequence[float] | None,
+        region: str | None = None,
     ) -> dict[str, Any]:
         import numpy as np
         import torch
@@ -179,7 +197,7 @@ class Assembler:
         start = 0
         for d in self.inputs:
             n = self.channels[d]
-            self.input_array(d, inputs.get(d), image[start : start + n])
+            self.input_array(d, inputs.get(d), image[start : start + n], region)
             start += n
         out: dict[str, Any] = {"image": torch.from_numpy(image)}
         key = "mask" if self.spec.target.task == "classification" else "target"

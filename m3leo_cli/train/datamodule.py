@@ -30,6 +30,7 @@ class M3leoDataModule(L.LightningDataModule):
         settings: Settings | None = None,
         export: str | Path | None = None,
         seed: int = 0,
+        stats: Any = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -38,6 +39,7 @@ class M3leoDataModule(L.LightningDataModule):
         self.settings = settings
         self.export = Path(export) if export else None
         self.seed = seed
+        self.stats = stats  # normstats.RunStats: every split normalised with the train split's
         self.datasets: dict[str, Any] = {}
 
     def dataset(self, split: str) -> Any:
@@ -50,7 +52,9 @@ class M3leoDataModule(L.LightningDataModule):
             else:
                 from .dataset import StoreDataset
 
-                self.datasets[split] = StoreDataset(self.data, split, self.settings)
+                self.datasets[split] = StoreDataset(
+                    self.data, split, self.settings, stats=self.stats
+                )
         return self.datasets[split]
 
     @property

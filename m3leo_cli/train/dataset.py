@@ -26,6 +26,7 @@ from .layers import DataSpec, channel_names, is_rule, select_bands
 if TYPE_CHECKING:
     from ..config import Settings
     from ..export.samples import Sample, SamplePlan
+    from .normstats import RunStats
 
 
 @dataclass
@@ -155,6 +156,7 @@ class StoreDataset:
         settings: Settings | None = None,
         *,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        stats: RunStats | None = None,
     ) -> None:
         from ..config import load_settings
 
@@ -162,14 +164,14 @@ class StoreDataset:
         self.data = data
         self.split = split
         self.plan = plan_split(settings, data, split)
-        stats = None
-        if data.normalize:
-            from ..export.normalize import load_stats
+        if data.normalize and stats is None:  # the train split's (normstats), computed if missing
+            from .normstats import resolve_stats
 
-            assert self.plan.plan is not None
-            stats = load_stats(settings, self.plan.plan, self.plan.inputs)
+            stats = resolve_stats(settings, data, self.plan if split == "train" else None)
         channels = {d: len(c) for d, c in self.plan.channels.items()}
-        self.assembler = Assembler(data, self.plan.inputs, channels, self.plan.target, stats)
+        self.assembler = Assembler(
+            data, self.plan.inputs, channels, self.plan.target, stats if data.normalize else None
+        )
         self.transforms = transforms
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(self.plan.inputs)}
         self.tokens[self.plan.target] = (data.target.band,)
@@ -207,6 +209,12 @@ class StoreDataset:
         return LayerData(got[0], list(plan.bands), got[1])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from .threads import loader_threads
+
+        with loader_threads():  # BLAS held to one thread while assembling (train.threads)
+            return self._item(index)
+
+    def _item(self, index: int) -> dict[str, Any]:
         s = self.plan.samples[index]
         layers: dict[str, LayerData | None] = {}
         for d in self.plan.inputs:
@@ -221,7 +229,7 @@ class StoreDataset:
                 )
             layers[d] = layer
         target = self._read(s.files[self.plan.target].path, self.plan.target)
-        sample = self.assembler.sample(layers, target, s.tile_id, s.bounds)
+        sample = self.assembler.sample(layers, target, s.tile_id, s.bounds, s.region)
         return self.transforms(sample) if self.transforms else sample
 
 

@@ -18,6 +18,9 @@ from typing import Any
 from ..errors import TrainConfigError
 
 TASKS = ("classification", "regression")
+NORM_SCOPES = ("pooled", "region")
+STATS_CHECKS = ("refuse", "warn")
+PREPROCESSING = ("m3leo", "paper")
 IGNORE_INDEX = -1  # mask value of pixels without a class (nodata, or a code not in `classes`)
 _RULE = re.compile(r"^(?P<var>[A-Za-z_]+):days=(?P<lo>\d+)-(?P<hi>\d+)$")
 _PAIR = re.compile(r"^(?P<var>[A-Za-z_]+):(?P<a>\d{8})_(?P<b>\d{8})$")
@@ -57,6 +60,9 @@ class DataSpec:
     edition: str = "miniset"
     regions: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    norm_scope: str = "pooled"  # train-split statistics over all regions, or per region
+    stats_check: str = "refuse"  # saved statistics of another selection: refuse | warn
+    preprocessing: str = "m3leo"  # m3leo | paper (the authors' rules, for paper comparisons)
 
 
 def data_spec(cfg: Mapping[str, Any]) -> DataSpec:
@@ -90,15 +96,44 @@ def data_spec(cfg: Mapping[str, Any]) -> DataSpec:
     regions = cfg.get("regions") or ()
     if isinstance(regions, str):
         regions = (regions,)
+    edition = str(cfg.get("edition", "miniset"))
+    _check_regions(edition, regions)
+    choices = {"norm_scope": NORM_SCOPES, "stats_check": STATS_CHECKS,
+               "preprocessing": PREPROCESSING}  # fmt: skip
+    chosen = {k: str(cfg.get(k) or v[0]) for k, v in choices.items()}
+    for key, value in chosen.items():
+        if value not in choices[key]:
+            raise TrainConfigError(
+                f"unknown data.{key}={value}", f"use one of {', '.join(choices[key])}"
+            )
     return DataSpec(
         inputs,
         target,
         size,
         bool(cfg.get("normalize", True)),
         bool(cfg.get("allow_missing", False)),
-        str(cfg.get("edition", "miniset")),
+        edition,
         tuple(str(r) for r in regions),
+        norm_scope=chosen["norm_scope"],
+        stats_check=chosen["stats_check"],
+        preprocessing=chosen["preprocessing"],
     )
+
+
+def _check_regions(edition: str, regions: Sequence[Any]) -> None:
+    """A misspelt region is a usage error with the CLI's did-you-mean (UnknownRegionError)."""
+    from ..errors import M3leoError, UnknownRegionError
+    from ..spec.regions import get_edition, get_region
+
+    try:
+        get_edition(edition)
+    except M3leoError as exc:
+        raise TrainConfigError(f"data.edition: {exc.message}", exc.hint) from None
+    for r in regions:
+        try:
+            get_region(str(r), edition)
+        except UnknownRegionError as exc:
+            raise TrainConfigError(f"data.regions: {exc.message}", exc.hint) from None
 
 
 def _tuple(value: Any) -> tuple[str, ...] | None:

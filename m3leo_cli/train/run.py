@@ -117,8 +117,11 @@ def _loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     return out
 
 
-def build(cfg: dict[str, Any], settings: Settings | None) -> tuple[Any, Any]:
-    """(datamodule, model) from a resolved config; dataset errors surface here."""
+def build(
+    cfg: dict[str, Any], settings: Settings | None, stats: Any = None, split: str = "train"
+) -> tuple[Any, Any]:
+    """(datamodule, model) from a resolved config; dataset errors surface here. The model's
+    input channels are counted on ``split`` (``evaluate`` never needs the train split)."""
     from .datamodule import M3leoDataModule
     from .layers import data_spec
     from .tasks import M3leoTask
@@ -132,12 +135,13 @@ def build(cfg: dict[str, Any], settings: Settings | None) -> tuple[Any, Any]:
         settings=settings,
         export=cfg["data"].get("export"),
         seed=int(cfg.get("seed", 0)),
+        stats=stats,
     )
     m = cfg.get("model") or {}
     if m.get("name", "unet") != "unet":
         raise TrainConfigError(f"unknown model.name {m.get('name')!r}", "use model.name=unet")
     model = M3leoTask(
-        dm.num_channels,
+        len(dm.dataset(split).channel_names),
         data.target.task,
         data.target.num_classes,
         int(m.get("base_channels", 32)),
@@ -147,6 +151,23 @@ def build(cfg: dict[str, Any], settings: Settings | None) -> tuple[Any, Any]:
         float(m.get("target_scale", 1.0)),
     )
     return dm, model
+
+
+def run_stats(cfg: dict[str, Any], settings: Settings | None, progress: ProgressCallback) -> Any:
+    """The train split's band statistics the run normalises with (computed when missing), or
+    None (``data.normalize=false``, or an export that streams its own values)."""
+    from ..config import load_settings
+    from .dataset import plan_split
+    from .layers import data_spec
+    from .normstats import resolve_stats
+
+    data = data_spec(cfg["data"])
+    if not data.normalize or cfg["data"].get("export"):
+        return None
+    settings = settings or load_settings()
+    train = plan_split(settings, data, "train")
+    plan_split(settings, data, "val")  # an unusable val split fails before anything is computed
+    return resolve_stats(settings, data, train, seed=int(cfg.get("seed", 0)), progress=progress)
 
 
 def _last_metrics(csv_path: Path) -> dict[str, float]:
@@ -174,16 +195,23 @@ def train(
 
     composed = compose(overrides)
     cfg = composed.config
+    from .checks import check_config
+
+    check_config(cfg)
     check_device(cfg.get("trainer") or {})
     import lightning as L
 
     L.seed_everything(int(cfg.get("seed", 0)), verbose=False)
     with quiet_lightning():
-        dm, model = build(cfg, settings)
+        stats = run_stats(cfg, settings, progress)
+        dm, model = build(cfg, settings, stats)
         dm.setup("fit")
+    # every configuration problem is behind us: only now is the run folder written
     run_dir = composed.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if stats is not None:
+        stats.write(run_dir)
     progress(ProgressEvent("message", phase="train", message=f"run folder {run_dir}"))
     t0 = time.perf_counter()
     with quiet_lightning():
@@ -210,16 +238,41 @@ def train(
         ckpt.best_model_path or None,
         {s: len(ds) for s, ds in dm.datasets.items()},
     )
-    (run_dir / "run.json").write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    record = result.as_dict()
+    data = cfg["data"]
+    record["preprocessing"] = data.get("preprocessing") or "m3leo"
+    record["normalization"] = (
+        None
+        if stats is None
+        else {"scope": stats.scope, "file": "band_stats.json", "provenance": stats.provenance}
+    )
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1) + "\n")
     return result
 
 
 def _Progress(progress: ProgressCallback) -> Any:
-    """A Lightning callback that reports each finished epoch through ``progress``."""
+    """A Lightning callback that reports through ``progress``: each training batch (phase
+    ``batch``: ``start`` with the epoch's batch count, one ``advance`` per batch, for a bar
+    with rate and ETA) and each finished epoch (phase ``train``, with its metrics)."""
     from lightning.pytorch.callbacks import Callback
 
     class Report(Callback):  # type: ignore[misc]
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            total = trainer.num_training_batches
+            progress(
+                ProgressEvent(
+                    "start",
+                    phase="batch",
+                    total_files=int(total) if total != float("inf") else None,
+                    extra={"epoch": trainer.current_epoch, "epochs": trainer.max_epochs},
+                )
+            )
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            progress(ProgressEvent("advance", phase="batch", files=1))
+
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            progress(ProgressEvent("done", phase="batch"))
             values = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
             progress(
                 ProgressEvent(
@@ -250,7 +303,11 @@ def find_checkpoint(run_dir: Path) -> Path:
 def evaluate(
     run_dir: Path, settings: Settings | None = None, split: str = "test"
 ) -> dict[str, Any]:
-    """Score a finished run on ``split``; the metrics also go to ``<run>/test_metrics.json``."""
+    """Score a finished run on ``split``, with the band statistics it was trained with; the
+    metrics (``<split>_loss``, ``<split>_acc``, ...) also go to ``<run>/<split>_metrics.json``."""
+    from .checks import check_split
+
+    check_split(split)  # before the heavy imports: a typo fails at once
     require_extra()
     from .experiments import load_yaml
 
@@ -263,12 +320,14 @@ def evaluate(
     import lightning as L
     import torch
 
+    from .normstats import read_run_stats
     from .tasks import M3leoTask
 
+    stats = read_run_stats(run_dir)
     with quiet_lightning():
-        dm, _ = build(cfg, settings)
+        dm, _ = build(cfg, settings, stats, split=split)
         model = M3leoTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-        dm.dataset(split)
+        model.stage_names["test"] = split  # logged as val_* / train_* when scoring those
         trainer = L.Trainer(
             accelerator=(cfg.get("trainer") or {}).get("accelerator", "auto"),
             devices=1,
@@ -276,7 +335,7 @@ def evaluate(
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        loader = dm.test_dataloader() if split == "test" else dm._loader(split, shuffle=False)
+        loader = dm._loader(split, shuffle=False)
         scores = trainer.test(model, dataloaders=loader, verbose=False)[0]
     out = {
         "run_dir": str(run_dir),

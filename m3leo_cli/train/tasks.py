@@ -42,6 +42,9 @@ class M3leoTask(L.LightningModule):
         self.net = UNet(in_channels, out, base_channels, depth)
         self.metrics = torch.nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
         self._updated: set[str] = set()
+        # the name each evaluation stage logs under: `evaluate --split val` runs Lightning's
+        # test loop but its scores are val_*, never test_*
+        self.stage_names = {"val": "val", "test": "test"}
 
     def _metrics(self) -> torchmetrics.MetricCollection:
         n = self.hparams["num_classes"]
@@ -96,7 +99,7 @@ class M3leoTask(L.LightningModule):
         if pred.numel():
             metrics.update(pred, y)
             self._updated.add(stage)
-        self.log(f"{stage}_loss", loss, on_epoch=True, batch_size=n)
+        self.log(f"{self.stage_names[stage]}_loss", loss, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -109,7 +112,8 @@ class M3leoTask(L.LightningModule):
         metrics: Any = self.metrics[stage]
         if stage in self._updated:
             values = metrics.compute()
-            self.log_dict({f"{stage}_{k}": v for k, v in values.items()})
+            name = self.stage_names[stage]
+            self.log_dict({f"{name}_{k}": v for k, v in values.items()})
         metrics.reset()
         self._updated.discard(stage)
 

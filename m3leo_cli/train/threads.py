@@ -1,0 +1,52 @@
+"""BLAS / OpenMP threads while samples are assembled (threadpoolctl).
+
+Resampling runs small matrix products through numpy's BLAS. Left alone, every DataLoader
+worker starts a full BLAS pool and the pools spin against each other and the training
+process: on a 2-core machine a 2-worker loader fell to 0.82x the authors' loader. So each
+worker process holds BLAS and OpenMP to one thread for its lifetime (its own process: nothing
+else shares it), and the main process, when it assembles samples itself
+(``loader.num_workers=0``), holds numpy's BLAS to one thread while it does so only, leaving
+torch's own OpenMP pool (the model) untouched. No environment variable is needed; without
+threadpoolctl installed nothing is limited.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+_state: dict[str, Any] = {"pid": None, "controller": None, "worker": False}
+
+
+def _setup() -> None:
+    """Once per process: a limited worker, or a controller for the main process."""
+    _state["pid"] = os.getpid()
+    _state["controller"] = None
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    from torch.utils.data import get_worker_info
+
+    controller = ThreadpoolController()
+    _state["worker"] = get_worker_info() is not None
+    if _state["worker"]:
+        controller.limit(limits=1)  # the whole worker process, for good
+    else:
+        _state["controller"] = controller
+
+
+@contextmanager
+def loader_threads() -> Iterator[None]:
+    """Assemble a sample under the limits above."""
+    if _state["pid"] != os.getpid():
+        _setup()
+    controller = _state["controller"]
+    if controller is None or _state["worker"]:
+        with nullcontext():
+            yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
