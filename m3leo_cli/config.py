@@ -218,7 +218,7 @@ def load_settings(
     file_values: dict[str, Any] = {}
     named = overrides.get("config_path") or env.get("M3LEO_CONFIG")
     if named and str(cfg_path) != os.devnull and not cfg_path.is_file():
-        via = "--config" if overrides.get("config_path") else "M3LEO_CONFIG"
+        via = "config_path" if overrides.get("config_path") else "M3LEO_CONFIG"
         what = "is a folder" if cfg_path.is_dir() else "does not exist"
         raise ConfigNotFoundError(f"the config file {cfg_path} ({via}) {what}")
     if cfg_path.is_file():

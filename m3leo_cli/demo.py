@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import M3leoError, UsageError
+from . import spec
+from .errors import M3leoError, UsageError, install_hint
 from .progress import ProgressCallback, ProgressEvent, no_progress
 
 REGION = "europe"
+MIN_TILES = len(spec.SPLITS)  # the synthetic source gives each split at least one tile
 
 
 @dataclass
@@ -114,6 +116,12 @@ def run_demo(
     from .server import HubServer
     from .testing.synth import SynthConfig, write_source
 
+    if tiles < MIN_TILES:  # refused before anything is built or written
+        raise UsageError(
+            f"--tiles {tiles} is too few: the demo needs at least {MIN_TILES} tiles "
+            "(one in each split: train, val and test)",
+            f"give --tiles {MIN_TILES} or more (default 12)",
+        )
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="m3leo-demo-"))
     elif workdir.exists() and any(workdir.iterdir()):
@@ -129,7 +137,7 @@ def run_demo(
             ProgressEvent(
                 "message",
                 message="matplotlib is not installed: no tile picture, and the map is HTML "
-                "(pip install 'm3leo-cli[viz]' for both)",
+                f"({install_hint('viz')} for both)",
             )
         )
     steps, outputs = plan_steps(workdir, tile, viz=viz)

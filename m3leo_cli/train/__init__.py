@@ -1,4 +1,4 @@
-"""train: M3LEO in a training loop (the optional ``m3leo-cli[train]`` extra).
+"""train: M3LEO in a training loop (the optional ``train`` extra).
 
 ``layers`` (what a model reads: inputs, band selections, the target), ``assemble`` (arrays ->
 TorchGeo-style sample dicts), ``dataset`` (map-style dataset over the store), ``exported``
