@@ -174,7 +174,9 @@ def test_ingest_bad_input(
     for args, message, hint in cases:
         r = run(capsys, "ingest", "val", *args)
         lines = r.err.strip().splitlines()
-        assert r.code == 1 and lines[0].startswith("Error:") and message in lines[0], r.err
+        usage = message.startswith("unknown resampling")  # a flag's value: exit 2
+        assert r.code == (2 if usage else 1), r.err
+        assert lines[0].startswith("Error:") and message in lines[0], r.err
         assert lines[1].startswith("hint:") and hint in lines[1], r.err
     r = run(capsys, "ingest", "nosuch", str(paths[0]), "-d", "x")
     assert r.code == 1 and "no local region 'nosuch'" in r.err and "m3leo grid" in r.err
@@ -257,3 +259,70 @@ def test_a_layer_of_your_own_exports_on_dask_workers_as_here(
             outs[name] = {p.relative_to(out).as_posix(): p.read_bytes()
                           for p in sorted(out.rglob("*.npz"))}  # fmt: skip
     assert outs["dask"] == outs["here"] and outs["here"]
+
+
+def _classes(folder: Path) -> Path:
+    """A class raster of WorldCover codes 10 and 80 in 10-cell squares (uint8, nodata 0)."""
+    y, x = np.mgrid[0:NROW, 0:NCOL]
+    codes = np.where((y // 10 + x // 10) % 2 == 0, 10, 80).astype("uint8")
+    p = folder / "lc.tif"
+    t = from_origin(W, N, RES, RES)
+    with rasterio.open(p, "w", driver="GTiff", width=NCOL, height=NROW, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=t, nodata=0) as d:  # fmt: skip
+        d.write(codes, 1)
+        d.set_band_description(1, "lc")
+    return p
+
+
+@pytest.mark.parametrize("method", ["bilinear", "cubic", "average", "lanczos"])
+def test_a_label_refuses_resampling_that_invents_classes(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str, method: str
+) -> None:
+    lc = _classes(tmp_path)
+    r = run(capsys, "ingest", region, str(lc), "-d", "mylc", "--label", "--resampling", method)
+    assert r.code == 2 and "would invent class codes" in r.err, r.err
+    assert "--resampling nearest" in r.err
+    assert not list(data_dir.rglob("mylc"))  # nothing written
+    r = run(capsys, "ingest", region, str(lc), "-d", "mylc", "--label", "--resampling", "mode",
+            "--chip-px", "8")  # fmt: skip
+    assert r.code == 0, r.err
+    values = np.concatenate(
+        [rasterio.open(f).read(1).ravel() for f in data_dir.rglob("mylc/*.tif")]
+    )
+    assert set(np.unique(values)) <= {0, 10, 80}
+
+
+@pytest.mark.parametrize("px", ["0", "-1"])
+def test_chip_px_must_be_positive(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str, px: str
+) -> None:
+    paths, _ = _mosaic(tmp_path)
+    r = run(capsys, "ingest", region, *map(str, paths), "-d", "myval", "--chip-px", px)
+    assert r.code == 2 and "--chip-px must be at least 1" in r.err, r.err
+    assert not list(data_dir.rglob("myval"))
+
+
+def test_ingest_never_writes_through_a_planted_link(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path, region: str
+) -> None:
+    paths, _ = _mosaic(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.tif"
+    victim.write_bytes(b"precious")
+    reg = load_region(data_dir, region)
+    chips = load_chips(data_dir, reg)
+    folder = data_dir / "local" / region / reg.partition / "myval"
+    folder.mkdir(parents=True)
+    for chip in chips:  # every chip's final name is a link out of the store
+        (folder / f"{chip.tile_id}.tif").symlink_to(victim)
+    r = run(capsys, "ingest", region, *map(str, paths), "-d", "myval", "--chip-px", "8")
+    assert r.code == 0, r.err
+    assert victim.read_bytes() == b"precious" and sorted(outside.iterdir()) == [victim]
+    written = [p for p in folder.iterdir() if not p.is_symlink()]
+    assert written and all(p.is_file() for p in written)
+    # the datakind folder itself a link out of the region: refused, nothing written there
+    (folder.parent / "other").symlink_to(outside, target_is_directory=True)
+    r = run(capsys, "ingest", region, *map(str, paths), "-d", "other", "--chip-px", "8")
+    assert r.code == 1 and "outside the region" in r.err, r.err
+    assert sorted(outside.iterdir()) == [victim]

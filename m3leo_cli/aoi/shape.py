@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadAoiError, MissingDependencyError
+from ..errors import BadAoiError, MissingDependencyError, UsageError
 from .ids import utm_zone
 
 # How far (degrees of longitude) an AOI may reach from its zone's central meridian. The
@@ -115,6 +115,12 @@ def check_aoi(geom: Any) -> None:
             f"the AOI has no area ({kind})", "give a Polygon or MultiPolygon in lon/lat degrees"
         )
     xs, ys = shapely.get_coordinates(geom).T
+    if (ys.min() < -90 or ys.max() > 90) and abs(xs).max() <= 90 and abs(ys).max() <= 180:
+        raise UsageError(
+            f"the AOI has latitudes up to {abs(ys).max():.4g} degrees (beyond 90): its "
+            "coordinates look like latitude-first (lat, lon) pairs",
+            "GeoJSON and WKT list longitude first: swap each pair to (lon, lat)",
+        )
     if xs.min() < -180 or xs.max() > 180 or ys.min() < -90 or ys.max() > 90:
         raise BadAoiError(
             "the AOI has coordinates outside lon -180..180 / lat -90..90",
@@ -153,3 +159,41 @@ def _crosses_antimeridian(geom: Any) -> bool:
                 return True
     xs = shapely.get_coordinates(geom)[:, 0]
     return bool(xs.min() <= -180 and xs.max() >= 180)
+
+
+SWAP_NOTE_KM = 1000.0  # how far a [lat, lon] reading must land for centre_note to mention it
+
+
+def centre_note(geom: Any) -> tuple[tuple[float, float], str | None]:
+    """The AOI's lon/lat centre, and a note when the file may list [lat, lon] pairs.
+
+    The rule (docs/aoi.md): the note is given when every coordinate would also be valid read
+    the other way round, that reading's centre lies in another UTM zone more than
+    ``SWAP_NOTE_KM`` away, and the latitude as read is smaller in size than the longitude (a
+    [lat, lon] file of the mid-latitudes reads that way). m3leo never swaps by itself.
+    """
+    shapely = _shapely()
+    xs, ys = shapely.get_coordinates(geom).T
+    lon, lat = float(geom.centroid.x), float(geom.centroid.y)
+    if abs(xs).max() > 90 or abs(lat) >= abs(lon):
+        return (lon, lat), None
+    here, there = utm_zone(lon, lat), utm_zone(lat, lon)
+    if there is None or here == there or _km(lon, lat, lat, lon) < SWAP_NOTE_KM:
+        return (lon, lat), None
+    return (lon, lat), (
+        f"read as (lon, lat) pairs, as GeoJSON and WKT are written, the AOI is centred at "
+        f"{_deg(lon, lat)}; if its pairs are (lat, lon) it belongs at {_deg(lat, lon)}, "
+        f"{_km(lon, lat, lat, lon):,.0f} km away: swap them and run again"
+    )
+
+
+def _deg(lon: float, lat: float) -> str:
+    return f"{abs(lon):.2f} {'E' if lon >= 0 else 'W'}, {abs(lat):.2f} {'N' if lat >= 0 else 'S'}"
+
+
+def _km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Great-circle distance on a 6371 km sphere."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lon2 - lon1)
+    c = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
+    return 6371.0 * math.acos(max(-1.0, min(1.0, c)))

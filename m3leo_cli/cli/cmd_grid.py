@@ -67,9 +67,18 @@ def grid(
         overwrite=overwrite,
     )
     if json_out:
+        if info["note"]:
+            say(f"note: {info['note']}")
         print_json(info)
         return
     s = info["splits"]
+    lon, lat = info["centre"]
+    say(
+        f"AOI centre {abs(lon):.2f} {'E' if lon >= 0 else 'W'}, "
+        f"{abs(lat):.2f} {'N' if lat >= 0 else 'S'} (lon/lat)"
+    )
+    if info["note"]:
+        say(f"note: {info['note']}")
     say(
         f"{info['chips']} chips of {info['chip_m']:g} m in UTM EPSG:{info['utm_epsg']}: "
         f"{s['train']} train, {s['val']} val, {s['test']} test"
