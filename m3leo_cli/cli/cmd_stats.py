@@ -92,6 +92,12 @@ def stats_cmd(
         print_json(report)
         return
     render_stats(report["rows"], report["total"])
+    if not any(r["local_tiles"] for r in report["rows"]):  # `local 0` everywhere: say why
+        from ..catalog.editions import other_edition_hint
+
+        extra = other_edition_hint(settings, sel.edition, sel.regions)
+        if extra:
+            say(f"hint: nothing of the {sel.edition} edition is local; {extra}")
     if sel.edition == "full":  # the same words download, verify, export and tiles use
         say(
             "full edition: tiles are those _parquet.csv lists; a shard may not hold some of "
@@ -101,12 +107,6 @@ def stats_cmd(
 
 
 def render_stats(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
-    if not any(r["local_tiles"] for r in report["rows"]):  # `local 0` everywhere: say why
-        from ..catalog.editions import other_edition_hint
-
-        extra = other_edition_hint(settings, sel.edition, sel.regions)
-        if extra:
-            say(f"hint: nothing of the {sel.edition} edition is local; {extra}")
     """The people's table, narrow enough for 80 columns, with a total line whose tiles are
     distinct tiles (a tile in three modalities counts once)."""
     from rich import box
