@@ -34,8 +34,8 @@ def gee(
         Path | None,
         typer.Option(
             "--credentials",
-            help="A service-account key (JSON). Default: GOOGLE_APPLICATION_CREDENTIALS, "
-            "M3LEO_EE_TOKEN, then `earthengine authenticate`'s.",
+            help="A service-account key (JSON). Default: M3LEO_EE_TOKEN, "
+            "GOOGLE_APPLICATION_CREDENTIALS, then `earthengine authenticate`'s.",
         ),
     ] = None,
     chip_px: Annotated[
@@ -57,7 +57,7 @@ def gee(
     Uses Earth Engine's standard REST endpoint (M3LEO_EE_ENDPOINT; M3LEO_EE_HIGH_VOLUME=1 for
     the high-volume one), your project (--project, M3LEO_EE_PROJECT, `earthengine
     set_project`, GOOGLE_CLOUD_PROJECT) and your credentials (--credentials KEY.json,
-    GOOGLE_APPLICATION_CREDENTIALS, M3LEO_EE_TOKEN or `earthengine authenticate`, with the
+    M3LEO_EE_TOKEN, GOOGLE_APPLICATION_CREDENTIALS or `earthengine authenticate`, with the
     `gee` extra). Quota answers are retried, requests over the size limit are split by band
     groups, finished chips are skipped, so re-running resumes. A chip that fails is recorded
     and the others go on; the run then exits 1 and --retry-failed re-runs those chips.
