@@ -168,3 +168,94 @@ def test_no_experiment_and_bad_override(capsys) -> None:
 def test_evaluate_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
     res = run(capsys, "evaluate", str(tmp_path))
     assert res.code == 1 and "config.yaml" in _error(res)[0]
+
+
+# ------------------------------------------------------------ issue 27: training that talks
+
+
+def test_evaluate_val_names_its_scores_val(store, tmp_path: Path, capsys) -> None:
+    """Issue 27 item 9: `evaluate --split val` printed and saved test_* scores."""
+    run_dir = tmp_path / "run"
+    res = run(capsys, "train", "experiment=esawc/s1grd-vv", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert res.code == 0, res.err
+    res = run(capsys, "evaluate", str(run_dir), "--split", "val")
+    assert res.code == 0, res.err
+    assert res.out.startswith("val split") and "  val_acc" in res.out and "  test_" not in res.out
+    saved = json.loads((run_dir / "val_metrics.json").read_text())
+    assert saved["split"] == "val"
+    assert set(saved["metrics"]) == {"val_acc", "val_loss", "val_miou"}
+    assert not (run_dir / "test_metrics.json").exists()
+
+
+def test_evaluate_unknown_split_fails_before_heavy_imports(tmp_path: Path) -> None:
+    """Issue 27: `evaluate --split validation` spent 5.4 s importing before "unknown split"."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from m3leo_cli.cli import main; rc = main(['evaluate', sys.argv[1], "
+            "'--split', 'validation']); print(rc, 'lightning' in sys.modules, "
+            "'torch' in sys.modules)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.stdout.split() == ["2", "False", "False"], r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "Error: unknown split 'validation'"
+    assert lines[1].startswith("hint: did you mean --split val?") and len(lines) == 2
+
+
+def test_evaluate_on_another_store_names_the_split_it_scores(
+    store, data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """Issue 27 item 20: `evaluate --data-dir <other>` complained about the train split."""
+    run_dir = tmp_path / "run"
+    res = run(capsys, "train", "experiment=esawc/s1grd-vh", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert res.code == 0, res.err
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    for p in other.glob("miniset/europe/*/esaworldcover-2020"):
+        shutil.rmtree(p)
+    res = run(capsys, "evaluate", str(run_dir), "--data-dir", str(other))
+    assert res.code == 1
+    err, hint = _error(res)
+    assert "test split" in err and "train" not in err and "m3leo download" in hint
+
+
+@pytest.mark.parametrize(
+    "override,says,fix",
+    [
+        ("loader.batch_size=0", "loader.batch_size must be at least 1", "loader.batch_size=8"),
+        ("model.lr=-1", "model.lr must be positive", "model.lr=1e-4"),
+        ("data.size=7", "data.size=7 is too small", "data.size=8"),
+        ("loader.num_workers=-2", "loader.num_workers must be 0 or more", "num_workers=2"),
+        ("data.regions=[europa]", "unknown region 'europa'", "did you mean 'europe'"),
+        ("data.norm_scope=tile", "unknown data.norm_scope=tile", "pooled, region"),
+        ("data.preprocessing=authors", "unknown data.preprocessing", "m3leo, paper"),
+    ],
+)
+def test_bad_overrides_are_usage_errors(store, tmp_path: Path, capsys, override, says, fix):
+    """Issue 27 item 13: tracebacks from torch (batch 0), AdamW (lr -1), BatchNorm (size 7)."""
+    run_dir = tmp_path / "r"
+    res = run(capsys, "train", "experiment=esawc/gssic", *SMALL, "model.depth=2",
+              override, f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert res.code == 2, res.err
+    err, hint = _error(res)
+    assert says in err and fix in hint
+    assert not run_dir.exists()
+
+
+def test_progress_reports_every_batch(store, tmp_path: Path) -> None:
+    """Issue 27: a CPU epoch was 91 s of silence; now each batch is reported (the CLI draws a
+    bar with rate and ETA from these events)."""
+    from m3leo_cli.train.run import train
+
+    events = []
+    train(["experiment=esawc/s1grd-vv", "trainer.max_epochs=2", *SMALL, "loader.batch_size=2",
+           f"hydra.run.dir={tmp_path / 'p'}"], progress=events.append)  # fmt: skip
+    batch = [e for e in events if e.phase == "batch"]
+    starts = [e for e in batch if e.kind == "start"]
+    assert len(starts) == 2 and all(e.total_files and e.total_files >= 2 for e in starts)
+    advances = [e for e in batch if e.kind == "advance"]
+    assert len(advances) == sum(e.total_files for e in starts)
+    assert [e.extra["epoch"] for e in starts] == [0, 1]
