@@ -224,9 +224,10 @@ def run_error(info: dict[str, Any], again: str) -> EarthEngineError | None:
         return EarthEngineError(s["message"], s["hint"])
     if info["failed"]:
         n, first = len(info["failed"]), info["failed"][0]
+        others = "the others are written, " if n < info["chips"] else ""
         return EarthEngineError(
-            f"{n} of {info['chips']} chips failed (first: {first['reason']}); the others are "
-            f"written, the list is in {info['report']}",
+            f"{n} of {info['chips']} chips failed (first: {first['reason']}); {others}"
+            f"the list is in {info['report']}",
             "; ".join(
                 h
                 for h in (first.get("hint", ""), f"then `{again} --retry-failed` re-runs them")

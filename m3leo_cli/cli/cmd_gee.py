@@ -93,8 +93,10 @@ def gee(
     elif not quiet:
         say(
             f"{info['datakind']}: {info['downloaded']} chips downloaded, {info['skipped']} "
-            f"already there, {len(info['failed'])} failed, {info['requests']} requests "
-            f"({info['retries']} retries, {info['split_chips']} chips split by band groups)"
+            f"already there, {len(info['failed'])} failed"
+            + (f", {info['not_tried']} not tried (stopped)" if info["not_tried"] else "")
+            + f", {info['requests']} requests ({info['retries']} retries, "
+            f"{info['split_chips']} chips split by band groups)"
         )
         for f in info["failed"][:10]:
             say(f"  failed {f['tile_id']}: {f['reason']}")
