@@ -87,10 +87,46 @@ def test_train_prints_people_lines_on_stderr(store, tmp_path: Path, capsys) -> N
 def test_list_experiments(capsys) -> None:
     res = run(capsys, "train", "--list", "--json")
     names = json.loads(res.out)["experiments"]
-    for task in ("esawc", "agb", "ghsbuilts"):
-        for inp in ("s1grd", "s1grd-vv", "s1grd-vh", "gssic", "gunw", "s2rgbm", "s1grd+s2rgbm",
-                    "gssic+s2rgbm", "gunw+s2rgbm"):  # fmt: skip
+    for task in ("esawc", "agb", "ghsbuilts", "modisveg"):
+        for inp in ("s1grd", "s1grd-vv", "s1grd-vh", "s1grd-vvvh", "gssic", "gunw", "s2rgbm",
+                    "s1grd+s2rgbm", "gssic+s2rgbm", "gunw+s2rgbm"):  # fmt: skip
             assert f"{task}/{inp}" in names
+
+
+def test_the_authors_names_are_aliases(store, tmp_path: Path, capsys) -> None:
+    """Issue 28 item 8: `experiment=baseline-esawc/s1grd-vv-vh` was refused."""
+    res = run(capsys, "train", "--list", "--json")
+    alias = json.loads(res.out)["aliases"]
+    assert alias["baseline-esawc/s1grd-vv-vh"] == "esawc/s1grd"
+    assert alias["baseline-agb/s1grd-vv"] == "agb/s1grd-vv"
+    assert alias["fusion-esawc/gssic"] == "esawc/gssic+s2rgbm"
+    assert alias["fusion-ghsbuilts/s1grd-vv-vh"] == "ghsbuilts/s1grd+s2rgbm"
+    assert alias["fusion-agb/gunw"] == "agb/gunw+s2rgbm"
+    assert len([a for a in alias if a.startswith(("baseline-", "fusion-"))]) == 27
+    res = run(capsys, "train", "--list")
+    assert "baseline-esawc/s1grd-vv-vh -> esawc/s1grd" in res.out
+    run_dir = tmp_path / "a"
+    res = run(capsys, "train", "experiment=fusion-esawc/gssic", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={run_dir}", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["experiment"] == "esawc/gssic+s2rgbm"
+
+
+def test_modisveg_from_vv_vh_and_vv_minus_vh(store, tmp_path: Path, capsys) -> None:
+    """Issue 28 item 5: the MODIS vegetation task and the 12-channel S1 input."""
+    run_dir = tmp_path / "m"
+    res = run(capsys, "train", "experiment=modisveg/s1grd-vvvh", "trainer.max_epochs=1", *SMALL,
+              f"hydra.run.dir={run_dir}", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    assert "val_rmse" in summary["metrics"]
+    cfg = (run_dir / "config.yaml").read_text()
+    assert "modality: modis44b006veg" in cfg and "winter_vv-vhasc" in cfg
+    from m3leo_cli.train.normstats import read_run_stats
+
+    stats = read_run_stats(run_dir)
+    assert stats is not None
+    assert len(stats.by_scope["*"]["s1grd-2020"].bands) >= 12  # stored and derived bands
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -28,9 +28,11 @@ CONFIG = SynthConfig(
         "esaworldcover-2020",
         "biomass-2020",
         "ghsbuilts-2020",
+        "modis44b006veg",
     ),
 )
-MODALITIES = ("s1grd", "s2rgbm", "gssic", "gunw", "esaworldcover", "biomass", "ghsbuilts")
+MODALITIES = ("s1grd", "s2rgbm", "gssic", "gunw", "esaworldcover", "biomass", "ghsbuilts",
+              "modis")  # fmt: skip
 _CACHE: dict[str, tuple[SourceInfo, Path]] = {}
 
 

@@ -102,7 +102,7 @@ def train_cmd(
         show_default=False,
     ),
     list_experiments: bool = typer.Option(
-        False, "--list", help="List the packaged experiments and exit."
+        False, "--list", help="List the packaged experiments (and the authors' names) and exit."
     ),
     data_dir: DataDir = None,
     json_out: JsonOut = False,
@@ -118,14 +118,18 @@ def train_cmd(
     data.regions=[europe]
     """
     if list_experiments:
-        from ..train.experiments import experiments
+        from ..train.experiments import aliases, experiments
 
-        names = experiments()
+        names, alias = experiments(), aliases()
         if json_out:
-            print_json({"experiments": names})
+            print_json({"experiments": names, "aliases": alias})
         else:
             for name in names:
                 out_console().print(name, markup=False, highlight=False)
+            out_console().print("\nthe authors' names (spaceml-org/M3LEO configs/) -> m3leo's:",
+                                markup=False, highlight=False)  # fmt: skip
+            for theirs, ours in alias.items():
+                out_console().print(f"{theirs} -> {ours}", markup=False, highlight=False)
         return
     from ..train.run import train
 

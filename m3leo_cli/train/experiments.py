@@ -5,6 +5,9 @@
 ``input/`` (layers and bands). Composition uses Hydra's compose API on the package itself
 (``pkg://m3leo_cli.train.conf``), so the configs travel inside the wheel and nothing is read
 from the working directory. ``hydra.run.dir=...`` picks the run folder, as with ``@hydra.main``.
+
+The authors' config names (``configs/<folder>/<name>`` in spaceml-org/M3LEO) are aliases:
+``experiment=baseline-esawc/s1grd-vv-vh`` composes ``esawc/s1grd`` (:func:`aliases` maps them).
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 from ..errors import TrainConfigError, UnknownExperimentError
 
 CONFIG_MODULE = "m3leo_cli.train.conf"
-TASKS = ("esawc", "agb", "ghsbuilts")
+TASKS = ("esawc", "agb", "ghsbuilts", "modisveg", "mae")
+# the authors' input folders -> m3leo's inputs, for baselines and for fusions (+ s2rgbm)
+_BASELINE = {"s1grd-vv-vh": "s1grd", "s1grd-vv": "s1grd-vv", "s1grd-vh": "s1grd-vh",
+             "gssic": "gssic", "gunw": "gunw", "s2rgbm": "s2rgbm"}  # fmt: skip
+_FUSION = {"s1grd-vv-vh": "s1grd+s2rgbm", "gssic": "gssic+s2rgbm", "gunw": "gunw+s2rgbm"}
+_MAE = {"mae-pretraining/s1grd": "mae/pretrain", "mae-finetuning/s1grd-to-esawc": "mae/esawc",
+        "mae-finetuning/s1grd-to-veg": "mae/modisveg"}  # fmt: skip
 
 
 def experiments() -> list[str]:
@@ -33,6 +42,19 @@ def experiments() -> list[str]:
                 out.append(f"{task.name}/{f.name[:-5]}")
     order = {t: i for i, t in enumerate(TASKS)}
     return sorted(out, key=lambda n: (order.get(n.split("/")[0], 9), n))
+
+
+def aliases() -> dict[str, str]:
+    """The authors' experiment names -> m3leo's, for the experiments packaged here."""
+    names = set(experiments())
+    out: dict[str, str] = {}
+    for task in ("esawc", "agb", "ghsbuilts"):
+        for theirs, ours in _BASELINE.items():
+            out[f"baseline-{task}/{theirs}"] = f"{task}/{ours}"
+        for theirs, ours in _FUSION.items():
+            out[f"fusion-{task}/{theirs}"] = f"{task}/{ours}"
+    out.update(_MAE)
+    return {k: v for k, v in sorted(out.items()) if v in names}
 
 
 @dataclass
@@ -67,6 +89,10 @@ def compose(overrides: Sequence[str]) -> Composed:
 
     overrides = list(overrides)
     name = _experiment_of(overrides)
+    alias = aliases().get(name or "")
+    if alias is not None:  # the authors' name: compose m3leo's experiment of that name
+        overrides = [f"experiment={alias}" if _experiment_of([o]) == name else o for o in overrides]
+        name = alias
     if name is not None and name not in experiments():
         raise UnknownExperimentError(name, experiments())
     GlobalHydra.instance().clear()
