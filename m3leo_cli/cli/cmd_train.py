@@ -161,10 +161,10 @@ def evaluate_cmd(
 
     Example: m3leo evaluate runs/2026-01-01/12-00-00 --json
     """
-    from ..train.run import evaluate
     from ..train.checks import check_split
 
     check_split(split)  # a typo fails before torch is imported
+    from ..train.run import evaluate
 
     out = evaluate(run, settings_from(data_dir=data_dir), split=split)
     if json_out:
