@@ -239,3 +239,52 @@ def test_demo_refuses_too_few_tiles_up_front(capsys, tmp_path, tiles) -> None:
     assert res.err.startswith(f"Error: --tiles {tiles} is too few: the demo needs at least 3")
     assert "hint: give --tiles 3 or more" in res.err
     assert not work.exists()
+
+
+# --------------------------------------------------------------------------- 80 columns
+
+
+def _fits(text: str, width: int = 80) -> list[str]:
+    from rich.cells import cell_len
+
+    return [line for line in text.splitlines() if cell_len(line) > width]
+
+
+def test_tables_fit_80_columns_and_keep_every_value(capsys, stores, monkeypatch) -> None:
+    from m3leo_cli import spec
+
+    src, mini, both = stores
+    monkeypatch.setenv("COLUMNS", "80")
+    for store in (mini, both):
+        res = run(capsys, "modalities", "--data-dir", str(store))
+        assert res.code == 0 and not _fits(res.out), _fits(res.out)
+        assert "…" not in res.out
+        words = res.out.split()
+        for family in spec.FAMILIES.values():  # every alias, whole
+            for alias in family.aliases:
+                assert alias in words or f"{alias}," in words, alias
+    res = run(capsys, "catalog", "show", "--data-dir", str(both))
+    assert res.code == 0 and not _fits(res.out) and "…" not in res.out
+    shown = json.loads(run(capsys, "catalog", "show", "--data-dir", str(both), "--json").out)
+    for m in shown["manifests"]:
+        if m["status"] == "ok":
+            assert m["commit"][:12] in res.out and m["refreshed_at"][:10] in res.out
+    res = run(capsys, "regions", "--data-dir", str(both))
+    assert res.code == 0 and not _fits(res.out) and "…" not in res.out
+    assert "southamerica" in res.out and "285,402" in res.out
+    assert res.out.count("6 tiles, ") == 4  # europe and conus, both editions
+
+
+def test_info_fits_80_columns_and_keeps_every_band(capsys, stores, monkeypatch) -> None:
+    src, mini, _ = stores
+    monkeypatch.setenv("COLUMNS", "80")
+    tile = _europe_tile(src)
+    res = run(capsys, "info", tile, "--edition", "miniset", "--data-dir", str(mini))
+    assert res.code == 0 and not _fits(res.out), _fits(res.out)
+    doc = json.loads(run(capsys, "info", tile, "--edition", "miniset", "--data-dir", str(mini),
+                         "--json").out)  # fmt: skip
+    words = {w.rstrip(",") for w in res.out.split()}
+    joined = "".join(line.strip() for line in res.out.splitlines())
+    for f in doc["files"]:
+        assert f["path"] in joined
+        assert set(f["bands"]) <= words

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -81,6 +82,8 @@ def catalog_refresh(
             )
     for w in report.warnings:
         say(f"warning: {w}")
+    if report.absent_note:
+        say(f"warning: {report.absent_note}")
 
 
 @catalog_app.command("show")
@@ -101,33 +104,52 @@ def catalog_show(
     if json_out:
         print_json({"manifests": rows})
         return
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        "region",
-        "status",
-        "commit",
-        "refreshed",
-        "files",
-        "tiles",
-        "bytes",
-        "path",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+    table = narrow_table(["region", "status", "commit", "refreshed (UTC)", "files", "tiles",
+                          "bytes"], right_from=4)  # fmt: skip
     for r in rows:
         table.add_row(
             r["region"],
             r["status"],
             _short(r.get("commit")),
-            str(r.get("refreshed_at") or "-"),
-            str(r.get("files") if r.get("files") is not None else "-"),
-            str(r.get("tiles") if r.get("tiles") is not None else "-"),
+            _when(r.get("refreshed_at")),
+            f"{r['files']:,}" if r.get("files") is not None else "-",
+            f"{r['tiles']:,}" if r.get("tiles") is not None else "-",
             human_bytes(r.get("bytes")) if r.get("bytes") is not None else "-",
-            r["path"],
         )
     out_console().print(table)
+    if rows:  # the paths, once: each row's file is this pattern with its region
+        root = Path(rows[0]["path"]).parent.parent
+        say(f"manifests in {root}")
+        say("  one per region: region=<region>/manifest.parquet (--json lists each path)")
+
+
+def _when(stamp: str | None) -> str:
+    """An ISO timestamp as `YYYY-MM-DD HH:MM` in UTC (the seconds are in --json)."""
+    if not stamp:
+        return "-"
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def narrow_table(heads: list[str], right_from: int = 99, wrap: tuple[int, ...] = ()) -> Any:
+    """A table laid out for 80 columns: one space between columns, no edges, cells that do
+    not fit wrap (``wrap`` columns fold long words) instead of ending in an ellipsis."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    for i, h in enumerate(heads):
+        table.add_column(
+            h,
+            justify="right" if i >= right_from else "left",
+            no_wrap=i not in wrap,
+            overflow="fold",
+        )
+    return table
 
 
 @app.command("regions")
@@ -142,24 +164,15 @@ def regions_cmd(data_dir: DataDir = None, json_out: JsonOut = False) -> None:
     if json_out:
         print_json({"regions": rows})
         return
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        "region",
-        "description",
-        "chips (full)",
-        "full manifest",
-        "miniset manifest",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+    table = narrow_table(["region", "description", "chips (full)", "full manifest",
+                          "miniset manifest"], wrap=(1,))  # fmt: skip
+    table.columns[2].justify = "right"
     for r in rows:
         cells = []
         for e in ("full", "miniset"):
             m = r["manifests"][e]
             cells.append(
-                f"{m['tiles']} tiles, {human_bytes(m['bytes'])}"
+                f"{m['tiles']:,} tiles, {human_bytes(m['bytes'])}"
                 if m["status"] == "ok"
                 else m["status"]
             )
@@ -185,20 +198,10 @@ def modalities_cmd(
     if json_out:
         print_json({"modalities": rows})
         return
-    from rich import box
-    from rich.table import Column, Table
-
-    table = Table(
-        Column("datakind", no_wrap=True),
-        Column("fmt", no_wrap=True),
-        Column("layers", no_wrap=True),
-        Column("res. m", no_wrap=True),
-        Column("tiles", no_wrap=True),
-        Column("bytes", no_wrap=True),
-        "aliases",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
+    table = narrow_table(["datakind", "fmt", "layers", "m/px", "tiles", "bytes", "aliases"],
+                         wrap=(6,))  # fmt: skip
+    for i in (3, 4, 5):
+        table.columns[i].justify = "right"
     for r in rows:
         n = len(r["bands"] or r["variables"])
         layers = f"{n} band{'s' * (n != 1)}" if r["bands"] else f"{n} var{'s' * (n != 1)}"
@@ -209,7 +212,7 @@ def modalities_cmd(
             f"{r['resolution_m']:g}" if r["resolution_m"] else "?",
             "-" if r["tiles"] is None else f"{r['tiles']:,}",
             "-" if r["bytes"] is None else human_bytes(r["bytes"]),
-            ", ".join(r["aliases"]),
+            ", ".join(r["aliases"]) or "-",
         )
     out_console().print(table)
     if any(r["tiles"] is None for r in rows):

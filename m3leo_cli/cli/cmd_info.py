@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from typing import Any
+
 import typer
 
 from .. import spec
@@ -38,27 +41,48 @@ def info_cmd(
         print_json(info.as_dict())
         return
     con = out_console()
+    width = max(40, con.width)  # the terminal's (80 columns fit), 200 when piped
+
+    def put(text: str, indent: str = "  ", follow: str = "    ") -> None:
+        for line in textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=follow,
+                                  break_on_hyphens=False, break_long_words=False):  # fmt: skip
+            con.print(line, markup=False)
+
     bbox = ", ".join(f"{v:.5f}" for v in info.bbox) if info.bbox else "unknown (full edition)"
     con.print(f"tile     {info.tile_id}", markup=False)
     con.print(f"edition  {info.edition}", markup=False)
     con.print(f"region   {info.region}", markup=False)
     con.print(f"split    {info.split or '?'}", markup=False)
-    con.print(f"bounds   {bbox}  (W, S, E, N; EPSG:4326)", markup=False)
+    put(f"bounds   {bbox}  (W, S, E, N; EPSG:4326)", "", "         ")
     for f in info.files:
         state = "local " if f.local else "remote"
-        con.print(f"\n{f.datakind}  [{state}]  {f.path}", markup=False)
+        con.print(f"\n{f.datakind}  [{state}]", markup=False)
+        _path(con, f.path, width)
         if f.error:
-            con.print(f"  {f.error}", markup=False)
-            con.print(f"  fix: {repair_command(f.local_path)}", markup=False)
+            put(f.error)
+            put(f"fix: {repair_command(f.local_path)}")
         elif f.bands is not None:
             family = spec.parse_datakind(f.datakind).family.name
-            con.print(f"  {len(f.bands)} bands, {f.dtype}, shape {f.shape}", markup=False)
-            con.print("  bands: " + ", ".join(f.bands), markup=False)
-            con.print(f"  values: {DECODING.get(family, 'as stored')}", markup=False)
+            put(f"{len(f.bands)} bands, {f.dtype}, shape {f.shape}")
+            put("bands: " + ", ".join(f.bands), follow="         ")
+            put(f"values: {DECODING.get(family, 'as stored')}", follow="          ")
     if not any(f.local for f in info.files):
         from ..catalog.editions import other_edition_with_data
 
         other = other_edition_with_data(settings, info.edition, [info.region])
         if other is not None:
             say(f"hint: the store holds {other} tiles of {info.region}: add --edition {other}")
-        con.print(f"\nnothing local; get it with: {info.download_command()}", markup=False)
+        con.print("\nnothing local; get it with:", markup=False)
+        con.print(f"  {info.download_command()}", markup=False)
+
+
+def _path(con: Any, path: str, width: int) -> None:
+    """A file's repo path under its header, cut after a `/` where it is wider than the line."""
+    line = "  "
+    for part in path.split("/"):
+        piece = part if line.strip() == "" else "/" + part
+        if len(line) + len(piece) > width and line.strip():
+            con.print(line + "/", markup=False)
+            line, piece = "    ", part
+        line += piece
+    con.print(line, markup=False)
