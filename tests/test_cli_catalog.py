@@ -65,6 +65,47 @@ def test_refresh_reports_created_then_unchanged(hub: HubServer, capsys) -> None:
     assert res.out == ""
 
 
+def test_refresh_of_every_region_against_a_mirror_of_two_refreshes_those_two(
+    hub: HubServer, capsys, data_dir: Path
+) -> None:
+    """Issue 27: a mirror holding europe and conus; no --region means every region it has."""
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert sorted(r["region"] for r in doc["regions"]) == ["conus", "europe"]
+    assert doc["absent"] == ["china", "middleeast", "pakin", "southamerica"]
+    warnings = [line for line in res.err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {hub.url} has no M3LEO-miniset/<region> repo for china, middleeast, pakin, "
+        "southamerica: refreshed the 2 region(s) it has"
+    ]
+    assert "private or gated" not in res.err
+    for region in ("europe", "conus"):
+        assert Store(data_dir).manifest_path("miniset", region).exists()
+    res = run(capsys, "catalog", "refresh", "-e", "miniset")  # a second time: nothing to do
+    assert res.code == 0 and res.err.count("unchanged at commit") == 2
+    assert res.err.count("warning:") == 1
+
+
+def test_refresh_of_a_region_the_mirror_lacks_is_still_an_error(hub: HubServer, capsys) -> None:
+    res = run(capsys, "catalog", "refresh", "-e", "miniset", "-r", "europe", "-r", "china")
+    assert res.code == 1
+    assert "this mirror has no M3LEO-miniset/china" in res.err
+
+
+def test_refresh_of_every_region_against_a_mirror_of_none_is_an_error(
+    tmp_path: Path, capsys, monkeypatch, data_dir: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    with HubServer(tmp_path / "empty") as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        res = run(capsys, "catalog", "refresh", "-e", "miniset")
+    assert res.code == 1 and "Traceback" not in res.err
+    assert res.err.startswith("Error: not found on the Hub: ")
+    assert "this mirror has no M3LEO-miniset/china" in res.err
+    assert not Store(data_dir).manifest_root.exists()
+
+
 def test_stats_json_is_exactly_rows(refreshed: HubServer, source: SourceInfo, capsys) -> None:
     res = run(capsys, "stats", "-e", "miniset", "-r", "europe", "-m", "gssic", "--json")
     assert res.code == 0, res.err

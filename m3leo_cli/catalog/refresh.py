@@ -25,6 +25,7 @@ from ..errors import (
     ManifestCorruptError,
     ManifestNotFoundError,
     OfflineError,
+    RemoteNotFoundError,
     UnknownModalityError,
 )
 from ..progress import ProgressCallback, ProgressEvent, no_progress
@@ -65,6 +66,10 @@ class RefreshReport:
     edition: str
     revision: str
     regions: list[RegionRefresh] = field(default_factory=list)
+    # Regions the endpoint does not have (a mirror of some regions), left out of a refresh of
+    # every region; `absent_note` says so in one line.
+    absent: list[str] = field(default_factory=list)
+    absent_note: str = ""
 
     @property
     def warnings(self) -> list[str]:
@@ -75,6 +80,7 @@ class RefreshReport:
             "edition": self.edition,
             "revision": self.revision,
             "regions": [asdict(r) for r in self.regions],
+            "absent": self.absent,
         }
 
 
@@ -179,6 +185,9 @@ def refresh(
     """Build or update the manifests of ``edition`` for ``regions`` (default: all six).
 
     At the commit the manifest already has, nothing is listed or written (unless ``force``).
+    With no ``regions``, a region the endpoint does not have (a site mirror of some regions)
+    is left out and named in ``absent``; only when it has none of them is that an error. A
+    region asked for by name must exist.
     """
     from ..hub.client import HubClient
 
@@ -196,15 +205,43 @@ def refresh(
     _preload()  # pyarrow loads while the revisions are asked for
     report = RefreshReport(ed.name, rev)
     progress(ProgressEvent("start", phase="refresh", total_files=len(names)))
+    every = not regions
     with HubClient(settings) as client:
+
+        def commit_of(region: str) -> str | RemoteNotFoundError:
+            try:
+                return client.revision(ed.repo_id(region), rev)
+            except RemoteNotFoundError as exc:
+                if not every:
+                    raise
+                return exc
+
         # every region's commit in one round trip: an unchanged catalog costs one latency
-        commits = _concurrently(lambda r: client.revision(ed.repo_id(r), rev), names)
-        for region, commit in zip(names, commits, strict=True):
+        found = dict(zip(names, _concurrently(commit_of, names), strict=True))
+        missing = {r: c for r, c in found.items() if isinstance(c, RemoteNotFoundError)}
+        if len(missing) == len(names):
+            raise missing[names[0]]  # nothing there at all: say why, as for one region
+        if missing:
+            report.absent = list(missing)
+            report.absent_note = _absent_note(settings, ed, rev, report.absent, len(names))
+        for region, commit in found.items():
+            if isinstance(commit, RemoteNotFoundError):
+                continue
             rr = _refresh_one(client, store, ed, region, commit, rev, force, progress)
             report.regions.append(rr)
             progress(ProgressEvent("advance", phase="refresh", files=1))
     progress(ProgressEvent("done", phase="refresh"))
     return report
+
+
+def _absent_note(
+    settings: Settings, ed: spec.Edition, rev: str, absent: list[str], total: int
+) -> str:
+    at = "" if rev == "main" else f" (or not at revision {rev})"
+    return (
+        f"{settings.endpoint} has no {ed.org}/<region> repo{at} for {', '.join(absent)}: "
+        f"refreshed the {total - len(absent)} region(s) it has"
+    )
 
 
 def _concurrently(fn: Any, items: Sequence[Any]) -> list[Any]:

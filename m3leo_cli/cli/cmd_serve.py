@@ -43,6 +43,14 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Print one line per request on stderr.")
     ] = False,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Connections served at once per port; more are answered 503 with Retry-After.",
+        ),
+    ] = 256,
     hash_cache: Annotated[
         Path | None,
         typer.Option(
@@ -118,9 +126,16 @@ def serve(
 
     def ready(server: HubServer, counts: dict[str, int]) -> None:
         total = sum(counts.values())
+        editions, not_served, warnings = server.notes(list(counts))
         say(f"Serving {len(counts)} repo(s), {total} file(s) from {server.root}")
         for repo_id, n in counts.items():
             say(f"  {repo_id}  ({n} files)")
+        for edition, regions in editions.items():
+            say(f"Edition {edition}: {', '.join(regions)}")
+        for line in not_served:
+            say(f"Not served: {line}")
+        for line in warnings:
+            say(f"warning: {line}")
         say(f"Hub endpoint: {server.url}   (LFS bytes on {server.content_url})")
         if real is not None:
             say(f"Real-Hub mode: content links expire after {real.link_ttl:g} s")
@@ -137,6 +152,7 @@ def serve(
         access_log=access_log,
         hash_cache=hash_cache,
         real=real,
+        max_connections=max_connections,
         on_ready=ready,
     )
     say("Stopped.")

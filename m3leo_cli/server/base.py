@@ -6,28 +6,30 @@ every origin honours); ``handler`` adds the Hub's API and the content host on to
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import sys
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn, Protocol
 from urllib.parse import unquote
 
+from . import limits as L
 from . import protocol as P
 from .faults import FaultCounters, Faults, RequestRecord
-from .index import FileEntry, RepoIndex, Snapshot
+from .index import FileEntry, RepoIndex, Snapshot, open_served
 from .realhub import RealHub
 
 _JSON = "application/json; charset=utf-8"
-
-
-def _content_length(value: str | None) -> int:
-    """The request body length; -1 if the header is not a plain number."""
-    if not value:
-        return 0
-    return int(value) if value.strip().isdigit() else -1
+# Methods a client may know but this read-only server never takes: 405 with Allow (RFC 9110
+# 15.5.6). Any other method is unknown: 501.
+_NOT_ALLOWED = ("OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT")
+# After a 413 the server reads (and drops) what the client is still sending for this long at
+# most, so the client gets to read the answer instead of a reset; then it closes.
+_LINGER_S = 2.0
 
 
 class ServerState(Protocol):
@@ -42,13 +44,15 @@ class ServerState(Protocol):
     page_size: int
     content_port: int
     access_log: bool
+    idle_timeout: float
     real: RealHub | None
     _counters: FaultCounters
     _netloc: str
+    _root_real: str
 
     def _repo(self, org: str, name: str) -> RepoIndex | None: ...
 
-    def _track(self, conn: socket.socket, opened: bool) -> None: ...
+    def _missing(self, org: str, name: str) -> str: ...
 
 
 class _Done(Exception):
@@ -59,8 +63,8 @@ class BaseHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "m3leo-serve"
     sys_version = ""
-    timeout = 120  # idle keep-alive connections end after this
     origin = "hub"
+    allow = "GET, HEAD, POST"  # what the origin takes at all (the Allow of a 405 OPTIONS)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -70,18 +74,105 @@ class BaseHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Every read and write; between requests it is how long an idle keep-alive connection
+        # keeps its worker thread.
+        self.connection.settimeout(self.hub.idle_timeout)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.hub._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.hub._track(self.connection, False)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if self.hub.access_log:
             sys.stderr.write(f"{self.origin} {self.client_address[0]} {format % args}\n")
+
+    def _begin(self, method: str, raw_path: str = "", query: str = "") -> None:
+        """A fresh record for the request now being read (also for one refused unparsed)."""
+        self._method = method
+        self._more_headers: dict[str, str] = {}
+        self._body_left = 0  # announced body bytes not read (yet)
+        headers = getattr(self, "headers", None) if method else None
+        self._record = RequestRecord(
+            method=method,
+            path=unquote(raw_path),
+            query=query,
+            status=0,
+            headers={k.lower(): v for k, v in headers.items()} if headers else {},
+            origin=self.origin,
+            range=headers.get("Range") if headers else None,
+        )
+
+    def handle_one_request(self) -> None:
+        """The stdlib's loop step with the limits of :mod:`.limits` (nothing read past them)."""
+        self._begin("")
+        try:
+            line = self.rfile.readline(L.MAX_REQUEST_LINE + 1)
+            if not line:
+                self.close_connection = True
+                return
+            self.command, self.request_version, self.requestline = "", "", ""
+            if len(line) > L.MAX_REQUEST_LINE:
+                raise L.Refused(414, f"request line longer than {L.MAX_REQUEST_LINE} bytes")
+            self.raw_requestline = line
+            head = L.read_head(self.rfile.readline)
+            if head is None:  # the client left half-way through its headers
+                self.close_connection = True
+                return
+            conn_rfile, self.rfile = self.rfile, io.BytesIO(head)
+            try:
+                parsed = self.parse_request()  # the stdlib's own request-line and header parser
+            finally:
+                self.rfile = conn_rfile
+            if not parsed:
+                return  # answered (send_error) or nothing to answer
+            if self.request_version == "HTTP/0.9":  # "GET /": no headers, no status line
+                raise L.Refused(505, "HTTP/0.9 is not supported; send HTTP/1.1")
+            if self.command in _NOT_ALLOWED:
+                self._not_allowed()
+            elif not hasattr(self, "do_" + self.command):
+                self.send_error(501, f"method {self.command[:20]!r} is not implemented")
+            else:
+                getattr(self, "do_" + self.command)()
+            self.wfile.flush()
+        except L.Refused as exc:
+            self.send_error(exc.status, exc.message)
+        except TimeoutError:
+            self.close_connection = True  # an idle keep-alive connection, or a stalled client
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: refuse a body over the limit before the client sends it."""
+        try:
+            L.body_length(self.headers)
+        except L.Refused as exc:
+            self.send_error(exc.status, exc.message)
+            return False
+        return super().handle_expect_100()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every refusal before routing (the stdlib's and ours): Hub-style JSON, then close.
+
+        The stdlib calls this for a request it cannot parse; it must not need ``_dispatch``.
+        """
+        self.close_connection = True
+        if self.request_version in ("", "HTTP/0.9"):  # an unparsed line: answer in HTTP/1.1,
+            self.request_version = "HTTP/1.1"  # not the bare body the stdlib sends to HTTP/0.9
+        text = message or HTTPStatus(code).phrase
+        text = "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+        self.log_error("refused (%d): %s", code, text)
+        self._reply_nothrow(code, json.dumps({"error": text}).encode(), {"X-Error-Message": text})
+        if code == 413:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Drop what the client still sends (for :data:`_LINGER_S` at most), then let it close."""
+        self.wfile.flush()
+        deadline = time.monotonic() + _LINGER_S
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            buf = bytearray(65536)
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv_into(buf):
+                    break
+        except OSError:
+            pass
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._record.status = code
@@ -90,6 +181,9 @@ class BaseHandler(BaseHTTPRequestHandler):
     def end_headers(self) -> None:
         for k, v in self._more_headers.items():  # the real Hub's RateLimit, on every answer
             self.send_header(k, v)
+        if self._body_left and not self.close_connection:
+            # an unread body would be taken for the next request: end the connection instead
+            self.send_header("Connection", "close")
         super().end_headers()
 
     def _token(self) -> str | None:
@@ -105,50 +199,53 @@ class BaseHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
+    def _not_allowed(self) -> None:
+        """A method this read-only server never takes: ``405`` with ``Allow``, body unread."""
+        self._begin(self.command, *self.path.partition("?")[::2])
+        self._log_record()
+        self.close_connection = True
+        text = f"{self.command} is not allowed here"
+        doc = json.dumps({"error": text}).encode()
+        self._reply_nothrow(405, doc, {"Allow": self.allow, "X-Error-Message": text})
 
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        self._method = method
-        self._more_headers: dict[str, str] = {}
-        raw_path, _, query = self.path.partition("?")
-        # Logged on arrival (so the log is in causal order), completed as the answer goes out.
-        self._record = RequestRecord(
-            method=method,
-            path=unquote(raw_path),
-            query=query,
-            status=0,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            origin=self.origin,
-            range=self.headers.get("Range"),
-        )
+    def _log_record(self) -> None:
         if self.hub.keep_log:
             self.hub.log.append(self._record)
+
+    def _dispatch(self, method: str) -> None:
+        raw_path, _, query = self.path.partition("?")
+        # Logged on arrival (so the log is in causal order), completed as the answer goes out.
+        self._begin(method, raw_path, query)
+        self._log_record()
         faults = self.hub.faults
-        body = b""
         try:
-            length = _content_length(self.headers.get("Content-Length"))
-            if length < 0:
-                self.close_connection = True
-                self._reply(400, b'{"error":"bad Content-Length"}')
-            if length > 0:
-                body = self.rfile.read(length)
+            try:
+                self._body_left = L.body_length(self.headers)
+            except L.Refused as exc:
+                self.send_error(exc.status, exc.message)
+                return
             if faults.latency_ms > 0:
                 time.sleep(faults.latency_ms / 1000)
-            self._route(method, raw_path, query, body, faults)
+            self._route(method, raw_path, query, faults)
         except _Done:
             pass
         except (ConnectionError, TimeoutError):
             self.close_connection = True
 
+    def _read_body(self) -> bytes:
+        """The request body (at most :data:`limits.MAX_BODY`, checked on arrival); read once,
+        by the routes that take one."""
+        n, self._body_left = self._body_left, 0
+        body = self.rfile.read(n) if n else b""
+        if len(body) < n:
+            raise ConnectionError("the client closed before sending its whole body")
+        return body
+
     def _sending(self, n: int) -> None:
         """Note the body bytes about to be written (before writing: a client may be faster)."""
         self._record.bytes_sent = n
 
-    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+    def _route(self, method: str, raw: str, query: str, faults: Faults) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ answers
@@ -160,16 +257,23 @@ class BaseHandler(BaseHTTPRequestHandler):
         ctype: str = _JSON,
         headers: dict[str, str] | None = None,
     ) -> NoReturn:
+        self._reply_nothrow(status, body, headers, ctype)
+        raise _Done
+
+    def _reply_nothrow(
+        self, status: int, body: bytes, headers: dict[str, str] | None, ctype: str = _JSON
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and self._method != "HEAD":
             self._sending(len(body))
             self.wfile.write(body)
-        raise _Done
 
     def _json(self, doc: object, headers: dict[str, str] | None = None) -> NoReturn:
         self._json_bytes(json.dumps(doc, separators=(",", ":")).encode(), headers)
@@ -226,7 +330,7 @@ class BaseHandler(BaseHTTPRequestHandler):
                     return snap, entry
             except OSError:
                 pass
-        elif not P.safe_repo_path(path) or not os.path.isfile(index.folder / path):
+        elif not P.safe_repo_path(path) or not index.may_hold(path):
             return snap, None
         snap = index.rescan()
         return snap, snap.files.get(path)
@@ -268,7 +372,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             start, end, status = 0, size - 1, 200
         count = end - start + 1
         try:
-            f = open(entry.abspath, "rb")  # noqa: SIM115 - closed below
+            f = os.fdopen(open_served(entry, self.hub._root_real), "rb")
         except OSError:
             self._error(404, "EntryNotFound", f"{entry.path} is gone", extra)
             return

@@ -22,7 +22,7 @@ class HubHandler(BaseHandler):
 
     origin = "hub"
 
-    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+    def _route(self, method: str, raw: str, query: str, faults: Faults) -> None:
         route = P.parse_hub_path(raw)
         if route is None:
             self._error(404, None, "Not found")
@@ -41,8 +41,8 @@ class HubHandler(BaseHandler):
         if real is not None:
             self._real_hub_gate(route, raw, query)
         index = self.hub._repo(route.org, route.name)
-        if index is None:
-            self._error(404, "RepoNotFound", f"Repository {route.repo_id} not found")
+        if index is None:  # the Hub's RepoNotFound, saying it is this mirror that lacks it
+            self._error(404, "RepoNotFound", self.hub._missing(route.org, route.name))
             return
         self.hub_repo = route.repo_id
         if route.kind == "resolve":
@@ -53,7 +53,7 @@ class HubHandler(BaseHandler):
             if self.hub._counters.take("busy", "lfs-batch", faults.lfs_batch_busy):
                 wait = {"Retry-After": str(faults.retry_after)}
                 self._error(429, None, "You have been rate-limited; retry later.", wait)
-            self._lfs_batch(index, route, body)
+            self._lfs_batch(index, route, self._read_body())
         fresh = route.rev in ("main", "refs/heads/main") and "cursor=" not in query
         snap = index.rescan() if fresh else index.snapshot()
         if route.rev not in ("main", "refs/heads/main", snap.commit):
@@ -68,7 +68,7 @@ class HubHandler(BaseHandler):
         elif route.kind == "tree":
             self._tree(snap, route, raw, query, faults)
         else:
-            self._paths_info(snap, body, faults)
+            self._paths_info(snap, self._read_body(), faults)
 
     def _real_hub_gate(self, route: Any, raw: str, query: str) -> None:
         """Renamed repos answer 307; gated/private ones and bad tokens the Hub's errors."""
@@ -142,7 +142,7 @@ class HubHandler(BaseHandler):
         try:
             doc = json.loads(body)
             objects = [(str(o["oid"]), int(o["size"])) for o in doc["objects"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self._reply(422, P.lfs_error("Validation error: not a batch request"), P.LFS_MEDIA)
         if doc.get("operation") != "download":
             self._reply(403, P.lfs_error("m3leo serve is read-only"), P.LFS_MEDIA)
@@ -204,8 +204,9 @@ class ContentHandler(BaseHandler):
     """The content origin (like the Hub's CDN): LFS bytes only, no Hub headers."""
 
     origin = "content"
+    allow = "GET, HEAD"
 
-    def _route(self, method: str, raw: str, query: str, body: bytes, faults: Faults) -> None:
+    def _route(self, method: str, raw: str, query: str, faults: Faults) -> None:
         route = P.parse_content_path(raw)
         if route is None:
             self._reply(404, b"Not found", "text/plain")

@@ -10,38 +10,24 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import ServeError
-from ..spec import EDITIONS
 from .faults import FaultCounters, Faults, RequestRecord
 from .handler import ContentHandler, HubHandler
 from .hashcache import HashCache
-from .index import RepoIndex, valid_repo_part
+from .index import RepoIndex
+from .mirror import Layout
+from .pool import DEFAULT_MAX_CONNECTIONS, OriginServer
 from .realhub import RealHub
 
-# An m3leo store keeps each repo under <data dir>/<edition>/<region>/: serve it under the org.
-_EDITION_DIRS = {e.org: e.name for e in EDITIONS.values()}
-_STORE_ORGS = {e.name: e.org for e in EDITIONS.values()}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-    allow_reuse_address = True
-    hub: HubServer
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that hangs up or resets is routine; anything else is a bug and is shown."""
-        import sys
-
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)  # type: ignore[arg-type]
+# Seconds a connection may sit idle between requests (or stall inside one) before it is
+# closed and its worker thread freed; clients reopen closed keep-alive connections themselves.
+IDLE_TIMEOUT = 60.0
 
 
 class HubServer:
@@ -60,6 +46,9 @@ class HubServer:
         keep_log: bool = True,
         hash_cache: Path | None = None,
         real: RealHub | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -72,7 +61,17 @@ class HubServer:
             raise ServeError(
                 f"page size must be at least 1, not {page_size}", "use --page-size 1000"
             )
+        if max_connections < 1:
+            raise ServeError(
+                f"the connection limit must be at least 1, not {max_connections}",
+                f"use --max-connections {DEFAULT_MAX_CONNECTIONS}",
+            )
         self.root = root
+        self.layout = Layout(root)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._on_warning = on_warning
+        self._warned: set[str] = set()
         self.host = host
         self.port = port
         self.content_port = content_port
@@ -90,10 +89,8 @@ class HubServer:
         self._repos: dict[str, RepoIndex] = {}
         self._hashes = HashCache(Path(hash_cache) if hash_cache else None)
         self._repos_lock = threading.Lock()
-        self._servers: list[_Server] = []
+        self._servers: list[OriginServer] = []
         self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
 
     # ------------------------------------------------------------------ faults and log
 
@@ -122,41 +119,49 @@ class HubServer:
     # ------------------------------------------------------------------ repos
 
     def repo_ids(self) -> list[str]:
-        """Every ``<org>/<name>`` folder under root that would be served."""
-        out = set()
-        for top in sorted(os.listdir(self.root)):
-            if not valid_repo_part(top) or not (self.root / top).is_dir():
-                continue
-            org = _STORE_ORGS.get(top, top)  # an m3leo store: miniset/ -> M3LEO-miniset
-            for name in sorted(os.listdir(self.root / top)):
-                if valid_repo_part(name) and self._folder(org, name) is not None:
-                    out.add(f"{org}/{name}")
-        return sorted(out)
-
-    def _folder(self, org: str, name: str) -> Path | None:
-        """``root/<org>/<name>``, or in an m3leo store ``root/<edition>/<region>``."""
-        for top in (org, _EDITION_DIRS.get(org)):
-            if top and (self.root / top / name).is_dir():
-                return self.root / top / name
-        return None
+        """Every repo id this folder serves (see :mod:`.mirror` for an m3leo store)."""
+        return [f"{o}/{n}" for o, n in self.layout.candidates() if self._repo(o, n) is not None]
 
     def _repo(self, org: str, name: str) -> RepoIndex | None:
         repo_id = f"{org}/{name}"
         index = self._repos.get(repo_id)
         if index is not None:
             return index
-        if not (valid_repo_part(org) and valid_repo_part(name)):
+        sources = self.layout.sources(org, name)
+        if sources is None:
             return None
-        folder = self._folder(org, name)
-        if folder is None:
-            return None
-        real = os.path.realpath(folder)
+        real = os.path.realpath(sources[0].folder)
         if not real.startswith(self._root_real.rstrip(os.sep) + os.sep):
             return None
         with self._repos_lock:
             return self._repos.setdefault(
-                repo_id, RepoIndex(repo_id, folder, self._root_real, self._hashes)
+                repo_id, RepoIndex(repo_id, sources, self._root_real, self._hashes, self._warn)
             )
+
+    def _missing(self, org: str, name: str) -> str:
+        """What a 404 says of a repo this mirror does not have."""
+        return self.layout.missing(org, name)
+
+    def _warn(self, message: str) -> None:
+        """A warning about the served folder, once per message (on stderr unless redirected)."""
+        with self._repos_lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        if self._on_warning is not None:
+            self._on_warning(message)
+        else:
+            sys.stderr.write(f"m3leo serve: warning: {message}\n")
+
+    def notes(self, served: list[str]) -> tuple[dict[str, list[str]], list[str], list[str]]:
+        """For the start-up lines: edition -> regions served, what is not served and why, and
+        warnings about the folder given (served one level too deep, nothing to serve)."""
+        layout = self.layout
+        return layout.editions(served), layout.not_served(), layout.warnings(served)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no connection is open on either origin (tests; False on timeout)."""
+        return all(s.pool.wait_idle(timeout) for s in self._servers)
 
     def rescan(self, repo_id: str | None = None) -> None:
         """Re-read the folders now (normally done on ``revision``/``tree`` calls at ``main``)."""
@@ -186,9 +191,9 @@ class HubServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _bind(self, port: int, handler: type, what: str) -> _Server:
+    def _bind(self, port: int, handler: type, what: str) -> OriginServer:
         try:
-            server = _Server((self.host, port), handler)
+            server = OriginServer((self.host, port), handler, self.max_connections)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServeError(
@@ -200,6 +205,7 @@ class HubServer:
                 "use --host 127.0.0.1 (this machine) or 0.0.0.0 (every interface)",
             ) from None
         server.hub = self
+        server.origin = handler.origin  # type: ignore[attr-defined]
         return server
 
     def start(self) -> HubServer:
@@ -231,24 +237,10 @@ class HubServer:
         for t in stoppers:
             t.join()
         for server in self._servers:
-            server.server_close()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:  # idle keep-alive connections would otherwise linger
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            server.server_close()  # and its open connections, idle keep-alive ones included
         for t in self._threads:
             t.join(timeout=5)
         self._servers, self._threads = [], []
-
-    def _track(self, conn: socket.socket, opened: bool) -> None:
-        with self._conns_lock:
-            if opened:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -273,6 +265,7 @@ def run_server(
     access_log: bool = False,
     hash_cache: Path | None = None,
     real: RealHub | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     on_ready: Callable[[HubServer, dict[str, int]], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -290,6 +283,7 @@ def run_server(
         keep_log=False,
         hash_cache=hash_cache,
         real=real,
+        max_connections=max_connections,
     )
     server.start()
     stop = stop or threading.Event()

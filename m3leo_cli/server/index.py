@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,17 @@ def valid_repo_part(name: str) -> bool:
 def _hash_file(path: str, size: int, lfs: bool) -> str:
     """sha256 of the content for LFS files, else the git blob sha1 (streamed)."""
     return str(hash_file(Path(path), "sha256" if lfs else "git-sha1", size).hexdigest())
+
+
+@dataclass(frozen=True)
+class Source:
+    """A folder whose files make up (part of) a repo; ``keep`` picks which repo paths belong."""
+
+    folder: Path
+    keep: Callable[[str], bool] | None = None
+
+    def holds(self, path: str) -> bool:
+        return self.keep is None or self.keep(path)
 
 
 @dataclass(frozen=True)
@@ -118,19 +131,39 @@ def _inside(real: str, root_real: str) -> bool:
 
 
 class RepoIndex:
-    """The current snapshot of one repo folder, with a hash cache that survives rescans."""
+    """The current snapshot of one repo, with a hash cache that survives rescans.
+
+    A repo is usually one folder; an m3leo store's full edition is two (the region's CSVs and
+    the kept shards), hence ``sources``. Files are served only while they stay inside
+    ``root_real``: a symlink out of it, or a hard link (a second name that may be anywhere), is
+    left out and reported once through ``warn``.
+    """
 
     def __init__(
-        self, repo_id: str, folder: Path, root_real: str, hashes: HashCache | None = None
+        self,
+        repo_id: str,
+        sources: Sequence[Source],
+        root_real: str,
+        hashes: HashCache | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.repo_id = repo_id
-        self.folder = folder
+        self.sources = tuple(sources)
         self.root_real = root_real
+        self._warn = warn or (lambda message: None)
         self._lock = threading.Lock()
         self._hashes = hashes if hashes is not None else HashCache()
         self._snapshot: Snapshot | None = None
         self._last_walk: dict[str, tuple[str, int, int]] = {}
         self._scan_started = 0
+
+    @property
+    def folder(self) -> Path:
+        return self.sources[0].folder
+
+    def may_hold(self, path: str) -> bool:
+        """Whether ``path`` (already checked safe) is a file in one of the sources now."""
+        return any(s.holds(path) and os.path.isfile(s.folder / path) for s in self.sources)
 
     def snapshot(self) -> Snapshot:
         snap = self._snapshot
@@ -184,7 +217,14 @@ class RepoIndex:
     def _walk(self) -> dict[str, tuple[str, int, int]]:
         """repo path -> (real path, size, mtime_ns) of every regular file that stays in root."""
         out: dict[str, tuple[str, int, int]] = {}
-        stack: list[tuple[str, str]] = [(str(self.folder), "")]
+        for source in self.sources:
+            for rel, found in self._walk_one(source).items():
+                out.setdefault(rel, found)
+        return out
+
+    def _walk_one(self, source: Source) -> dict[str, tuple[str, int, int]]:
+        out: dict[str, tuple[str, int, int]] = {}
+        stack: list[tuple[str, str]] = [(str(source.folder), "")]
         seen_dirs: set[str] = set()
         while stack:
             dir_path, prefix = stack.pop()
@@ -205,16 +245,44 @@ class RepoIndex:
                         if not (prefix == "" and e.name in SKIP_DIRS):
                             stack.append((e.path, rel + "/"))
                         continue
-                    if not e.is_file():
+                    if not e.is_file() or not source.holds(rel):
                         continue
                     real = os.path.realpath(e.path) if e.is_symlink() else e.path
                     if e.is_symlink() and not _inside(real, self.root_real):
+                        self._warn(f"not serving {e.path}: a symlink to {real}, outside the folder")
                         continue  # a link that points out of the served root is never served
                     st = e.stat()
                 except OSError:
                     continue
+                if st.st_nlink > 1:
+                    self._warn(
+                        f"not serving {e.path}: a hard link ({st.st_nlink} names for one file; "
+                        "the others may be outside the folder)"
+                    )
+                    continue
                 out[rel] = (real, st.st_size, st.st_mtime_ns)
         return out
+
+
+def open_served(entry: FileEntry, root_real: str) -> int:
+    """A read-only descriptor on ``entry``'s file, checked again at the moment it is opened.
+
+    The index checked the path when it walked the folder; since then the file could have been
+    replaced by a symlink, given a second name, or a folder on its path swapped for a link out.
+    Raises ``OSError`` for any of these (the caller answers 404).
+    """
+    fd = os.open(entry.abspath, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise OSError(f"{entry.abspath} is no longer a plain file with one name")
+        where = f"/proc/self/fd/{fd}"
+        if os.path.islink(where) and not _inside(os.readlink(where), root_real):
+            raise OSError(f"{entry.abspath} now leads out of the served folder")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _build_snapshot(repo_id: str, files: dict[str, FileEntry]) -> Snapshot:

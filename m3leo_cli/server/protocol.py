@@ -197,7 +197,7 @@ def parse_paths_info(body: bytes, content_type: str) -> tuple[list[str], bool]:
     if "json" in content_type:
         try:
             doc = json.loads(text or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
             return [], False
         raw = doc.get("paths", []) if isinstance(doc, dict) else []
         paths = [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
@@ -208,7 +208,7 @@ def parse_paths_info(body: bytes, content_type: str) -> tuple[list[str], bool]:
         if value.startswith("["):
             try:
                 items = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 items = []
             paths.extend(p for p in items if isinstance(p, str))
         else:
