@@ -141,6 +141,9 @@ def test_recipe_validation_before_any_request(
     f.write_text(head + 'dtype = "uint16"\n')
     r = run(capsys, "gee", region, "--recipe", str(f), "--chip-px", str(PX))
     assert r.code == 1 and "needs a nodata value" in r.err and "nodata = V" in r.err
+    f.write_text(head + 'dtype = "uint8"\nnodata = -1\n')
+    r = run(capsys, "gee", region, "--recipe", str(f), "--chip-px", str(PX))
+    assert r.code == 1 and "nodata -1 is not a uint8 value" in r.err
     f.write_text(head + 'dtype = "complex64"\n')
     r = run(capsys, "gee", region, "--recipe", str(f), "--chip-px", str(PX))
     assert r.code == 1 and "unknown dtype" in r.err
@@ -238,3 +241,20 @@ def test_gee_never_writes_through_a_planted_link(
     r = run(capsys, "gee", region, "s1grd-median-2020", "--chip-px", str(PX), "--limit", "2")
     assert r.code == 1 and "outside the region" in r.err, r.err
     assert sorted(outside.iterdir()) == [victim]
+
+
+def test_a_stopped_run_keeps_the_failures_it_did_not_reach(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, region: str, ee: EarthEngineServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    chips = list(load_chips(data_dir, load_region(data_dir, region)))
+    bad = chips[0]
+    ee.refused_chips = {chip_key(bad.bbox[0], bad.bbox[3])}
+    args = ("gee", region, "esaworldcover-2020", "--chip-px", str(PX))
+    assert run(capsys, *args).code == 1
+    report = Path(data_dir / "local" / region / ".gee-esaworldcover-2020.json")
+    assert [f["tile_id"] for f in json.loads(report.read_text())["failed"]] == [bad.tile_id]
+    monkeypatch.setenv("M3LEO_EE_ENDPOINT", "http://127.0.0.1:9")  # refused: the run stops
+    r = run(capsys, *args, "--retry-failed")
+    assert r.code == 1 and "cannot connect" in r.err
+    assert [f["tile_id"] for f in json.loads(report.read_text())["failed"]] == [bad.tile_id]

@@ -117,6 +117,7 @@ def gee_download(
     stop = threading.Event()
     lock = threading.Lock()
     written = 0
+    tried: set[str] = set()
     timeout = httpx.Timeout(10.0, read=settings.ee_timeout or None, write=60.0, pool=None)
     progress(ProgressEvent("start", phase="gee", total_files=len(todo)))
     with httpx.Client(timeout=timeout) as client:
@@ -129,6 +130,8 @@ def gee_download(
             nonlocal written
             if stop.is_set():
                 return
+            with lock:
+                tried.add(chip.tile_id)
             from .chipfile import write_chip
 
             try:
@@ -138,6 +141,7 @@ def gee_download(
             except RunStopped as exc:
                 with lock:
                     stopped.append(exc)
+                    tried.discard(chip.tile_id)  # not this chip's fault: it stays as it was
                 stop.set()
                 return
             except Exception as exc:  # noqa: BLE001 - any failure is this chip's, counted
@@ -169,8 +173,7 @@ def gee_download(
         }
         save_region(settings.data_dir, reg)
     # what still needs fetching: this run's failures, and earlier ones this run did not reach
-    attempted = {c.tile_id for c in todo}
-    still = {k: v for k, v in earlier.items() if k not in attempted and not finished_chip(
+    still = {k: v for k, v in earlier.items() if k not in tried and not finished_chip(
         folder / f"{k}.tif", len(recipe.bands))}  # fmt: skip
     still.update(failed)
     write_text_atomic(

@@ -98,6 +98,16 @@ def check_recipe(recipe: Recipe) -> None:
             f"recipe {recipe.datakind}: an integer dtype ({recipe.dtype}) needs a nodata value",
             "add nodata = V to the recipe: the value masked pixels are written as",
         )
+    if recipe.nodata is not None and not recipe.dtype.startswith("float"):
+        import numpy as np
+
+        info = np.iinfo(recipe.dtype)
+        if not (info.min <= recipe.nodata <= info.max and float(recipe.nodata).is_integer()):
+            raise EarthEngineError(
+                f"recipe {recipe.datakind}: nodata {recipe.nodata:g} is not a {recipe.dtype} "
+                f"value ({info.min}..{info.max})",
+                "give a nodata value the dtype can hold, e.g. nodata = 0",
+            )
     check_graph(recipe.request_image())
 
 
