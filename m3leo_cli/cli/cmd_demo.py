@@ -27,7 +27,10 @@ def demo(
         Path | None,
         typer.Option("--workdir", help="Empty folder for the demo (default: a new temp folder)."),
     ] = None,
-    tiles: Annotated[int, typer.Option("--tiles", help="Tiles in the synthetic region.")] = 12,
+    tiles: Annotated[
+        int,
+        typer.Option("--tiles", help="Tiles in the synthetic region (at least 3: one per split)."),
+    ] = 12,
 ) -> None:
     """Run the real commands end to end on a synthetic M3LEO served on loopback (no network).
 
