@@ -53,6 +53,9 @@ def test_s1grd_is_the_seasonal_mean_and_decodes_like_a_published_file(tmp_path: 
     values[0, 0, :3] = [-15.7, -0.4, 2.9]
     ours = rec.to_file(values)
     assert ours[0, 0, 0] == 65521 and ours[0, 0, 1] == 0  # -15.7 -> -15 -> 65521; -0.4 -> 0
+    nan = values.copy()
+    nan[1, 2, 3] = np.nan
+    assert rec.to_file(nan)[1, 2, 3] == S1_NODATA  # a NaN is no value, never a cast's guess
     # a published file made from the same values: geetiles' astype('uint16') of the downloaded
     # float dB, i.e. C's float -> integer truncation, then the 16 low bits
     published = values.astype(np.int64).astype(np.uint16)

@@ -70,6 +70,8 @@ class Recipe:
         import numpy as np
 
         masked = arr == np.asarray(self.fill, dtype=arr.dtype)
+        if arr.dtype.kind == "f":
+            masked |= np.isnan(arr)  # a NaN Earth Engine computed is no value either
         if self.encoding == "int16-db":
             # geetiles: astype("uint16") of float dB, i.e. truncated toward zero, then wrapped
             out = np.trunc(np.where(masked, 0, arr)).astype(np.int16).view(np.uint16)
