@@ -261,3 +261,16 @@ def test_a_stopped_run_keeps_the_failures_it_did_not_reach(
     r = run(capsys, *args, "--retry-failed")
     assert r.code == 1 and "cannot connect" in r.err
     assert [f["tile_id"] for f in json.loads(report.read_text())["failed"]] == [bad.tile_id]
+
+
+def test_unknown_algorithms_are_refused_before_any_request() -> None:
+    from m3leo_cli.aoi.eeexpr import check_graph, filter_op
+    from m3leo_cli.errors import EarthEngineError
+
+    img = Call("Image.load", id="X")
+    check_graph(Call("Image.toFloat", input=img))
+    with pytest.raises(EarthEngineError, match="no algorithm 'Image.median'"):
+        check_graph(Call("Image.toFloat", input=Call("Image.median", image=img)))
+    assert filter_op("gte") == "greaterThanOrEquals" and filter_op("eq") == "equals"
+    with pytest.raises(EarthEngineError, match="unknown filter op"):
+        filter_op("inList")
