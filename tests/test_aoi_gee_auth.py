@@ -64,8 +64,8 @@ def test_stored_credentials_are_refreshed_when_they_expire(
     monkeypatch.delenv("M3LEO_EE_PROJECT")
     monkeypatch.setenv("M3LEO_EE_TOKEN_URI", ee.token_uri)
     _stored_credentials()
-    ee.token_lifetime = 0.3  # tokens expire many times during the run
-    ee.delay = 0.1
+    ee.token_lifetime = 1.0  # tokens expire during the run (google-auth refreshes early)
+    ee.delay = 0.2
     r = run(capsys, "gee", region, "esaworldcover-2020", "--chip-px", str(PX), "--workers", "2",
             "--json")  # fmt: skip
     assert r.code == 0, r.err
