@@ -108,6 +108,22 @@ def test_an_explicit_edition_the_store_lacks_names_the_one_it_holds(capsys, stor
     assert "hint: the store holds miniset manifests: add --edition miniset" in res.err
 
 
+def test_an_empty_selection_names_the_other_edition(capsys, stores) -> None:
+    """A full-edition tile whose gssic no shard holds: a valid selection that matches nothing."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _, _, both = stores
+    table = pq.read_table(both / "manifest" / "edition=full" / "region=europe" / "manifest.parquet")
+    rows = table.filter((pc.field("kind") == "tile") & pc.field("shard").is_null()).to_pylist()
+    assert rows, "the synthetic full edition leaves some tiles out of the shards"
+    res = run(capsys, "stats", "--edition", "full", "--region", "europe", "--data-dir", str(both),
+              "--modality", rows[0]["datakind"], "--tiles", rows[0]["tile_id"])  # fmt: skip
+    assert res.code == 1
+    assert res.err.startswith("Error: no tile matches edition full, region europe")
+    assert "hint: the store holds miniset tiles: add --edition miniset; widen" in res.err
+
+
 # --------------------------------------------------------------------------- numbers
 
 
