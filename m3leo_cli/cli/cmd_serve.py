@@ -127,7 +127,8 @@ def serve(
     def ready(server: HubServer, counts: dict[str, int]) -> None:
         total = sum(counts.values())
         editions, not_served, warnings = server.notes(list(counts))
-        say(f"Serving {len(counts)} repo(s), {total} file(s) from {server.root}")
+        kind = " (an m3leo store)" if server.layout.is_store else ""
+        say(f"Serving {len(counts)} repo(s), {total} file(s) from {server.root}{kind}")
         for repo_id, n in counts.items():
             say(f"  {repo_id}  ({n} files)")
         for edition, regions in editions.items():

@@ -120,7 +120,8 @@ class HubServer:
 
     def repo_ids(self) -> list[str]:
         """Every repo id this folder serves (see :mod:`.mirror` for an m3leo store)."""
-        return [f"{o}/{n}" for o, n in self.layout.candidates() if self._repo(o, n) is not None]
+        found = [f"{o}/{n}" for o, n in self.layout.candidates() if self._repo(o, n) is not None]
+        return sorted(found)
 
     def _repo(self, org: str, name: str) -> RepoIndex | None:
         repo_id = f"{org}/{name}"
