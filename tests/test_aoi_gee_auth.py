@@ -220,3 +220,19 @@ def test_counts_must_be_positive(
     r = run(capsys, "gee", region, "esaworldcover-2020", flag, value)
     assert r.code == 2 and f"{flag} must be at least 1" in r.err, r.err
     assert ee.requests == [] and not list(data_dir.rglob("esaworldcover-2020"))
+
+
+def test_backoff_is_jittered_and_honours_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    import m3leo_cli.aoi.eefetch as eefetch
+    from m3leo_cli.aoi.eeauth import TokenSource
+
+    waits: list[float] = []
+    monkeypatch.setattr(eefetch.time, "sleep", waits.append)
+    fetcher = eefetch.ChipFetcher(None, "u", TokenSource("t", static="t"), "p",
+                                  builtin_recipe("esaworldcover-2020"), 8, backoff=1.0)  # fmt: skip
+    for _ in range(20):
+        fetcher._sleep(3, None)  # the fourth try: between half and all of 8 s
+    assert all(4.0 <= w <= 8.0 for w in waits) and len(set(waits)) > 1
+    fetcher._sleep(0, "2.5")
+    fetcher._sleep(10, None)
+    assert waits[-2:] == [2.5, eefetch.MAX_WAIT]  # Retry-After as given; at most 60 s
