@@ -274,3 +274,24 @@ def test_unknown_algorithms_are_refused_before_any_request() -> None:
     assert filter_op("gte") == "greaterThanOrEquals" and filter_op("eq") == "equals"
     with pytest.raises(EarthEngineError, match="unknown filter op"):
         filter_op("inList")
+
+
+def test_a_chip_an_older_recipe_wrote_is_fetched_again(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, region: str, ee: EarthEngineServer
+) -> None:
+    """m3leo used to write s1grd-YYYY as float32 medians: a re-run must not keep them under
+    the name of the published (uint16 mean) layer."""
+    chips = list(load_chips(data_dir, load_region(data_dir, region)))
+    reg = load_region(data_dir, region)
+    folder = data_dir / "local" / region / reg.partition / "s1grd-2020"
+    folder.mkdir(parents=True)
+    old = np.full((16, PX, PX), -12.5, dtype="float32")
+    write_chip(folder / f"{chips[0].tile_id}.tif", old, chips[0], spec.S1GRD_BANDS, float("nan"))
+    r = run(capsys, "gee", region, "s1grd-2020", "--chip-px", str(PX), "--limit", "2", "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    assert info["downloaded"] == 2 and info["skipped"] == 0
+    with rasterio.open(folder / f"{chips[0].tile_id}.tif") as src:
+        assert src.dtypes[0] == "uint16"
+    r = run(capsys, "gee", region, "s1grd-2020", "--chip-px", str(PX), "--limit", "2", "--json")
+    assert json.loads(r.out)["skipped"] == 2  # what this recipe wrote is kept

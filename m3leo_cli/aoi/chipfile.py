@@ -52,8 +52,10 @@ def chip_transform(chip: Chip, width: int, height: int) -> Any:
     return Affine((e - w) / width, 0.0, w, 0.0, (s - n) / height, n)
 
 
-def finished_chip(path: Path, nbands: int) -> bool:
-    """A chip already written whole, as a real file (a resumed run skips it)."""
+def finished_chip(path: Path, bands: Sequence[str], dtype: str) -> bool:
+    """A chip already written whole as this recipe writes it (a real file, the same bands and
+    dtype): a resumed run skips it. A file an older recipe wrote (float32 medians under
+    ``s1grd-YYYY``) is fetched again, not kept under the new definition's name."""
     import rasterio
     from rasterio.errors import RasterioError
 
@@ -61,7 +63,7 @@ def finished_chip(path: Path, nbands: int) -> bool:
         return False
     try:
         with rasterio.open(path) as src:
-            return src.count == nbands
+            return tuple(src.descriptions) == tuple(bands) and set(src.dtypes) == {dtype}
     except RasterioError:
         return False
 

@@ -107,7 +107,11 @@ def gee_download(
     project = resolve_project(settings, project, tokens)
     px = chip_px or max(1, round(reg.chip_m / 10))
     folder = chip_folder(root, root / reg.partition / recipe.datakind)
-    todo = [c for c in chips if not finished_chip(folder / f"{c.tile_id}.tif", len(recipe.bands))]
+    todo = [
+        c
+        for c in chips
+        if not finished_chip(folder / f"{c.tile_id}.tif", recipe.bands, recipe.dtype)
+    ]
     # chips that failed last time go last: they never hold up the others twice
     todo.sort(key=lambda c: c.tile_id in earlier)
     base = endpoint_for(settings, recipe)
@@ -174,7 +178,7 @@ def gee_download(
         save_region(settings.data_dir, reg)
     # what still needs fetching: this run's failures, and earlier ones this run did not reach
     still = {k: v for k, v in earlier.items() if k not in tried and not finished_chip(
-        folder / f"{k}.tif", len(recipe.bands))}  # fmt: skip
+        folder / f"{k}.tif", recipe.bands, recipe.dtype)}  # fmt: skip
     still.update(failed)
     write_text_atomic(
         report,
