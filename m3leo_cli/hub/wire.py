@@ -1,39 +1,55 @@
-"""The HTTP engine under :class:`~m3leo_cli.hub.client.HubClient`: HTTP/1.1 connections
-(:mod:`.http11`) in a keep-alive pool per route.
+"""The HTTP engine under :class:`~m3leo_cli.hub.client.HubClient`: urllib3's keep-alive pools,
+proxies (``CONNECT`` tunnels for ``https://``), TLS and answer parsing, with the few rules a
+dataset manager adds on top.
 
-Why not httpx here: measured against nginx on this project's 2-core machine, a resolve (302)
-plus a content GET per file, written and sha256-hashed, runs at ~270 files/s on an
-``httpx.Client`` with 16 threads (it parses every answer in pure Python, h11, and copies each
-body chunk), ~830 files/s on the standard library's ``http.client`` and ~970 files/s on
-:mod:`.http11` (benchmarks/bench_engines.py, docs/benchmarks.md). httpx stays the project's
-client for other services (Earth Engine REST).
+Why urllib3: it is the maintained HTTP/1.1 stack under requests and huggingface_hub's own
+downloads, fixed through advisories and fuzzing; it checks an idle pooled connection before
+reusing it (bytes a server sent unasked never pass for the next answer), refuses conflicting
+``Content-Length`` values and tunnels through proxies. An earlier hand-written client measured
+1.16x ``http.client`` on plain HTTP and 1.00-1.08x over TLS; the Hub is HTTPS only, so that
+gain never reached users (docs/design.md, "The Hub engine"; benchmarks/bench_engines.py).
 
-What the engine does, and only that: one pooled connection per request at a time (threads
-share the pool), routes straight to the host or through the scheme's proxy (``netenv``;
-``http://`` targets in absolute form, ``https://`` targets through a ``CONNECT`` tunnel), TLS
-with the trust store from ``netenv.ssl_context``, and one silent retry when a pooled keep-alive
-connection turns out to be closed by the server. Redirects, retries, pacing and auth are the
-client's. Failures are :class:`TransportError` subclasses carrying the URL of the hop.
+What this module adds, and only that:
+
+* **Strict answers.** A header name or value holding CR, LF or NUL (after unfolding obs-fold),
+  a ``Content-Length`` that is not 1-19 ASCII digits, or one beside ``Transfer-Encoding``, is a
+  :class:`RemoteProtocolError`, never a value passed on (RFC 9110 5.5, RFC 9112 6.3).
+* **Deadlines for whole answers**, not only per read: the head must arrive within
+  ``settings.answer_budget`` seconds, and a body must keep an average of ``settings.min_rate``
+  bytes/s after that budget. Each socket read gets the smaller of the per-read timeout and the
+  time left, so a server trickling a byte a second, or endless trailers, ends in a
+  :class:`ReadTimeout` (no watchdog thread: download processes fork only from a single-thread
+  parent).
+* **Bounded reads**: ``read(limit)`` raises :class:`AnswerTooLarge` past ``limit`` and
+  ``discard`` reads at most 64 KiB before closing instead.
+* Typed errors (:class:`TransportError` subclasses carrying the URL of the hop) for whatever
+  urllib3, ``socket`` or ``ssl`` raised, malformed URLs (bad port, bad IPv6, non-ASCII host)
+  included.
+
+Redirects, retries, pacing and auth are the client's.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
-from .http11 import Answer, Connection, Disconnected, ProtocolError, authority
-from .netenv import proxy_for, proxy_route, ssl_context
+from .netenv import proxy_for, ssl_context
 
 _LINK = re.compile(r"<([^>]*)>\s*;([^,]*)")
 _REL = re.compile(r'rel\s*=\s*"?([^";]+)"?')
+_LENGTH = re.compile(r"[0-9]{1,19}")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_BAD_CHARS = re.compile(r"[\r\n\x00]")
+FILL_SECONDS = 0.25  # a read that has bytes returns after this, full or not (progress, Ctrl-C)
 _DISCARD_MAX = 65536  # a redirect or error body up to this size is read so the connection stays
+_JOINED = frozenset({"link"})  # repeated, these are one list; other names keep their first value
+_state = threading.local()  # per thread: whether the last read failed on its deadline
 
 
 class TransportError(Exception):
@@ -53,11 +69,11 @@ class ProxyError(ConnectError):
 
 
 class UnsupportedProtocol(ConnectError):
-    """A URL scheme other than http/https."""
+    """A URL scheme other than http/https, or a URL that cannot be parsed (port, host)."""
 
 
 class TimeoutException(TransportError):
-    """No answer within the timeout."""
+    """No answer within the timeout (or the whole answer not within its deadline)."""
 
 
 class ConnectTimeout(TimeoutException):
@@ -76,9 +92,13 @@ class ReadError(TransportError):
     """The connection broke while the body was being read."""
 
 
+class AnswerTooLarge(TransportError):
+    """A body read into memory grew past its cap (never retried: the server is not a Hub)."""
+
+
 class Headers(Mapping[str, str]):
     """Case-insensitive view of an answer's headers (names listed in lower case; a repeated
-    header's values joined by ", ")."""
+    header keeps its first value, but ``Link`` values are joined by ", ")."""
 
     __slots__ = ("_fields",)
 
@@ -101,6 +121,129 @@ class Headers(Mapping[str, str]):
         return len(self._fields)
 
 
+def strict_headers(pairs: Any, url: str) -> Headers:
+    """The answer's headers, or a :class:`RemoteProtocolError` for bytes no honest server
+    sends: CR, LF or NUL in a name or value, a malformed or conflicting Content-Length, or a
+    Content-Length beside Transfer-Encoding (one answer's bytes could pass for another's)."""
+    fields: dict[str, str] = {}
+    lengths: set[str] = set()
+    for raw_name, raw_value in pairs:
+        name = raw_name.lower()
+        value = _FOLD.sub(" ", raw_value).strip(" \t") if "\n" in raw_value else raw_value
+        if _BAD_CHARS.search(name) or _BAD_CHARS.search(value):
+            raise RemoteProtocolError(f"header {name!r} carries CR, LF or NUL: {value!r}", url)
+        if name == "content-length":
+            for part in value.split(","):
+                if not _LENGTH.fullmatch(part.strip(" \t")):
+                    raise RemoteProtocolError(f"malformed Content-Length {value[:40]!r}", url)
+                lengths.add(part.strip(" \t").lstrip("0") or "0")
+        if name in fields:
+            if name in _JOINED:
+                fields[name] += ", " + value
+            continue
+        fields[name] = value
+    if len(lengths) > 1:
+        raise RemoteProtocolError(f"conflicting Content-Length values {sorted(lengths)}", url)
+    if lengths and "transfer-encoding" in fields:
+        raise RemoteProtocolError("Content-Length beside Transfer-Encoding", url)
+    return Headers(fields)
+
+
+class _DeadlineSocket:
+    """A connected socket whose every read gets ``min(per-read timeout, time left)``.
+
+    urllib3 and ``http.client`` read through ``makefile``; the file object made here reads
+    through this wrapper, so the deadline holds inside the head parser and the chunk decoder
+    too. Everything else is the socket's own.
+    """
+
+    __slots__ = ("_sock", "_conn", "_timeout")
+
+    def __init__(self, sock: Any, conn: Any) -> None:
+        self._sock, self._conn = sock, conn
+        self._timeout = sock.gettimeout()
+
+    def _arm(self) -> None:
+        left = self._conn.deadline - time.monotonic()
+        if left <= 0:
+            _state.deadline = True
+            raise TimeoutError("the answer took longer than its deadline")
+        if self._timeout is None or left < self._timeout:
+            self._sock.settimeout(left)
+        elif self._sock.gettimeout() != self._timeout:
+            self._sock.settimeout(self._timeout)
+
+    def recv_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        try:
+            return int(self._sock.recv_into(buf, nbytes, flags))
+        except TimeoutError:
+            if self._conn.deadline <= time.monotonic():
+                _state.deadline = True
+            raise
+
+    def recv(self, n: int, flags: int = 0) -> bytes:
+        self._arm()
+        return bytes(self._sock.recv(n, flags))
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
+        import io
+        import socket
+
+        self._sock._io_refs += 1  # the socket stays open while the file reads (http.client's
+        raw = socket.SocketIO(self, "rb" if "b" in mode else mode)  # will_close relies on it)
+        if buffering == 0:
+            return raw
+        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE if not buffering else buffering)
+
+    def _decref_socketios(self) -> None:
+        self._sock._decref_socketios()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _connection_classes() -> tuple[Any, Any, Any, Any]:
+    """urllib3's pool and connection classes with the deadline socket put in after connect."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class _Timed:
+        deadline = float("inf")
+        sock: Any
+
+        def request(self, *args: Any, **kw: Any) -> Any:
+            # the head's budget starts as the request goes out (Wire.send set it, this thread)
+            self.deadline = getattr(_state, "head_deadline", float("inf"))
+            return super().request(*args, **kw)  # type: ignore[misc]
+
+        def connect(self) -> None:
+            super().connect()  # type: ignore[misc]
+            if self.sock is not None and not isinstance(self.sock, _DeadlineSocket):
+                self.sock = _DeadlineSocket(self.sock, self)
+
+    class TimedHTTPConnection(_Timed, HTTPConnection):
+        pass
+
+    class TimedHTTPSConnection(_Timed, HTTPSConnection):
+        pass
+
+    class TimedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = TimedHTTPConnection
+
+    class TimedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = TimedHTTPSConnection
+
+    return TimedHTTPPool, TimedHTTPSPool, TimedHTTPConnection, TimedHTTPSConnection
+
+
+_CLASSES: tuple[Any, Any, Any, Any] | None = None
+
+
 class Response:
     """An answer whose body is read by the caller (``readinto``, ``read``, ``iter_bytes``).
 
@@ -108,12 +251,17 @@ class Response:
     closes it otherwise (a body cut short must never be read as the next answer).
     """
 
-    def __init__(self, wire: Wire, key: tuple, conn: Connection, raw: Answer, url: str) -> None:
-        self._wire, self._key, self._raw = wire, key, raw
-        self._conn: Connection | None = conn
+    def __init__(self, raw: Any, url: str, headers: Headers, budget: float, rate: float) -> None:
+        self._raw = raw
         self.url = url
         self.status_code: int = raw.status
-        self.headers = Headers(raw.headers)
+        self.headers = headers
+        self._conn = raw.connection
+        self._start = time.monotonic()
+        self._budget, self._rate = budget, rate
+        self._got = 0
+        self._closed = False
+        self._failed: BaseException | None = None
 
     @property
     def is_success(self) -> bool:
@@ -131,24 +279,49 @@ class Response:
         return out
 
     def readinto(self, buf: Any) -> int:
-        """Fill ``buf`` (a writable buffer) with body bytes; 0 at the end of the body."""
+        """Fill ``buf`` (a writable buffer) with body bytes; 0 at the end of the body.
+
+        A body of known length fills the buffer in one call however the network cut it; on
+        a slow link the call hands over what came within a quarter second (progress, cancel).
+        """
+        if self._failed is not None:
+            exc, self._failed = self._failed, None
+            self._abort()
+            raise _translate(exc, self.url, None, connected=True) from None
+        conn = self._conn
+        if conn is not None:  # the body must keep its minimum average rate after the budget
+            conn.deadline = self._start + self._budget + self._got / self._rate
+        _state.deadline = False
+        view = buf if isinstance(buf, memoryview) else memoryview(buf)
+        want = len(view)
+        got = 0
+        until = 0.0
         try:
-            return self._raw.readinto(buf)
+            while got < want:
+                chunk = self._raw.read1(want - got, decode_content=False)
+                if not chunk:
+                    break
+                view[got : got + len(chunk)] = chunk
+                got += len(chunk)
+                now = time.monotonic()
+                if not until:
+                    until = now + FILL_SECONDS
+                elif now >= until:
+                    break
         except BaseException as exc:
-            conn, self._conn = self._conn, None  # a failed read: the connection is done
-            if conn is not None:
-                conn.close()
-            if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
-                raise ReadTimeout("timed out", self.url) from None
-            if isinstance(exc, ProtocolError):
-                raise RemoteProtocolError(str(exc), self.url) from None
-            if isinstance(exc, OSError):
-                raise ReadError(f"{exc or type(exc).__name__}", self.url) from None
-            raise
+            if got:  # what came before a failure is handed over first; the next call fails
+                self._failed = exc
+                self._got += got
+                return got
+            self._abort()
+            raise _translate(exc, self.url, None, connected=True) from None
+        self._got += got
+        return got
 
     def at_end(self) -> bool:
         """True once the whole body was read (the connection can carry the next request)."""
-        return self._raw.isclosed()
+        raw = self._raw
+        return bool(raw.isclosed() or (raw.length_remaining == 0 and not raw.chunked))
 
     def iter_bytes(self, size: int = 1 << 20) -> Iterator[bytes]:
         buf = bytearray(size)
@@ -160,34 +333,52 @@ class Response:
             yield bytes(view[:n])
 
     def read(self, limit: int | None = None) -> bytes:
-        """The body (or its first ``limit`` bytes and a bit: the rest is not read, and the
-        connection is closed rather than reused)."""
+        """The whole body; past ``limit`` bytes, :class:`AnswerTooLarge` (and the connection is
+        closed, not reused)."""
         out = bytearray()
-        for chunk in self.iter_bytes():
+        step = 1 << 20 if limit is None else max(1, min(1 << 20, limit + 1))
+        for chunk in self.iter_bytes(step):
             out += chunk
             if limit is not None and len(out) > limit:
-                break
+                self._abort()
+                raise AnswerTooLarge(f"answer larger than {limit:,} bytes", self.url)
         return bytes(out)
 
     def discard(self) -> None:
-        """Read a small unwanted body (redirect, error) so the connection is reused; close."""
+        """Read a small unwanted body (redirect, error) so the connection is reused; a body
+        that is longer, or has no end in sight after 64 KiB, closes the connection instead."""
         try:
             length = self.headers.get("content-length")
-            if length is None or (length.isdigit() and int(length) <= _DISCARD_MAX):
-                for _ in self.iter_bytes(_DISCARD_MAX):
-                    pass
+            if length is None or int(length) <= _DISCARD_MAX:
+                seen = 0
+                for chunk in self.iter_bytes(_DISCARD_MAX):
+                    seen += len(chunk)
+                    if seen > _DISCARD_MAX:
+                        break
         except TransportError:
             pass
         self.close()
 
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
+    def _abort(self) -> None:
+        """The connection is done (a failed or abandoned read): close it, free its pool slot."""
+        if self._closed:
             return
-        if conn.reusable():  # a body cut short must never be read as the next answer
-            self._wire._put(self._key, conn)
+        self._closed = True
+        try:
+            self._raw.close()
+        finally:
+            self._raw.release_conn()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self.at_end():  # read to its end: the connection goes back to the pool
+            self._closed = True
+            if not self._raw.isclosed():
+                self._raw.read1(1, decode_content=False)  # no body (HEAD, 204): ends it
+            self._raw.release_conn()
         else:
-            conn.close()
+            self._abort()
 
     def __enter__(self) -> Response:
         return self
@@ -197,96 +388,126 @@ class Response:
 
 
 class Wire:
-    """Send requests over pooled HTTP/1.1 connections (thread-safe)."""
+    """Send requests over urllib3's pooled connections (thread-safe)."""
 
     def __init__(self, settings: Settings, pool: int = 16) -> None:
         self.settings = settings
         self.timeout = settings.timeout
         self.pool = pool
-        self._idle: dict[tuple, list[Any]] = {}
+        self.budget = float(getattr(settings, "answer_budget", 120.0))
+        self.rate = float(getattr(settings, "min_rate", 8192.0))
         self._lock = threading.Lock()
-        self._ssl: Any = None
+        self._managers: dict[str | None, Any] = {}  # proxy URL (None: direct) -> PoolManager
         self._routes: dict[tuple[str, str, int], str | None] = {}  # (scheme, host, port) -> proxy
-        self.connections = 0  # connections opened (reuse shows as requests >> connections)
+        self._ssl: Any = None
 
     def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> Response:
         """Send one request; the answer's headers are read, its body is not."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
+        from urllib3.exceptions import LocationValueError
+        from urllib3.util import parse_url
+
+        try:
+            parts = parse_url(url)
+            scheme = (parts.scheme or "").lower()
+            host = parts.host
+            port = parts.port
+        except (LocationValueError, ValueError) as exc:
+            raise UnsupportedProtocol(f"malformed URL ({exc})", url) from None
+        if scheme not in ("http", "https") or not host:
             raise UnsupportedProtocol(f"cannot fetch {scheme or 'a'}:// URLs", url)
-        default = 443 if scheme == "https" else 80
-        port = parts.port or default
-        proxy = self._route(scheme, parts.hostname, port)
-        key = (scheme, parts.hostname, port, proxy)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        host = authority(parts.hostname, port, default)
-        hdrs = dict(headers)
-        if proxy is not None and scheme == "http":
-            target = f"http://{host}{target}"  # absolute form
-            auth = _proxy_auth(proxy)
-            if auth:
-                hdrs["proxy-authorization"] = auth
+        if not host.isascii():
+            raise UnsupportedProtocol(f"host {host!r} is not an ASCII (IDNA) name", url)
+        for name, value in headers.items():
+            if _BAD_CHARS.search(value) or _BAD_CHARS.search(name):
+                raise ConfigError(
+                    f"the request header {name!r} holds a line break or NUL",
+                    "check the token (HF_TOKEN, --token, the stored token) and the settings "
+                    "for stray line breaks",
+                )
+        port = port or (443 if scheme == "https" else 80)
+        proxy = self._route(scheme, host, port)
+        manager = self._manager(proxy, scheme)
         for attempt in (0, 1):
-            conn, reused = self._get(key, fresh=attempt > 0)
-            if not reused:
-                try:
-                    conn.connect()  # its own step: a failure here is a failure to connect
-                except BaseException as exc:
-                    conn.close()
-                    raise _translate(exc, url, proxy, connected=False) from None
+            _state.deadline = False
+            _state.head_deadline = time.monotonic() + self.budget
             try:
-                raw = conn.request(method, target, host, hdrs, body)
-            except (BrokenPipeError, ConnectionResetError, Disconnected) as exc:
-                conn.close()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle keep-alive connection: a fresh one
-                raise RemoteProtocolError(str(exc) or type(exc).__name__, url) from None
-            except BaseException as exc:
-                conn.close()
-                raise _translate(exc, url, proxy, connected=True) from None
-            return Response(self, key, conn, raw, url)
+                raw = manager.urlopen(
+                    method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=False,
+                    assert_same_host=False,
+                )
+            except Exception as exc:
+                err = _translate(exc, url, proxy, connected=None)
+                if attempt == 0 and _stale(exc):
+                    continue  # the server closed a keep-alive connection as we sent: once more
+                raise err from None
+            try:
+                head = getattr(raw, "_original_response", None)
+                defects = getattr(getattr(head, "msg", None), "defects", None)
+                if defects:  # a line that is no header, bytes after the head's end, ...
+                    raise RemoteProtocolError(f"malformed answer head ({defects[0]!r})", url)
+                fields = strict_headers(raw.headers.iteritems(), url)
+            except RemoteProtocolError:
+                raw.close()
+                raw.release_conn()
+                raise
+            return Response(raw, url, fields, self.budget, self.rate)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
+            managers, self._managers = self._managers, {}
+        for manager in managers.values():
+            manager.clear()
 
-    # ------------------------------------------------------------------ pool
-    def _get(self, key: tuple, fresh: bool = False) -> tuple[Connection, bool]:
+    # ------------------------------------------------------------------ pools
+    def _manager(self, proxy: str | None, scheme: str) -> Any:
         with self._lock:
-            conns = self._idle.get(key)
-            if conns and not fresh:
-                return conns.pop(), True
-            self.connections += 1
-        return self._connection(key), False
+            manager = self._managers.get(proxy)
+            if manager is None:
+                manager = self._managers[proxy] = self._new_manager(proxy)
+            if scheme == "https" and "ssl_context" not in manager.connection_pool_kw:
+                manager.connection_pool_kw["ssl_context"] = self._context()
+        return manager
 
-    def _put(self, key: tuple, conn: Connection) -> None:
-        with self._lock:
-            conns = self._idle.setdefault(key, [])
-            if len(conns) < self.pool:
-                conns.append(conn)
-                return
-        conn.close()
+    def _new_manager(self, proxy: str | None) -> Any:
+        global _CLASSES
+        from urllib3 import PoolManager, ProxyManager, Timeout
 
-    def _connection(self, key: tuple) -> Connection:
-        scheme, host, port, proxy = key
-        context = self._context() if scheme == "https" else None
+        if _CLASSES is None:
+            _CLASSES = _connection_classes()
+        http_pool, https_pool = _CLASSES[0], _CLASSES[1]
+        kw: dict[str, Any] = {
+            "num_pools": 64,
+            "maxsize": self.pool,
+            "block": False,
+            "timeout": Timeout(connect=self.timeout, read=self.timeout),
+            "retries": False,
+        }
         if proxy is None:
-            return Connection(host, port, self.timeout, context)
-        phost, pport = proxy_route(proxy)
-        if scheme == "http":
-            return Connection(phost, pport, self.timeout)
-        auth = _proxy_auth(proxy)
-        tunnel = (host, port, {"Proxy-Authorization": auth} if auth else {})
-        return Connection(phost, pport, self.timeout, context, tunnel=tunnel)
+            manager = PoolManager(**kw)
+        else:
+            from urllib3.util import make_headers
+
+            where, creds = _split_userinfo(proxy)
+            headers = make_headers(proxy_basic_auth=creds) if creds else None
+            try:
+                manager = ProxyManager(where, proxy_headers=headers, **kw)
+            except Exception as exc:  # a proxy URL urllib3 cannot use
+                raise ConfigError(
+                    f"cannot use the proxy {proxy_display(proxy)} ({exc})",
+                    "set HTTPS_PROXY/HTTP_PROXY to http://host:port",
+                ) from None
+        manager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
+        return manager
 
     def _route(self, scheme: str, host: str, port: int) -> str | None:
         """The proxy for a host, or None; decided once per host (NO_PROXY is parsed once)."""
@@ -299,34 +520,97 @@ class Wire:
 
     def _context(self) -> Any:
         """The TLS context, made once (loading a trust store costs ~20 ms)."""
-        with self._lock:
-            if self._ssl is None:
-                self._ssl = ssl_context(self.settings)
-            return self._ssl
+        if self._ssl is None:
+            self._ssl = ssl_context(self.settings)
+        return self._ssl
 
 
-@lru_cache(maxsize=16)
-def _proxy_auth(proxy: str) -> str | None:
+def _split_userinfo(proxy: str) -> tuple[str, str | None]:
+    """The proxy URL without its ``user:password@`` and that pair, percent-decoded."""
+    from urllib.parse import unquote, urlsplit
+
     parts = urlsplit(proxy)
     if parts.username is None:
-        return None
-    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-    return "Basic " + base64.b64encode(creds).decode("ascii")
+        return proxy, None
+    netloc = parts.netloc.rpartition("@")[2]
+    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return parts._replace(netloc=netloc).geturl(), creds
 
 
-def _translate(exc: BaseException, url: str, proxy: str | None, connected: bool) -> BaseException:
-    """The engine's error for what :mod:`.http11`, ``socket`` or ``ssl`` raised."""
-    if not isinstance(exc, Exception) or isinstance(exc, ConfigError):
+def proxy_display(proxy: str) -> str:
+    from .netenv import redact_proxy
+
+    return redact_proxy(proxy) or proxy
+
+
+def _stale(exc: BaseException) -> bool:
+    """A keep-alive connection the server had closed: nothing of an answer arrived."""
+    from http.client import RemoteDisconnected
+
+    from urllib3.exceptions import ProtocolError
+
+    if not isinstance(exc, ProtocolError):
+        return False
+    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+    return isinstance(cause, RemoteDisconnected | ConnectionResetError | BrokenPipeError)
+
+
+def _translate(
+    exc: BaseException, url: str, proxy: str | None, connected: bool | None
+) -> BaseException:
+    """The engine's error for what urllib3, ``socket`` or ``ssl`` raised.
+
+    ``connected``: None while sending (urllib3 tells connect from read failures itself).
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, ConfigError | TransportError):
         return exc  # KeyboardInterrupt and the like pass through unchanged
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
-        return (ReadTimeout if connected else ConnectTimeout)("timed out", url)
-    if "Tunnel connection failed" in text:
-        return ProxyError(text, url)
-    if isinstance(exc, ProtocolError):
-        return RemoteProtocolError(text, url)
+    from http.client import IncompleteRead
+
+    from urllib3 import exceptions as u3
+
+    late = "the answer took longer than its deadline" if _state.__dict__.get("deadline") else ""
+    _state.deadline = False
+    if isinstance(exc, u3.NameResolutionError):
+        return (ProxyError if proxy else ConnectError)(_reason(exc), url)
+    if isinstance(exc, u3.ProxyError):
+        return ProxyError(_reason(exc), url)
+    if isinstance(exc, u3.NewConnectionError):
+        return (ProxyError if proxy else ConnectError)(_reason(exc), url)
+    if isinstance(exc, u3.ConnectTimeoutError):
+        return ConnectTimeout("timed out", url)
+    if isinstance(exc, u3.SSLError):
+        return ConnectError(_reason(exc), url)
+    if isinstance(exc, u3.ReadTimeoutError | TimeoutError):
+        return ReadTimeout(late or "timed out", url)
+    if isinstance(exc, u3.LocationValueError):
+        return UnsupportedProtocol(f"malformed URL ({exc})", url)
+    if isinstance(exc, u3.ProtocolError | u3.InvalidHeader | u3.DecodeError):
+        cause = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(cause, IncompleteRead) and cause.expected:
+            return RemoteProtocolError(
+                f"the connection ended with {cause.expected} bytes of the body missing", url
+            )
+        if isinstance(cause, TimeoutError):
+            return ReadTimeout(late or "timed out", url)
+        if connected and isinstance(cause, ConnectionResetError | BrokenPipeError):
+            return ReadError(_reason(exc), url)
+        return RemoteProtocolError(_reason(exc), url)
+    if isinstance(exc, u3.HTTPError):
+        return RemoteProtocolError(_reason(exc), url)
     if isinstance(exc, OSError):
-        if not connected:
-            return (ProxyError if proxy else ConnectError)(text, url)
-        return ReadError(text, url)
+        return (ReadError if connected else ConnectError)(str(exc) or type(exc).__name__, url)
+    if isinstance(exc, ValueError | UnicodeError):  # malformed bytes urllib3 let through
+        return RemoteProtocolError(f"malformed answer ({exc})", url)
     return exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful text of a urllib3 error (not its object reprs)."""
+    inner: BaseException | None = exc
+    while inner is not None and getattr(inner, "reason", None) is not None:
+        inner = inner.reason  # type: ignore[attr-defined]
+    text = str(inner or exc)
+    text = re.sub(r"<urllib3\.[^>]*>: ", "", text)
+    if "ssl" in type(inner or exc).__name__.lower() or "CERTIFICATE" in text:
+        return text
+    return text or type(exc).__name__

@@ -1,0 +1,96 @@
+"""A loopback server that answers byte for byte what a test scripts: the hostile tests' peer
+(tests/hostile/). Every connection is served by its own thread; nothing here parses more HTTP
+than it takes to find where a request ends."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Scripted:
+    """The n-th request on any connection gets ``answers[n]`` (the last one once they run out):
+    bytes sent in ``piece``-sized writes, or a function that writes to the socket itself.
+    ``close_after`` closes the connection after that answer."""
+
+    answers: list[bytes | Callable[[socket.socket], None]]
+    piece: int = 0
+    pause: float = 0.0  # seconds between two pieces (a slow link)
+    close_after: set[int] = field(default_factory=set)
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    url: str = ""
+
+
+@contextmanager
+def scripted(script: Scripted) -> Iterator[Scripted]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    script.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    lock = threading.Lock()
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            _serve(conn)
+        except OSError:
+            pass  # the client went away mid-script
+
+    def _serve(conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                body, buf = buf[:length], buf[length:]
+                with lock:
+                    n = len(script.requests)
+                    script.requests.append(head + b"\r\n\r\n" + body)
+                answer = script.answers[min(n, len(script.answers) - 1)]
+                if callable(answer):  # the script writes what it likes, then the connection ends
+                    try:
+                        answer(conn)
+                    except OSError:
+                        pass
+                    return
+                step = script.piece or len(answer) or 1
+                for i in range(0, len(answer), step):
+                    try:
+                        conn.sendall(answer[i : i + step])
+                    except OSError:
+                        return  # the client gave up on this answer
+                    if script.pause:
+                        time.sleep(script.pause)
+                if n in script.close_after:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with lock:
+                script.connections += 1
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield script
+    finally:
+        listener.close()
