@@ -56,6 +56,10 @@ class Settings:
     window_seconds: float = 300.0
     max_retries: int = 6
     timeout: float = 30.0
+    # a whole answer's deadline: its head within answer_budget seconds, then a body that keeps
+    # an average of min_rate bytes/s (a server trickling bytes cannot hold a worker forever)
+    answer_budget: float = 120.0
+    min_rate: float = 8192.0
     debug: bool = False
     fetch: str = "auto"  # full edition, per shard: auto | whole | ranges
     keep_shards: bool = False  # full edition: keep downloaded shards after unpacking
@@ -141,6 +145,8 @@ _ENV: dict[str, tuple[str, ...]] = {
     "window_seconds": ("M3LEO_WINDOW_SECONDS",),
     "max_retries": ("M3LEO_MAX_RETRIES",),
     "timeout": ("M3LEO_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"),
+    "answer_budget": ("M3LEO_ANSWER_BUDGET",),
+    "min_rate": ("M3LEO_MIN_RATE",),
     "debug": ("M3LEO_DEBUG",),
     "fetch": ("M3LEO_FETCH",),
     "keep_shards": ("M3LEO_KEEP_SHARDS",),
