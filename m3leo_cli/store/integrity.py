@@ -47,10 +47,7 @@ class Place:
     edition: str
     region: str
     key: str  # path relative to the region folder, '/'-separated
-
-    @property
-    def db(self) -> Path:
-        return self.root / STATE / FOLDER / self.edition / f"{self.region}.sqlite"
+    db: str  # <root>/.m3leo/integrity/<edition>/<region>.sqlite (a str: checked on every read)
 
 
 @dataclass(frozen=True)
@@ -63,9 +60,9 @@ class Record:
         return self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
 
 
-# folder -> (root, edition, region, prefix), or None outside a store
-_folders: dict[str, tuple[Path, str, str, str] | None] = {}
-_conns: dict[tuple[int, Path], tuple[sqlite3.Connection, int, threading.Lock]] = {}
+# folder -> (root, edition, region, prefix, db), or None outside a store
+_folders: dict[str, tuple[Path, str, str, str, str] | None] = {}
+_conns: dict[tuple[int, str], tuple[sqlite3.Connection, int, threading.Lock]] = {}
 _guard = threading.Lock()
 
 
@@ -80,11 +77,11 @@ def place_of(path: Path | str) -> Place | None:
         hit = _folders[folder] = _find_root(folder)
     if hit is None:
         return None
-    root, edition, region, prefix = hit
-    return Place(root, edition, region, f"{prefix}/{name}" if prefix else name)
+    root, edition, region, prefix, db = hit
+    return Place(root, edition, region, f"{prefix}/{name}" if prefix else name, db)
 
 
-def _find_root(folder: str) -> tuple[Path, str, str, str] | None:
+def _find_root(folder: str) -> tuple[Path, str, str, str, str] | None:
     parts = Path(folder).parts
     for i in range(len(parts) - 2, 0, -1):  # the store holds <edition>/<region> at least
         root = Path(*parts[:i])
@@ -92,11 +89,12 @@ def _find_root(folder: str) -> tuple[Path, str, str, str] | None:
             edition, region = parts[i], parts[i + 1]
             if edition.startswith(".") or edition == "manifest":
                 return None  # state or manifest files: not tiles
-            return root, edition, region, "/".join(parts[i + 2 :])
+            db = str(root / STATE / FOLDER / edition / f"{region}.sqlite")
+            return root, edition, region, "/".join(parts[i + 2 :]), db
     return None
 
 
-def _connect(db: Path, *, create: bool) -> tuple[sqlite3.Connection, threading.Lock] | None:
+def _connect(db: str, *, create: bool) -> tuple[sqlite3.Connection, threading.Lock] | None:
     """This process's connection to ``db`` (None when it does not exist and ``create`` is
     false). A database replaced on disk (a store deleted and made again) is reopened."""
     try:
@@ -113,7 +111,7 @@ def _connect(db: Path, *, create: bool) -> tuple[sqlite3.Connection, threading.L
         if got is not None:
             got[0].close()
         if ino == -1:
-            db.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(db), exist_ok=True)
         conn = sqlite3.connect(db, timeout=BUSY_MS / 1000, isolation_level=None,
                                check_same_thread=False)  # fmt: skip
         conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
@@ -159,7 +157,7 @@ def record_many(
     files: list[tuple[Path | str, bytes | str | None, os.stat_result | None]],
 ) -> None:
     """:func:`record` for many files in one transaction per database (an unpacked batch)."""
-    by_db: dict[Path, list[tuple[str, int, int, bytes | None]]] = {}
+    by_db: dict[str, list[tuple[str, int, int, bytes | None]]] = {}
     for path, sha, st in files:
         place = place_of(path)
         if place is None:
