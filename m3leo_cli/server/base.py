@@ -151,6 +151,8 @@ class BaseHandler(BaseHTTPRequestHandler):
         The stdlib calls this for a request it cannot parse; it must not need ``_dispatch``.
         """
         self.close_connection = True
+        if self.command == "HEAD":  # a refusal of a HEAD has no body either
+            self._method = "HEAD"
         if self.request_version in ("", "HTTP/0.9"):  # an unparsed line: answer in HTTP/1.1,
             self.request_version = "HTTP/1.1"  # not the bare body the stdlib sends to HTTP/0.9
         text = message or HTTPStatus(code).phrase

@@ -178,6 +178,18 @@ def test_a_body_length_that_is_not_one_plain_number_under_the_cap_is_refused(
     assert (answer.header("Content-Type") or "").startswith("application/json")
 
 
+def test_a_refused_head_request_gets_no_body(served: Served) -> None:
+    head = f"HEAD {REVISION} HTTP/1.1\r\nHost: x\r\nContent-Length: 1e12\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=20) as sock:
+        sock.sendall(head)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status, _, rest = raw.partition(b"\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert rest.endswith(b"\r\n\r\n") and b"Content-Length: 52" in rest  # the head alone
+
+
 def test_expect_100_continue_gets_413_before_the_body_or_100_then_the_answer(
     served: Served,
 ) -> None:
