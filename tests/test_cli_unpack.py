@@ -13,6 +13,7 @@ from clirun import run
 from m3leo_cli import spec
 from m3leo_cli.config import load_settings
 from m3leo_cli.full.unpacked import recorded_checksums
+from m3leo_cli.store import integrity
 from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source
 
 REGION = "europe"
@@ -43,6 +44,9 @@ def test_unpack_into_the_store_matches_the_miniset(source, capsys, data_dir: Pat
         rel = full.tile_path(DK, t)
         assert (data_dir / "full" / REGION / rel).read_bytes() == (mini.root / rel).read_bytes()
         assert rel in recorded
+        # issue 27: what every later read checks with one stat (tiles.integrity)
+        got = integrity.lookup(integrity.place_of(data_dir / "full" / REGION / rel))
+        assert got is not None and got.sha256 is not None and got.sha256.hex() == recorded[rel][1]
 
 
 def test_unpack_to_a_folder_with_explicit_region(source, capsys, tmp_path: Path) -> None:
@@ -89,3 +93,23 @@ def test_unpack_missing_file_and_no_args(capsys, tmp_path: Path) -> None:
     assert res.code == 1 and "no such shard file" in res.err
     res = run(capsys, "unpack")
     assert res.code == 2
+
+
+def test_the_same_shard_twice_is_unpacked_and_counted_once(
+    source, capsys, tmp_path: Path, data_dir: Path
+) -> None:
+    """Issue 27 finding 11: `unpack S S` reported "unpacked 8 files" for 4."""
+    shard = _shards(source)[0]
+    link = tmp_path / "again.zstd.parquet"
+    link.symlink_to(shard)  # the same file under another name counts as the same shard too
+    res = run(capsys, "unpack", str(shard), str(shard), str(link), "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert len(doc["shards"]) == 1
+    assert doc["files"] == doc["shards"][0]["files"] > 0
+    assert doc["duplicates"] == [str(shard), str(link)]
+    res = run(capsys, "unpack", str(shard), str(shard))
+    assert res.code == 0, res.err
+    assert f"warning: {shard} is given more than once (the same file): unpacked once" in res.err
+    n = len(list((data_dir / "full" / REGION).rglob("*.tif")))
+    assert f"unpacked {n} files" in res.err

@@ -76,6 +76,7 @@ class UnpackSummary:
     """What ``m3leo unpack`` did over all the shard files it was given."""
 
     reports: list[UnpackReport] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # shard arguments given again: skipped
 
     @property
     def written(self) -> int:
@@ -93,6 +94,7 @@ class UnpackSummary:
         return {
             "files": self.written,
             "bytes": self.bytes,
+            "duplicates": self.duplicates,
             "shards": [
                 {
                     "shard": r.source,
@@ -131,7 +133,7 @@ def unpack_files(
         raise UsageError("no shard files given", "m3leo unpack SHARD.zstd.parquet ...")
     store = Store(settings.data_dir)
     summary = UnpackSummary()
-    files = [Path(s) for s in shards]
+    files = _distinct(shards, summary.duplicates, progress)
     total = 0
     for p in files:  # fail early on a shard that is not Parquet; keep no file open
         pf = open_local(p)
@@ -154,6 +156,30 @@ def unpack_files(
                 raise
     progress(ProgressEvent("done", "unpack"))
     return summary
+
+
+def _distinct(
+    shards: Sequence[Path], duplicates: list[str], progress: ProgressCallback
+) -> list[Path]:
+    """The shard files given, each once: the same file named twice (or through a link) would
+    be unpacked and counted twice. The repeats are listed in ``duplicates`` and warned about."""
+    out: list[Path] = []
+    seen: set[object] = set()
+    for s in shards:
+        p = Path(s)
+        try:
+            st = p.stat()
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:
+            key = p.absolute()  # open_local reports a missing or unreadable file
+        if key in seen:
+            duplicates.append(str(p))
+            warning = f"warning: {p} is given more than once (the same file): unpacked once"
+            progress(ProgressEvent("message", "unpack", message=warning))
+            continue
+        seen.add(key)
+        out.append(p)
+    return out
 
 
 def unpack_one(
