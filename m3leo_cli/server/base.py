@@ -45,6 +45,7 @@ class ServerState(Protocol):
     content_port: int
     access_log: bool
     idle_timeout: float
+    request_timeout: float
     real: RealHub | None
     _counters: FaultCounters
     _netloc: str
@@ -102,7 +103,12 @@ class BaseHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         """The stdlib's loop step with the limits of :mod:`.limits` (nothing read past them)."""
         self._begin("")
+        watchdog = self.server.watchdog  # type: ignore[attr-defined]
         try:
+            if not self.rfile.peek(1):  # type: ignore[attr-defined]  # idle: the first byte
+                self.close_connection = True
+                return
+            watchdog.arm(self.connection, self.hub.request_timeout)  # then the whole head
             line = self.rfile.readline(L.MAX_REQUEST_LINE + 1)
             if not line:
                 self.close_connection = True
@@ -112,9 +118,10 @@ class BaseHandler(BaseHTTPRequestHandler):
                 raise L.Refused(414, f"request line longer than {L.MAX_REQUEST_LINE} bytes")
             self.raw_requestline = line
             head = L.read_head(self.rfile.readline)
-            if head is None:  # the client left half-way through its headers
+            if head is None:  # the client left half-way through its head (or took too long)
                 self.close_connection = True
                 return
+            watchdog.disarm(self.connection)
             conn_rfile, self.rfile = self.rfile, io.BytesIO(head)
             try:
                 parsed = self.parse_request()  # the stdlib's own request-line and header parser
@@ -133,8 +140,10 @@ class BaseHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except L.Refused as exc:
             self.send_error(exc.status, exc.message)
-        except TimeoutError:
+        except (TimeoutError, ConnectionError):
             self.close_connection = True  # an idle keep-alive connection, or a stalled client
+        finally:
+            watchdog.disarm(self.connection)
 
     def handle_expect_100(self) -> bool:
         """``Expect: 100-continue``: refuse a body over the limit before the client sends it."""
@@ -238,7 +247,12 @@ class BaseHandler(BaseHTTPRequestHandler):
         """The request body (at most :data:`limits.MAX_BODY`, checked on arrival); read once,
         by the routes that take one."""
         n, self._body_left = self._body_left, 0
-        body = self.rfile.read(n) if n else b""
+        watchdog = self.server.watchdog  # type: ignore[attr-defined]
+        watchdog.arm(self.connection, self.hub.request_timeout)
+        try:
+            body = self.rfile.read(n) if n else b""
+        finally:
+            watchdog.disarm(self.connection)
         if len(body) < n:
             raise ConnectionError("the client closed before sending its whole body")
         return body

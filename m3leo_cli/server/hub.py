@@ -28,6 +28,9 @@ from .realhub import RealHub
 # Seconds a connection may sit idle between requests (or stall inside one) before it is
 # closed and its worker thread freed; clients reopen closed keep-alive connections themselves.
 IDLE_TIMEOUT = 60.0
+# Seconds a request's head (from its first byte), and its body, may take to arrive in all: a
+# client trickling bytes cannot hold a worker longer (Hub clients send both in one packet).
+REQUEST_TIMEOUT = 30.0
 
 
 class HubServer:
@@ -48,6 +51,7 @@ class HubServer:
         real: RealHub | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         root = Path(root)
@@ -70,6 +74,7 @@ class HubServer:
         self.layout = Layout(root)
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self._on_warning = on_warning
         self._warned: set[str] = set()
         self.host = host

@@ -5,7 +5,8 @@ connections were 2,003 threads. Here at most ``max_connections`` connections are
 once, each by one of at most as many worker threads (started when needed, then reused); a
 connection beyond the cap is answered ``503`` with ``Retry-After`` straight from the accepting
 thread and closed, so a flood of connections costs no thread and no memory. An idle keep-alive
-connection holds its worker until the handler's idle timeout ends it.
+connection holds its worker until the handler's idle timeout ends it, and a request that is
+read too slowly is ended by the :class:`Watchdog`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,56 @@ def busy_answer(limit: int) -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+class Watchdog:
+    """Ends connections that take too long over a request: one thread per origin, not a timer
+    per request.
+
+    A socket timeout bounds each read, not a request: a client that sends its head one byte
+    every minute would hold a worker for ever (and ``max_connections`` such clients, the whole
+    server). A handler arms a deadline when a request starts and disarms it once the request is
+    read; past the deadline the watchdog shuts the socket down, the handler's read returns
+    nothing and the connection ends.
+    """
+
+    def __init__(self, origin: str) -> None:
+        self._origin = origin
+        self._due: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._due[conn] = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"m3leo-serve-{self._origin}-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def disarm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._due.pop(conn, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, t in self._due.items() if t <= now]
+                for conn in late:
+                    del self._due[conn]
+            for conn in late:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class _Pool:
@@ -128,6 +179,7 @@ class OriginServer(HTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
         self.pool = _Pool(self, max_connections)  # first: a failed bind closes the server
+        self.watchdog = Watchdog(self.origin)
         self._busy = busy_answer(max_connections)
         super().__init__(address, handler)
 
@@ -151,6 +203,7 @@ class OriginServer(HTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.pool.close()
+        self.watchdog.close()
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that hangs up or resets is routine; anything else is a bug and is shown."""

@@ -341,6 +341,48 @@ def test_an_idle_keep_alive_connection_is_closed_by_the_server(folder: Path) -> 
         assert srv.wait_idle(20)
 
 
+def _trickle(port: int, start: bytes, drip: bytes) -> bool:
+    """Send ``start``, then ``drip`` a byte at a time; True once the server has hung up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(start)
+        deadline = time.monotonic() + 20
+        sock.settimeout(0.05)
+        for byte in drip:
+            assert time.monotonic() < deadline, "the server kept listening to the trickle"
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1) == b"":
+                    return True
+            except TimeoutError:
+                continue  # nothing from the server yet: keep dripping
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("start", "drip"),
+    [
+        (b"", f"GET {REVISION} HTTP/1.1\r\n".encode() * 20),  # the request line itself
+        (f"GET {REVISION} HTTP/1.1\r\n".encode(), b"X-Slow: " + b"a" * 2000),  # a header
+        (
+            f"POST {PATHS_INFO} HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".encode(),
+            b"p" * 5000,
+        ),  # the body
+    ],
+    ids=["request-line", "header", "body"],
+)
+def test_a_request_trickled_in_is_ended_by_the_request_timeout(
+    folder: Path, start: bytes, drip: bytes
+) -> None:
+    """Slowloris: each byte comes before the socket timeout, the whole never does."""
+    with HubServer(folder, request_timeout=0.5) as srv:
+        assert _trickle(srv.port, start, drip)
+        assert srv.wait_idle(20)
+        answer = exchange(srv.port, f"GET {REVISION} HTTP/1.1\r\n\r\n".encode())
+        assert answer.status == 200  # and the server goes on serving
+
+
 # --------------------------------------------------------------------------- links in the folder
 
 
