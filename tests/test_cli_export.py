@@ -386,3 +386,26 @@ def test_link_opts_into_hard_links_and_says_so(
     res = run(capsys, "export", "-f", "npz", "-o", str(tmp_path / "n"), *SEL, "-m", "s1grd",
               "--link")  # fmt: skip
     assert res.code == 2 and "--link goes with --format geotiff" in res.err
+
+
+def test_a_second_run_of_the_same_export_into_one_out_is_refused(
+    store: SourceInfo, tmp_path: Path, capsys
+) -> None:
+    """Issue 27 finding 20: two identical exports into one --out at once both died on a .part
+    file. The second run of a job is refused while the first holds its lock; jobs of one export
+    (--shard-index) still run side by side."""
+    from m3leo_cli.export.state import export_lock
+
+    out = tmp_path / "o"
+    args = ("export", "-f", "npz", "-o", str(out), *SEL, "-m", "s1grd")
+    with export_lock(out, 0, 1):  # a first run, still writing
+        res = run(capsys, *args)
+        assert res.code == 1
+        assert f"Error: --out {out} is being written by another run of this export (pid" in res.err
+        assert "hint: let that run finish" in res.err
+        assert not list(out.rglob("*.npz"))
+        other = run(capsys, *args, "--num-shards", "2", "--shard-index", "1")  # another job
+        assert other.code == 0, other.err
+    res = run(capsys, *args)
+    assert res.code == 0, res.err
+    assert (out / "metadata.json").exists()

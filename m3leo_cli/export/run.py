@@ -13,7 +13,7 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .base import Exporter, ExportOptions, Failure, Unit, UnitResult
 from .metadata import METADATA, build_metadata, layer_entry, write_metadata
 from .samples import Sample, SamplePlan
-from .state import ProgressLog, load_results, prepare_out, same_export
+from .state import ProgressLog, export_lock, load_results, prepare_out, same_export
 from .target import RemoteTarget, is_url, staging_dir
 
 MAX_RESAMPLE = 4096  # pixels a side; ~9x the 448-px chips, far beyond any native grid
@@ -242,7 +242,6 @@ def run_export(
     metadata last, so the output is byte for byte the local engine's. An fsspec URL as
     ``options.out`` is staged locally and uploaded unit by unit (``target``).
     """
-    from .execute import finished, run_here, run_on_pool
     from .registry import get_exporter
 
     started = time.monotonic()
@@ -270,6 +269,27 @@ def run_export(
     preflight_memory(plan, options, workers)
     # probing decodes one tile per layer: a --dtype refusal comes before --out is touched
     exporter.layer_info = probe_layers(exporter, plan)
+    with export_lock(out, options.shard_index, options.num_shards):
+        return _run_locked(plan, options, settings, progress, pool, exporter, remote, out, workers,
+                           started)  # fmt: skip
+
+
+def _run_locked(
+    plan: SamplePlan,
+    options: ExportOptions,
+    settings: Settings | None,
+    progress: ProgressCallback,
+    pool: Executor | None,
+    exporter: Exporter,
+    remote: RemoteTarget | None,
+    out: Path,
+    workers: int,
+    started: float,
+) -> ExportSummary:
+    """The rest of :func:`run_export`, while this job of the export holds its lock."""
+    from .execute import finished, run_here, run_on_pool
+
+    cls = type(exporter)
     if remote is not None:
         remote.claim(resuming=same_export(out, plan, options), overwrite=options.overwrite)
     prepare_out(out, plan, options, shown=remote.url if remote is not None else None)

@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import spec
-from ..errors import OutputExistsError
+from ..errors import OutputExistsError, StoreLockedError
 from .base import ExportOptions, Failure, UnitResult
 from .metadata import METADATA
 from .outputs import disk_full, is_disk_full, write_bytes_atomic
@@ -26,6 +27,7 @@ from .samples import SamplePlan
 
 STATE_DIR = ".m3leo-export"
 MARKER = "export.json"
+LOCK_PREFIX = "lock-"
 
 
 def samples_digest(plan: SamplePlan) -> str:
@@ -65,6 +67,8 @@ def prepare_out(
             "give --out a new or empty folder path (e.g. --out exports/mine); the file is kept",
         )
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if existing == [STATE_DIR] and not marker.exists():
+        existing = []  # only the lock of this run (export_lock) or of a run killed at its start
     if existing:
         old = _read_json(marker)
         if old == ident and not options.overwrite:
@@ -101,7 +105,46 @@ def _clear(out: Path) -> None:
         shutil.rmtree(out / split, ignore_errors=True)
     with contextlib.suppress(OSError):
         (out / METADATA).unlink()
-    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    state = out / STATE_DIR
+    for p in state.iterdir() if state.is_dir() else ():
+        if not p.name.startswith(LOCK_PREFIX):  # the locks are held (ours among them)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def export_lock(out: Path, shard_index: int, num_shards: int) -> Iterator[None]:
+    """One run per job of an export at a time: an advisory ``flock`` on
+    ``<out>/.m3leo-export/lock-<i>-of-<K>`` (jobs of one export, ``--shard-index``, run side by
+    side; two runs of the same job would write the same ``.part`` files). The second run is
+    refused with StoreLockedError; the kernel releases the lock when the holder exits.
+
+    Nothing is created in a folder ``prepare_out`` will refuse (a file, or a folder holding
+    other things and no export)."""
+    import fcntl
+    import socket
+
+    state = out / STATE_DIR
+    if out.exists() and (not out.is_dir() or (not state.is_dir() and any(out.iterdir()))):
+        yield
+        return
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / f"{LOCK_PREFIX}{shard_index:05d}-of-{num_shards:05d}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another process"
+            raise StoreLockedError(
+                f"--out {out} is being written by another run of this export ({holder})",
+                "let that run finish (re-running the same command afterwards completes "
+                "anything it left), or choose another --out",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> Any:
