@@ -2,11 +2,12 @@
 against a bare rasterio / h5netcdf loop reading the same layers.
 
     .venv/bin/python benchmarks/bench_train_loader.py [--tiles 40] [--chip 448] [--repeat 3]
+    .venv/bin/python benchmarks/bench_train_loader.py --inputs     # per baseline input, store only
 
-Writes a synthetic miniset (europe; s1grd-2020 + gssic inputs, esaworldcover-2020 target, every
-tile complete), downloads it from the loopback Hub into a store under --work, saves band
-statistics, exports the train split as webdataset and Parquet (native grids, raw values), then
-times one pass over the train split:
+Writes a synthetic miniset (europe; s1grd-2020, gssic and s2rgbm-2020 inputs,
+esaworldcover-2020 target, every tile complete), downloads it from the loopback Hub into a
+store under --work, saves band statistics, exports the train split as webdataset and Parquet
+(native grids, raw values), then times one pass over the train split:
 
 1. *bare read*: per tile, rasterio ``read(indexes)`` of the 8 S1 bands the ``s1grd`` baseline
    uses, h5netcdf ``coherence`` (whole variable) and rasterio ESA WorldCover: the floor;
@@ -15,9 +16,13 @@ times one pass over the train split:
    nodata, the label's class indices, tensors. ``normalize`` off (exports are not normalised),
    plus one store run with it on.
 
+``--inputs`` times the store loader (normalised, as training runs it) for the ``s1grd``,
+``gssic`` and ``gssic+s2rgbm`` baselines against a bare loop reading the same layers.
+
 Wall-clock medians of --repeat runs on a warm page cache; CPU time counts the worker processes.
-BLAS and torch thread pools are held to --threads (default 1) for every reader: on a small
-shared machine their spinning threads cost more CPU than the small matrix products they run.
+By default no thread variable is set: the loader limits BLAS / OpenMP threads itself
+(``m3leo_cli.train.threads``). ``--threads N`` sets ``OPENBLAS_NUM_THREADS`` & co. and torch's
+threads to N before anything loads, as the docs once advised.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from pathlib import Path
 
 S1 = tuple(f"{s}_{p}asc" for p in ("vv", "vh") for s in ("winter", "spring", "summer", "fall"))
 GSSIC = tuple(f"coherence:{s}:36" for s in ("winter", "spring", "summer", "fall"))
+S2 = tuple(f"{m}_{c}" for m in ("03", "06", "09", "12") for c in ("red", "green", "blue"))
+BASELINES = {
+    "s1grd": ("s1grd-2020",),
+    "gssic": ("gssic",),
+    "gssic+s2rgbm": ("gssic", "s2rgbm-2020"),
+}
 CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
 
@@ -48,15 +59,16 @@ def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
     cfg = SynthConfig(
         regions=("europe",), editions=("miniset",), tiles=tiles, chip_px=chip,
         native_shape=(48, 60), coverage={"gssic": 1.0, "gunw": 1.0},
-        datakinds=("s1grd-2020", "gssic", "esaworldcover-2020"),
+        datakinds=("s1grd-2020", "gssic", "s2rgbm-2020", "esaworldcover-2020"),
     )  # fmt: skip
     info = write_source(work / f"src-{tiles}-{chip}", cfg)
     sel = ["--edition", "miniset", "--region", "europe", "--quiet"]
     with HubServer(info.root) as srv:
         os.environ["HF_ENDPOINT"] = srv.url
-        assert main(["download", *sel, "-m", "s1grd", "-m", "gssic", "-m", "esaworldcover"]) == 0
+        assert main(["download", *sel, "-m", "s1grd", "-m", "gssic", "-m", "s2rgbm",
+                     "-m", "esaworldcover"]) == 0  # fmt: skip
     assert main(["stats", "--bands", "--edition", "miniset", "--region", "europe",
-                 "-m", "s1grd", "-m", "gssic", "--json"]) == 0  # fmt: skip
+                 "-m", "s1grd", "-m", "gssic", "-m", "s2rgbm", "--json"]) == 0  # fmt: skip
     for fmt in ("webdataset", "parquet") if exports else ():
         assert main(["export", "--format", fmt, "--out", str(data.parent / f"{fmt}-{tiles}-{chip}"),
                      *sel, "--split", "train", "-m", "s1grd", "-m", "gssic",
@@ -65,17 +77,18 @@ def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
     return data
 
 
-def spec(chip: int, normalize: bool):  # type: ignore[no-untyped-def]
+def spec(chip: int, normalize: bool, layers=("s1grd-2020", "gssic")):  # type: ignore[no-untyped-def]
     from m3leo_cli.train.layers import DataSpec, InputSpec, TargetSpec
 
+    bands = {"s1grd-2020": S1, "gssic": GSSIC, "s2rgbm-2020": S2}
     return DataSpec(
-        (InputSpec("s1grd-2020", S1), InputSpec("gssic", GSSIC)),
+        tuple(InputSpec(dk, bands[dk]) for dk in layers),
         TargetSpec("esaworldcover-2020", "Map", "classification", CLASSES),
         chip, normalize, regions=("europe",),
     )  # fmt: skip
 
 
-def bare(samples) -> int:  # type: ignore[no-untyped-def]
+def bare(samples, layers=("s1grd-2020", "gssic")) -> int:  # type: ignore[no-untyped-def]
     import h5netcdf
     import rasterio
 
@@ -83,10 +96,15 @@ def bare(samples) -> int:  # type: ignore[no-untyped-def]
 
     idx = [m3spec.S1GRD_BANDS.index(b) + 1 for b in S1]
     for s in samples:
-        with rasterio.open(s.files["s1grd-2020"].path) as src:
-            src.read(idx)
-        with h5netcdf.File(s.files["gssic"].path, "r") as f:
-            f.variables["coherence"][...]
+        if "s1grd-2020" in layers:
+            with rasterio.open(s.files["s1grd-2020"].path) as src:
+                src.read(idx)
+        if "gssic" in layers:
+            with h5netcdf.File(s.files["gssic"].path, "r") as f:
+                f.variables["coherence"][...]
+        if "s2rgbm-2020" in layers:
+            with rasterio.open(s.files["s2rgbm-2020"].path) as src:
+                src.read()
         with rasterio.open(s.files["esaworldcover-2020"].path) as src:
             src.read(1)
     return len(samples)
@@ -117,19 +135,26 @@ def timed(fn, repeat: int) -> tuple[int, float, float]:  # type: ignore[no-untyp
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1, help="BLAS / torch threads per process")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS / torch threads per process (default: set nothing)")  # fmt: skip
+    ap.add_argument("--inputs", action="store_true",
+                    help="the store loader per input: s1grd, gssic, gssic+s2rgbm")  # fmt: skip
     ap.add_argument("--tiles", type=int, default=40)
     ap.add_argument("--chip", type=int, default=448)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-train"))
     args = ap.parse_args()
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)  # read when numpy / torch load: before the imports
+    if args.threads is not None:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)  # read when numpy / torch load: before imports
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.tiles, args.chip)
+    if args.inputs:
+        return per_input(args)
     from m3leo_cli.train.dataset import StoreDataset
     from m3leo_cli.train.exported import ExportDataset
 
@@ -156,6 +181,24 @@ def main() -> None:
             assert m == n, (label, m, n)
             print(f"| {label} | {workers} | {m / wall:.1f} | {wall0 / wall:.2f} | {m / c:.1f} "
                   f"| {cpu0 / c:.2f} |")  # fmt: skip
+
+
+def per_input(args: argparse.Namespace) -> None:
+    """The store loader (normalised) per baseline input against a bare loop of its layers."""
+    from m3leo_cli.train.dataset import StoreDataset
+
+    set_by = "none" if args.threads is None else str(args.threads)
+    print(f"thread variables: {set_by}; chip {args.chip} px, batch 8, normalised")
+    print("| input | tiles | bare read (samples/s) | workers | store (samples/s) | vs bare |")
+    print("|---|---|---|---|---|---|")
+    for name, layers in BASELINES.items():
+        ds = StoreDataset(spec(args.chip, True, layers), "train")
+        n, wall0, _ = timed(lambda ds=ds, layers=layers: bare(ds.plan.samples, layers), args.repeat)
+        for workers in (0, 2):
+            m, wall, _ = timed(lambda ds=ds, w=workers: through_loader(ds, w), args.repeat)
+            assert m == n
+            print(f"| {name} | {n} | {n / wall0:.1f} | {workers} | {m / wall:.1f} | "
+                  f"{wall0 / wall:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
