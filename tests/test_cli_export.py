@@ -111,7 +111,8 @@ def test_rerun_completes_and_partitions(store: SourceInfo, tmp_path: Path, capsy
          "no tile has every requested layer: biomass-2020 not downloaded on 8 of 8 tiles",
          "m3leo download --edition miniset --region europe --modality biomass-2020"),
         (("-f", "npz", "-m", "s1grd", "--normalize"), 1, "no saved band statistics",
-         "m3leo stats --bands --edition miniset --region europe --split train --modality s1grd-2020"),
+         "m3leo stats --bands --edition miniset --region europe --split train "
+         "--modality s1grd-2020"),
         (("-f", "geotiff", "-m", "s1grd", "--resample", "8"), 2,
          "--format geotiff copies the original files", "--format npz"),
         (("-f", "npz", "-m", "s1grd", "--num-shards", "2", "--shard-index", "5"), 2,
@@ -172,8 +173,20 @@ def test_normalize_with_saved_stats(store: SourceInfo, tmp_path: Path, capsys, d
     res = run(capsys, "stats", "--bands", *SEL, "-m", "gssic")
     assert res.code == 0, res.err
     out = tmp_path / "n"
-    res = run(capsys, "export", "-f", "npz", "-o", str(out), *SEL, "-m", "gssic", "--normalize",
-              "--split", "train")  # fmt: skip  (statistics are the train split's)
+    res = run(
+        capsys,
+        "export",
+        "-f",
+        "npz",
+        "-o",
+        str(out),
+        *SEL,
+        "-m",
+        "gssic",
+        "--normalize",
+        "--split",
+        "train",
+    )  # fmt: skip  (statistics are the train split's)
     assert res.code == 0, res.err
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta["normalization"]) == {"gssic"}
