@@ -104,3 +104,28 @@ def test_a_prefix_holding_other_objects_is_refused(source, bucket, tmp_path: Pat
     assert res.complete  # written next to the other object, which is kept
     assert bucket.cat_file(f"{BUCKET}/taken/notes.txt") == b"someone else's"
     assert bucket.exists(f"{BUCKET}/taken/metadata.json")
+
+
+def test_no_aws_credentials_is_one_error_with_a_hint(
+    source, s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 finding 13: s3fs installed, no credentials: 60 lines of botocore traceback."""
+    import s3fs
+
+    from m3leo_cli.errors import StoreError
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata probing
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3)
+    s3fs.S3FileSystem.clear_instance_cache()
+    plan = plan_for(source, FAST_LAYERS)
+    settings = load_settings({"data_dir": tmp_path / "data"})
+    url = f"s3://{BUCKET}/nocreds"
+    with pytest.raises(StoreError) as info:
+        run_export(plan, ExportOptions(format="npz", out=url), settings=settings)
+    assert info.value.message.startswith(f"cannot write to {url}: no AWS credentials")
+    assert "AWS_PROFILE" in info.value.hint and "AWS_ACCESS_KEY_ID" in info.value.hint

@@ -17,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependencyError, OutputExistsError, StoreError
+
+# botocore's exception names (matched by name: botocore is imported only by s3fs, when used)
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
+_PROFILE_NOT_FOUND = {"ProfileNotFound"}
 
 
 def is_url(out: str | os.PathLike[str]) -> bool:
@@ -73,8 +78,9 @@ class RemoteTarget:
         fs, root = self._fs
         for rel, info in files.items():
             try:
-                if int(fs.size(f"{root}/{rel}")) != int(info["size"]):
-                    return False
+                with self._refusals():
+                    if int(fs.size(f"{root}/{rel}")) != int(info["size"]):
+                        return False
             except (FileNotFoundError, OSError):
                 return False
         return True
@@ -83,13 +89,39 @@ class RemoteTarget:
         """Upload one finished file, then drop the staged copy."""
         fs, root = self._fs
         try:
-            fs.put_file(str(staged), f"{root}/{rel}")
+            with self._refusals():
+                fs.put_file(str(staged), f"{root}/{rel}")
         except OSError as exc:
             raise StoreError(
                 f"cannot upload {rel} to {self.url}: {exc}",
                 "check the credentials and the bucket, then re-run: finished units are kept",
             ) from None
         staged.unlink()
+
+    @contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """The object store's own "who are you" failures as one StoreError with the fix.
+
+        botocore raises NoCredentialsError (not an OSError) when no AWS credentials are found
+        anywhere: without this, a 60-line traceback."""
+        try:
+            yield
+        except Exception as exc:
+            kind = type(exc).__name__
+            if kind in _NO_CREDENTIALS:
+                raise StoreError(
+                    f"cannot write to {self.url}: no AWS credentials were found ({exc})",
+                    "set AWS_PROFILE (a profile of ~/.aws/credentials) or AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL_S3 for an S3-compatible store), "
+                    "or give --out a local folder",
+                ) from None
+            if kind in _PROFILE_NOT_FOUND:
+                raise StoreError(
+                    f"cannot write to {self.url}: {exc}",
+                    "set AWS_PROFILE to a profile that exists in ~/.aws/config or "
+                    "~/.aws/credentials, or unset it",
+                ) from None
+            raise
 
     def claim(self, resuming: bool, overwrite: bool) -> None:
         """Refuse a prefix holding objects of someone else's unless ``--overwrite``, which
@@ -98,7 +130,8 @@ class RemoteTarget:
             return
         fs, root = self._fs
         try:
-            found = fs.find(root, maxdepth=None, withdirs=False)
+            with self._refusals():
+                found = fs.find(root, maxdepth=None, withdirs=False)
         except (FileNotFoundError, OSError):
             return
         if found:
