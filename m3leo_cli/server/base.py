@@ -32,6 +32,12 @@ _NOT_ALLOWED = ("OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT")
 _LINGER_S = 2.0
 
 
+def header_text(text: str, limit: int = 300) -> str:
+    """``text`` fit for a header value: printable ASCII only (a message may quote what the
+    client sent: a CR or LF there would start a header of the client's choosing)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]
+
+
 class ServerState(Protocol):
     """What a handler needs from the server that owns it (``hub.HubServer`` is one).
 
@@ -164,8 +170,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             self._method = "HEAD"
         if self.request_version in ("", "HTTP/0.9"):  # an unparsed line: answer in HTTP/1.1,
             self.request_version = "HTTP/1.1"  # not the bare body the stdlib sends to HTTP/0.9
-        text = message or HTTPStatus(code).phrase
-        text = "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+        text = header_text(message or HTTPStatus(code).phrase)
         self.log_error("refused (%d): %s", code, text)
         self._reply_nothrow(code, json.dumps({"error": text}).encode(), {"X-Error-Message": text})
         if code == 413:
@@ -305,7 +310,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         h = dict(headers or {})
         if code:
             h["X-Error-Code"] = code
-        h["X-Error-Message"] = message
+        h["X-Error-Message"] = header_text(message)
         self._reply(status, json.dumps({"error": message}).encode(), headers=h)
 
     def _common_faults(self, raw: str, faults: Faults, bucket: str) -> None:

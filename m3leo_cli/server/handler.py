@@ -142,7 +142,7 @@ class HubHandler(BaseHandler):
         try:
             doc = json.loads(body)
             objects = [(str(o["oid"]), int(o["size"])) for o in doc["objects"]]
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
             self._reply(422, P.lfs_error("Validation error: not a batch request"), P.LFS_MEDIA)
         if doc.get("operation") != "download":
             self._reply(403, P.lfs_error("m3leo serve is read-only"), P.LFS_MEDIA)

@@ -234,6 +234,23 @@ def test_a_deeply_nested_json_body_is_an_empty_answer_not_a_crash(served: Served
     assert exchange(served.port, head + body, "POST").status == 422
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"operation": "download", "objects": [{"oid": "a", "size": 1e400}]}',
+        b'{"operation": "download", "objects": [{"oid": "a", "size": NaN}]}',
+        b'{"operation": "download", "objects": [{"oid": "a", "size": "x"}]}',
+        b'{"operation": "download", "objects": {"oid": "a"}}',
+        b'{"operation": "download", "objects": [{"oid": "a", "size": ' + b"9" * 5000 + b"}]}",
+        b"\xff\xfe",
+    ],
+)
+def test_a_malformed_lfs_batch_body_is_422(served: Served, body: bytes) -> None:
+    batch = f"/datasets/{REPO}.git/info/lfs/objects/batch"
+    head = f"POST {batch} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    assert exchange(served.port, head.encode() + body, "POST").status == 422
+
+
 # ------------------------------------------------------------------- heads and methods (B10)
 
 
@@ -293,6 +310,25 @@ def test_a_missing_repo_says_this_mirror_has_none_in_the_hubs_error_format(
     assert answer.status == 404 and answer.header("X-Error-Code") == "RepoNotFound"
     assert answer.header("X-Error-Message") == "this mirror has no M3LEO-miniset/china"
     assert answer.body == b'{"error": "this mirror has no M3LEO-miniset/china"}'
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/datasets/M3LEO-miniset/%ff%fe/revision/main",
+        "/api/datasets/M3LEO-miniset/x%0d%0aSet-Cookie:%20owned/revision/main",
+        f"/datasets/{REPO}/resolve/main/caf%C3%A9%0d%0aX-Evil:%201.tif",
+        f"/api/datasets/{REPO}/revision/%e2%82%ac%0aX-Evil:%201",
+    ],
+)
+def test_what_the_client_sent_never_breaks_or_splits_an_error_header(
+    served: Served, path: str
+) -> None:
+    answer = exchange(served.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.status == 404 and answer.header("X-Error-Code")
+    message = answer.header("X-Error-Message") or ""
+    assert message.isascii() and message.isprintable()
+    assert answer.header("Set-Cookie") is None and answer.header("X-Evil") is None
 
 
 # --------------------------------------------------------------------------- connections
