@@ -239,6 +239,10 @@ def test_show_refuses_an_unwritable_out_before_reading_the_tile(capsys, stores, 
     assert res.code == 1
     assert "not local" not in res.err and "download" not in res.err
     assert str(blocker) in res.err and "hint: check that the folder exists" in res.err
+    res = run(capsys, "show", conus, "--edition", "miniset", "--out",
+              str(tmp_path / "new" / "t.png"), "--data-dir", str(mini))  # fmt: skip
+    assert res.code == 1 and "not downloaded" in res.err
+    assert not (tmp_path / "new").exists()  # the check made no folder
     if os.geteuid() != 0:  # root writes into read-only folders
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o555)

@@ -75,12 +75,19 @@ def render_tile(
 
 def writable(out: Path) -> None:
     """Raise the filesystem's own error now when ``out`` cannot be written (its folder is
-    read-only or missing and cannot be made), so a picture is not drawn for nothing."""
+    read-only, or a file stands where a folder must be), so a picture is not drawn for
+    nothing; nothing is created here."""
     import errno
     import os
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    target = out if out.exists() else out.parent
+    if out.exists():
+        target = out
+    else:  # the nearest folder that exists: the one the missing ones would be made in
+        target = out.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
     if not os.access(target, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
 
