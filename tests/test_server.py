@@ -472,6 +472,38 @@ def test_an_m3leo_store_is_served_under_the_hub_org(tmp_path: Path, client: http
         assert client.get(resolve(srv, NC), follow_redirects=True).content == files[NC]
 
 
+def test_a_store_serves_neither_partial_files_nor_its_own_folders(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    files = build_repo(tmp_path / "staging")
+    store = tmp_path / "store"
+    (store / "miniset").mkdir(parents=True)
+    (tmp_path / "staging" / REPO).rename(store / "miniset" / "europe")
+    (store / "miniset" / "europe" / f"{NC}.part").write_bytes(b"half a download")
+    (store / "local" / "lux").mkdir(parents=True)  # the user's own region (m3leo grid)
+    (store / "local" / "lux" / "lux.geojson").write_text("{}")
+    (store / "full" / "conus" / PART).mkdir(parents=True)  # unpacked tiles, no kept shard
+    (store / "full" / "conus" / PART / "x.tif").write_bytes(b"tile")
+    (store / "full" / "europe").mkdir(parents=True)  # a kept shard that is still downloading
+    shards = store / ".m3leo" / "shards" / "europe" / PART / "gssic"
+    shards.mkdir(parents=True)
+    (shards / "train_0002540be400.zstd.parquet.part").write_bytes(b"PAR1")
+    with HubServer(store) as srv:
+        assert srv.repo_ids() == [REPO]
+        listing = client.get(f"{srv.url}{API}/tree/main?recursive=true").json()
+        assert {e["path"] for e in listing if e["type"] == "file"} == set(files)
+        for repo in ("local/lux", "M3LEO/conus", "M3LEO/europe", "miniset/europe", "full/conus"):
+            r = client.get(f"{srv.url}/api/datasets/{repo}/revision/main")
+            assert r.status_code == 404 and r.headers["x-error-code"] == "RepoNotFound", repo
+            assert r.headers["x-error-message"].startswith(f"this mirror has no {repo}")
+        editions, not_served, warnings = srv.notes(srv.repo_ids())
+        assert editions == {"miniset": ["europe"]} and warnings == []
+        assert [line.split(":", 1)[0] for line in not_served] == [
+            str(store / "full" / "conus"),
+            str(store / "full" / "europe"),
+        ]
+
+
 def test_hash_cache_file_survives_restarts(tmp_path: Path, files: dict) -> None:
     cache = tmp_path / "state" / "hashes.json"
     with HubServer(tmp_path / "src", hash_cache=cache) as srv:
