@@ -118,14 +118,9 @@ class ConfigError(M3leoError):
     default_hint = "check the config file (`m3leo config path`) and M3LEO_* variables"
 
 
-class ConfigNotFoundError(ConfigError):
-    """M3LEO_CONFIG names a file that does not exist: never read as "no settings"."""
-
+class ConfigNotFoundError(ConfigError):  # M3LEO_CONFIG names no file: never "no settings"
     exit_code = 2
-    default_hint = (
-        "fix the path in M3LEO_CONFIG, create the file, or unset M3LEO_CONFIG "
-        "(M3LEO_CONFIG=/dev/null: no config file)"
-    )
+    default_hint = "fix the path in M3LEO_CONFIG, or set M3LEO_CONFIG=/dev/null for no file"
 
 
 # ----------------------------------------------------------------------------- selection
@@ -432,9 +427,8 @@ class MissingDependencyError(M3leoError):
 
 
 def install_hint(extra: str) -> str:
-    """The pip line that installs an extra from where this m3leo runs: ``'.[extra]'`` in a
-    source checkout (the package folder has pyproject.toml beside it, as in an editable
-    install), else the published name."""
+    """``pip install '.[extra]'`` in a source checkout (pyproject.toml beside the package, as
+    in an editable install), else the published name."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
