@@ -120,7 +120,7 @@ def test_rerun_completes_and_partitions(store: SourceInfo, tmp_path: Path, capsy
         (("-f", "npz", "-m", "s1grd", "--num-shards", "0"), 2,
          "--num-shards must be at least 1, not 0", "--num-shards K"),
         (("-f", "npz", "-m", "s1grd", "--dtype", "uint8"), 2,
-         "--dtype uint8 cannot hold the physical values of s1grd-2020", "--dtype float32"),
+         "--dtype uint8 cannot hold the decoded values of s1grd-2020", "--dtype float32"),
         (("-f", "npz"), 2, "name at least one layer", "--modality"),
     ],
 )  # fmt: skip

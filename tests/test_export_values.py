@@ -54,11 +54,31 @@ def test_dtype_converts_physical_values_and_never_touches_the_label(source, tmp_
     np.testing.assert_array_equal(wc, source_array(plan, s.tile_id, "esaworldcover-2020"))
     assert set(np.unique(wc)) <= set(spec.ESA_WORLDCOVER_CLASSES) | {0}
     layers = _layers(out)
-    assert layers["s1grd-2020"]["values"] == "physical"
+    assert layers["s1grd-2020"]["values"] == "decoded"
+    assert layers["s1grd-2020"]["units"] == "dB (backscatter)"
     assert layers["s1grd-2020"]["cast"] == "float32"
     assert layers["esaworldcover-2020"]["values"] == "stored"
     assert layers["esaworldcover-2020"]["cast"] is None
     assert layers["esaworldcover-2020"]["dtype"] == "uint8"
+
+
+def test_s2_float32_is_named_for_what_it_is_not_physical_reflectance(source, tmp_path) -> None:
+    """Issue 27 finding 9: S2 --dtype float32 is stored/255 (the authors' scale, kept as it is),
+    but metadata.json called it "physical"; reflectance is stored/255 x 0.3."""
+    plan = plan_for(source, FAST_LAYERS)
+    out = tmp_path / "o"
+    run_export(plan, _opts(out, dtype="float32"))
+    s = plan.samples[0]
+    stored = source_array(plan, s.tile_id, "s2rgbm-2020")
+    s2 = _arrays(out, s.tile_id)["s2rgbm-2020"]
+    np.testing.assert_array_equal(s2, stored.astype(np.float32) / np.float32(255))  # unchanged
+    lay = _layers(out)["s2rgbm-2020"]
+    assert lay["values"] == "decoded" and "physical" not in json.dumps(lay)
+    assert lay["units"].startswith("stored / 255")
+    assert "not reflectance" in lay["units"] and "x 0.3" in lay["units"]
+    from m3leo_cli.tiles.reader import DECODING
+
+    assert "reflectance = decoded x 0.3" in DECODING["s2rgbm"]  # what `m3leo info` prints
 
 
 def test_dtype_that_cannot_hold_the_values_is_refused(source, tmp_path) -> None:

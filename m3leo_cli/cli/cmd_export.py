@@ -95,8 +95,9 @@ def export_cmd(
         str | None,
         typer.Option(
             "--dtype",
-            help="Inputs in physical units as this type, e.g. float32 (S1 in dB); refused when "
-            "it cannot hold them. Labels keep their stored type. Default: as stored.",
+            help="Inputs decoded (S1 in dB, S2 as stored/255: `m3leo info` shows each rule) as "
+            "this type, e.g. float32; refused when it cannot hold them. Labels keep their "
+            "stored type. Default: as stored.",
         ),
     ] = None,
     num_shards: Annotated[

@@ -4,8 +4,9 @@ Silent wrong data is the worst failure of an export, so the rules are strict:
 
 - Label layers (``--label``) and class layers (ESA WorldCover codes, whatever their role) are
   never normalised or cast: they keep their stored codes and dtype.
-- ``--dtype`` converts *physical* values (``tiles.model.decode_values``: S1 GRD uint16 ->
-  signed dB, S2 RGB uint8 -> 0..1, ...), never the stored code. Nodata becomes NaN in a float
+- ``--dtype`` converts *decoded* values (``tiles.model.decode_values``: S1 GRD uint16 ->
+  signed dB, S2 RGB uint8 -> stored/255 on the visualisation's 0..1 scale, which is not
+  reflectance, ...), never the stored code. Nodata becomes NaN in a float
   target. An integer target must hold every value exactly (in range, whole numbers, no nodata
   to mark); otherwise the export is refused with a hint (``DtypeRangeError``), before anything
   is written when the first tile already shows it.
@@ -51,15 +52,21 @@ def treatment(lay: LayerSpec, options: ExportOptions) -> dict[str, Any]:
     if options.normalize:
         values = "normalized"
     elif options.dtype:
-        values = "physical"
+        values = "decoded"  # not "physical": S2 decodes to stored/255, not reflectance
     else:
         values = "stored"
-    return {
+    out: dict[str, Any] = {
         "values": values,
         "normalized": bool(options.normalize),
         "cast": options.dtype,
         "resampled": resampled,
     }
+    if values != "stored":
+        from ..tiles.model import UNITS
+
+        unit = UNITS.get(lay.family.name, "as stored")
+        out["units"] = unit if values == "decoded" else f"z-scores of: {unit}"
+    return out
 
 
 def convert(
@@ -91,7 +98,7 @@ def convert(
 
 
 def to_dtype(values: np.ndarray, dtype: str, layer: str, where: str = "") -> np.ndarray:
-    """Physical float ``values`` (NaN = nodata) as ``dtype``, or DtypeRangeError."""
+    """Decoded float ``values`` (NaN = nodata) as ``dtype``, or DtypeRangeError."""
     import numpy as np
 
     target = np.dtype(dtype)
@@ -116,7 +123,7 @@ def to_dtype(values: np.ndarray, dtype: str, layer: str, where: str = "") -> np.
 
 def _refuse(layer: str, dtype: str, why: str) -> DtypeRangeError:
     return DtypeRangeError(
-        f"--dtype {dtype} cannot hold the physical values of {layer}: {why}",
+        f"--dtype {dtype} cannot hold the decoded values of {layer}: {why}",
         "use a float type (--dtype float32 or float16), or leave --dtype out to keep the "
         "stored values",
     )

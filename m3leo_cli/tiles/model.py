@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-# How stored values become physical values, per family (also shown by `m3leo info`).
+# How stored values are decoded, per family (also shown by `m3leo info`).
 DECODING: dict[str, str] = {
     "s1grd": "uint16 holding signed dB: view as int16 (e.g. 65521 -> -15 dB); float files as is",
-    "s2rgbm": "uint8 0-255 visualised reflectance (0-0.3): divide by 255",
+    "s2rgbm": "uint8 0-255 = reflectance 0-0.3 as GEE drew it: decoded stored/255 "
+    "(not reflectance: reflectance = decoded x 0.3)",
     "s2srm": "stored values as is (band list and scaling unknown)",
     "gssic": "float as stored; _FillValue/missing_value and NaN are nodata",
     "gunw": "float as stored; _FillValue/missing_value and NaN are nodata",
@@ -32,6 +33,22 @@ DECODING: dict[str, str] = {
     "ghsbuilts": "built-up surface as stored",
     "modis44b006veg": "percent tree cover 0-100; 200 = water (decoded to NaN, counted apart)",
     "srtmdem": "elevation (m) and slope (degrees) as stored",
+}
+
+
+# What a decoded value is, per family: metadata.json's ``units`` for decoded layers.
+UNITS: dict[str, str] = {
+    "s1grd": "dB (backscatter)",
+    "s2rgbm": "stored / 255: 0-1 on the GEE visualisation's scale, not reflectance "
+    "(surface reflectance = value x 0.3; stored values saturate at reflectance 0.3)",
+    "s2srm": "as stored (scaling unknown)",
+    "gssic": "as stored",
+    "gunw": "as stored",
+    "esaworldcover": "class codes",
+    "biomass": "Mg/ha (agb and its standard error agb_se)",
+    "ghsbuilts": "as stored (built-up surface)",
+    "modis44b006veg": "percent tree cover 0-100 (water: NaN)",
+    "srtmdem": "m (elevation), degrees (slope)",
 }
 
 
