@@ -108,8 +108,9 @@ def _connect(db: str, *, create: bool) -> tuple[sqlite3.Connection, threading.Lo
         got = _conns.get(key)
         if got is not None and got[1] == ino:
             return got[0], got[2]
-        if got is not None:
-            got[0].close()
+        # a replaced database's old connection is dropped, not closed: another thread may be
+        # inside it this moment (closing it under that thread crashes sqlite); it closes once
+        # the last user lets go of it
         if ino == -1:
             os.makedirs(os.path.dirname(db), exist_ok=True)
         conn = sqlite3.connect(db, timeout=BUSY_MS / 1000, isolation_level=None,
