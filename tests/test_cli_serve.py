@@ -168,6 +168,22 @@ def test_serve_one_folder_too_deep_warns_with_the_folder_to_serve(tmp_path: Path
     assert not any(line.startswith("warning:") for line in lines)
 
 
+def test_serve_names_a_hard_link_it_does_not_serve(tmp_path: Path) -> None:
+    build_repo(tmp_path / "src")
+    os.link(tmp_path / "src" / REPO / "README.md", tmp_path / "elsewhere.md")
+    proc, endpoint, lines = _start(tmp_path / "src")
+    try:
+        with httpx.Client(timeout=30) as c:
+            r = c.get(f"{endpoint}/datasets/{REPO}/resolve/main/README.md")
+            assert r.status_code == 404 and r.headers["x-error-code"] == "EntryNotFound"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    text = "".join(lines) + err
+    line = f"warning: not serving {tmp_path / 'src' / REPO / 'README.md'}: a hard link (2 names"
+    assert text.count(line) == 1 and "Traceback" not in text
+
+
 # ------------------------------------------------------------------ a store served as a mirror
 
 DK = "s1grd-2020"

@@ -155,5 +155,6 @@ def serve(
         real=real,
         max_connections=max_connections,
         on_ready=ready,
+        on_warning=lambda message: say(f"warning: {message}"),
     )
     say("Stopped.")

@@ -273,6 +273,7 @@ def run_server(
     real: RealHub | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     on_ready: Callable[[HubServer, dict[str, int]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Index ``root``, serve it until Ctrl-C / SIGTERM (or ``stop`` is set), then shut down."""
@@ -290,6 +291,7 @@ def run_server(
         hash_cache=hash_cache,
         real=real,
         max_connections=max_connections,
+        on_warning=on_warning,
     )
     server.start()
     stop = stop or threading.Event()
