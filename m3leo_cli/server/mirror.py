@@ -98,7 +98,7 @@ class Layout:
     def missing(self, org: str, name: str) -> str:
         """The X-Error-Message of a 404 for a repo this mirror does not have."""
         repo_id = f"{org}/{name}"
-        if org == _FULL_ORG and (self.root / "full" / name).is_dir():
+        if org == _FULL_ORG and valid_repo_part(name) and (self.root / "full" / name).is_dir():
             return (
                 f"this mirror has no {repo_id}: its store holds the full edition of {name} "
                 "unpacked, not as shards (serve a store whose shards were kept: "
