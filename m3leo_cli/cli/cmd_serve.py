@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 @app.command("serve")
 def serve(
     folder: Annotated[
-        Path, typer.Argument(help="Folder holding <org>/<name>/ repo folders, e.g. a site mirror.")
+        Path,
+        typer.Argument(
+            help="Folder holding <org>/<name>/ repo folders (a site mirror), or an m3leo store."
+        ),
     ],
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 for every interface.")
@@ -93,8 +96,9 @@ def serve(
 ) -> None:
     """Serve every DIR/<org>/<name>/ folder as the Hub dataset repo <org>/<name>.
 
-    Clients (m3leo, huggingface_hub, hf download) use it with HF_ENDPOINT=<the printed URL>.
-    Stop with Ctrl-C.
+    An m3leo store is served for what it holds: its miniset regions, and the full edition of
+    the regions whose shards it kept (download --keep-shards). Clients (m3leo,
+    huggingface_hub, hf download) use it with HF_ENDPOINT=<the printed URL>. Stop with Ctrl-C.
 
     Example: m3leo serve /shared/m3leo-mirror --host 0.0.0.0 --port 8080
     """
