@@ -24,18 +24,6 @@ from .index import FileEntry, RepoIndex, Snapshot, open_served
 from .realhub import RealHub
 
 _JSON = "application/json; charset=utf-8"
-# Methods a client may know but this read-only server never takes: 405 with Allow (RFC 9110
-# 15.5.6). Any other method is unknown: 501.
-_NOT_ALLOWED = ("OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT")
-# After a 413 the server reads (and drops) what the client is still sending for this long at
-# most, so the client gets to read the answer instead of a reset; then it closes.
-_LINGER_S = 2.0
-
-
-def header_text(text: str, limit: int = 300) -> str:
-    """``text`` fit for a header value: printable ASCII only (a message may quote what the
-    client sent: a CR or LF there would start a header of the client's choosing)."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]
 
 
 class ServerState(Protocol):
@@ -137,7 +125,7 @@ class BaseHandler(BaseHTTPRequestHandler):
                 return  # answered (send_error) or nothing to answer
             if self.request_version == "HTTP/0.9":  # "GET /": no headers, no status line
                 raise L.Refused(505, "HTTP/0.9 is not supported; send HTTP/1.1")
-            if self.command in _NOT_ALLOWED:
+            if self.command in L.NOT_ALLOWED:
                 self._not_allowed()
             elif not hasattr(self, "do_" + self.command):
                 self.send_error(501, f"method {self.command[:20]!r} is not implemented")
@@ -170,25 +158,12 @@ class BaseHandler(BaseHTTPRequestHandler):
             self._method = "HEAD"
         if self.request_version in ("", "HTTP/0.9"):  # an unparsed line: answer in HTTP/1.1,
             self.request_version = "HTTP/1.1"  # not the bare body the stdlib sends to HTTP/0.9
-        text = header_text(message or HTTPStatus(code).phrase)
+        text = L.header_text(message or HTTPStatus(code).phrase)
         self.log_error("refused (%d): %s", code, text)
         self._reply_nothrow(code, json.dumps({"error": text}).encode(), {"X-Error-Message": text})
-        if code == 413:
-            self._linger()
-
-    def _linger(self) -> None:
-        """Drop what the client still sends (for :data:`_LINGER_S` at most), then let it close."""
-        self.wfile.flush()
-        deadline = time.monotonic() + _LINGER_S
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            buf = bytearray(65536)
-            while (left := deadline - time.monotonic()) > 0:
-                self.connection.settimeout(left)
-                if not self.connection.recv_into(buf):
-                    break
-        except OSError:
-            pass
+        if code == 413:  # the client may still be sending: let it read the answer first
+            self.wfile.flush()
+            L.linger(self.connection)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._record.status = code
@@ -310,7 +285,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         h = dict(headers or {})
         if code:
             h["X-Error-Code"] = code
-        h["X-Error-Message"] = header_text(message)
+        h["X-Error-Message"] = L.header_text(message)
         self._reply(status, json.dumps({"error": message}).encode(), headers=h)
 
     def _common_faults(self, raw: str, faults: Faults, bucket: str) -> None:

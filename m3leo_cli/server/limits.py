@@ -15,6 +15,8 @@ are checked before anything is read past them:
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from email.message import Message
 
@@ -25,6 +27,35 @@ MAX_HEADERS = 99  # http.client.parse_headers counts the closing blank line in i
 # (100 x {"oid": 64 hex, "size": n}); 2 MiB is room for a paths-info of ~10,000 paths, and at
 # the connection cap (256) the worst case of bodies held at once stays at 512 MiB.
 MAX_BODY = 2 * 1024 * 1024
+
+
+# Methods a client may know but this read-only server never takes: 405 with Allow (RFC 9110
+# 15.5.6). Any other method is unknown: 501.
+NOT_ALLOWED = ("OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT")
+# After a 413 the server reads (and drops) what the client is still sending for this long at
+# most, so the client gets to read the answer instead of a reset; then it closes.
+LINGER_S = 2.0
+
+
+def header_text(text: str, limit: int = 300) -> str:
+    """``text`` fit for a header value: printable ASCII only (a message may quote what the
+    client sent: a CR or LF there would start a header of the client's choosing)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]
+
+
+def linger(conn: socket.socket, seconds: float = LINGER_S) -> None:
+    """After an answer that ends the connection early: stop writing, drop what the client still
+    sends for ``seconds`` at most (a 64 KiB buffer, never kept), then let the caller close."""
+    deadline = time.monotonic() + seconds
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        buf = bytearray(65536)
+        while (left := deadline - time.monotonic()) > 0:
+            conn.settimeout(left)
+            if not conn.recv_into(buf):
+                break
+    except OSError:
+        pass
 
 
 class Refused(Exception):

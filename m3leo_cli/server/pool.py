@@ -18,10 +18,9 @@ import sys
 import threading
 import time
 from http.server import HTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .hub import HubServer
+from .base import ServerState
 
 # Per origin (the Hub port and the content port each have their own). The download tests and
 # `m3leo download` open up to 64 connections per host; a cluster of jobs shares the mirror.
@@ -174,7 +173,7 @@ class OriginServer(HTTPServer):
 
     request_queue_size = 256  # the listen backlog
     allow_reuse_address = True
-    hub: HubServer
+    hub: ServerState  # the HubServer that owns it
     origin = "hub"
 
     def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
