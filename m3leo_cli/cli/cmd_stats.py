@@ -25,7 +25,7 @@ from .options import (
     selection_from,
     settings_from,
 )
-from .render import human_bytes, out_console, print_json, say
+from .render import human_bytes, not_published, out_console, print_json, say
 
 
 @app.command("stats")
@@ -63,8 +63,8 @@ def stats_cmd(
 
     Example: m3leo stats --edition miniset --region europe --modality gssic --json
     """
-    from ..catalog.stats import stats_report
     from ..errors import UsageError
+    from ..mirror.listing import stats_report
 
     settings = settings_from(data_dir=data_dir, engine=engine, scheduler=scheduler)
     sel = selection_from(
@@ -98,6 +98,8 @@ def stats_cmd(
         extra = other_edition_hint(settings, sel.edition, sel.regions)
         if extra:
             say(f"hint: nothing of the {sel.edition} edition is local; {extra}")
+    if report["total"].get("not_published"):  # known from the shards read (issue 27)
+        say(not_published(report["total"]["not_published"]) + ": not counted as tiles")
     if sel.edition == "full":  # the same words download, verify, export and tiles use
         say(
             "full edition: tiles are those _parquet.csv lists; a shard may not hold some of "

@@ -202,6 +202,7 @@ def unpack_one(
     rows = pf.metadata.num_rows
     progress(ProgressEvent("message", "unpack", message=f"unpacking {path} ({rows} rows)"))
     report = UnpackReport(source=str(path), region=reg)
+    seen: dict[int, list[str]] = {}  # row group -> its row paths (the shard's index)
     try:
         unpack_parquet(
             pf,
@@ -210,6 +211,7 @@ def unpack_one(
             source=path.name,
             progress=progress,
             report=report,
+            after_row_group=lambda rg, paths: seen.__setitem__(rg, list(paths)),
         )
     finally:
         pf.close()
@@ -217,8 +219,55 @@ def unpack_one(
             # keyed like the repo shard (<partition>/<datakind>/<file>) so a later
             # `download --edition full` sees these tiles as present
             folder = report.written[0].path.rsplit("/", 1)[0]
-            record_unpacked(store, reg, f"{folder}/{path.name}", report)
+            key = f"{folder}/{path.name}"
+            record_unpacked(store, reg, key, report)
+            if seen and len(seen) == report.row_groups:  # every row group read
+                index_shard(settings, reg, key, path, seen)
     return report
+
+
+def index_shard(
+    settings: Settings, region: str, key: str, path: Path, rows: dict[int, list[str]]
+) -> bool:
+    """Cache the index of an unpacked local shard (its footer and every row path) when it is
+    the manifest's shard ``key`` (same size and sha256), as a download does: ``verify``,
+    ``stats``, ``tiles`` and ``export`` then know which listed tiles the shard does not hold
+    ("not published"), instead of calling them missing. Returns whether it was cached."""
+    import hashlib
+
+    import pyarrow.compute as pc
+
+    from ..catalog.info import load_manifest
+    from ..errors import M3leoError
+    from .index import ShardIndex, read_footer, save_index
+
+    try:
+        man = load_manifest(settings, "full", [region])
+    except M3leoError:
+        return False  # no manifest for the region: nothing to match the shard with
+    hit = man.filter(pc.and_(pc.equal(man["kind"], "shard"), pc.equal(man["path"], key)))
+    if hit.num_rows != 1:
+        return False
+    row = hit.to_pylist()[0]
+    size = path.stat().st_size
+    if row["size"] != size or not row["checksum"] or row["checksum_kind"] != "sha256":
+        return False
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if h.digest() != bytes(row["checksum"]):
+        return False  # another version of the shard: what it lacks says nothing of this one
+
+    def read_range(start: int, end: int) -> bytes:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start + 1)
+
+    footer = read_footer(read_range, size, path.name)
+    index_dir = Store(settings.data_dir).state_dir / "shard-index"
+    save_index(index_dir, ShardIndex(key, size, footer, h.hexdigest(), rows))
+    return True
 
 
 def unpublished(settings: Settings, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:

@@ -92,3 +92,41 @@ def list_tiles(settings: Settings, selection: Selection) -> list[TileEntry]:
         t.datakinds.sort()
         t.local.sort()
     return out
+
+
+def stats_report(settings: Settings, selection: Selection) -> dict[str, Any]:
+    """``m3leo stats``: the manifest's counts (``catalog.stats.stats_report``), where, in the
+    full edition, tiles a shard is known not to hold are not counted as tiles (full-edition
+    rows and total get a ``not_published`` count).
+
+    ``_parquet.csv`` lists every tile for every datakind; partial-coverage datakinds (gssic,
+    gunw) hold only some of them. Once a download or an unpack has read a shard (its index is
+    cached), each row says how many of its listed tiles are ``not_published`` and ``tiles``
+    leaves them out; the total leaves out tiles no selected datakind publishes.
+    """
+    from collections import Counter
+
+    from ..catalog.stats import stats_report as manifest_report
+    from ..errors import EmptySelectionError
+
+    report = manifest_report(settings, selection)
+    if selection.edition != "full":
+        return report
+    for row in report["rows"]:
+        row["not_published"] = 0
+    report["total"]["not_published"] = 0
+    index_dir = Store(settings.data_dir).state_dir / "shard-index"
+    if not any(index_dir.glob("*.json")):
+        return report  # nothing learnt about any shard: nothing to leave out
+    try:
+        entries = list_tiles(settings, selection)
+    except EmptySelectionError:
+        return report
+    gone = Counter((t.region, dk, t.split) for t in entries for dk in t.not_published)
+    for row in report["rows"]:
+        n = gone.get((row["region"], row["modality"], row["split"]), 0)
+        row["tiles"] -= n
+        row["not_published"] = n
+    report["total"]["tiles"] -= sum(1 for t in entries if t.not_published and not t.datakinds)
+    report["total"]["not_published"] = sum(gone.values())
+    return report

@@ -53,9 +53,9 @@ def check_intact(path: Path | str, expected_sha256: str | None = None) -> os.sta
     if got != want.hex():
         why = "changed since it was written" if rec is not None else "differs from the manifest"
         raise CorruptTileError(
-            f"{path} {why} (sha256 {got[:12]}..., expected {want.hex()[:12]}...): "
-            "refusing to read it",
-            f"run `{repair_command(Path(path))}` to re-download it",
+            f"cannot read {path}: it {why} (sha256 {got[:12]}..., expected {want.hex()[:12]}...)",
+            f"the file is corrupt or truncated; run `{repair_command(Path(path))}` to "
+            "re-download it",
         )
     integrity.record(path, got, st)  # intact: the next read costs one stat again
     return st
