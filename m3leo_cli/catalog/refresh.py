@@ -225,10 +225,9 @@ def refresh(
             report.absent = list(missing)
             report.absent_note = _absent_note(settings, ed, rev, report.absent, len(names))
         for region, commit in found.items():
-            if isinstance(commit, RemoteNotFoundError):
-                continue
-            rr = _refresh_one(client, store, ed, region, commit, rev, force, progress)
-            report.regions.append(rr)
+            if not isinstance(commit, RemoteNotFoundError):
+                rr = _refresh_one(client, store, ed, region, commit, rev, force, progress)
+                report.regions.append(rr)
             progress(ProgressEvent("advance", phase="refresh", files=1))
     progress(ProgressEvent("done", phase="refresh"))
     return report
@@ -366,7 +365,7 @@ def _get_checked(client: Any, repo_id: str, commit: str, entry: Any, tries: int 
 
     kind, digest = _checksum(entry)
     for _ in range(tries):
-        data: bytes = client.get_bytes(repo_id, commit, entry.path)
+        data: bytes = client.get_bytes(repo_id, commit, entry.path, entry.size)
         if kind is None:
             return data
         h = new_hasher(kind, len(data))
