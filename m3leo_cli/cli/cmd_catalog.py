@@ -84,8 +84,6 @@ def catalog_refresh(
         say(f"warning: {w}")
     if report.absent_note:
         say(f"warning: {report.absent_note}")
-    if report.absent_note:
-        say(f"warning: {report.absent_note}")
 
 
 @catalog_app.command("show")
