@@ -280,8 +280,13 @@ def load_settings(
         values["cache_dir"] = _default_cache_dir()
     values["config_path"] = cfg_path
     sources["config_path"] = "$M3LEO_CONFIG" if env.get("M3LEO_CONFIG") else "default"
+    _check_endpoint(values.get("endpoint", DEFAULT_ENDPOINT), sources.get("endpoint", "default"))
+    if values.get("token") and plain_http_host(values.get("endpoint", DEFAULT_ENDPOINT)):
+        where = sources.get("token", "")
+        if where not in ("command line", "$HF_TOKEN", "$M3LEO_TOKEN"):  # stored: stays home
+            values["token"] = None
+            sources["token"] = f"withheld ({where}: never sent over plain http://)"
     s = Settings(**values, sources=sources)
-    _check_endpoint(s.endpoint, sources.get("endpoint", "default"))
     if s.plan is not None and s.plan not in PLAN_QUOTAS:
         raise ConfigError(
             f"unknown Hub plan {s.plan!r} (from {sources.get('plan')})",
@@ -330,6 +335,35 @@ def stored_token(env: Mapping[str, str]) -> tuple[str, str] | None:
     except (OSError, UnicodeDecodeError):
         return None
     return (token, f"{where} ({path})") if token else None
+
+
+def plain_http_host(endpoint: str) -> str | None:
+    """The endpoint's host when it is reached over plain ``http://`` and is not this machine
+    (a token sent there can be read on the way); None otherwise."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or not host or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return host
+
+
+def token_warning(settings: Settings) -> str | None:
+    """One line to show when an explicit token goes over plain http:// to another machine."""
+    host = plain_http_host(settings.endpoint)
+    if settings.token and host:
+        return (
+            f"warning: the token ({settings.source_of('token')}) is sent over plain http:// "
+            f"to {host}; anyone on the way can read it (use https://, or unset the token)"
+        )
+    return None
 
 
 def _check_endpoint(endpoint: str, source: str) -> None:

@@ -89,6 +89,19 @@ class M3leoError(Exception):
         return (_rebuild, (type(self), self.message, self.hint, dict(self.__dict__)))
 
 
+def unit_reason(exc: BaseException) -> str:
+    """One line saying why a unit of work (a file, a shard, a chip, an export unit) failed,
+    for the summary and the JSON report: the message of our own errors, the OS's words and
+    the path for a file-system error, else the exception's type and text (never silence)."""
+    if isinstance(exc, M3leoError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _rebuild(cls: type[M3leoError], message: str, hint: str, state: dict[str, Any]) -> M3leoError:
     exc = cls.__new__(cls)
     M3leoError.__init__(exc, message, hint)

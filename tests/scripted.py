@@ -94,3 +94,80 @@ def scripted(script: Scripted) -> Iterator[Scripted]:
         yield script
     finally:
         listener.close()
+
+
+def _read_request(conn: socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
+    """One whole request (head and body) from ``conn``, and the bytes after it."""
+    while b"\r\n\r\n" not in buf:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+@contextmanager
+def mitm(upstream: str, rule: Callable[[bytes], object]) -> Iterator[str]:
+    """A malicious mirror in front of ``upstream`` (``http://host:port``): each request is
+    forwarded (one upstream connection per request, answer relayed whole) unless
+    ``rule(request)`` returns bytes to answer instead, or a function that writes to the
+    client's socket itself; the client connection then closes.
+    Yields the mirror's URL."""
+    host, _, port = upstream.removeprefix("http://").partition(":")
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def serve(conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                got = _read_request(conn, buf)
+                if got is None:
+                    return
+                request, buf = got
+                forged = rule(request)
+                if callable(forged):  # the rule writes what it likes itself
+                    forged(conn)
+                    return
+                if forged is not None:
+                    conn.sendall(forged)
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
+                head, _, body = request.partition(b"\r\n\r\n")
+                lines = [
+                    ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")
+                ]
+                with socket.create_connection((host, int(port))) as up:
+                    up.sendall(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + body)
+                    while data := up.recv(65536):
+                        conn.sendall(data)
+                return  # the answer ran to the upstream's close: so does this connection
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+
+            def run(c: socket.socket = conn) -> None:
+                try:
+                    serve(c)
+                except OSError:
+                    pass
+
+            threading.Thread(target=run, daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield url
+    finally:
+        listener.close()

@@ -91,6 +91,26 @@ def test_hostile_paths_are_dropped_with_a_warning(mini: RepoInfo) -> None:
     assert sum("escape the store" in w for w in built.warnings) == 3
 
 
+def test_duplicate_listing_entries_become_one_row_with_a_warning(mini: RepoInfo) -> None:
+    """B9: a listing that names every file twice plans one transfer per file, not two on one
+    part file."""
+    entries = listing_from_folder(mini.root)
+    built = _build(mini, [e for e in entries if e.type == "file"])
+    paths = built.table["path"].to_pylist()
+    assert len(paths) == len(set(paths))
+    dup = [w for w in built.warnings if "duplicate listing entr" in w]
+    assert len(dup) == 1 and str(sum(e.type == "file" for e in entries)) in dup[0]
+
+
+def test_an_over_long_listing_path_is_dropped_like_other_unsafe_ones(mini: RepoInfo) -> None:
+    """B12: one path past what a file system allows is dropped with a warning, not the end of
+    the refresh (ENAMETOOLONG)."""
+    long_name = "europe_partitions_aschips_2f8bd3f01ddd5/" + "b" * 5000 + "/0000000000000.tif"
+    built = _build(mini, [TreeEntry(long_name, "file", 1, "0" * 40, None)])
+    assert long_name not in built.table["path"].to_pylist()
+    assert sum("longer than a file system allows" in w for w in built.warnings) == 1
+
+
 def test_numeric_looking_ids_stay_strings(tmp_path: Path) -> None:
     csv = b"identifier,split,parquet_identifier\n0123456789012,train,train_0002540be400\n"
     part = "europe_partitions_aschips_2f8bd3f01ddd5"

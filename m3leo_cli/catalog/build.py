@@ -144,12 +144,19 @@ def build_manifest(
         rows["checksum"].append(kw.get("checksum"))
 
     file_entries = []
+    seen: set[str] = set()
+    duplicates: list[str] = []
     for e in entries:
         try:
             safe_join(_VIRTUAL_ROOT, e.path)
-        except UnsafePathError:
-            warnings.append(f"dropped listing entry {e.path!r}: it would escape the store")
+        except UnsafePathError as exc:
+            why = "it would escape the store" if "escape" in exc.message else exc.message
+            warnings.append(f"dropped listing entry {e.path[:80]!r}: {why}")
             continue
+        if e.path in seen:  # listed twice: one file, one transfer (two would share a .part)
+            duplicates.append(e.path)
+            continue
+        seen.add(e.path)
         parts = e.path.split("/")
         if e.type == "directory":
             if len(parts) == 2 and _PARTITION_RE.match(parts[0]):
@@ -161,6 +168,11 @@ def build_manifest(
         if len(parts) == 3 and _PARTITION_RE.match(parts[0]):
             datakind_dirs.setdefault(parts[1], f"{parts[0]}/{parts[1]}")
 
+    if duplicates:
+        warnings.append(
+            f"dropped {len(duplicates)} duplicate listing entr"
+            f"{'y' if len(duplicates) == 1 else 'ies'} (first: {duplicates[0]!r})"
+        )
     splits: dict[str, str] = {}
     bboxes: dict[str, tuple[float, float, float, float]] = {}
     pq_table: pa.Table | None = None

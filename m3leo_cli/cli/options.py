@@ -102,8 +102,17 @@ Wait = Annotated[
 
 
 def settings_from(**flags: Any) -> Settings:
-    """Settings with command-line flags on top (None means "not given")."""
-    return load_settings(flags)
+    """Settings with command-line flags on top (None means "not given"); an explicit token
+    that will cross plain http:// to another machine is said once, on stderr."""
+    from ..config import token_warning
+
+    settings = load_settings(flags)
+    line = token_warning(settings)
+    if line is not None:
+        from .render import say
+
+        say(line)
+    return settings
 
 
 def edition_for(

@@ -151,8 +151,8 @@ class Ahead:
         t0 = time.monotonic()
         try:
             self.client.prefetch_link(job.url)
-        except M3leoError:
-            pass  # the worker's own request reports it
+        except Exception:
+            pass  # best effort: the worker's own request reports any failure
         finally:
             with self.cond:
                 del self.asking[id(job)]

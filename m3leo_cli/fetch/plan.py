@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,16 +130,21 @@ def plan_jobs(
         plan.files += 1
         plan.bytes += j.size
         lfs += j.checksum_kind == "sha256"
-        try:
-            if j.dest.stat().st_size == j.size and not part_path(j.dest).exists():
+        try:  # a file of the right size, itself (a link or a folder there is not "present")
+            st = j.dest.lstat()
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == j.size
+                and not os.path.lexists(part_path(j.dest))
+            ):
                 plan.present_files += 1
                 plan.present_bytes += j.size
                 continue
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         try:
-            plan.partial_bytes += min(part_path(j.dest).stat().st_size, j.size)
-        except FileNotFoundError:
+            plan.partial_bytes += min(part_path(j.dest).lstat().st_size, j.size)
+        except (FileNotFoundError, NotADirectoryError):
             pass
         plan.to_fetch_files += 1
         plan.to_fetch_bytes += j.size

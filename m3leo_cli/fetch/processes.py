@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import Settings
-from ..errors import M3leoError
+from ..errors import M3leoError, unit_reason
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .runner import DownloadSummary
 from .transfer import FileJob
@@ -235,6 +235,9 @@ def _child(
     except M3leoError as exc:  # pickles as itself (M3leoError.__reduce__)
         outbox.flush()
         channel.put(("error", k, exc))
+    except Exception as exc:  # never a child that dies without saying why
+        outbox.flush()
+        channel.put(("error", k, M3leoError(f"download process {k} failed: {unit_reason(exc)}")))
 
 
 class _Outbox:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError
+from ..errors import DiskFullError, HubConnectionError, M3leoError, OfflineError, unit_reason
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from .ahead import BATCH_THREADS, Ahead
 from .concurrency import Concurrency
@@ -109,6 +109,18 @@ def run_jobs(
         progress(ProgressEvent("advance", "download", bytes=n))
 
     def worker() -> None:
+        try:
+            work()
+        except BaseException as exc:  # a worker never dies silently: the run stops, and says why
+            with lock:
+                fatal.append(
+                    exc
+                    if isinstance(exc, M3leoError | KeyboardInterrupt)
+                    else M3leoError(f"a download worker failed: {unit_reason(exc)}")
+                )
+            stop.set()
+
+    def work() -> None:
         while not stop.is_set() and gate.acquire(stop):
             waited = took = 0.0  # both 0: no transfer to count (the end, a cancel)
             try:
@@ -135,11 +147,12 @@ def run_jobs(
                 fatal.append(exc)
             stop.set()
             return False
-        except M3leoError as exc:
+        except Exception as exc:  # any failure is this file's, counted with its reason
             outcome = "failed"
+            reason = unit_reason(exc)
             with lock:
-                summary.failures.append((job.label, exc.message))
-            progress(ProgressEvent("message", "download", message=f"failed: {exc.message}"))
+                summary.failures.append((job.label, reason))
+            progress(ProgressEvent("message", "download", message=f"failed: {reason}"))
         finally:
             with lock:
                 summary.bytes += t.transferred

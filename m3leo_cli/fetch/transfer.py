@@ -33,6 +33,7 @@ import errno
 import json
 import os
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -142,7 +143,12 @@ class Transfer:
         """Return "skipped" or "downloaded"; raise an M3leoError when the file failed."""
         job = self.job
         try:
-            if job.dest.stat().st_size == job.size and not self.part.exists():
+            st = job.dest.lstat()  # a link at a tile's path is never "already there"
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == job.size
+                and not os.path.lexists(self.part)
+            ):
                 if not job.suspect or file_matches(
                     job.dest, job.checksum_kind, job.size, job.checksum
                 ):
@@ -207,9 +213,17 @@ class Transfer:
 
     # ------------------------------------------------------------------ states
     def _seed(self) -> None:
-        """Hash what an earlier run left in the part file (truncating it if it is too long)."""
+        """Hash what an earlier run left in the part file (truncating it if it is too long).
+
+        Anything at the part's name that is not a plain file (a planted link) is removed and
+        the file starts from zero: a link is never read, resumed or written through.
+        """
         try:
-            have = self.part.stat().st_size
+            st = self.part.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                self.part.unlink()
+                raise FileNotFoundError(self.part)
+            have = st.st_size
         except FileNotFoundError:
             self.hasher, self.have = new_hasher(self.job.checksum_kind, self.job.size), 0
             self._sidecar_maybe = False  # no part: nothing to resume, no validator to read
@@ -321,6 +335,8 @@ class Transfer:
         return open_in_folder(self.part, flags)
 
     def _commit(self) -> None:
+        if self.job.size == 0 and not os.path.lexists(self.part):  # nothing arrived: none was
+            os.close(self._open_part(os.O_WRONLY | os.O_CREAT | os.O_TRUNC))  # made (B8)
         if self.job.durable and not self._fsynced:
             with self.part.open("rb+") as fh:
                 os.fsync(fh.fileno())

@@ -29,6 +29,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from ..config import Settings
 from ..errors import (
     HubConnectionError,
+    HubError,
     HubProtocolError,
     M3leoError,
     OfflineError,
@@ -41,6 +42,7 @@ from .failures import connection_error, redact, status_error
 from .lfsbatch import MEDIA_TYPE, Link, Want, batch_request, batch_url, read_answer, repo_of
 from .pacing import Pacer, Retrier, ratelimit_reset
 from .wire import (
+    AnswerTooLarge,
     ConnectError,
     Response,
     TimeoutException,
@@ -54,6 +56,9 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_BATCH_ANSWER = 16 << 20  # bytes: a batch answer for 100 objects is ~50 KB
+MAX_API_ANSWER = 16 << 20  # bytes: a revision or other API answer is a few hundred bytes
+MAX_TREE_PAGE = 64 << 20  # bytes: a tree page of 1,000 entries is ~300 KB
+MAX_SMALL_FILE = 512 << 20  # bytes: a split CSV or GeoJSON of unknown size (largest seen: 65 MB)
 LINK_CACHE = 4096  # content-host links remembered (resolve URL -> signed CDN URL)
 QUICK_RETRY_S = 0.2  # the one retry a refused connection or a DNS failure gets
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -78,6 +83,27 @@ def _origin_of(prefix: str) -> tuple[str, str, int | None]:
     parts = urlsplit(prefix)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return (parts.scheme, (parts.hostname or "").lower(), port)
+
+
+def _check_location(came_from: str, location: str) -> str:
+    """The redirect target, if the engine can use it: http(s), an ASCII host, a port in range;
+    else a HubProtocolError naming the host that sent it (B6)."""
+    try:
+        nxt = urljoin(came_from, location)
+        parts = urlsplit(nxt)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        ok = ok and (parts.hostname or "").isascii()
+        _ = parts.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        ok = False
+    if ok:
+        return nxt
+    host = urlsplit(came_from).netloc
+    raise HubProtocolError(
+        f"{host} redirected {redact(came_from)} to a malformed URL {location[:120]!r}",
+        "a proxy or mirror on the way may be broken: check HF_ENDPOINT and HTTPS_PROXY",
+        url=came_from,
+    )
 
 
 class HubClient:
@@ -134,7 +160,7 @@ class HubClient:
                 raise HubProtocolError(f"tree pagination loops at {url}", url=url)
             seen.add(url)
             with self.stream("GET", url) as resp:
-                body = self._read_body(resp, url)
+                body = self._read_body(resp, url, MAX_TREE_PAGE)
                 nxt = resp.links.get("next", {}).get("url")
             page = parse_json(body, url)
             if not isinstance(page, list):
@@ -146,10 +172,11 @@ class HubClient:
     def resolve_url(self, repo_id: str, commit: str, path: str) -> str:
         return resolve_url(self.endpoint, repo_id, commit, path)
 
-    def get_bytes(self, repo_id: str, commit: str, path: str) -> bytes:
-        """A whole small file (CSV, GeoJSON, README), redirects followed."""
+    def get_bytes(self, repo_id: str, commit: str, path: str, size: int | None = None) -> bytes:
+        """A whole small file (CSV, GeoJSON, README), redirects followed; more bytes than
+        ``size`` (the listing's), or than :data:`MAX_SMALL_FILE`, is a HubProtocolError."""
         url = self.resolve_url(repo_id, commit, path)
-        return self._retry_body(url, {})
+        return self._retry_body(url, {}, cap=MAX_SMALL_FILE if size is None else size)
 
     def get_range(self, url: str, start: int, end: int) -> bytes:
         """Bytes ``start..end`` (inclusive). A server that ignores Range still yields the slice."""
@@ -276,8 +303,8 @@ class HubClient:
         A refused connection or a DNS failure gets one quick retry, a timeout none (the user's
         timeout is the answer); a dropped connection gets the retrier's full budget.
         """
-        if isinstance(exc, TimeoutException):
-            return False
+        if isinstance(exc, TimeoutException | AnswerTooLarge):
+            return False  # the user's timeout is the answer; an oversized answer stays one
         if isinstance(exc, ConnectError | UnsupportedProtocol):
             if retrier.attempts >= 1 or retrier.max_retries == 0:
                 return False
@@ -286,7 +313,7 @@ class HubClient:
             return True
         return retrier.again(None, None)
 
-    def connection_error(self, exc: BaseException, url: str) -> HubConnectionError:
+    def connection_error(self, exc: BaseException, url: str) -> HubError:
         """The error for a failed connection, naming the host that failed (Hub or content)."""
         failed = getattr(exc, "url", "") or url  # the engine knows the hop that failed
         return connection_error(
@@ -328,8 +355,8 @@ class HubClient:
             resp = self._send_one(method, url, {**headers, **extra} if extra else headers, body)
             extra = {}
             if resp.status_code in REDIRECTS and "location" in resp.headers:
-                nxt = urljoin(url, resp.headers["location"])
                 resp.discard()
+                nxt = _check_location(url, resp.headers["location"])
                 if resp.status_code == 303:
                     method, body = "GET", None
                 url = nxt
@@ -371,11 +398,17 @@ class HubClient:
         if wait is not None and resp.status_code != 429:  # a 429 is handled by the retrier
             self.pacers[self._bucket(url)].hold(min(wait, Retrier.MAX_SERVER_WAIT))
 
-    def _read_body(self, resp: Response, url: str) -> bytes:
-        return resp.read()
+    def _read_body(self, resp: Response, url: str, cap: int) -> bytes:
+        """The body, read into memory up to ``cap`` bytes (an endless answer is refused)."""
+        return resp.read(cap)
 
     def _retry_body(
-        self, url: str, headers: dict[str, str], start: int = 0, end: int | None = None
+        self,
+        url: str,
+        headers: dict[str, str],
+        start: int = 0,
+        end: int | None = None,
+        cap: int = MAX_API_ANSWER,
     ) -> bytes:
         """GET a body, retrying dropped connections (small bodies: no resume needed)."""
 
@@ -384,7 +417,7 @@ class HubClient:
             try:
                 with self.stream("GET", url, headers=headers) as resp:
                     if end is None:
-                        return self._read_body(resp, url)
+                        return self._read_body(resp, url, cap)
                     return slice_body(resp, start, end)
             except TransportError as exc:
                 if not self.retry_transport(exc, retrier):

@@ -20,6 +20,7 @@ from ..errors import (
     ContentHostUnreachableError,
     HubConnectionError,
     HubError,
+    HubProtocolError,
     RateLimitedError,
     RemoteNotFoundError,
     ServerError,
@@ -130,14 +131,27 @@ def status_error(resp: Response, settings: Settings, *, content_host: bool) -> H
 
 def connection_error(
     exc: BaseException, url: str, settings: Settings, *, content_host: bool
-) -> HubConnectionError:
-    """A failure to reach ``url`` (refused, DNS, timeout, proxy), naming the host and route."""
+) -> HubError:
+    """A failure to reach ``url`` (refused, DNS, timeout, proxy), naming the host and route.
+
+    A host that *answered*, with bytes that are no valid HTTP answer or with more than any
+    answer of its kind may hold, was reached: that is a :class:`HubProtocolError` saying what
+    it sent (one file's failure, not a network outage that stops the run)."""
     from .netenv import proxy_for, redact_proxy
+    from .wire import AnswerTooLarge, RemoteProtocolError
 
     parts = urlsplit(url)
     via = proxy_for(settings, parts.scheme, parts.hostname or "", parts.port)
     route = f" through the proxy {redact_proxy(via)}" if via else ""
     what = f"{type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, RemoteProtocolError | AnswerTooLarge) and "connection ended" not in str(exc):
+        who = "the content host" if content_host else "the Hub"
+        return HubProtocolError(
+            f"{who} {parts.netloc}{route} answered {redact(url)} with {exc}",
+            "a proxy or mirror on the way may be broken: retry later, or check HF_ENDPOINT "
+            "and HTTPS_PROXY",
+            url=url,
+        )
     if content_host:
         return ContentHostUnreachableError(
             f"cannot reach the content host {parts.netloc}{route} ({what}); the Hub at "

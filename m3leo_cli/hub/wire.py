@@ -194,8 +194,11 @@ class _DeadlineSocket:
         import io
         import socket
 
-        self._sock._io_refs += 1  # the socket stays open while the file reads (http.client's
-        raw = socket.SocketIO(self, "rb" if "b" in mode else mode)  # will_close relies on it)
+        # the socket stays open while the file reads (http.client's will_close relies on that
+        # count); the file reads through this wrapper's recv_into, with its deadline
+        self._sock._io_refs += 1
+        wrapper: Any = self
+        raw = socket.SocketIO(wrapper, "rb")
         if buffering == 0:
             return raw
         return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE if not buffering else buffering)

@@ -14,6 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import UnsafePathError
 
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+PATH_MAX = 3072  # bytes in a repo path, leaving room under the 4096 of PATH_MAX for the store
+
 
 def safe_join(base: Path, rel: str, resolved: dict[Path, Path] | None = None) -> Path:
     """Join a remote, slash-separated path under ``base``; refuse anything that escapes it.
@@ -24,6 +27,12 @@ def safe_join(base: Path, rel: str, resolved: dict[Path, Path] | None = None) ->
     """
     if not rel or "\x00" in rel or "\\" in rel:
         raise UnsafePathError(f"refused unsafe remote path {rel!r}")
+    if len(rel.encode("utf-8", "surrogatepass")) > PATH_MAX or any(
+        len(part.encode("utf-8", "surrogatepass")) > NAME_MAX for part in rel.split("/")
+    ):
+        raise UnsafePathError(
+            f"refused remote path {rel[:60]!r}...: longer than a file system allows"
+        )
     p = PurePosixPath(rel)
     if p.is_absolute() or any(part in ("..", "") for part in rel.split("/")) or rel.startswith("~"):
         raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store")
@@ -36,6 +45,8 @@ def safe_join(base: Path, rel: str, resolved: dict[Path, Path] | None = None) ->
         target.relative_to(_resolve(base, cache))
     except ValueError:
         raise UnsafePathError(f"refused remote path {rel!r}: it escapes the store") from None
+    except OSError as exc:  # too long for this file system, a loop of links, ...
+        raise UnsafePathError(f"refused remote path {rel[:60]!r}: {exc.strerror}") from None
     return out
 
 
@@ -97,15 +108,45 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
 
 
 def open_in_folder(path: Path, flags: int, mode: int = 0o644) -> int:
-    """``os.open`` that makes the file's folder when it is missing: the folder's first file pays
-    for the mkdir, the thousands after it do not (downloads and unpacks write many per folder)."""
+    """``os.open`` that never writes through a link, and makes the file's folder when it is
+    missing (the folder's first file pays for the mkdir, the thousands after it do not).
+
+    ``O_NOFOLLOW`` always: a symlink planted at a part or tile path is refused (``ELOOP``),
+    never followed out of the store. A file opened with ``O_CREAT|O_TRUNC`` starts anew: it is
+    created with ``O_EXCL``, and whatever stood at its name (a link, a stale part) is removed
+    first, so the bytes always go to a new inode that only this store names.
+    """
+    import os
+
+    flags |= getattr(os, "O_NOFOLLOW", 0)
+    fresh = bool(flags & os.O_CREAT and flags & os.O_TRUNC)
+    if fresh:
+        flags = (flags & ~os.O_TRUNC) | os.O_EXCL
+    try:
+        return _open_new(path, flags, mode) if fresh else os.open(path, flags, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _open_new(path, flags, mode) if fresh else os.open(path, flags, mode)
+
+
+def _open_new(path: Path, flags: int, mode: int) -> int:
     import os
 
     try:
         return os.open(path, flags, mode)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        os.unlink(path)  # a link is removed, never written through; a folder raises here
         return os.open(path, flags, mode)
+
+
+def is_regular_file(path: Path) -> bool:
+    """A plain file at ``path`` itself (not a link to one, not a folder)."""
+    import stat
+
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def fsync_dir(folder: Path) -> None:

@@ -1,0 +1,268 @@
+"""The hostile review's file-path and failure cases (B1, B2, B8, B9, B12) and the token's
+hygiene, driven from outside: a malicious mirror in front of the project's Hub server
+(tests/scripted.py), links planted in the store, folders where files should be."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from clirun import run
+from dl_helpers import PARTITION, expected_files, local_files, serve, source
+from scripted import mitm
+
+from m3leo_cli.config import load_settings, token_warning
+
+ARGS = ("--edition", "miniset", "--region", "europe", "--modality", "gssic")
+MALFORMED = (
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: \u00b2\r\n\r\n"
+    "5\r\nhello\r\n0\r\n\r\n"
+).encode("latin-1")
+
+
+@pytest.fixture(scope="module")
+def info(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return source(tmp_path_factory)
+
+
+@pytest.fixture
+def srv(info):  # type: ignore[no-untyped-def]
+    with serve(info) as server:
+        yield server
+
+
+def _target(request: bytes) -> str:
+    return request.split(b" ", 2)[1].decode()
+
+
+def _tiles(info) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(p for p in expected_files(info, "gssic") if p.startswith(PARTITION + "/"))
+
+
+def test_malformed_heads_on_a_share_of_gets_are_retried_and_every_file_verified(
+    capsys, srv, info, data_dir, monkeypatch
+):
+    """B1 from outside: every third tile's first GET gets a head no HTTP parser may accept."""
+    tiles = _tiles(info)
+    hit = {t for i, t in enumerate(tiles) if i % 3 == 0}
+    seen: set[str] = set()
+
+    def rule(request: bytes) -> bytes | None:
+        path = _target(request)
+        for t in hit:
+            if "/resolve/" in path and path.endswith(t) and t not in seen:
+                seen.add(t)
+                return MALFORMED
+        return None
+
+    with mitm(srv.url, rule) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("M3LEO_LFS_BATCH", "0")  # every tile resolved through the mirror
+        res = run(capsys, "download", *ARGS, "--json")
+    assert res.code == 0, res.err
+    assert seen == hit
+    assert local_files(data_dir) == expected_files(info, "gssic")
+
+
+def test_a_file_that_always_gets_garbage_is_counted_listed_and_the_rest_verified(
+    capsys, srv, info, data_dir, monkeypatch
+):
+    """Never exit 0 with a file missing: exactly that file is counted and listed."""
+    bad = _tiles(info)[1]
+
+    def rule(request: bytes) -> bytes | None:
+        return MALFORMED if _target(request).endswith(bad) else None
+
+    with mitm(srv.url, rule) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("M3LEO_LFS_BATCH", "0")
+        monkeypatch.setenv("M3LEO_MAX_RETRIES", "1")
+        res = run(capsys, "download", *ARGS, "--json")
+    assert res.code == 1, res.err
+    summary = json.loads(res.out)
+    assert summary["failed"] == 1
+    report = Path(summary["report"]).read_text().splitlines()
+    assert [json.loads(line)["path"] for line in report] == [f"miniset/europe/{bad}"]
+    assert "malformed Content-Length" in json.loads(report[0])["reason"]  # what it sent
+    want = expected_files(info, "gssic")
+    del want[bad]
+    assert local_files(data_dir) == want
+
+
+def test_a_folder_that_cannot_hold_files_fails_each_file_with_its_reason(
+    capsys, srv, info, data_dir, monkeypatch
+):
+    """B1's local trigger, for real: the datakind folder is a file (ENOTDIR on every open),
+    and one tile's path is a folder (IsADirectoryError on the rename, newcomer finding 12)."""
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    assert run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe").code == 0
+    region = data_dir / "miniset" / "europe"
+    (region / PARTITION).mkdir(parents=True)
+    (region / PARTITION / "gssic").write_text("not a folder")
+    res = run(capsys, "download", *ARGS, "--json")
+    assert res.code == 1, res.err
+    assert res.out, res.err
+    summary = json.loads(res.out)
+    assert summary["failed"] == len(_tiles(info)) and summary["downloaded"] == 2  # CSV, GeoJSON
+    reasons = {json.loads(x)["reason"] for x in Path(summary["report"]).read_text().splitlines()}
+    assert all("Not a directory" in r for r in reasons)
+
+    (region / PARTITION / "gssic").unlink()
+    folder = region / _tiles(info)[0]
+    folder.mkdir(parents=True)
+    res = run(capsys, "download", *ARGS, "--json")
+    assert res.code == 1
+    summary = json.loads(res.out)
+    assert summary["failed"] == 1 and summary["downloaded"] == len(_tiles(info)) - 1
+    assert "Is a directory" in Path(summary["report"]).read_text()
+
+
+def test_a_link_planted_at_a_part_or_a_tile_is_never_written_through(
+    capsys, srv, info, data_dir, tmp_path, monkeypatch
+):
+    """B2: a shared store where someone planted links. A link at a part is removed and the
+    tile fetched into a new file; a link at a tile's own path (here to a file of the tile's
+    size) is refused as a path out of the store, counted and listed. Nothing outside changes."""
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    assert run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe").code == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tiles = _tiles(info)
+    want = expected_files(info, "gssic")
+    region = data_dir / "miniset" / "europe"
+    (region / PARTITION / "gssic").mkdir(parents=True)
+    victims = {}
+    for i, rel in enumerate(tiles[:3]):
+        victim = outside / f"victim{i}"
+        victim.write_bytes(b"precious" if i != 1 else b"x" * len(want[rel]))
+        victims[victim] = victim.read_bytes()
+        (region / (rel + ".part" if i != 1 else rel)).symlink_to(victim)
+    res = run(capsys, "download", *ARGS, "--json")
+    assert res.code == 1
+    summary = json.loads(res.out)
+    assert summary["failed"] == 1 and tiles[1] in res.err and "escapes the store" in res.err
+    assert {v: v.read_bytes() for v in victims} == victims  # nothing outside was written
+    for rel in tiles:
+        if rel != tiles[1]:
+            assert not (region / rel).is_symlink() and (region / rel).read_bytes() == want[rel]
+    assert not list(region.rglob("*.part"))
+
+
+def test_unpack_never_writes_through_a_link_at_a_part(tmp_path):
+    from m3leo_cli.full.unpack import write_atomic
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    dest = tmp_path / "store" / "full" / "europe" / "tile.tif"
+    dest.parent.mkdir(parents=True)
+    (dest.parent / "tile.tif.part").symlink_to(victim)
+    write_atomic(dest, b"tile-bytes-8")
+    assert victim.read_bytes() == b"precious"
+    assert dest.read_bytes() == b"tile-bytes-8" and not dest.is_symlink()
+
+
+def test_a_zero_byte_file_downloads(tmp_path):
+    """B8: an empty file has a sha256 too, and gets a file."""
+    from m3leo_cli.fetch.transfer import FileJob, Transfer
+    from m3leo_cli.hub.client import HubClient
+    from m3leo_cli.server import HubServer
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(
+        regions=("europe",), editions=("miniset",), tiles=3, chip_px=16, native_shape=(4, 5)
+    )
+    src = write_source(tmp_path / "src", cfg)
+    (src.root / "M3LEO-miniset" / "europe" / "empty.bin").write_bytes(b"")
+    with HubServer(src.root) as hub:
+        settings = load_settings({"endpoint": hub.url, "data_dir": tmp_path / "d"}, env={})
+        job = FileJob(
+            url=f"{hub.url}/datasets/M3LEO-miniset/europe/resolve/main/empty.bin",
+            dest=tmp_path / "d" / "empty.bin",
+            size=0,
+            checksum_kind="sha256",
+            checksum=hashlib.sha256(b"").digest(),
+        )
+        with HubClient(settings) as client:
+            assert Transfer(client, job).run() == "downloaded"
+            assert Transfer(client, job).run() == "skipped"
+    assert job.dest.read_bytes() == b"" and not os.path.lexists(str(job.dest) + ".part")
+
+
+def test_a_stored_token_never_crosses_plain_http_to_another_machine(tmp_path):
+    home = tmp_path / "hf"
+    home.mkdir()
+    (home / "token").write_text("hf_stored")
+    env = {"HF_HOME": str(home), "HF_ENDPOINT": "http://mirror.example:8080"}
+    s = load_settings({"data_dir": tmp_path}, env=env)
+    assert s.token is None and "never sent over plain http://" in s.source_of("token")
+    for loopback in ("http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:2"):
+        kept = load_settings({"data_dir": tmp_path}, env={**env, "HF_ENDPOINT": loopback})
+        assert kept.token == "hf_stored" and token_warning(kept) is None
+    tls = load_settings({"data_dir": tmp_path}, env={**env, "HF_ENDPOINT": "https://h.example"})
+    assert tls.token == "hf_stored"
+    explicit = load_settings({"data_dir": tmp_path}, env={**env, "HF_TOKEN": "hf_explicit"})
+    assert explicit.token == "hf_explicit"
+    line = token_warning(explicit)
+    assert line is not None and "mirror.example" in line and "$HF_TOKEN" in line
+
+
+def test_an_explicit_token_over_plain_http_is_said_once(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
+    monkeypatch.setenv("HF_TOKEN", "hf_explicit")
+    res = run(capsys, "stats", "--edition", "miniset", "--region", "europe")
+    assert res.err.count("warning: the token ($HF_TOKEN) is sent over plain http://") == 1
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        b"http://127.0.0.1:99999/x",
+        b"http://127.0.0.1:abc/x",
+        b"http://[::1/x",
+        "http://\u4f8b\u3048.\u30c6\u30b9\u30c8/x".encode(),
+    ],
+)
+def test_a_redirect_to_a_malformed_url_is_a_protocol_error_naming_the_host(tmp_path, location):
+    """B6 through the client: the Hub's Location is checked before it is followed."""
+    from scripted import Scripted, scripted
+
+    from m3leo_cli.errors import HubProtocolError
+    from m3leo_cli.hub.client import HubClient
+
+    answer = b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+    with scripted(Scripted([answer])) as hub:
+        settings = load_settings({"endpoint": hub.url, "data_dir": tmp_path}, env={})
+        with HubClient(settings) as client, pytest.raises(HubProtocolError) as exc:
+            client.get_bytes("M3LEO-miniset/europe", "a" * 40, "x.csv")
+    assert (
+        "malformed URL" in exc.value.message
+        and hub.url.removeprefix("http://") in exc.value.message
+    )
+
+
+def test_an_endless_revision_answer_is_refused_at_its_cap(capsys, srv, data_dir, monkeypatch):
+    """B4: the revision answer never ends; the refresh stops at the cap with a clear error
+    instead of growing until the OOM killer comes."""
+    import socket
+    import time
+
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        frame = b"10000\r\n" + b" " * 65536 + b"\r\n"
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            conn.sendall(frame)
+
+    def rule(request: bytes) -> object:
+        return endless if b"/revision/" in request.split(b"\r\n", 1)[0] else None
+
+    with mitm(srv.url, rule) as url:  # type: ignore[arg-type]
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        started = time.monotonic()
+        res = run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe")
+    assert res.code == 1 and "larger than 16,777,216 bytes" in res.err
+    assert time.monotonic() - started < 20
