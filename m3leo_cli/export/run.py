@@ -385,10 +385,16 @@ def export(
     from .samples import plan_from_catalog
 
     cls = get_exporter(options.format)
-    if not options.inputs and selection.modalities:
+    defaulted = not options.inputs and bool(selection.modalities)
+    if defaulted:  # the selection's modalities, a label among them staying a label
         options = replace(options, inputs=tuple(selection.modalities))
     check_options(options, cls)
     plan = plan_from_catalog(
-        settings, selection, options.inputs, options.labels, allow_missing=options.allow_missing
+        settings,
+        selection,
+        options.inputs,
+        options.labels,
+        allow_missing=options.allow_missing,
+        labels_win=defaulted,
     )
     return run_export(plan, options, settings=settings, progress=progress, pool=pool)

@@ -171,9 +171,18 @@ def explain_empty(
 
 
 def resolve_layers(
-    datakinds: Sequence[str], inputs: Sequence[str], labels: Sequence[str]
+    datakinds: Sequence[str],
+    inputs: Sequence[str],
+    labels: Sequence[str],
+    *,
+    labels_win: bool = False,
 ) -> list[LayerSpec]:
-    """Map the user's modality tokens onto the datakinds the selection holds."""
+    """Map the user's modality tokens onto the datakinds the selection holds.
+
+    A datakind named both as an input and as a label is a UsageError: one array cannot be
+    both (it used to be exported once, as a normalised input, the label lost). With
+    ``labels_win`` (inputs defaulted from the selection's modalities, not named by the user)
+    the label keeps it."""
     out: dict[str, LayerSpec] = {}
     named: dict[str, str] = {}  # datakind -> the token that first named it
     for role, tokens in (("input", inputs), ("label", labels)):
@@ -187,6 +196,9 @@ def resolve_layers(
                 )
             for dk in hits:
                 had = out.get(dk)
+                if had is not None and had.role != role and labels_win:
+                    out[dk] = LayerSpec(dk, role)  # the explicit label over a default input
+                    continue
                 if had is not None and had.role != role:  # one array cannot be both
                     raise UsageError(
                         f"{dk} is both an input (--modality {named[dk]}) and a label "
@@ -206,10 +218,12 @@ def plan_from_catalog(
     labels: Sequence[str],
     *,
     allow_missing: bool = False,
+    labels_win: bool = False,
 ) -> SamplePlan:
     """Join the local tiles of ``selection`` (catalog + store) into samples.
 
     Files the manifest lists but the store lacks count as missing ("not downloaded").
+    ``labels_win``: see :func:`resolve_layers`.
     """
     from dataclasses import replace
 
@@ -227,7 +241,7 @@ def plan_from_catalog(
     table = select(settings, sel)
     store = Store(settings.data_dir)
     rows = _rows(table)
-    layers = resolve_layers(_datakinds(settings, sel), inputs, labels)
+    layers = resolve_layers(_datakinds(settings, sel), inputs, labels, labels_win=labels_win)
     not_local: dict[str, list[str]] = {}
     present: list[tuple[str, str, str, str, LayerFile, BBox | None]] = []
     all_tiles: set[tuple[str, str]] = set()
