@@ -62,10 +62,13 @@ def cache_stats_path(settings: Settings, edition: str) -> Path:
     return root / "stats" / key / f"bands-{edition}.json"
 
 
-def selection_key(datakind: str, regions: Sequence[str], splits: Sequence[str]) -> str:
+def selection_key(
+    datakind: str, regions: Sequence[str], splits: Sequence[str], sample: int | None = None
+) -> str:
     """The key of one selection's entry under ``selections``: ``s1grd-2020|conus,europe|train``
-    (an empty splits list, every split, is ``all``)."""
-    return f"{datakind}|{','.join(sorted(regions))}|{','.join(sorted(splits)) or 'all'}"
+    (an empty splits list, every split, is ``all``; a sample adds ``|sample=1000``)."""
+    key = f"{datakind}|{','.join(sorted(regions))}|{','.join(sorted(splits)) or 'all'}"
+    return key + (f"|sample={sample}" if sample is not None else "")
 
 
 def _subset(selection: Selection) -> bool:
@@ -103,7 +106,8 @@ def _merge(data: dict[str, Any], report: BandStatsReport, selection: Selection) 
             "bands": bands,
         }
         data["modalities"][modality] = entry
-        data.setdefault("selections", {})[selection_key(modality, regions, splits)] = entry
+        key = selection_key(modality, regions, splits, report.extra.get("sample"))
+        data.setdefault("selections", {})[key] = entry
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -226,7 +230,7 @@ def find_entry(
             raise
         return None, None
     want = {"regions": sorted(regions), "splits": [split], "tiles": tiles, "sample": sample}
-    entry = data["selections"].get(selection_key(datakind, regions, [split]))
+    entry = data["selections"].get(selection_key(datakind, regions, [split], sample))
     if entry is None and not exact:
         entry = data["modalities"].get(datakind)
     if entry is None:
@@ -240,7 +244,7 @@ def find_entry(
         reason = f"they are of {describe(entry)}, not of {describe(want)}"
     elif entry.get("sample") != sample:
         reason = f"they are of {describe(entry)}, not of {describe(want)}"
-    elif sample is None and int(entry.get("tiles", -1)) != tiles:
+    elif int(entry.get("tiles", -1)) != (tiles if sample is None else min(sample, tiles)):
         reason = (
             f"they are of {describe(entry)}; that split now holds {tiles} local tiles of {datakind}"
         )

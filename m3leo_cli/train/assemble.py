@@ -8,6 +8,12 @@ band statistics when asked (``export.normalize``), nodata -> 0 (the mean, once n
 ``target``: float32 (H, W) decoded values, NaN where there is no data, for regression.
 Targets are resampled with nearest neighbour and never normalised. Plus ``tile_id`` (str) and
 ``bounds`` (float64 W, S, E, N in EPSG:4326).
+
+``data.preprocessing=paper`` applies the authors' rules instead (see docs/train.md): their
+constants and epsilon (``normstats.paper_mean_std``); WorldCover no-data and unknown codes
+are class 0; GHS-BUILT-S and biomass targets are their native values, NaN filled with 0,
+resized to 45 x 55 (bilinear, antialiased) and scaled back to the tile's mean; MODIS water
+is 0 % tree cover.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ class LayerData:
     data: np.ndarray  # (present bands, H, W), stored dtype
     bands: Sequence[str | None]  # one per output channel; None rows are filled with nodata
     nodata: np.ndarray | None  # (present bands, H, W) True = no data
+
+
+PAPER_TARGET_SHAPE = (45, 55)  # the authors' regression targets (GhsBuiltSTransform size)
+PAPER_RESIZED = ("ghsbuilts", "biomass")
 
 
 def _family(datakind: str) -> spec.Family:
@@ -128,7 +138,16 @@ class Assembler:
         )
         got = self._norm.get(key)
         if got is None:
-            ms = [stats[datakind].mean_std(b) for b in bands]
+            if self.spec.preprocessing == "paper":
+                from ..tiles.accumulate import band_key
+                from .normstats import paper_mean_std
+
+                ms = []
+                for b in bands:
+                    stats[datakind].mean_std(b)  # a missing band raises with its fix
+                    ms.append(paper_mean_std(stats[datakind].bands[band_key(datakind, b)[1]]))
+            else:
+                ms = [stats[datakind].mean_std(b) for b in bands]
             got = (
                 np.array([m for m, _ in ms], dtype=np.float32)[:, None, None],
                 np.array([sd for _, sd in ms], dtype=np.float32)[:, None, None],
@@ -156,12 +175,20 @@ class Assembler:
         from ..tiles.model import datakind_nodata, decode_values
 
         family = _family(self.target)
+        if self.spec.preprocessing == "paper" and family.name in PAPER_RESIZED:
+            return self._paper_resized(layer, family.name)
         data, mask = resample(
             layer.data, self.spec.size, nearest=True, nodata=layer.nodata, family=family.name
         )
         implied = datakind_nodata(data, family.name)
         if implied is not None:
             mask = implied if mask is None else (mask | implied)
+        if self.spec.target.task == "classification" and self.spec.preprocessing == "paper":
+            codes = np.asarray(self.spec.target.classes)  # their map: codes -> index, else 0
+            idx = np.zeros(data[0].shape, dtype=np.int64)
+            for i, code in enumerate(codes):
+                idx[data[0] == code] = i
+            return idx
         if self.spec.target.task == "classification":
             lut = self.lut()
             if data.dtype.kind == "u" and data.dtype.itemsize <= 2:  # codes index the table
@@ -176,10 +203,41 @@ class Assembler:
             if mask is not None:
                 np.copyto(idx, IGNORE_INDEX, where=mask[0])
             return idx
+        if self.spec.preprocessing == "paper" and family.name == "modis44b006veg":
+            values = data[0].astype(np.float32)  # their convert_water_to_zero
+            values[data[0] == spec.MODIS_WATER] = 0.0
+            return values
         values = decode_values(data, family.name)[0]
         if mask is not None:
             values[mask[0]] = np.nan
         return values.astype(np.float32)
+
+    def _paper_resized(self, layer: LayerData, family: str) -> np.ndarray:
+        """The authors' regression target: native values, NaN -> 0, resized to 45 x 55 with
+        an antialiased bilinear filter, scaled so its mean is the tile's (NaN-ignoring) mean
+        when both are non-zero."""
+        import numpy as np
+        import torch
+        from torch.nn import functional as F
+
+        from ..tiles.model import datakind_nodata, decode_values
+
+        values = decode_values(layer.data[:1], family)[0].astype(np.float32)
+        mask = layer.nodata[0] if layer.nodata is not None else None
+        implied = datakind_nodata(layer.data[:1], family)
+        if implied is not None:
+            mask = implied[0] if mask is None else (mask | implied[0])
+        if mask is not None:
+            values[mask] = np.nan
+        with np.errstate(invalid="ignore"):
+            original = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        t = torch.from_numpy(np.nan_to_num(values, nan=0.0))[None, None]
+        out = F.interpolate(t, size=PAPER_TARGET_SHAPE, mode="bilinear", antialias=True,
+                            align_corners=False)[0, 0]  # fmt: skip
+        now = float(torch.nanmean(out))
+        if now != 0.0 and original != 0.0 and np.isfinite(original):
+            out = out * (original / now)
+        return out.numpy().astype(np.float32)
 
     def sample(
         self,

@@ -68,6 +68,12 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 f"deepest level would be under 2 x 2 pixels",
                 f"use data.size={least} or more, or a smaller model.depth",
             )
+    if data.get("preprocessing") == "paper" and data.get("export"):
+        raise TrainConfigError(
+            "data.preprocessing=paper reads the store (the authors' rules start from the stored "
+            "tiles), not an export",
+            "leave data.export out, or use data.preprocessing=m3leo",
+        )
     epochs = (cfg.get("trainer") or {}).get("max_epochs", 1)
     if epochs is not None and _number(cfg.get("trainer") or {}, "max_epochs", 1, int) < -1:
         raise TrainConfigError(

@@ -122,13 +122,16 @@ def _probe(samples: Sequence[Sample], datakind: str, tokens: Sequence[str] | Non
     return [f"{datakind}:{t}" for t in tokens or ()]
 
 
-def read_layer(path: Any, datakind: str, tokens: Sequence[str] | None) -> LayerData:
-    """Read the selected bands of one tile file (rules resolved against its own band names)."""
+def read_layer(
+    path: Any, datakind: str, tokens: Sequence[str] | None, first: bool = False
+) -> LayerData:
+    """Read the selected bands of one tile file (rules resolved against its own band names;
+    ``first``: a rule takes the first in-range pair, as ``data.preprocessing=paper``)."""
     from ..tiles.reader import band_names, read_tile
 
     wanted: list[str | None] | None = None
     if tokens is not None and any(is_rule(t) for t in tokens):
-        wanted = select_bands(tokens, band_names(path, datakind), datakind)
+        wanted = select_bands(tokens, band_names(path, datakind), datakind, first)
     elif tokens is not None:
         wanted = list(tokens)
     present = None if wanted is None else [b for b in wanted if b is not None]
@@ -195,7 +198,7 @@ class StoreDataset:
 
         tokens = self.tokens[datakind]
         if tokens is None or not ncfast.is_netcdf(datakind) or any(is_rule(t) for t in tokens):
-            return read_layer(path, datakind, tokens)
+            return read_layer(path, datakind, tokens, self.data.preprocessing == "paper")
         if datakind not in self._nc:
             first = read_layer(path, datakind, tokens)
             names = [b for b in first.bands if b is not None]

@@ -154,8 +154,9 @@ def _span_days(a: str, b: str) -> int:
     return abs((da - db).days)
 
 
-def pick_pair(token: str, stored: Sequence[str]) -> str | None:
-    """The stored GUNW band a ``var:days=lo-hi`` rule picks: the longest span in range."""
+def pick_pair(token: str, stored: Sequence[str], first: bool = False) -> str | None:
+    """The stored GUNW band a ``var:days=lo-hi`` rule picks: the longest span in range, or
+    (``first``, the authors' ``selection_rule: far``) the first in-range pair in file order."""
     m = _RULE.match(token)
     if m is None:
         return None
@@ -166,13 +167,15 @@ def pick_pair(token: str, stored: Sequence[str]) -> str | None:
         if p is None or p.group("var") != var:
             continue
         span = _span_days(p.group("a"), p.group("b"))
+        if first and lo <= span <= hi:
+            return name
         if lo <= span <= hi and (best is None or (span, name) > best):
             best = (span, name)
     return best[1] if best else None
 
 
 def select_bands(
-    tokens: Sequence[str] | None, stored: Sequence[str], datakind: str
+    tokens: Sequence[str] | None, stored: Sequence[str], datakind: str, first: bool = False
 ) -> list[str | None]:
     """Expand band tokens against one tile's stored names; ``None`` marks an unmatched rule.
 
@@ -186,7 +189,7 @@ def select_bands(
     out: list[str | None] = []
     for token in tokens:
         if is_rule(token):
-            out.append(pick_pair(token, stored))
+            out.append(pick_pair(token, stored, first))
         else:
             out.extend(resolve_bands([token], stored, datakind))
     return out

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 POOLED = "*"
 PAPER_SAMPLE = 1000  # the authors' MeanStdNormalizer: at most 1,000 random train tiles
 FILE = "band_stats.json"
+PAPER_EPS = 1e-5  # their (x - mean) / (std + 1e-5)
 
 
 @dataclass
@@ -91,14 +92,35 @@ def read_run_stats(run_dir: Path) -> RunStats | None:
     return out
 
 
+def scope_of(data: DataSpec) -> str:
+    """``region`` under ``data.preprocessing=paper`` (the authors' constants are per region)."""
+    return "region" if data.preprocessing == "paper" else data.norm_scope
+
+
 def _groups(data: DataSpec, regions: Sequence[str]) -> list[tuple[str, list[str]]]:
-    if data.norm_scope == "region":
+    if scope_of(data) == "region":
         return [(r, [r]) for r in regions]
     return [(POOLED, list(regions))]
 
 
 def _sample(data: DataSpec) -> int | None:
     return PAPER_SAMPLE if data.preprocessing == "paper" else None
+
+
+def paper_mean_std(band: dict[str, Any]) -> tuple[float, float]:
+    """The authors' constants from a saved band entry, and their epsilon: ``mean = sum / n`` and
+    ``std = sqrt(sum of squares / n - mean^2)`` where ``n`` counts every pixel, no-data ones
+    too (their ``nansum`` over the array, divided by its size), returned as ``(mean,
+    std + 1e-5)`` so that ``(x - mean) / std`` is their ``(x - mean) / (std + 1e-5)``."""
+    import math
+
+    count, pixels = int(band.get("count") or 0), int(band.get("pixels") or 0)
+    if not count or not pixels:
+        return 0.0, 1.0 + PAPER_EPS
+    mean, std = float(band["mean"]), float(band.get("std") or 0.0)
+    total, squares = mean * count, (std * std + mean * mean) * count
+    m = total / pixels
+    return m, math.sqrt(max(squares / pixels - m * m, 0.0)) + PAPER_EPS
 
 
 def resolve_stats(
@@ -126,7 +148,7 @@ def resolve_stats(
         train = plan_split(settings, data, "train")
     regions = sorted({s.region for s in train.samples})
     sample = _sample(data)
-    out = RunStats(data.norm_scope)
+    out = RunStats(scope_of(data))
 
     def warn(line: str) -> None:
         progress(ProgressEvent("message", phase="train", message=line))

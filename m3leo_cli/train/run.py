@@ -149,6 +149,7 @@ def build(
         float(m.get("lr", 1e-4)),
         float(m.get("weight_decay", 0.0)),
         float(m.get("target_scale", 1.0)),
+        data.preprocessing,
     )
     return dm, model
 

@@ -6,6 +6,10 @@ targets are nodata), RMSE and R2. The network predicts ``target_scale x`` its ra
 target in the thousands (GHS-BUILT-S, m^2 per cell) trains without rescaling the labels.
 Logged names: ``train_loss``, ``val_loss``, ``val_acc``/``val_miou`` or ``val_rmse``/``val_r2``
 (and ``test_*``), per epoch; ``train_loss`` also per step.
+
+``preprocessing="paper"`` (regression): the authors' loss, the RMSE against labels truncated
+to integers (their ``y.long()``), over every pixel, with the network's output average-pooled
+to the target's grid (45 x 55) when that is coarser; the metrics see the same labels.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class M3leoTask(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         target_scale: float = 1.0,
+        preprocessing: str = "m3leo",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +79,13 @@ class M3leoTask(L.LightningModule):
 
     def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self(batch["image"])
+        if not self.classification and self.hparams.get("preprocessing") == "paper":
+            y = batch["target"]
+            if pred.shape[-2:] != y.shape[-2:]:  # their AdaptiveAvgPool2d((45, 55))
+                pred = F.adaptive_avg_pool2d(pred[:, None], tuple(y.shape[-2:]))[:, 0]
+            y = torch.nan_to_num(y, nan=0.0).long().to(pred.dtype)  # their y.long()
+            loss = torch.sqrt(torch.mean((pred - y) ** 2))
+            return loss, pred.reshape(-1), y.reshape(-1)
         if self.classification:
             y = batch["mask"]
             if bool((y != IGNORE_INDEX).any()):
