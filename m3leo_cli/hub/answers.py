@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from ..errors import HubProtocolError
 from .failures import redact
@@ -71,3 +72,24 @@ def tree_entry(item: Any, url: str) -> TreeEntry:
         raise HubProtocolError(
             f"malformed tree entry from {redact(url)}: {item!r:.120}", url=url
         ) from None
+
+
+def redirect_target(came_from: str, location: str) -> str:
+    """The redirect target, if the engine can use it: http(s), an ASCII host, a port in range;
+    else a HubProtocolError naming the host that sent it (B6)."""
+    try:
+        nxt = urljoin(came_from, location)
+        parts = urlsplit(nxt)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        ok = ok and (parts.hostname or "").isascii()
+        _ = parts.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        ok = False
+    if ok:
+        return nxt
+    host = urlsplit(came_from).netloc
+    raise HubProtocolError(
+        f"{host} redirected {redact(came_from)} to a malformed URL {location[:120]!r}",
+        "a proxy or mirror on the way may be broken: check HF_ENDPOINT and HTTPS_PROXY",
+        url=came_from,
+    )

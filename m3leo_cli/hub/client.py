@@ -37,7 +37,7 @@ from ..errors import (
     ServerError,
 )
 from ..version import __version__
-from .answers import TreeEntry, parse_json, slice_body, tree_entry
+from .answers import TreeEntry, parse_json, redirect_target, slice_body, tree_entry
 from .failures import connection_error, redact, status_error
 from .lfsbatch import MEDIA_TYPE, Link, Want, batch_request, batch_url, read_answer, repo_of
 from .pacing import Pacer, Retrier, ratelimit_reset
@@ -83,27 +83,6 @@ def _origin_of(prefix: str) -> tuple[str, str, int | None]:
     parts = urlsplit(prefix)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
     return (parts.scheme, (parts.hostname or "").lower(), port)
-
-
-def _check_location(came_from: str, location: str) -> str:
-    """The redirect target, if the engine can use it: http(s), an ASCII host, a port in range;
-    else a HubProtocolError naming the host that sent it (B6)."""
-    try:
-        nxt = urljoin(came_from, location)
-        parts = urlsplit(nxt)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        ok = ok and (parts.hostname or "").isascii()
-        _ = parts.port  # raises ValueError when out of range or not a number
-    except ValueError:
-        ok = False
-    if ok:
-        return nxt
-    host = urlsplit(came_from).netloc
-    raise HubProtocolError(
-        f"{host} redirected {redact(came_from)} to a malformed URL {location[:120]!r}",
-        "a proxy or mirror on the way may be broken: check HF_ENDPOINT and HTTPS_PROXY",
-        url=came_from,
-    )
 
 
 class HubClient:
@@ -356,7 +335,7 @@ class HubClient:
             extra = {}
             if resp.status_code in REDIRECTS and "location" in resp.headers:
                 resp.discard()
-                nxt = _check_location(url, resp.headers["location"])
+                nxt = redirect_target(url, resp.headers["location"])
                 if resp.status_code == 303:
                     method, body = "GET", None
                 url = nxt

@@ -107,6 +107,14 @@ def status_error(resp: Response, settings: Settings, *, content_host: bool) -> H
         )
     if code in _NOT_FOUND_CODES or (status == 404 and not code):
         hint = None
+        if msg.startswith("this mirror has no "):  # m3leo serve: a mirror, not the Hub
+            return RemoteNotFoundError(
+                f"{msg} ({where})",
+                f"the mirror at HF_ENDPOINT ({settings.endpoint}) does not hold it: choose a "
+                "region it has (`m3leo catalog refresh` with no --region lists them)",
+                url=url,
+                status=status,
+            )
         if not settings.token and code in ("RepoNotFound", ""):
             hint = ANON_REPO_HINT
         elif code == "RepoNotFound":

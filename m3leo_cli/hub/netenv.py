@@ -120,3 +120,15 @@ def redact_proxy(url: str | None) -> str | None:
     creds, _, hostpart = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{hostpart}"
+
+
+def split_userinfo(proxy: str) -> tuple[str, str | None]:
+    """The proxy URL without its ``user:password@`` and that pair, percent-decoded."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    netloc = parts.netloc.rpartition("@")[2]
+    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return parts._replace(netloc=netloc).geturl(), creds

@@ -39,7 +39,40 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
-from .netenv import proxy_for, ssl_context
+from .deadline import connection_classes
+from .netenv import proxy_for, redact_proxy, split_userinfo, ssl_context
+from .transport import (  # re-exported: the engine's errors live beside it
+    AnswerTooLarge,
+    ConnectError,
+    ConnectTimeout,
+    ProxyError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TimeoutException,
+    TransportError,
+    UnsupportedProtocol,
+    stale,
+    state,
+    translate,
+)
+
+__all__ = [
+    "AnswerTooLarge",
+    "ConnectError",
+    "ConnectTimeout",
+    "Headers",
+    "ProxyError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "Response",
+    "TimeoutException",
+    "TransportError",
+    "UnsupportedProtocol",
+    "Wire",
+    "strict_headers",
+]
 
 _LINK = re.compile(r"<([^>]*)>\s*;([^,]*)")
 _REL = re.compile(r'rel\s*=\s*"?([^";]+)"?')
@@ -49,51 +82,6 @@ _BAD_CHARS = re.compile(r"[\r\n\x00]")
 FILL_SECONDS = 0.25  # a read that has bytes returns after this, full or not (progress, Ctrl-C)
 _DISCARD_MAX = 65536  # a redirect or error body up to this size is read so the connection stays
 _JOINED = frozenset({"link"})  # repeated, these are one list; other names keep their first value
-_state = threading.local()  # per thread: whether the last read failed on its deadline
-
-
-class TransportError(Exception):
-    """The request did not get a complete answer (the hop's URL is in ``url``)."""
-
-    def __init__(self, message: str, url: str = "") -> None:
-        super().__init__(message)
-        self.url = url
-
-
-class ConnectError(TransportError):
-    """Refused, unreachable, DNS failure, TLS handshake failure."""
-
-
-class ProxyError(ConnectError):
-    """The proxy refused the connection or the tunnel."""
-
-
-class UnsupportedProtocol(ConnectError):
-    """A URL scheme other than http/https, or a URL that cannot be parsed (port, host)."""
-
-
-class TimeoutException(TransportError):
-    """No answer within the timeout (or the whole answer not within its deadline)."""
-
-
-class ConnectTimeout(TimeoutException):
-    pass
-
-
-class ReadTimeout(TimeoutException):
-    pass
-
-
-class RemoteProtocolError(TransportError):
-    """The server closed the connection or answered outside HTTP/1.1."""
-
-
-class ReadError(TransportError):
-    """The connection broke while the body was being read."""
-
-
-class AnswerTooLarge(TransportError):
-    """A body read into memory grew past its cap (never retried: the server is not a Hub)."""
 
 
 class Headers(Mapping[str, str]):
@@ -149,104 +137,6 @@ def strict_headers(pairs: Any, url: str) -> Headers:
     return Headers(fields)
 
 
-class _DeadlineSocket:
-    """A connected socket whose every read gets ``min(per-read timeout, time left)``.
-
-    urllib3 and ``http.client`` read through ``makefile``; the file object made here reads
-    through this wrapper, so the deadline holds inside the head parser and the chunk decoder
-    too. Everything else is the socket's own.
-    """
-
-    __slots__ = ("_sock", "_conn", "_timeout")
-
-    def __init__(self, sock: Any, conn: Any) -> None:
-        self._sock, self._conn = sock, conn
-        self._timeout = sock.gettimeout()
-
-    def _arm(self) -> None:
-        left = self._conn.deadline - time.monotonic()
-        if left <= 0:
-            _state.deadline = True
-            raise TimeoutError("the answer took longer than its deadline")
-        if self._timeout is None or left < self._timeout:
-            self._sock.settimeout(left)
-        elif self._sock.gettimeout() != self._timeout:
-            self._sock.settimeout(self._timeout)
-
-    def recv_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
-        self._arm()
-        try:
-            return int(self._sock.recv_into(buf, nbytes, flags))
-        except TimeoutError:
-            if self._conn.deadline <= time.monotonic():
-                _state.deadline = True
-            raise
-
-    def recv(self, n: int, flags: int = 0) -> bytes:
-        self._arm()
-        return bytes(self._sock.recv(n, flags))
-
-    def settimeout(self, value: float | None) -> None:
-        self._timeout = value
-        self._sock.settimeout(value)
-
-    def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:
-        import io
-        import socket
-
-        # the socket stays open while the file reads (http.client's will_close relies on that
-        # count); the file reads through this wrapper's recv_into, with its deadline
-        self._sock._io_refs += 1
-        wrapper: Any = self
-        raw = socket.SocketIO(wrapper, "rb")
-        if buffering == 0:
-            return raw
-        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE if not buffering else buffering)
-
-    def _decref_socketios(self) -> None:
-        self._sock._decref_socketios()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def _connection_classes() -> tuple[Any, Any, Any, Any]:
-    """urllib3's pool and connection classes with the deadline socket put in after connect."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class _Timed:
-        deadline = float("inf")
-        sock: Any
-
-        def request(self, *args: Any, **kw: Any) -> Any:
-            # the head's budget starts as the request goes out (Wire.send set it, this thread)
-            self.deadline = getattr(_state, "head_deadline", float("inf"))
-            return super().request(*args, **kw)  # type: ignore[misc]
-
-        def connect(self) -> None:
-            super().connect()  # type: ignore[misc]
-            if self.sock is not None and not isinstance(self.sock, _DeadlineSocket):
-                self.sock = _DeadlineSocket(self.sock, self)
-
-    class TimedHTTPConnection(_Timed, HTTPConnection):
-        pass
-
-    class TimedHTTPSConnection(_Timed, HTTPSConnection):
-        pass
-
-    class TimedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = TimedHTTPConnection
-
-    class TimedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = TimedHTTPSConnection
-
-    return TimedHTTPPool, TimedHTTPSPool, TimedHTTPConnection, TimedHTTPSConnection
-
-
-_CLASSES: tuple[Any, Any, Any, Any] | None = None
-
-
 class Response:
     """An answer whose body is read by the caller (``readinto``, ``read``, ``iter_bytes``).
 
@@ -290,11 +180,11 @@ class Response:
         if self._failed is not None:
             exc, self._failed = self._failed, None
             self._abort()
-            raise _translate(exc, self.url, None, connected=True) from None
+            raise translate(exc, self.url, None, connected=True) from None
         conn = self._conn
         if conn is not None:  # the body must keep its minimum average rate after the budget
             conn.deadline = self._start + self._budget + self._got / self._rate
-        _state.deadline = False
+        state.deadline = False
         view = buf if isinstance(buf, memoryview) else memoryview(buf)
         want = len(view)
         got = 0
@@ -317,7 +207,7 @@ class Response:
                 self._got += got
                 return got
             self._abort()
-            raise _translate(exc, self.url, None, connected=True) from None
+            raise translate(exc, self.url, None, connected=True) from None
         self._got += got
         return got
 
@@ -433,8 +323,8 @@ class Wire:
         proxy = self._route(scheme, host, port)
         manager = self._manager(proxy, scheme)
         for attempt in (0, 1):
-            _state.deadline = False
-            _state.head_deadline = time.monotonic() + self.budget
+            state.deadline = False
+            state.head_deadline = time.monotonic() + self.budget
             try:
                 raw = manager.urlopen(
                     method,
@@ -448,8 +338,8 @@ class Wire:
                     assert_same_host=False,
                 )
             except Exception as exc:
-                err = _translate(exc, url, proxy, connected=None)
-                if attempt == 0 and _stale(exc):
+                err = translate(exc, url, proxy, connected=None)
+                if attempt == 0 and stale(exc):
                     continue  # the server closed a keep-alive connection as we sent: once more
                 raise err from None
             try:
@@ -482,12 +372,9 @@ class Wire:
         return manager
 
     def _new_manager(self, proxy: str | None) -> Any:
-        global _CLASSES
         from urllib3 import PoolManager, ProxyManager, Timeout
 
-        if _CLASSES is None:
-            _CLASSES = _connection_classes()
-        http_pool, https_pool = _CLASSES[0], _CLASSES[1]
+        http_pool, https_pool = connection_classes()
         kw: dict[str, Any] = {
             "num_pools": 64,
             "maxsize": self.pool,
@@ -500,13 +387,13 @@ class Wire:
         else:
             from urllib3.util import make_headers
 
-            where, creds = _split_userinfo(proxy)
+            where, creds = split_userinfo(proxy)
             headers = make_headers(proxy_basic_auth=creds) if creds else None
             try:
                 manager = ProxyManager(where, proxy_headers=headers, **kw)
             except Exception as exc:  # a proxy URL urllib3 cannot use
                 raise ConfigError(
-                    f"cannot use the proxy {proxy_display(proxy)} ({exc})",
+                    f"cannot use the proxy {redact_proxy(proxy) or proxy} ({exc})",
                     "set HTTPS_PROXY/HTTP_PROXY to http://host:port",
                 ) from None
         manager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
@@ -526,94 +413,3 @@ class Wire:
         if self._ssl is None:
             self._ssl = ssl_context(self.settings)
         return self._ssl
-
-
-def _split_userinfo(proxy: str) -> tuple[str, str | None]:
-    """The proxy URL without its ``user:password@`` and that pair, percent-decoded."""
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(proxy)
-    if parts.username is None:
-        return proxy, None
-    netloc = parts.netloc.rpartition("@")[2]
-    creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return parts._replace(netloc=netloc).geturl(), creds
-
-
-def proxy_display(proxy: str) -> str:
-    from .netenv import redact_proxy
-
-    return redact_proxy(proxy) or proxy
-
-
-def _stale(exc: BaseException) -> bool:
-    """A keep-alive connection the server had closed: nothing of an answer arrived."""
-    from http.client import RemoteDisconnected
-
-    from urllib3.exceptions import ProtocolError
-
-    if not isinstance(exc, ProtocolError):
-        return False
-    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
-    return isinstance(cause, RemoteDisconnected | ConnectionResetError | BrokenPipeError)
-
-
-def _translate(
-    exc: BaseException, url: str, proxy: str | None, connected: bool | None
-) -> BaseException:
-    """The engine's error for what urllib3, ``socket`` or ``ssl`` raised.
-
-    ``connected``: None while sending (urllib3 tells connect from read failures itself).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, ConfigError | TransportError):
-        return exc  # KeyboardInterrupt and the like pass through unchanged
-    from http.client import IncompleteRead
-
-    from urllib3 import exceptions as u3
-
-    late = "the answer took longer than its deadline" if _state.__dict__.get("deadline") else ""
-    _state.deadline = False
-    if isinstance(exc, u3.NameResolutionError):
-        return (ProxyError if proxy else ConnectError)(_reason(exc), url)
-    if isinstance(exc, u3.ProxyError):
-        return ProxyError(_reason(exc), url)
-    if isinstance(exc, u3.NewConnectionError):
-        return (ProxyError if proxy else ConnectError)(_reason(exc), url)
-    if isinstance(exc, u3.ConnectTimeoutError):
-        return ConnectTimeout("timed out", url)
-    if isinstance(exc, u3.SSLError):
-        return ConnectError(_reason(exc), url)
-    if isinstance(exc, u3.ReadTimeoutError | TimeoutError):
-        return ReadTimeout(late or "timed out", url)
-    if isinstance(exc, u3.LocationValueError):
-        return UnsupportedProtocol(f"malformed URL ({exc})", url)
-    if isinstance(exc, u3.ProtocolError | u3.InvalidHeader | u3.DecodeError):
-        cause = exc.args[1] if len(exc.args) > 1 else None
-        if isinstance(cause, IncompleteRead) and cause.expected:
-            return RemoteProtocolError(
-                f"the connection ended with {cause.expected} bytes of the body missing", url
-            )
-        if isinstance(cause, TimeoutError):
-            return ReadTimeout(late or "timed out", url)
-        if connected and isinstance(cause, ConnectionResetError | BrokenPipeError):
-            return ReadError(_reason(exc), url)
-        return RemoteProtocolError(_reason(exc), url)
-    if isinstance(exc, u3.HTTPError):
-        return RemoteProtocolError(_reason(exc), url)
-    if isinstance(exc, OSError):
-        return (ReadError if connected else ConnectError)(str(exc) or type(exc).__name__, url)
-    if isinstance(exc, ValueError | UnicodeError):  # malformed bytes urllib3 let through
-        return RemoteProtocolError(f"malformed answer ({exc})", url)
-    return exc
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost useful text of a urllib3 error (not its object reprs)."""
-    inner: BaseException | None = exc
-    while inner is not None and getattr(inner, "reason", None) is not None:
-        inner = inner.reason  # type: ignore[attr-defined]
-    text = str(inner or exc)
-    text = re.sub(r"<urllib3\.[^>]*>: ", "", text)
-    if "ssl" in type(inner or exc).__name__.lower() or "CERTIFICATE" in text:
-        return text
-    return text or type(exc).__name__

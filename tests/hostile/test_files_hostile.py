@@ -266,3 +266,13 @@ def test_an_endless_revision_answer_is_refused_at_its_cap(capsys, srv, data_dir,
         res = run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe")
     assert res.code == 1 and "larger than 16,777,216 bytes" in res.err
     assert time.monotonic() - started < 20
+
+
+def test_a_region_a_mirror_lacks_says_so_not_log_in(capsys, srv, monkeypatch):
+    """Newcomer finding 16: a mirror without a region answers 'this mirror has no ...', and
+    the client says that, with a hint about the mirror, not 'private or gated, log in'."""
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    res = run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "conus")
+    assert res.code == 1
+    assert "this mirror has no M3LEO-miniset/conus" in res.err
+    assert "does not hold it" in res.err and "hf auth login" not in res.err
