@@ -144,11 +144,13 @@ def test_unknown_engine_and_engine_without_bands_are_usage_errors(
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    """Every store file except run state that names times or hosts (locks, reports, logs)."""
+    """Every store file except run state that names times or hosts (locks, reports, logs, the
+    integrity record of each file's mtime)."""
+    skip = ("reports", "integrity")
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "reports" not in p.parts and not p.name.endswith(".lock")
+        if p.is_file() and not any(s in p.parts for s in skip) and not p.name.endswith(".lock")
     }
 
 
