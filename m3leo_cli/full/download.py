@@ -23,8 +23,8 @@ from .. import spec
 from ..checksum import file_hexdigest
 from ..config import Settings
 from ..errors import (
-    M3leoError,
     UnsafePathError,
+    unit_reason,
 )
 from ..fetch.plan import DownloadPlan, finish
 from ..fetch.plan import check_space as _check_space
@@ -231,11 +231,10 @@ def _choose_one(run: ShardRun, task: ShardTask, fetch: str) -> None:
         choose(task, fetch, task.reader, run.index_dir)
     except RangeNotHonoredError:
         task.mode, task.bytes, task.requests = "whole", task.size, 1
-    except M3leoError as exc:
+    except Exception as exc:  # any failure to read the index: the verified whole shard decides
         if isinstance(exc, FATAL):
             raise
-        # an unreadable footer or path chunk: the verified whole shard decides
-        run.progress(ProgressEvent("message", "plan", message=f"{task.shard}: {exc.message}"))
+        run.progress(ProgressEvent("message", "plan", message=f"{task.shard}: {unit_reason(exc)}"))
         task.mode, task.bytes, task.requests, task.index = "whole", task.size, 1, None
 
 

@@ -18,9 +18,9 @@ from ..config import Settings
 from ..errors import (
     DiskFullError,
     HubConnectionError,
-    M3leoError,
     OfflineError,
     ShardError,
+    unit_reason,
 )
 from ..fetch.runner import DownloadSummary
 from ..hub.client import HubClient, resolve_url
@@ -120,14 +120,15 @@ def run_task(run: ShardRun, task: ShardTask) -> DownloadSummary:
         if task.mode == "ranges":
             try:
                 _unpack_ranges(run, task, rules, report, out)
-            except M3leoError as exc:
+            except Exception as exc:  # any failure of the ranges: the verified whole shard
                 if isinstance(exc, FATAL):
                     raise
+                why = unit_reason(exc)
                 run.progress(
                     ProgressEvent(
                         "message",
                         "download",
-                        message=f"{task.shard}: {exc.message}; fetching the whole shard instead",
+                        message=f"{task.shard}: {why}; fetching the whole shard instead",
                     )
                 )
                 (run.index_dir / f"{task.sha256}.json").unlink(missing_ok=True)
@@ -135,13 +136,14 @@ def run_task(run: ShardRun, task: ShardTask) -> DownloadSummary:
                 report = UnpackReport(source=task.shard, region=task.region)
         if task.mode == "whole":
             _unpack_whole(run, task, rules, report, out)
-    except M3leoError as exc:
+    except Exception as exc:  # any exception: this shard's tiles fail, with the reason
         if isinstance(exc, FATAL):
             raise
         done = {f.path for f in report.written}
+        why = unit_reason(exc)
         for rel in sorted(task.wanted.values()):
             if rel not in done:
-                out.failures.append((f"full/{task.region}/{rel}", exc.message))
+                out.failures.append((f"full/{task.region}/{rel}", why))
     finally:
         record_unpacked(run.store, task.region, task.shard, report)
     out.downloaded += len(report.written)

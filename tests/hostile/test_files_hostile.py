@@ -276,3 +276,44 @@ def test_a_region_a_mirror_lacks_says_so_not_log_in(capsys, srv, monkeypatch):
     assert res.code == 1
     assert "this mirror has no M3LEO-miniset/conus" in res.err
     assert "does not hold it" in res.err and "hf auth login" not in res.err
+
+
+def test_full_edition_shards_whose_ranges_get_garbage_fall_back_and_a_bad_folder_is_counted(
+    capsys, tmp_path, data_dir, monkeypatch
+):
+    """Shard jobs (issue 23 item 1): a content host answering every range request with a
+    malformed head makes each shard fall back to the verified whole shard; a datakind folder
+    that is a file makes that shard's tiles counted failures while the run goes on."""
+    from m3leo_cli.server import HubServer
+    from m3leo_cli.testing.synth import SynthConfig, write_source
+
+    cfg = SynthConfig(regions=("europe",), editions=("full",), tiles=12, datakinds=("s1grd-2020",),
+                      tiles_per_shard=6, rows_per_row_group=1, chip_px=32)  # fmt: skip
+    src = write_source(tmp_path / "src", cfg)
+    sel = ("--edition", "full", "--region", "europe", "--modality", "s1grd-2020")
+    with HubServer(src.root) as hub:
+
+        def rule(request: bytes) -> bytes | None:
+            ranged = b"\r\nrange: bytes=" in request.lower() and b".parquet" in request
+            return MALFORMED if ranged else None
+
+        with mitm(hub.url, rule) as url:
+            monkeypatch.setenv("HF_ENDPOINT", url)
+            monkeypatch.setenv("M3LEO_LFS_BATCH", "0")
+            monkeypatch.setenv("M3LEO_MAX_RETRIES", "1")
+            res = run(capsys, "download", *sel, "--fetch", "ranges", "--json")
+        assert res.code == 0, res.err
+        assert "with malformed Content-Length" in res.err  # said, then the whole shard
+        tiles = list(src.repo("full", "europe").coverage["s1grd-2020"])
+        assert json.loads(res.out)["downloaded"] >= len(tiles)
+
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "other"))
+        first = src.repo("full", "europe").tile_path("s1grd-2020", tiles[0])
+        folder = tmp_path / "other" / "full" / "europe" / first.rsplit("/", 1)[0]
+        folder.parent.mkdir(parents=True)
+        folder.write_text("not a folder")
+        res = run(capsys, "download", *sel, "--fetch", "whole", "--json")
+    assert res.code == 1
+    summary = json.loads(res.out)
+    assert summary["failed"] == len(tiles)  # every tile of the datakind lives in that folder
