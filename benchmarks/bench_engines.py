@@ -1,5 +1,6 @@
-"""Benchmark: the HTTP engine alone: httpx, the standard library's http.client and m3leo's own
-(hub/http11.py under hub/wire.py).
+"""Benchmark: the HTTP engine alone: httpx, the standard library's http.client and m3leo's
+(hub/wire.py on urllib3), and with ``--baseline REV`` m3leo's engine as it was at a git
+revision (``--baseline dda0015``: the hand-written hub/http11.py it replaced).
 
 The same nginx site as bench_wire.py (the miniset region, a 302 per file to the content port),
 the same work per file in both: GET the resolve URL without following it, GET the content URL,
@@ -10,6 +11,7 @@ Each runs in a fresh process, best of ``--repeat``.
 This is the measurement behind the choice of engine in docs/design.md.
 
     .venv/bin/python benchmarks/bench_engines.py [--threads 16] [--repeat 3] [--tls]
+        [--baseline REV]
 
 ``--tls`` serves the same files over HTTPS from an nginx of its own (a self-signed certificate
 each client trusts) and times the content GETs alone, as the real Hub's content host is
@@ -69,7 +71,7 @@ if engine == "httpx":
             loc = urljoin(url, r.headers.get("location", url))
         with client.stream("GET", loc) as resp:
             save(dest, resp.iter_raw())
-elif engine == "m3leo (http11)":
+elif engine.startswith("m3leo"):  # today's package, or --baseline's on PYTHONPATH
     from m3leo_cli.config import load_settings
     from m3leo_cli.hub.wire import Wire
     wire = Wire(load_settings({"ca_bundle": CA} if CA else {}, env={}), pool=64)
@@ -111,7 +113,7 @@ print(time.perf_counter() - t0)
 """
 
 
-ENGINES = ("httpx", "http.client", "m3leo (http11)")
+ENGINES = ["httpx", "http.client", "m3leo"]
 
 
 def tls_site(work: Path, root: Path) -> tuple[Path, Path, str]:
@@ -146,7 +148,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tls", action="store_true", help="content GETs over https (no resolve)")
+    ap.add_argument("--baseline", help="also run m3leo's engine as it was at this git revision")
     args = ap.parse_args()
+    engines = list(ENGINES)
+    pkg = None
+    if args.baseline:
+        pkg = bench_wire.baseline_package(args.baseline)
+        engines.append(f"m3leo@{args.baseline}")
     root = bench_wire.source(args.tiles)
     files = bench_wire.files_of(root)
     env = dict(os.environ)
@@ -166,21 +174,25 @@ def main() -> None:
     best: dict[str, float] = {}
     with nginx_hub.Nginx(conf):
         for _ in range(args.repeat):
-            for engine in ENGINES:
+            for engine in engines:
                 out = work / engine
                 shutil.rmtree(out, ignore_errors=True)
+                run_env = dict(env, PYTHONPATH=str(pkg)) if "@" in engine else env
                 res = subprocess.run(
                     [sys.executable, "-c", LOOP, engine, str(args.threads), str(out), str(jobs)],
-                    check=True, capture_output=True, text=True, env=env,
+                    check=True, capture_output=True, text=True, env=run_env,
                 )  # fmt: skip
                 s = float(res.stdout.split()[-1])
                 best[engine] = min(best.get(engine, s), s)
     print(f"{len(files)} files, {args.threads} threads, {what}")
     for engine, s in best.items():
         print(f"{engine:15} {s:6.2f} s  {len(files) / s:6.0f} files/s")
-    for engine in ENGINES[1:]:
+    for engine in engines[1:]:
         print(f"{engine} / httpx: {best['httpx'] / best[engine]:.2f}x")
-    print(f"m3leo (http11) / http.client: {best['http.client'] / best['m3leo (http11)']:.2f}x")
+    for engine in engines[2:]:
+        print(f"{engine} / http.client: {best['http.client'] / best[engine]:.2f}x")
+    for engine in engines[3:]:
+        print(f"m3leo / {engine}: {best[engine] / best['m3leo']:.2f}x")
 
 
 if __name__ == "__main__":

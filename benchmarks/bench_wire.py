@@ -132,7 +132,29 @@ def file_requests(log: Path, since: float) -> tuple[float | None, float | None, 
     return first, first_file, last_content
 
 
-def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str) -> dict:
+def baseline_package(rev: str) -> Path:
+    """m3leo_cli as it was at git revision ``rev``, in a folder of its own (byte-compiled):
+    put on PYTHONPATH, the same command runs the old code beside today's in one session."""
+    import compileall
+
+    dest = OUT / f"baseline-{rev}"
+    if not (dest / "m3leo_cli").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        repo = Path(__file__).resolve().parent.parent
+        tar = subprocess.run(["git", "-C", str(repo), "archive", rev, "m3leo_cli"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    compileall.compile_dir(dest / "m3leo_cli", quiet=1)
+    return dest
+
+
+def run_clients(
+    work: Path,
+    endpoint: str,
+    files: list[tuple[str, int]],
+    py: str,
+    baseline: tuple[str, Path] | None = None,
+) -> dict:
     env = _env(work, endpoint)
     urls = [f"{endpoint}/datasets/{REPO}/resolve/main/{p}" for p, _ in files]
     res: dict[str, dict] = {}
@@ -177,6 +199,19 @@ def run_clients(work: Path, endpoint: str, files: list[tuple[str, int]], py: str
     wall, _ = timed([m3leo, "download", "--edition", "miniset", "--region", "europe", "-q"],
                     dict(env, M3LEO_DATA_DIR=str(d)))  # fmt: skip
     res["m3leo download (default)"] = {"s": wall}
+    if baseline is not None:  # the same command on an older revision's package
+        rev, pkg = baseline
+        d = fresh("m3leo-baseline")
+        cmd = [py, "-c", "import sys; from m3leo_cli.cli import main; sys.exit(main())"]
+        wall, start = timed([*cmd, "download", "--edition", "miniset", "--region", "europe",
+                             "--workers", "16", "-q"],
+                            dict(env, M3LEO_DATA_DIR=str(d), PYTHONPATH=str(pkg)))  # fmt: skip
+        first, first_file, last = file_requests(log, start)
+        row = {"s": wall}
+        if first is not None and first_file is not None and last is not None:
+            row.update(startup=first - start, catalog=first_file - first,
+                       transfer=last - first_file, finish=wall - (last - start))  # fmt: skip
+        res[f"m3leo@{rev} download 16"] = row
     return res
 
 
@@ -296,11 +331,13 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=0, help="tiles of the full-edition run (0: none)")
     ap.add_argument("--shard-tiles", type=int, default=96, help="full edition: tiles a shard")
     ap.add_argument("--group-tiles", type=int, default=96, help="full edition: tiles a row group")
+    ap.add_argument("--baseline", help="also run m3leo as it was at this git revision")
     args = ap.parse_args()
     for tool in ("nginx", "curl", "aria2c"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install nginx libnginx-mod-http-echo aria2 curl")
     compile_package()
+    base = (args.baseline, baseline_package(args.baseline)) if args.baseline else None
     root = source(args.tiles)
     files = files_of(root)
     total = sum(s for _, s in files)
@@ -312,10 +349,11 @@ def main() -> None:
         runs: dict[str, list[dict]] = {}
         with nginx_hub.Nginx(conf):
             for _ in range(args.repeat):
-                for name, row in run_clients(work, endpoint, files, sys.executable).items():
+                clients = run_clients(work, endpoint, files, sys.executable, base)
+                for name, row in clients.items():
                     runs.setdefault(name, []).append(row)
         print(f"\n+{delay:g} ms per request (best of {args.repeat}):")
-        print(f"{'client':22} {'seconds':>8} {'files/s':>8} {'MB/s':>7}  phases (m3leo)")
+        print(f"{'client':28} {'seconds':>8} {'files/s':>8} {'MB/s':>7}  phases (m3leo)")
         best = {}
         for name, rows in runs.items():
             row = min(rows, key=lambda r: r["s"])
@@ -327,11 +365,12 @@ def main() -> None:
                           f"transfer {row['transfer']:.2f} s = {tfps:,.0f} files/s, "
                           f"{total / row['transfer'] / 1e6:,.0f} MB/s, "
                           f"finish {row['finish']:.2f} s")  # fmt: skip
-            print(f"{name:22} {row['s']:8.2f} {len(files) / row['s']:8.0f} "
+            print(f"{name:28} {row['s']:8.2f} {len(files) / row['s']:8.0f} "
                   f"{total / row['s'] / 1e6:7.0f}  {phases}")  # fmt: skip
         for mine in ("m3leo download 16", "m3leo download (default)"):
             m = best[mine]["s"]
-            ratios = {k: v["s"] / m for k, v in best.items() if not k.startswith("m3leo")}
+            ratios = {k: v["s"] / m for k, v in best.items() if k not in (
+                "m3leo download 16", "m3leo download (default)")}  # fmt: skip
             print(f"{mine} speed vs " + ", ".join(f"{k}: {r:.2f}x" for k, r in ratios.items()))
         summary[f"{delay:g}ms"] = {k: statistics.median(r["s"] for r in v) for k, v in runs.items()}
     if args.full:
