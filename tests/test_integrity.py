@@ -214,6 +214,7 @@ def test_verify_repair_with_a_folder_in_a_files_place_repairs_the_rest(
         res = run(capsys, "verify", *SEL, "-m", "s1grd", "--repair")
     assert res.code == 1
     assert "Traceback" not in res.err
+    assert "0 missing, 1 corrupt, 1 refused" in res.err
     assert f"refused miniset/europe/{repo.tile_path('s1grd-2020', first)}: a folder is in" in (
         res.err
     )

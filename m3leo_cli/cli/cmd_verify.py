@@ -72,9 +72,10 @@ def verify_cmd(
     if json_out:
         print_json(rep.to_dict())
     elif not quiet:
+        refused = f", {len(rep.refused)} refused" if rep.refused else ""
         say(
             f"checked {rep.checked} files: {rep.ok} ok, {len(rep.missing)} missing, "
-            f"{len(rep.corrupt)} corrupt"
+            f"{len(rep.corrupt)} corrupt{refused}"
         )
         if rep.unpublished:
             say(not_published(len(rep.unpublished)) + ": nothing to check")
