@@ -55,3 +55,14 @@ def test_workers_hold_blas_and_openmp_to_one_thread(store) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
     batch = next(iter(loader))
     assert batch["blas"].tolist() == [1, 1] and batch["openmp"].tolist() == [1, 1]
+
+
+def test_collate_stacks_on_one_torch_thread_and_restores_it() -> None:
+    from m3leo_cli.train.threads import collate
+
+    before = torch.get_num_threads()
+    batch = [{"image": torch.full((2, 4, 4), float(i)), "tile_id": str(i)} for i in range(3)]
+    out = collate(batch)
+    want = torch.utils.data.default_collate(batch)
+    assert torch.equal(out["image"], want["image"]) and out["tile_id"] == ["0", "1", "2"]
+    assert torch.get_num_threads() == before

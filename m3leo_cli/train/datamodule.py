@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from .layers import DataSpec
+from .threads import collate
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -78,6 +79,7 @@ class M3leoDataModule(L.LightningDataModule):
             generator=gen,
             persistent_workers=self.num_workers > 0,
             pin_memory=self._on_cuda(),  # page-locked batches: the copy to the GPU overlaps
+            collate_fn=collate,  # stacked on one thread (train.threads)
         )
 
     def _on_cuda(self) -> bool:

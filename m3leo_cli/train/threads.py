@@ -6,8 +6,10 @@ process: on a 2-core machine a 2-worker loader fell to 0.82x the authors' loader
 worker process holds BLAS and OpenMP to one thread for its lifetime (its own process: nothing
 else shares it), and the main process, when it assembles samples itself
 (``loader.num_workers=0``), holds numpy's BLAS to one thread while it does so only, leaving
-torch's own OpenMP pool (the model) untouched. No environment variable is needed; without
-threadpoolctl installed nothing is limited.
+torch's own OpenMP pool (the model) untouched. :func:`collate` does the same for torch while
+a batch is stacked in the main process: a parallel copy of a 50 MB batch gains nothing on a
+small machine and leaves its OpenMP threads spinning against the next sample's decoding. No
+environment variable is needed; without threadpoolctl installed BLAS is not limited.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ def _setup() -> None:
         controller.limit(limits=1)  # the whole worker process, for good
     else:
         _state["controller"] = controller
+
+
+def collate(batch: Any) -> Any:
+    """``default_collate`` on one torch thread (in the main process; workers have one)."""
+    import torch
+    from torch.utils.data import default_collate, get_worker_info
+
+    if get_worker_info() is not None:
+        return default_collate(batch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return default_collate(batch)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager
