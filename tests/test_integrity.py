@@ -283,3 +283,19 @@ def test_a_writer_killed_mid_run_leaves_a_readable_record(tmp_path: Path) -> Non
     _record_many(str(tmp_path), 2, 5)  # the next writer
     f = tmp_path / "miniset" / "europe" / "p" / "dk2" / f"{4:013x}.tif"
     assert integrity.lookup(integrity.place_of(f)) is not None
+
+
+def test_a_damaged_record_is_set_aside_and_started_again(store: SourceInfo, data_dir: Path) -> None:
+    """The record is a cache: a database that is not one any more (power lost mid-write) costs
+    re-hashes against the manifest, never a failed read."""
+    tile, path = _tile(store, data_dir)
+    db = data_dir / ".m3leo" / "integrity" / "miniset" / "europe.sqlite"
+    for extra in db.parent.glob("europe.sqlite-*"):
+        extra.unlink()
+    db.write_bytes(b"this is not a database" * 200)
+    check_intact(path)  # re-hashed against the manifest, then recorded in a new database
+    assert db.with_name("europe.sqlite.damaged").exists()
+    assert integrity.lookup(integrity.place_of(path)).matches(path.stat())
+    path.write_bytes(_damaged(path.read_bytes()))
+    with pytest.raises(CorruptTileError):
+        check_intact(path)

@@ -10,13 +10,17 @@ The record is one SQLite database per edition and region::
     files(path TEXT PRIMARY KEY,   -- relative to <data_dir>/<edition>/<region>/
           size INTEGER, mtime_ns INTEGER, sha256 BLOB)   -- WITHOUT ROWID
 
-Why SQLite: a point lookup costs ~6 us and an insert ~12 us at any size (the full edition is
-~17 M files, ~120 bytes a row); many processes write through SQLite's own locks (WAL journal, a
-busy timeout), readers never wait for a writer, and a kill (even SIGKILL) loses nothing that
-was committed: each record is committed on its own (WAL with ``synchronous=NORMAL``: no fsync
-per record; the run's ``sync_store`` makes the WAL durable with the files it describes). A
-record is a cache, never the only truth: a file without one is re-hashed against the manifest
-on its next read, and recorded then.
+Why SQLite: a point lookup costs 4-10 us and an insert 12-50 us at any size (the full edition
+is ~17 M files, ~120 bytes a row); many processes and threads write through SQLite's own file
+locks (a busy timeout), and a kill (even SIGKILL) loses nothing that was committed: each record
+is committed on its own. The journal is a rollback journal kept in place (``PERSIST``) with
+``synchronous=OFF``: no fsync per record (the run's ``sync_store`` flushes the records with the
+files they describe), no file created per transaction, and only POSIX locks, which network
+filesystems honour where they honour the store lock; SQLite's faster-reading WAL mode needs
+memory shared between processes, which hosts sharing a store over NFS or Lustre (Dask workers)
+do not have. A record is a cache, never the only truth: a file without one is re-hashed against
+the manifest on its next read, and recorded then; a damaged database (power lost mid-write) is
+set aside as ``<db>.damaged`` and started again.
 
 Recording never fails the write it follows: a store whose state folder cannot be written (a
 read-only copy) just keeps no record, and its files are re-hashed when read.
@@ -96,32 +100,43 @@ def _find_root(folder: str) -> tuple[Path, str, str, str, str] | None:
 
 def _connect(db: str, *, create: bool) -> tuple[sqlite3.Connection, threading.Lock] | None:
     """This process's connection to ``db`` (None when it does not exist and ``create`` is
-    false). A database replaced on disk (a store deleted and made again) is reopened."""
-    try:
-        ino = os.stat(db).st_ino
-    except FileNotFoundError:
-        if not create:
-            return None
-        ino = -1
+    false). A database replaced on disk (a store deleted and made again, or a damaged record
+    set aside) is opened again."""
     key = (os.getpid(), db)  # a forked child (a DataLoader worker) opens its own
-    with _guard:
+    with _guard:  # stat and compare under the lock: a thread that saw no file yet must not
+        try:  # take the one another thread just made for a replaced database
+            ino: int | None = os.stat(db).st_ino
+        except FileNotFoundError:
+            if not create:
+                return None
+            ino = None
         got = _conns.get(key)
         if got is not None and got[1] == ino:
             return got[0], got[2]
         # a replaced database's old connection is dropped, not closed: another thread may be
         # inside it this moment (closing it under that thread crashes sqlite); it closes once
         # the last user lets go of it
-        if ino == -1:
-            os.makedirs(os.path.dirname(db), exist_ok=True)
+        os.makedirs(os.path.dirname(db), exist_ok=True)
         conn = sqlite3.connect(db, timeout=BUSY_MS / 1000, isolation_level=None,
                                check_same_thread=False)  # fmt: skip
         conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA journal_mode=PERSIST")
+        conn.execute("PRAGMA synchronous=OFF")
         conn.execute(_SCHEMA)
         lock = threading.Lock()
         _conns[key] = (conn, os.stat(db).st_ino, lock)
         return conn, lock
+
+
+def _damaged(db: str, exc: sqlite3.Error) -> None:
+    """Set a damaged record database aside (``<db>.damaged``): records are a cache, so the
+    next write starts a new one and reads re-hash against the manifest meanwhile."""
+    text = str(exc).lower()
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        try:
+            os.replace(db, f"{db}.damaged")
+        except OSError:
+            pass
 
 
 def lookup(place: Place) -> Record | None:
@@ -135,7 +150,10 @@ def lookup(place: Place) -> Record | None:
             row = conn.execute(
                 "SELECT size, mtime_ns, sha256 FROM files WHERE path = ?", (place.key,)
             ).fetchone()
-    except (sqlite3.Error, OSError):
+    except sqlite3.Error as exc:
+        _damaged(place.db, exc)
+        return None
+    except OSError:
         return None
     if row is None:
         return None
@@ -186,5 +204,7 @@ def record_many(
                         conn.execute("ROLLBACK")
                         raise
                     conn.execute("COMMIT")
-        except (sqlite3.Error, OSError):
-            continue  # a read-only store keeps no record: its files are re-hashed when read
+        except sqlite3.Error as exc:
+            _damaged(db, exc)  # a read-only store keeps no record: re-hashed when read
+        except OSError:
+            continue
