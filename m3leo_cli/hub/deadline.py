@@ -21,21 +21,21 @@ class DeadlineSocket:
     too. Everything else is the socket's own.
     """
 
-    __slots__ = ("_sock", "_conn", "_timeout")
+    __slots__ = ("_sock", "_conn", "_timeout", "_set")
 
     def __init__(self, sock: Any, conn: Any) -> None:
         self._sock, self._conn = sock, conn
-        self._timeout = sock.gettimeout()
+        self._timeout = self._set = sock.gettimeout()  # asked for; set on the socket now
 
     def _arm(self) -> None:
         left = self._conn.deadline - time.monotonic()
         if left <= 0:
             _state.deadline = True
             raise TimeoutError("the answer took longer than its deadline")
-        if self._timeout is None or left < self._timeout:
-            self._sock.settimeout(left)
-        elif self._sock.gettimeout() != self._timeout:
-            self._sock.settimeout(self._timeout)
+        want = left if self._timeout is None or left < self._timeout else self._timeout
+        if want != self._set:  # usually the per-read timeout, already set: no system call
+            self._sock.settimeout(want)
+            self._set = want
 
     def recv_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> int:
         self._arm()
@@ -51,7 +51,7 @@ class DeadlineSocket:
         return bytes(self._sock.recv(n, flags))
 
     def settimeout(self, value: float | None) -> None:
-        self._timeout = value
+        self._timeout = self._set = value
         self._sock.settimeout(value)
 
     def makefile(self, mode: str = "r", buffering: int | None = None, **_: Any) -> Any:

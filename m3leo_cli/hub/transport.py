@@ -77,7 +77,7 @@ def translate(
     """
     if not isinstance(exc, Exception) or isinstance(exc, ConfigError | TransportError):
         return exc  # KeyboardInterrupt and the like pass through unchanged
-    from http.client import IncompleteRead
+    from http.client import HTTPException, IncompleteRead
 
     from urllib3 import exceptions as u3
 
@@ -108,6 +108,12 @@ def translate(
         if connected and isinstance(cause, ConnectionResetError | BrokenPipeError):
             return ReadError(_reason(exc), url)
         return RemoteProtocolError(_reason(exc), url)
+    if isinstance(exc, IncompleteRead):  # http.client's own, from a body read directly
+        return RemoteProtocolError(
+            f"the connection ended with {exc.expected} bytes of the body missing", url
+        )
+    if isinstance(exc, HTTPException):
+        return RemoteProtocolError(f"malformed answer ({type(exc).__name__}: {exc})", url)
     if isinstance(exc, u3.HTTPError):
         return RemoteProtocolError(_reason(exc), url)
     if isinstance(exc, OSError):
