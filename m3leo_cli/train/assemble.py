@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import spec
-from .layers import IGNORE_INDEX, DataSpec
+from ..errors import TrainConfigError
+from .layers import IGNORE_INDEX, DataSpec, TargetSpec
 from .normstats import RunStats
 
 if TYPE_CHECKING:
@@ -57,14 +58,14 @@ class Assembler:
         data: DataSpec,
         inputs: Sequence[str],
         channels: Mapping[str, int],
-        target: str,
+        target: str | None,
         stats: Mapping[str, BandStats] | RunStats | None = None,
         normalized: bool = False,
     ) -> None:
         self.spec = data
         self.inputs = list(inputs)  # input datakinds, in channel order
         self.channels = dict(channels)  # datakind -> output channels
-        self.target = target  # target datakind
+        self.target = target  # target datakind (None: unlabelled samples, image only)
         # datakind -> statistics (one set), or a RunStats (per region with norm_scope=region)
         self.run_stats = stats if isinstance(stats, RunStats) else None
         self.stats: dict[str, BandStats] = {}
@@ -155,12 +156,17 @@ class Assembler:
             self._norm[key] = got
         return got
 
+    def _target_spec(self) -> TargetSpec:
+        if self.spec.target is None:
+            raise TrainConfigError("this experiment has no target (data.target is null)")
+        return self.spec.target
+
     def lut(self) -> np.ndarray:
         """Stored class code -> class index (IGNORE_INDEX for codes not in ``classes``)."""
         import numpy as np
 
         if self._lut is None:
-            codes = self.spec.target.classes
+            codes = self._target_spec().classes
             lut = np.full(max(max(codes) + 1, 65536), IGNORE_INDEX, dtype=np.int64)
             for i, code in enumerate(codes):
                 lut[code] = i
@@ -174,6 +180,8 @@ class Assembler:
         from ..export.resample import resample
         from ..tiles.model import datakind_nodata, decode_values
 
+        tspec = self._target_spec()
+        assert self.target is not None
         family = _family(self.target)
         if self.spec.preprocessing == "paper" and family.name in PAPER_RESIZED:
             return self._paper_resized(layer, family.name)
@@ -183,13 +191,13 @@ class Assembler:
         implied = datakind_nodata(data, family.name)
         if implied is not None:
             mask = implied if mask is None else (mask | implied)
-        if self.spec.target.task == "classification" and self.spec.preprocessing == "paper":
-            codes = np.asarray(self.spec.target.classes)  # their map: codes -> index, else 0
+        if tspec.task == "classification" and self.spec.preprocessing == "paper":
+            codes = np.asarray(tspec.classes)  # their map: codes -> index, else 0
             idx = np.zeros(data[0].shape, dtype=np.int64)
             for i, code in enumerate(codes):
                 idx[data[0] == code] = i
             return idx
-        if self.spec.target.task == "classification":
+        if tspec.task == "classification":
             lut = self.lut()
             if data.dtype.kind == "u" and data.dtype.itemsize <= 2:  # codes index the table
                 idx = lut[data[0]]
@@ -242,7 +250,7 @@ class Assembler:
     def sample(
         self,
         inputs: Mapping[str, LayerData | None],
-        target: LayerData,
+        target: LayerData | None,
         tile_id: str,
         bounds: Sequence[float] | None,
         region: str | None = None,
@@ -258,8 +266,9 @@ class Assembler:
             self.input_array(d, inputs.get(d), image[start : start + n], region)
             start += n
         out: dict[str, Any] = {"image": torch.from_numpy(image)}
-        key = "mask" if self.spec.target.task == "classification" else "target"
-        out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))
+        if target is not None and self.spec.target is not None:
+            key = "mask" if self.spec.target.task == "classification" else "target"
+            out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))
         out["tile_id"] = tile_id
         b = [float("nan")] * 4 if bounds is None else [float(v) for v in bounds]
         out["bounds"] = torch.tensor(b, dtype=torch.float64)

@@ -52,7 +52,24 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         raise TrainConfigError(
             f"model.weight_decay must be 0 or more, not {wd}", "e.g. model.weight_decay=0"
         )
-    if model.get("name", "unet") == "unet":
+    name = model.get("name", "unet")
+    if name not in ("unet", "mae"):
+        raise TrainConfigError(f"unknown model.name {name!r}", "use model.name=unet or mae")
+    if name == "mae":
+        size, patch = _number(data, "size", 448, int), _number(model, "patch_size", 16, int)
+        if patch < 1 or size % patch or size // patch < 4:
+            raise TrainConfigError(
+                f"data.size={size} must be a multiple of model.patch_size={patch} with at least "
+                "4 patches a side",
+                "e.g. data.size=448 model.patch_size=16",
+            )
+        width, heads = _number(model, "hidden_dim", 768, int), _number(model, "num_heads", 12, int)
+        if heads < 1 or width % heads:
+            raise TrainConfigError(
+                f"model.hidden_dim={width} must be a multiple of model.num_heads={heads}",
+                "e.g. model.hidden_dim=768 model.num_heads=12",
+            )
+    if name == "unet":
         depth = _number(model, "depth", 4, int)
         base = _number(model, "base_channels", 32, int)
         if depth < 1 or base < 1:

@@ -36,7 +36,7 @@ class SplitPlan:
     split: str
     samples: list[Sample]
     inputs: list[str]  # input datakinds, in channel order
-    target: str  # target datakind
+    target: str | None  # target datakind (None: unlabelled, MAE pre-training)
     channels: dict[str, list[str]]  # input datakind -> channel names
     no_target: int = 0  # tiles left out: no target file
     no_input: dict[str, int] = field(default_factory=dict)  # tiles left out per missing input
@@ -69,7 +69,8 @@ def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
     sel = Selection(edition=data.edition, regions=data.regions, splits=(split,))
     tokens = [i.modality for i in data.inputs]
     try:
-        plan = plan_from_catalog(settings, sel, tokens, [data.target.modality], allow_missing=True)
+        labels = [data.target.modality] if data.target is not None else []
+        plan = plan_from_catalog(settings, sel, tokens, labels, allow_missing=True)
     except EmptySelectionError as exc:
         if exc.hint.startswith("download"):
             raise
@@ -78,12 +79,16 @@ def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
             f"holds no local tile ({exc.message})"
         ) from None
     names = [lay.name for lay in plan.layers]
-    target = _unique(data.target.modality, names, "data.target.modality")
+    target = (
+        None
+        if data.target is None
+        else _unique(data.target.modality, names, "data.target.modality")
+    )
     inputs = [_unique(t, [n for n in names if n != target], "data.inputs.modality") for t in tokens]
     kept: list[Sample] = []
     no_target, no_input = 0, {d: 0 for d in inputs}
     for s in plan.samples:
-        if target not in s.files:
+        if target is not None and target not in s.files:
             no_target += 1
             continue
         lacking = [d for d in inputs if d not in s.files]
@@ -92,7 +97,7 @@ def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
         if lacking and not data.allow_missing:
             continue
         kept.append(s)
-    if not any(target in s.files for s in plan.samples):
+    if target is not None and not any(target in s.files for s in plan.samples):
         if target in plan.not_local:
             raise NoLabelsError(
                 f"the target {target} is not downloaded for the {split} split",
@@ -177,7 +182,8 @@ class StoreDataset:
         )
         self.transforms = transforms
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(self.plan.inputs)}
-        self.tokens[self.plan.target] = (data.target.band,)
+        if self.plan.target is not None and data.target is not None:
+            self.tokens[self.plan.target] = (data.target.band,)
         self._nc: dict[str, Any] = {}  # datakind -> ncfast.NcPlan | None (built on first use)
 
     @property
@@ -231,7 +237,8 @@ class StoreDataset:
                     "e.g. unwrappedPhase:days=0-60",
                 )
             layers[d] = layer
-        target = self._read(s.files[self.plan.target].path, self.plan.target)
+        t = self.plan.target
+        target = None if t is None else self._read(s.files[t].path, t)
         sample = self.assembler.sample(layers, target, s.tile_id, s.bounds, s.region)
         return self.transforms(sample) if self.transforms else sample
 

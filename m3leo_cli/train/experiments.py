@@ -114,7 +114,8 @@ def compose(overrides: Sequence[str]) -> Composed:
         GlobalHydra.instance().clear()
     assert isinstance(plain, dict)
     config: dict[str, Any] = {str(k): v for k, v in plain.items()}
-    if not config.get("data", {}).get("inputs") or not config["data"].get("target"):
+    unlabelled = (config.get("model") or {}).get("name") == "mae"  # MAE pre-training: no target
+    if not config.get("data", {}).get("inputs") or not (config["data"].get("target") or unlabelled):
         raise TrainConfigError(
             "no experiment chosen: the config names no inputs or target",
             "pick one, e.g. experiment=esawc/s1grd (`m3leo train --list` shows them all)",

@@ -116,6 +116,11 @@ class ExportDataset(torch.utils.data.IterableDataset):
             )
         self.layers = {lay["name"]: lay for lay in meta["layers"]}
         names = list(self.layers)
+        if data.target is None:
+            raise TrainConfigError(
+                "an unlabelled experiment (MAE pre-training) reads the store, not an export",
+                "leave data.export out",
+            )
         target = self._one(data.target.modality, names)
         inputs = [self._one(i.modality, [n for n in names if n != target]) for i in data.inputs]
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(inputs)}
@@ -205,7 +210,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
         """The selected bands of one exported layer (all bands for the target's band token)."""
         import numpy as np
 
-        if name == self.assembler.target:
+        if name == self.assembler.target and self.data.target is not None:
             wanted: list[str | None] = list(select_bands([self.data.target.band], bands, name))
         else:
             wanted = select_bands(self.tokens[name], bands, name)
@@ -286,6 +291,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
+        assert self.assembler.target is not None  # unlabelled experiments are refused above
         wanted = [*self.assembler.inputs, self.assembler.target]
         meta = {d: pf.schema_arrow.field(d).metadata for d in wanted}
         field_bands = {d: json.loads(m[b"bands"]) for d, m in meta.items()}

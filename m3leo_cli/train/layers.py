@@ -53,7 +53,7 @@ class DataSpec:
     """Everything the datasets need to turn tiles into samples."""
 
     inputs: tuple[InputSpec, ...]
-    target: TargetSpec
+    target: TargetSpec | None  # None: unlabelled (MAE pre-training)
     size: int = 64  # every layer is resampled onto size x size over the tile footprint
     normalize: bool = True  # inputs only, with the statistics `m3leo stats --bands` saved
     allow_missing: bool = False  # keep tiles lacking an input (that input is then all zeros)
@@ -70,23 +70,23 @@ def data_spec(cfg: Mapping[str, Any]) -> DataSpec:
     try:
         inputs = tuple(InputSpec(str(i["modality"]), _tuple(i.get("bands"))) for i in cfg["inputs"])
         t = cfg["target"]
-        target = TargetSpec(
+        target = None if t is None else TargetSpec(
             str(t["modality"]),
             str(t["band"]),
             str(t.get("task", "classification")),
             tuple(int(c) for c in t.get("classes") or ()),
-        )
+        )  # fmt: skip
     except (KeyError, TypeError) as exc:
         raise TrainConfigError(
             f"the data section needs inputs (modality, bands) and a target: missing {exc}"
         ) from None
     if not inputs:
         raise TrainConfigError("data.inputs is empty: name at least one input layer")
-    if target.task not in TASKS:
+    if target is not None and target.task not in TASKS:
         raise TrainConfigError(
             f"unknown data.target.task {target.task!r}", f"use one of {', '.join(TASKS)}"
         )
-    if target.task == "classification" and not target.classes:
+    if target is not None and target.task == "classification" and not target.classes:
         raise TrainConfigError(
             "a classification target needs data.target.classes (the stored class codes)"
         )

@@ -117,11 +117,31 @@ def _loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
     return out
 
 
+def _mae(m: dict[str, Any], data: Any, channels: int, init: bool) -> Any:
+    """The MAE pre-training module (no target) or a fine-tuning one (``model.init``)."""
+    from .mae import MaeFinetune, MaePretrain
+
+    keys = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "lr", "weight_decay")
+    common = {k: m[k] for k in keys if k in m}
+    if data.target is None:
+        extra = ("mask_ratio", "decoder_dim", "decoder_layers", "decoder_heads", "augment")
+        return MaePretrain(channels, data.size, **common, **{k: m[k] for k in extra if k in m})
+    model = MaeFinetune(channels, data.size, data.target.task, data.target.num_classes, **common)
+    if init and m.get("init"):
+        model.load_encoder(str(m["init"]))
+    return model
+
+
 def build(
-    cfg: dict[str, Any], settings: Settings | None, stats: Any = None, split: str = "train"
+    cfg: dict[str, Any],
+    settings: Settings | None,
+    stats: Any = None,
+    split: str = "train",
+    init: bool = True,
 ) -> tuple[Any, Any]:
     """(datamodule, model) from a resolved config; dataset errors surface here. The model's
-    input channels are counted on ``split`` (``evaluate`` never needs the train split)."""
+    input channels are counted on ``split`` (``evaluate`` never needs the train split);
+    ``init``: load ``model.init``'s pre-trained encoder (MAE fine-tuning)."""
     from .datamodule import M3leoDataModule
     from .layers import data_spec
     from .tasks import M3leoTask
@@ -138,8 +158,12 @@ def build(
         stats=stats,
     )
     m = cfg.get("model") or {}
-    if m.get("name", "unet") != "unet":
-        raise TrainConfigError(f"unknown model.name {m.get('name')!r}", "use model.name=unet")
+    if m.get("name", "unet") == "mae":
+        return dm, _mae(m, data, len(dm.dataset(split).channel_names), init)
+    if data.target is None:
+        raise TrainConfigError(
+            "a UNet needs a target (data.target)", "pick an experiment, e.g. experiment=esawc/s1grd"
+        )
     model = M3leoTask(
         len(dm.dataset(split).channel_names),
         data.target.task,
@@ -322,12 +346,11 @@ def evaluate(
     import torch
 
     from .normstats import read_run_stats
-    from .tasks import M3leoTask
 
     stats = read_run_stats(run_dir)
     with quiet_lightning():
-        dm, _ = build(cfg, settings, stats, split=split)
-        model = M3leoTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+        dm, fresh = build(cfg, settings, stats, split=split, init=False)
+        model = type(fresh).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
         model.stage_names["test"] = split  # logged as val_* / train_* when scoring those
         trainer = L.Trainer(
             accelerator=(cfg.get("trainer") or {}).get("accelerator", "auto"),
