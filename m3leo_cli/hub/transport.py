@@ -1,15 +1,23 @@
-"""The Hub engine's errors: :class:`TransportError` and its kinds, each carrying the URL of
-the hop that failed, and the one translation from what urllib3, ``socket`` or ``ssl`` raised
-into them (:func:`translate`). The client (:mod:`.client`) maps these to the user's errors."""
+"""What the Hub engine trusts of an answer, and how it fails: :class:`TransportError` and its
+kinds (each carrying the URL of the hop), the one translation from what urllib3, ``socket``,
+``ssl`` or ``http.client`` raised into them (:func:`translate`), and the strict reading of an
+answer's headers (:func:`strict_headers`). The client (:mod:`.client`) maps the errors to the
+user's."""
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 
 state = threading.local()  # per thread: whether the last read failed on its deadline
+_LENGTH = re.compile(r"[0-9]{1,19}")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+BAD_CHARS = re.compile(r"[\r\n\x00]")
+_JOINED = frozenset({"link"})  # repeated, these are one list; other names keep their first value
 
 
 class TransportError(Exception):
@@ -133,3 +141,56 @@ def _reason(exc: BaseException) -> str:
     if "ssl" in type(inner or exc).__name__.lower() or "CERTIFICATE" in text:
         return text
     return text or type(exc).__name__
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive view of an answer's headers (names listed in lower case; a repeated
+    header keeps its first value, but ``Link`` values are joined by ", ")."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._fields.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
+def strict_headers(pairs: Any, url: str) -> Headers:
+    """The answer's headers, or a :class:`RemoteProtocolError` for bytes no honest server
+    sends: CR, LF or NUL in a name or value, a malformed or conflicting Content-Length, or a
+    Content-Length beside Transfer-Encoding (one answer's bytes could pass for another's)."""
+    fields: dict[str, str] = {}
+    lengths: set[str] = set()
+    for raw_name, raw_value in pairs:
+        name = raw_name.lower()
+        value = _FOLD.sub(" ", raw_value).strip(" \t") if "\n" in raw_value else raw_value
+        if BAD_CHARS.search(name) or BAD_CHARS.search(value):
+            raise RemoteProtocolError(f"header {name!r} carries CR, LF or NUL: {value!r}", url)
+        if name == "content-length":
+            for part in value.split(","):
+                if not _LENGTH.fullmatch(part.strip(" \t")):
+                    raise RemoteProtocolError(f"malformed Content-Length {value[:40]!r}", url)
+                lengths.add(part.strip(" \t").lstrip("0") or "0")
+        if name in fields:
+            if name in _JOINED:
+                fields[name] += ", " + value
+            continue
+        fields[name] = value
+    if len(lengths) > 1:
+        raise RemoteProtocolError(f"conflicting Content-Length values {sorted(lengths)}", url)
+    if lengths and "transfer-encoding" in fields:
+        raise RemoteProtocolError("Content-Length beside Transfer-Encoding", url)
+    return Headers(fields)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from http.client import IncompleteRead
 from typing import Any
 
@@ -43,9 +43,11 @@ from ..errors import ConfigError
 from .deadline import connection_classes
 from .netenv import proxy_for, redact_proxy, split_userinfo, ssl_context
 from .transport import (  # re-exported: the engine's errors live beside it
+    BAD_CHARS,
     AnswerTooLarge,
     ConnectError,
     ConnectTimeout,
+    Headers,
     ProxyError,
     ReadError,
     ReadTimeout,
@@ -55,6 +57,7 @@ from .transport import (  # re-exported: the engine's errors live beside it
     UnsupportedProtocol,
     stale,
     state,
+    strict_headers,
     translate,
 )
 
@@ -77,66 +80,9 @@ __all__ = [
 
 _LINK = re.compile(r"<([^>]*)>\s*;([^,]*)")
 _REL = re.compile(r'rel\s*=\s*"?([^";]+)"?')
-_LENGTH = re.compile(r"[0-9]{1,19}")
-_FOLD = re.compile(r"\r?\n[ \t]+")
-_BAD_CHARS = re.compile(r"[\r\n\x00]")
 STEP = 65536  # bytes asked of the connection in one call (a socket read, or four TLS records)
 FILL_SECONDS = 0.25  # a read that has bytes returns after this, full or not (progress, Ctrl-C)
 _DISCARD_MAX = 65536  # a redirect or error body up to this size is read so the connection stays
-_JOINED = frozenset({"link"})  # repeated, these are one list; other names keep their first value
-
-
-class Headers(Mapping[str, str]):
-    """Case-insensitive view of an answer's headers (names listed in lower case; a repeated
-    header keeps its first value, but ``Link`` values are joined by ", ")."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        self._fields = fields
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._fields.get(name.lower(), default)
-
-    def __getitem__(self, name: str) -> str:
-        return self._fields[name.lower()]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-
-def strict_headers(pairs: Any, url: str) -> Headers:
-    """The answer's headers, or a :class:`RemoteProtocolError` for bytes no honest server
-    sends: CR, LF or NUL in a name or value, a malformed or conflicting Content-Length, or a
-    Content-Length beside Transfer-Encoding (one answer's bytes could pass for another's)."""
-    fields: dict[str, str] = {}
-    lengths: set[str] = set()
-    for raw_name, raw_value in pairs:
-        name = raw_name.lower()
-        value = _FOLD.sub(" ", raw_value).strip(" \t") if "\n" in raw_value else raw_value
-        if _BAD_CHARS.search(name) or _BAD_CHARS.search(value):
-            raise RemoteProtocolError(f"header {name!r} carries CR, LF or NUL: {value!r}", url)
-        if name == "content-length":
-            for part in value.split(","):
-                if not _LENGTH.fullmatch(part.strip(" \t")):
-                    raise RemoteProtocolError(f"malformed Content-Length {value[:40]!r}", url)
-                lengths.add(part.strip(" \t").lstrip("0") or "0")
-        if name in fields:
-            if name in _JOINED:
-                fields[name] += ", " + value
-            continue
-        fields[name] = value
-    if len(lengths) > 1:
-        raise RemoteProtocolError(f"conflicting Content-Length values {sorted(lengths)}", url)
-    if lengths and "transfer-encoding" in fields:
-        raise RemoteProtocolError("Content-Length beside Transfer-Encoding", url)
-    return Headers(fields)
 
 
 class Response:
@@ -338,7 +284,7 @@ class Wire:
         if not host.isascii():
             raise UnsupportedProtocol(f"host {host!r} is not an ASCII (IDNA) name", url)
         for name, value in headers.items():
-            if _BAD_CHARS.search(value) or _BAD_CHARS.search(name):
+            if BAD_CHARS.search(value) or BAD_CHARS.search(name):
                 raise ConfigError(
                     f"the request header {name!r} holds a line break or NUL",
                     "check the token (HF_TOKEN, --token, the stored token) and the settings "
