@@ -107,8 +107,12 @@ def _clear(out: Path) -> None:
         (out / METADATA).unlink()
     state = out / STATE_DIR
     for p in state.iterdir() if state.is_dir() else ():
-        if not p.name.startswith(LOCK_PREFIX):  # the locks are held (ours among them)
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if p.name.startswith(LOCK_PREFIX):
+            continue  # the locks are held (ours among them): removing one would free it
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
