@@ -198,7 +198,8 @@ def describe(entry: dict[str, Any]) -> str:
     which = f"the {'+'.join(splits)} split" if splits else "every split"
     regions = "/".join(entry.get("regions") or []) or "?"
     sample = entry.get("sample")
-    tiles = f"{entry.get('tiles', '?')} tiles" + (f", sample of <= {sample}" if sample else "")
+    n = entry.get("tiles", "?")
+    tiles = f"{n} tile{'' if n == 1 else 's'}" + (f", sample of <= {sample}" if sample else "")
     subset = ", a subset: --limit/--tiles/--bbox" if entry.get("subset") else ""
     return f"{which} of {regions} ({tiles}{subset})"
 
