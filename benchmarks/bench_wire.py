@@ -102,7 +102,9 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, start time on the epoch clock nginx logs with)."""
     os.sync()  # the previous client's dirty pages are not this one's to write back
     t_epoch, t0 = time.time(), time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    res = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if res.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:2])} failed ({res.returncode}):\n{res.stderr.decode()[-2000:]}")
     return time.perf_counter() - t0, t_epoch
 
 
