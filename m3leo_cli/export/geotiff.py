@@ -20,6 +20,7 @@ from typing import Any
 
 from ..checksum import file_hexdigest
 from ..errors import TileError
+from ..store.layout import open_in_folder
 from .base import Exporter, Failure, Unit, UnitResult
 from .outputs import discard, disk_full, is_disk_full, part_path, promote, sha256_file
 from .samples import LayerFile, Sample
@@ -52,7 +53,8 @@ def link_or_copy(src: Path, dst: Path, *, link: bool = False) -> str:
 def copy_file(src: Path, dst: Path) -> None:
     """A byte copy that shares no inode with ``src``: ``copy_file_range`` first (the kernel
     copies, or reflinks where the filesystem can), ``shutil.copyfile`` where it is refused."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    new = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # open_in_folder: O_EXCL, never via a link
+    with open(src, "rb") as fin, os.fdopen(open_in_folder(dst, new, 0o666), "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         done = 0
         try:

@@ -12,8 +12,10 @@ from typing import BinaryIO
 
 from ..checksum import file_hexdigest
 from ..errors import DiskFullError
+from ..store.layout import open_in_folder
 
 PART = ".part"
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)  # O_EXCL|O_NOFOLLOW added
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -52,7 +54,7 @@ def writing(final: Path) -> Iterator[BinaryIO]:
     final.parent.mkdir(parents=True, exist_ok=True)
     discard(part)  # a stale part (or a link planted there) is never appended to
     try:
-        with open(part, "wb") as fh:
+        with os.fdopen(open_in_folder(part, _NEW, 0o666), "wb") as fh:  # never through a link
             yield fh
     except OSError as exc:
         discard(part)

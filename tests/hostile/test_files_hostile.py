@@ -317,3 +317,27 @@ def test_full_edition_shards_whose_ranges_get_garbage_fall_back_and_a_bad_folder
     assert res.code == 1
     summary = json.loads(res.out)
     assert summary["failed"] == len(tiles)  # every tile of the datakind lives in that folder
+
+
+def test_export_outputs_never_write_through_a_link_at_a_part(tmp_path):
+    """Issue 23 item 2 for local export targets: a link planted at an output's .part (or at
+    the copy a geotiff export makes) is removed, never written through."""
+    from m3leo_cli.export.geotiff import copy_file
+    from m3leo_cli.export.outputs import commit, writing
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    final = tmp_path / "out" / "train-000000.npz"
+    final.parent.mkdir()
+    (tmp_path / "out" / "train-000000.npz.part").symlink_to(victim)
+    with writing(final) as fh:
+        fh.write(b"sample bytes")
+    commit(final)
+    assert victim.read_bytes() == b"precious" and final.read_bytes() == b"sample bytes"
+    src = tmp_path / "tile.tif"
+    src.write_bytes(b"tile")
+    dst = tmp_path / "out" / "tile.tif.part"
+    dst.symlink_to(victim)
+    copy_file(src, dst)
+    assert victim.read_bytes() == b"precious" and dst.read_bytes() == b"tile"
+    assert not dst.is_symlink()
