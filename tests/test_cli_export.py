@@ -422,3 +422,29 @@ def test_a_second_run_of_the_same_export_into_one_out_is_refused(
     res = run(capsys, *args)
     assert res.code == 0, res.err
     assert (out / "metadata.json").exists()
+
+
+def test_a_tile_no_reader_can_open_is_that_samples_failure_and_the_rest_export(
+    capsys, store: SourceInfo, data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 23 item 1 for exports: whatever a reader raises for one tile (here a valid HDF5
+    file with none of gssic's variables in a tile's place) is that sample's counted failure;
+    the other samples are written and the command exits 1."""
+    import h5py
+
+    nc = next((data_dir / "miniset" / "europe").rglob("gssic/*.nc"))
+    nc.unlink()
+    with h5py.File(nc, "w") as f:
+        f["other"] = np.zeros(3)
+    import hashlib
+
+    from m3leo_cli.store.integrity import record
+
+    record(nc, hashlib.sha256(nc.read_bytes()).digest())  # as if it had arrived like this
+    out = tmp_path / "x"
+    res = run(capsys, "export", *SEL, "-m", "gssic", "--format", "npz", "--out", str(out),
+              "--json")  # fmt: skip
+    assert res.code == 1, res.err
+    doc = json.loads(res.out)
+    assert len(doc["failed"]) == 1 and nc.stem in json.dumps(doc["failed"]), doc["failed"]
+    assert "changed since" not in doc["failed"][0]["reason"], doc["failed"]  # the reader's own

@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import TileError
+from ..errors import M3leoError, TileError, unit_reason
 from .base import ExportOptions, Failure
 from .convert import convert
 from .resample import resample
@@ -101,12 +101,17 @@ def decode_sample(
         lf = sample.files.get(lay.name)
         if lf is None:
             continue
+        why: str | None = None
         try:
             tile = read_tile(lf.path, lay.name)
-        except TileError as exc:
-            return Failure(
-                sample.tile_id, sample.split, sample.region, lay.name, str(lf.path), exc.message
-            )
+        except M3leoError as exc:
+            if not isinstance(exc, TileError):
+                raise  # a run-wide problem (settings, a full disk): not this sample's
+            why = exc.message
+        except Exception as exc:  # anything a reader library raises is this sample's failure
+            why = unit_reason(exc)
+        if why is not None:
+            return Failure(sample.tile_id, sample.split, sample.region, lay.name, str(lf.path), why)
         data, mask = tile.data, tile.nodata
         source_dtype = str(data.dtype)
         if options.resample:
