@@ -73,6 +73,7 @@ def verify_cmd(
         print_json(rep.to_dict())
     elif not quiet:
         refused = f", {len(rep.refused)} refused" if rep.refused else ""
+        refused = (f", {len(rep.linked)} linked" if rep.linked else "") + refused
         say(
             f"checked {rep.checked} files: {rep.ok} ok, {len(rep.missing)} missing, "
             f"{len(rep.corrupt)} corrupt{refused}"
@@ -83,6 +84,8 @@ def verify_cmd(
             say(f"missing {p}")
         for p in rep.corrupt[:20]:
             say(f"corrupt {p}")
+        for p in rep.linked[:20]:
+            say(f"linked {p}: a link or a hard link; an edit made elsewhere would edit the store")
         for p, why in rep.refused:
             say(f"refused {p}: {why}")
         if rep.unchecked and sel.edition == "full":
@@ -112,7 +115,7 @@ def verify_cmd(
                 "with --repair",
             )
         raise ChecksumMismatchError(
-            f"{rep.problems} selected file(s) are missing or corrupt",
+            f"{rep.problems} selected file(s) are missing, corrupt or linked",
             "re-run `m3leo ingest` (or `m3leo gee`) for that datakind: your own files have no "
             "source to repair from"
             if sel.edition == "local"

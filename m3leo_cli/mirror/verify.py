@@ -37,6 +37,9 @@ class VerifyReport:
     bytes: int = 0  # bytes hashed
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)  # wrong size or checksum
+    # a symlink at the file's path, or a file sharing its inode with another name (a hard
+    # link): an edit made through the other name edits the store; never "ok"
+    linked: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # manifest has no checksum (size only)
     parts: list[str] = field(default_factory=list)  # stray .part files under the regions
     # full edition: listed in _parquet.csv, but the shard index shows the shard lacks them
@@ -46,7 +49,7 @@ class VerifyReport:
 
     @property
     def problems(self) -> int:
-        still = len(self.missing) + len(self.corrupt)
+        still = len(self.missing) + len(self.corrupt) + len(self.linked)
         if self.repaired is not None:
             still = self.repaired.failed
         return still + len(self.refused)  # a refused path is never repaired
@@ -64,9 +67,11 @@ BLOCKED = "a folder is in the file's place: move it away, then re-run with --rep
 
 def _check(job: FileJob, has_checksum: bool) -> str:
     try:
-        st = job.dest.stat()
+        st = job.dest.lstat()  # the name itself: a link is reported, not followed
     except (FileNotFoundError, NotADirectoryError):
         return "missing"
+    if stat.S_ISLNK(st.st_mode):
+        return "linked"  # links out of the store are refused before this (safe_join)
     if not stat.S_ISREG(st.st_mode):
         return "blocked"  # a folder (or another non-file): nothing to hash, nothing to unlink
     if job.size >= 0 and st.st_size != job.size:
@@ -76,6 +81,8 @@ def _check(job: FileJob, has_checksum: bool) -> str:
     digest = hash_file(job.dest, job.checksum_kind, job.size).digest()
     if digest != job.checksum:
         return "corrupt"
+    if st.st_nlink > 1:
+        return "linked"  # right bytes, but another name can change them
     if job.checksum_kind == "sha256":
         record(job.dest, digest, st)  # verified now: later reads check it with one stat
     return "ok"
@@ -171,7 +178,7 @@ def verify(
         rep.missing = [p for p in rep.missing if p not in gone]
         rep.checked -= len(rep.unpublished)  # there is no file to check
     rep.parts = [str(p) for p in stray_parts(settings, selection.edition, regions)]
-    if repair and (rep.missing or rep.corrupt):
+    if repair and (rep.missing or rep.corrupt or rep.linked):
         tile_ids = {
             f"{r['edition']}/{r['region']}/{r['path']}": str(r["tile_id"])
             for r in rows
@@ -194,10 +201,11 @@ def _repair(
     from ..fetch.plan import finish
     from .download import download
 
-    bad = set(rep.missing) | set(rep.corrupt)
+    bad = set(rep.missing) | set(rep.corrupt) | set(rep.linked)
+    gone = set(rep.corrupt) | set(rep.linked)
     for job, _ in pairs:
-        if job.label in set(rep.corrupt):
-            job.dest.unlink(missing_ok=True)  # a wrong file at a final path must go
+        if job.label in gone:  # a wrong file, a link or a shared name at a final path goes;
+            job.dest.unlink(missing_ok=True)  # the other name of a hard link keeps its bytes
     bad_tiles = sorted({tile_ids[lbl] for lbl in bad if lbl in tile_ids})
     if selection.edition == "full" and bad_tiles:
         # full-edition tiles come out of shards: the whole full download path fetches them

@@ -341,3 +341,30 @@ def test_export_outputs_never_write_through_a_link_at_a_part(tmp_path):
     copy_file(src, dst)
     assert victim.read_bytes() == b"precious" and dst.read_bytes() == b"tile"
     assert not dst.is_symlink()
+
+
+def test_verify_reports_links_and_hard_links_and_repair_gives_own_copies(
+    capsys, srv, info, data_dir, tmp_path, monkeypatch
+):
+    """Issue 23 item 2: `verify` never calls a link, or a file whose bytes another name can
+    change (a hard link out of the store), ok; --repair gives the store its own copies."""
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    assert run(capsys, "download", *ARGS).code == 0
+    region = data_dir / "miniset" / "europe"
+    tiles = _tiles(info)
+    outside = tmp_path / "elsewhere.nc"
+    os.link(region / tiles[0], outside)  # a hard link out of the store
+    (region / tiles[1]).unlink()
+    (region / tiles[1]).symlink_to(region / tiles[2])  # a link inside the store
+    res = run(capsys, "verify", *ARGS, "--json")
+    assert res.code == 1
+    doc = json.loads(res.out)
+    assert sorted(doc["linked"]) == sorted(f"miniset/europe/{t}" for t in tiles[:2])
+    assert doc["ok"] == len(expected_files(info, "gssic")) - 2
+    res = run(capsys, "verify", *ARGS, "--repair")
+    assert res.code == 0, res.err
+    for t in tiles[:2]:
+        st = (region / t).lstat()
+        assert st.st_nlink == 1 and not (region / t).is_symlink()
+    assert outside.read_bytes() == (region / tiles[0]).read_bytes()  # its bytes, its own inode
+    assert run(capsys, "verify", *ARGS).code == 0
