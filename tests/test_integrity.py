@@ -266,7 +266,8 @@ def test_a_writer_killed_mid_run_leaves_a_readable_record(tmp_path: Path) -> Non
     code = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_integrity import _record_many\n"
-        f"_record_many({str(tmp_path)!r}, 0, 50); print('half', flush=True)\n"
+        f"_record_many({str(tmp_path)!r}, 0, 50)\n"
+        "from m3leo_cli.store.integrity import flush; flush(); print('half', flush=True)\n"
         f"_record_many({str(tmp_path)!r}, 1, 100000)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -299,3 +300,32 @@ def test_a_damaged_record_is_set_aside_and_started_again(store: SourceInfo, data
     path.write_bytes(_damaged(path.read_bytes()))
     with pytest.raises(CorruptTileError):
         check_intact(path)
+
+
+def test_files_downloaded_by_child_processes_are_recorded(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are buffered per process: a download's child processes write theirs when they
+    finish, so every file of a two-process download has its record."""
+    from dl_helpers import expected_files, serve, settings_for
+    from dl_helpers import source as dl_source
+
+    from m3leo_cli.fetch import processes
+    from m3leo_cli.mirror.download import download
+    from m3leo_cli.selection import build_selection
+
+    monkeypatch.setattr(processes, "MIN_FILES_PER_PROCESS", {"fork": 1, "spawn": 1})
+    info = dl_source(tmp_path_factory)
+    sel = build_selection(edition="miniset", regions=["europe"], modalities=["gssic", "s1grd"])
+    with serve(info) as srv:
+        res = download(settings_for(srv, tmp_path, processes=2), sel, workers=4)
+    want = {**expected_files(info, "gssic"), **expected_files(info, "s1grd-2020")}
+    assert res.downloaded == len(want) > 0
+    import hashlib
+
+    for rel, body in want.items():
+        f = tmp_path / "miniset" / "europe" / rel
+        got = integrity.lookup(integrity.place_of(f))
+        assert got is not None and got.matches(f.stat()), rel
+        if rel.endswith((".tif", ".nc")):  # LFS files: sha256 (small text files: git sha1)
+            assert got.sha256 == hashlib.sha256(body).digest()

@@ -26,6 +26,7 @@ from .. import spec
 from ..errors import DiskFullError, ShardError, StoreError, UnsafePathError
 from ..progress import ProgressCallback, ProgressEvent, no_progress
 from ..selection import TILE_ID_RE
+from ..store.integrity import flush as flush_records
 from ..store.integrity import record
 from ..store.journal import start_writeback
 from ..store.layout import open_in_folder, safe_join
@@ -235,6 +236,7 @@ def unpack_parquet(
                 after_row_group(rg, paths)
     if rules.expected is not None:
         report.missing = sorted(set(rules.expected) - seen)
+    flush_records()  # this shard's integrity records, now (a Dask worker may live on idle)
     return report
 
 

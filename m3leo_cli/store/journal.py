@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .integrity import flush as flush_records
 from .layout import Store, write_text_atomic
 
 CHECKPOINT_SECONDS = 30.0  # sync at least this often during a long run
@@ -69,6 +70,7 @@ class RunJournal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        flush_records()  # the integrity records of this run's files, synced with them
         sync_store(self.store)  # everything this run wrote is on disk now
         if self.suspects:  # checked by this run, or written again by it (and now synced)
             left = {s for s in self.suspects - self._cleared if not self._rewritten(s)}
@@ -102,6 +104,7 @@ class RunJournal:
                 return
             self._last = now
             began = time.time()
+            flush_records()
             sync_store(self.store)
             self._mark(began)  # files older than this are on disk
 
