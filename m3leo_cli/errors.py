@@ -364,9 +364,7 @@ class StatsNotFoundError(TileError):
     default_hint = "compute them first with `m3leo stats --bands` (same --edition and --modality)"
 
 
-class StatsMismatchError(TileError):
-    """Saved band statistics describe another selection than the one being normalised."""
-
+class StatsMismatchError(TileError):  # saved statistics of another selection
     exit_code = 2
     default_hint = "recompute them: m3leo stats --bands (same --edition, --region, --split train)"
 

@@ -45,7 +45,7 @@ def stats_cmd(
         False,
         "--bands",
         help="Per-band statistics of the selected local tiles, of the train split unless "
-        "--split is given (saved for export --normalize and train).",
+        "--split is given (saved for m3leo export --normalize and m3leo train).",
     ),
     percentiles: str = typer.Option("2,50,98", "--percentiles", help="With --bands: which ones."),
     engine: EngineOpt = None,
@@ -78,13 +78,15 @@ def stats_cmd(
     if bands:
         from .bands_view import run_band_stats
 
-        if not sel.splits:  # normalisation statistics come from the train split alone
+        defaulted = not sel.splits  # normalisation statistics come from the train split alone
+        if defaulted:
             from dataclasses import replace
 
             sel = replace(sel, splits=("train",))
-            say("train split (normalisation statistics); --split val/test for the others")
-
-        return run_band_stats(settings, sel, percentiles, json_out, stats_file)
+        run_band_stats(settings, sel, percentiles, json_out, stats_file)
+        if defaulted:
+            say("statistics of the train split (for normalisation); --split val or test for others")
+        return None
     if stats_file is not None:
         raise UsageError("--stats FILE goes with --bands", "add --bands, or leave --stats out")
     report = stats_report(settings, sel)

@@ -175,7 +175,8 @@ class StoreDataset:
         if data.normalize and stats is None:  # the train split's (normstats), computed if missing
             from .normstats import resolve_stats
 
-            stats = resolve_stats(settings, data, self.plan if split == "train" else None)
+            train = self.plan if split == "train" else plan_split(settings, data, "train")
+            stats = resolve_stats(settings, data, train)
         channels = {d: len(c) for d, c in self.plan.channels.items()}
         self.assembler = Assembler(
             data, self.plan.inputs, channels, self.plan.target, stats if data.normalize else None

@@ -287,12 +287,11 @@ class MaeFinetune(L.LightningModule):
                                  weight_decay=float(h["weight_decay"]))  # fmt: skip
 
     def load_encoder(self, source: str | Path) -> Path:
-        """The encoder weights of a pre-training checkpoint (a ``.ckpt`` or its run folder)."""
-        from .run import find_checkpoint
-
+        """The encoder weights of a pre-training checkpoint (a ``.ckpt``, or a run folder:
+        its ``checkpoints/last.ckpt``, the end of pre-training)."""
         path = Path(source)
         if path.is_dir():
-            path = find_checkpoint(path)
+            path = path / "checkpoints" / "last.ckpt"
         if not path.is_file():
             raise TrainConfigError(
                 f"model.init={source}: no such checkpoint",

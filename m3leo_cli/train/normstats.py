@@ -26,7 +26,6 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 if TYPE_CHECKING:
     from ..config import Settings
     from ..export.normalize import BandStats
-    from .dataset import SplitPlan
     from .layers import DataSpec
 
 POOLED = "*"
@@ -126,14 +125,14 @@ def paper_mean_std(band: dict[str, Any]) -> tuple[float, float]:
 def resolve_stats(
     settings: Settings,
     data: DataSpec,
-    train: SplitPlan | None = None,
+    train: Any,
     *,
     compute: bool = True,
     seed: int = 0,
     progress: ProgressCallback = no_progress,
 ) -> RunStats:
-    """The statistics of ``data``'s inputs over its train split (``train``: that split's plan,
-    planned here when not given), computed and saved where missing when ``compute``.
+    """The statistics of ``data``'s inputs over its train split (``train``: that split's
+    ``dataset.SplitPlan``), computed and saved where missing when ``compute``.
 
     Every channel's band (stored or derived) is looked up here, so a missing band fails
     before any run folder is written, not in the first batch.
@@ -142,10 +141,7 @@ def resolve_stats(
     from ..selection import Selection
     from ..tiles.bandstats import band_stats
     from ..tiles.statsfile import describe
-    from .dataset import plan_split
 
-    if train is None:
-        train = plan_split(settings, data, "train")
     regions = sorted({s.region for s in train.samples})
     sample = _sample(data)
     out = RunStats(scope_of(data))
