@@ -190,3 +190,13 @@ def test_samples_are_normalised_with_their_region_statistics(store, data_dir) ->
             assert np.allclose(y[c][ok], (x[c][ok] - mean) / std, atol=1e-4)
         seen.add(s.region)
     assert seen == {"europe", "conus"}
+
+
+def test_stats_bands_of_named_tiles_takes_them_as_named(store, data_dir, capsys) -> None:
+    """The train-split default does not drop tiles the user named one by one."""
+    val = store.repo("miniset", "europe").tiles_in("val")[0]
+    res = run(capsys, "stats", "--bands", *SEL, "-m", "s1grd", "--tiles", val, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["tiles"] == 1 and "train split" not in res.err
+    entry = _saved(data_dir)["modalities"]["s1grd-2020"]
+    assert entry["splits"] == [] and entry["subset"] is True

@@ -78,7 +78,9 @@ def stats_cmd(
     if bands:
         from .bands_view import run_band_stats
 
-        defaulted = not sel.splits  # normalisation statistics come from the train split alone
+        # normalisation statistics come from the train split alone (tiles named one by one
+        # are taken as named)
+        defaulted = not sel.splits and not sel.tiles
         if defaulted:
             from dataclasses import replace
 
