@@ -9,6 +9,7 @@ as ``--json``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,10 +103,10 @@ def stats_report(settings: Settings, selection: Selection) -> dict[str, Any]:
     ``_parquet.csv`` lists every tile for every datakind; partial-coverage datakinds (gssic,
     gunw) hold only some of them. Once a download or an unpack has read a shard (its index is
     cached), each row says how many of its listed tiles are ``not_published`` and ``tiles``
-    leaves them out; the total leaves out tiles no selected datakind publishes.
+    leaves them out; the total leaves out tiles no selected datakind publishes. Only the rows
+    whose file is not in the store are looked up (one directory scan per datakind folder), so
+    a downloaded store costs little more than the manifest read.
     """
-    from collections import Counter
-
     from ..catalog.stats import stats_report as manifest_report
     from ..errors import EmptySelectionError
 
@@ -119,14 +120,62 @@ def stats_report(settings: Settings, selection: Selection) -> dict[str, Any]:
     if not any(index_dir.glob("*.json")):
         return report  # nothing learnt about any shard: nothing to leave out
     try:
-        entries = list_tiles(settings, selection)
+        lost, listed = _not_local(settings, selection)
     except EmptySelectionError:
         return report
-    gone = Counter((t.region, dk, t.split) for t in entries for dk in t.not_published)
+    if not lost:
+        return report
+    from ..full.unpacked import unpublished
+
+    gone_paths = unpublished(settings, lost)
+    gone_rows = [r for r in lost if (r["region"], r["path"]) in gone_paths]
+    gone = Counter((r["region"], r["datakind"], r["split"]) for r in gone_rows)
     for row in report["rows"]:
         n = gone.get((row["region"], row["modality"], row["split"]), 0)
         row["tiles"] -= n
         row["not_published"] = n
-    report["total"]["tiles"] -= sum(1 for t in entries if t.not_published and not t.datakinds)
+    per_tile = Counter((r["region"], r["tile_id"]) for r in gone_rows)
+    report["total"]["tiles"] -= sum(1 for k, n in per_tile.items() if listed.get(k) == n)
     report["total"]["not_published"] = sum(gone.values())
     return report
+
+
+def _not_local(
+    settings: Settings, selection: Selection
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], int]]:
+    """The selection's tile rows whose file is not in the store, and how many rows (datakinds)
+    each of those tiles has. Local files are found by scanning each datakind's folder once."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = ["edition", "region", "datakind", "tile_id", "split", "path", "shard"]
+    table = select_table(settings, selection, ("tile",), cols)[0]
+    table = table.filter(pc.and_(pc.equal(table["kind"], "tile"), pc.is_valid(table["tile_id"])))
+    store = Store(settings.data_dir)
+    lost: list[dict[str, Any]] = []
+    for pair in pc.unique(
+        pc.binary_join_element_wise(table["region"], table["datakind"], "\0")
+    ).to_pylist():
+        region, datakind = pair.split("\0")
+        sub = table.filter(
+            pc.and_(pc.equal(table["region"], region), pc.equal(table["datakind"], datakind))
+        )
+        here: list[str] = []
+        folder = str(sub["path"][0].as_py()).rsplit("/", 1)[0]  # a datakind's one folder
+        try:
+            with os.scandir(store.local_path("full", region, folder)) as it:
+                here += [f"{folder}/{e.name}" for e in it if e.is_file()]
+        except (OSError, ValueError):
+            pass
+        local = pc.is_in(sub["path"], value_set=pa.array(here, pa.string()))
+        missing = sub.filter(pc.invert(local))
+        lost += missing.select(cols).to_pylist()
+    keys = {(r["region"], r["tile_id"]) for r in lost}
+    listed = Counter(
+        (r["region"], r["tile_id"])
+        for r in table.select(["region", "tile_id"]).to_pylist()
+        if (r["region"], r["tile_id"]) in keys
+    )
+    return lost, dict(listed)
