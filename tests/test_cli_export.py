@@ -448,3 +448,26 @@ def test_a_tile_no_reader_can_open_is_that_samples_failure_and_the_rest_export(
     doc = json.loads(res.out)
     assert len(doc["failed"]) == 1 and nc.stem in json.dumps(doc["failed"]), doc["failed"]
     assert "changed since" not in doc["failed"][0]["reason"], doc["failed"]  # the reader's own
+
+
+def test_two_identical_exports_started_together_never_both_fail(
+    store: SourceInfo, tmp_path: Path
+) -> None:
+    """The real race of finding 20: whichever gets the lock writes, the other is refused with
+    the lock's message (or, started after, finds the export done); never a .part error."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "m3leo_cli", "export", "-f", "npz", "-o", str(out), *SEL,
+           "-m", "s1grd", "--quiet"]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read() if p.stderr else "") for p in procs]
+    for p in procs:
+        if p.stderr:
+            p.stderr.close()
+    assert any(code == 0 for code, _ in results), results
+    for code, err in results:
+        assert ".part" not in err, err
+        assert code == 0 or "is being written by another run of this export" in err, err
+    assert (out / "metadata.json").exists()
