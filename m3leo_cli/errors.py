@@ -61,6 +61,7 @@ else that escapes is a bug and shows its traceback.
     │   ├── DeviceUnavailableError (exit 2)       CUDA asked for where there is none
     │   └── RunNotFoundError                      `evaluate RUN` on a folder that is not a run
     └── MissingDependencyError                    an optional extra is not installed
+        └── FormatDependencyError (exit 2)        an export format's extra is not installed
 """
 
 from __future__ import annotations
@@ -435,6 +436,16 @@ class RunNotFoundError(TrainError):
 class MissingDependencyError(M3leoError):
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(f"this needs the optional package {package!r}", install_hint(extra))
+
+
+class FormatDependencyError(MissingDependencyError):
+    """``export --format F`` whose library is not installed: refused before anything is written."""
+
+    exit_code = 2
+
+    def __init__(self, fmt: str, package: str, extra: str) -> None:
+        super().__init__(package, extra)
+        self.message = f"--format {fmt} needs the optional package {package!r} (the {extra} extra)"
 
 
 def install_hint(extra: str) -> str:

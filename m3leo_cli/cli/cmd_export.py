@@ -77,7 +77,7 @@ def export_cmd(
         ),
     ] = False,
     shard_size: Annotated[
-        int, typer.Option("--shard-size", help="Samples per tar/Parquet shard.")
+        int, typer.Option("--shard-size", help="Samples per tar, Parquet or Zarr shard.")
     ] = 256,
     resample: Annotated[
         int | None,
