@@ -13,12 +13,20 @@ from .base import Exporter
 from .geotiff import GeoTiffExporter
 from .npz import NpzExporter
 from .parquet import ParquetExporter
+from .tfrecords import TfRecordExporter
 from .webdataset import WebDatasetExporter
 from .zarrstore import ZarrExporter
 
 EXPORTERS: dict[str, type[Exporter]] = {
     cls.name: cls
-    for cls in (NpzExporter, WebDatasetExporter, ParquetExporter, GeoTiffExporter, ZarrExporter)
+    for cls in (
+        NpzExporter,
+        WebDatasetExporter,
+        ParquetExporter,
+        GeoTiffExporter,
+        ZarrExporter,
+        TfRecordExporter,
+    )
 }
 
 
