@@ -6,62 +6,8 @@ Every error a user can cause or meet is an ``M3leoError``: a one-line ``message`
 ``OSError`` from the filesystem (missing or read-only folder, full disk) the same way; anything
 else that escapes is a bug and shows its traceback.
 
-    M3leoError
-    ├── UsageError (exit 2)                       flags that cannot work together
-    │   ├── DtypeRangeError                       --dtype cannot hold the physical values
-    │   └── TooLargeError                         a size that cannot fit in memory
-    ├── ConfigError                               bad config file or setting
-    │   └── ConfigNotFoundError (exit 2)          M3LEO_CONFIG names no file
-    ├── SelectionError (exit 2)                   what the user asked for
-    │   ├── UnknownRegionError / UnknownEditionError / UnknownModalityError
-    │   ├── UnknownBandError / UnknownFormatError
-    │   ├── BadBBoxError / BadTileIdError
-    │   ├── EmptyInputError                       an empty --tiles / --tiles-file
-    │   └── EmptySelectionError (exit 1)          nothing here matches a valid selection
-    ├── ManifestError
-    │   ├── ManifestNotFoundError
-    │   ├── ManifestCorruptError
-    │   └── RevisionMismatchError                 manifest pinned to another --revision
-    ├── HubError                                  talking to the Hub (or a mirror)
-    │   ├── RemoteNotFoundError                   RepoNotFound / RevisionNotFound / EntryNotFound
-    │   ├── AuthError                             401 / 403 / gated
-    │   ├── RateLimitedError                      429 after every retry
-    │   ├── ServerError                           5xx after every retry
-    │   ├── HubProtocolError                      garbage JSON, missing X-Repo-Commit, ...
-    │   ├── HubConnectionError                    no route, refused, timed out
-    │   │   └── ContentHostUnreachableError       the Hub answers, its content host does not
-    │   ├── ContentHostDeniedError                403/410 from the content host, even re-resolved
-    │   └── OfflineError                          HF_HUB_OFFLINE=1 and nothing cached
-    ├── StoreError
-    │   ├── UnsafePathError                       a remote path that escapes the store
-    │   ├── StoreLockedError                      another run holds the lock
-    │   ├── InsufficientSpaceError / DiskFullError
-    │   └── OutputExistsError
-    ├── TransferError
-    │   ├── ChecksumMismatchError
-    │   ├── SizeMismatchError
-    │   └── DownloadFailedError                   some files failed; the report names them
-    ├── ShardError                                a full-edition Parquet shard is unusable
-    ├── ServeError                                `m3leo serve` cannot start (folder, port)
-    ├── DaskSchedulerError                        --engine dask cannot reach its scheduler
-    ├── TileError
-    │   ├── TileNotFoundError / TileNotLocalError
-    │   ├── CorruptTileError
-    │   ├── StatsNotFoundError                    no saved `stats --bands` for that modality
-    │   └── StatsMismatchError                    saved statistics of another selection (exit 2)
-    ├── AoiError                                  your own area: grid, split, ingest, gee
-    │   ├── BadAoiError                           empty, invalid, antimeridian, too wide
-    │   ├── IngestError                           rasters that cannot be cut onto the grid
-    │   └── EarthEngineError                      credentials, quota, refused requests
-    ├── TrainError                                `m3leo train` / `evaluate`
-    │   ├── UnknownExperimentError                no such experiment (lists them)
-    │   ├── TrainConfigError (exit 2)             an override or config value that cannot work
-    │   ├── NoLabelsError                         the target has no tiles in that split
-    │   ├── EmptySplitError                       a split with no usable tile
-    │   ├── DeviceUnavailableError (exit 2)       CUDA asked for where there is none
-    │   └── RunNotFoundError                      `evaluate RUN` on a folder that is not a run
-    └── MissingDependencyError                    an optional extra is not installed
-        └── FormatDependencyError (exit 2)        an export format's extra is not installed
+The tree, drawn with what each class is for, is in docs/design.md ("The exception tree"); a
+test keeps the drawing and this module in step.
 """
 
 from __future__ import annotations

@@ -144,3 +144,18 @@ def test_design_doc_names_every_module() -> None:
         {"foundation": sorted(loose - rows["foundation"])} if loose - rows["foundation"] else {}
     )
     assert missing == {}
+
+
+def test_the_exception_tree_in_design_md_names_every_error() -> None:
+    """errors.py's classes and docs/design.md's drawing of the tree stay in step."""
+    import m3leo_cli.errors as errors
+
+    doc = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    tree = doc.split("## The exception tree", 1)[1].split("```")[1]
+    names = {
+        name
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, errors.M3leoError)
+    }
+    missing = sorted(n for n in names if n not in tree)
+    assert missing == [], f"draw these in docs/design.md's exception tree: {missing}"
