@@ -48,6 +48,7 @@ def local_files(repo: RepoInfo, store: Path, local: list[str]) -> list[tuple[str
     base = store / "miniset" / "conus"
     return [(dk, base / fi.path) for (dk, t), fi in sorted(repo.tile_files.items()) if t in local]
 
+
 ALL_SPLITS = ("--split", "train", "--split", "val", "--split", "test")  # stats --bands: train
 
 
