@@ -234,8 +234,11 @@ def download_cmd(
             say(not_published(s.absent) + ": nothing to fetch")
     if s.failed:
         first = s.failures[0]
+        from ..fetch.runner import failure_hint
+
         raise DownloadFailedError(
-            f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}"
+            f"{s.failed} file(s) failed (first: {first[0]}: {first[1]}); report: {s.report_path}",
+            failure_hint(s),
         )
 
 

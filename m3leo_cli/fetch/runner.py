@@ -211,6 +211,22 @@ def run_jobs(
     return summary
 
 
+RATE_LIMITED_HINT = (
+    "the server kept answering 429 (rate-limited): lower --workers, set "
+    "M3LEO_REQUESTS_PER_WINDOW to its quota (the pacer then spreads the requests), or set "
+    "HF_TOKEN for a higher quota; then re-run: finished files are kept"
+)
+
+
+def failure_hint(summary: DownloadSummary) -> str | None:
+    """The hint for a run whose files failed, when their reasons say what fixes them (a rate
+    limit is not a network problem); None: the general one (re-run, parts resume)."""
+    reasons = [why for _, why in summary.failures]
+    if reasons and sum("rate-limited" in why for why in reasons) * 2 >= len(reasons):
+        return RATE_LIMITED_HINT
+    return None
+
+
 def write_report(report_dir: Path, summary: DownloadSummary) -> Path:
     """A JSON-lines file, one failed path and its reason per line, for scripts and people."""
     report_dir.mkdir(parents=True, exist_ok=True)

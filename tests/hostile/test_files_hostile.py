@@ -368,3 +368,21 @@ def test_verify_reports_links_and_hard_links_and_repair_gives_own_copies(
         assert st.st_nlink == 1 and not (region / t).is_symlink()
     assert outside.read_bytes() == (region / tiles[0]).read_bytes()  # its bytes, its own inode
     assert run(capsys, "verify", *ARGS).code == 0
+
+
+def test_a_rate_limited_mirror_ends_with_the_pacing_settings_not_the_network(
+    capsys, srv, data_dir, monkeypatch
+):
+    """Newcomer finding 20 (W04): a mirror that keeps answering 429 ends with a hint naming
+    --workers and M3LEO_REQUESTS_PER_WINDOW, not 'check the network'."""
+    from m3leo_cli.server import Faults
+
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    monkeypatch.setenv("M3LEO_MAX_RETRIES", "1")
+    assert run(capsys, "catalog", "refresh", "--edition", "miniset", "--region", "europe").code == 0
+    srv.faults = Faults(rate_limit_first=100, retry_after=1)
+    res = run(capsys, "download", *ARGS)
+    assert res.code == 1
+    hint = res.err.strip().splitlines()[-1]
+    assert hint.startswith("hint: ") and "M3LEO_REQUESTS_PER_WINDOW" in hint and "--workers" in hint
+    assert "check the network" not in res.err
