@@ -31,8 +31,8 @@ LAYER_SETS = {
     "mixed": (("s1grd-2020", "input"), ("gssic", "input"), ("esaworldcover-2020", "label")),
     "tif": (("s1grd-2020", "input"), ("s2rgbm-2020", "input"), ("esaworldcover-2020", "label")),
 }
-# zarr and tfrecord need their extras (the dev extra has them)
-FORMATS = ("npz", "webdataset", "parquet", "geotiff", "zarr", "tfrecord")
+# zarr, tfrecord and hf need their extras (the dev extra has them)
+FORMATS = ("npz", "webdataset", "parquet", "geotiff", "zarr", "tfrecord", "hf")
 
 
 def make_source(work: Path, tiles: int, chip: int, layer_set: str):  # type: ignore[no-untyped-def]

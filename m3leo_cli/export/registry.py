@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..errors import FormatDependencyError, UnknownFormatError
 from .base import Exporter
 from .geotiff import GeoTiffExporter
+from .hfparquet import HfParquetExporter
 from .npz import NpzExporter
 from .parquet import ParquetExporter
 from .tfrecords import TfRecordExporter
@@ -26,6 +27,7 @@ EXPORTERS: dict[str, type[Exporter]] = {
         GeoTiffExporter,
         ZarrExporter,
         TfRecordExporter,
+        HfParquetExporter,
     )
 }
 

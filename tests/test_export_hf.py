@@ -1,0 +1,107 @@
+"""``--format hf``: Parquet with ``datasets`` Features, a dataset card and ``croissant.json``,
+read back by ``datasets.load_dataset`` and by ``mlcroissant``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from export_source import LAYERS, plan_for, shared_source, source_array
+
+from m3leo_cli.errors import FormatDependencyError
+from m3leo_cli.export import ExportOptions, run_export
+from m3leo_cli.export.outputs import sha256_file
+from m3leo_cli.tiles.reader import read_tile
+
+datasets = pytest.importorskip("datasets", reason="the hf extra")
+mlc = pytest.importorskip("mlcroissant", reason="the hf extra")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory):
+    return shared_source(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exported(source, tmp_path_factory: pytest.TempPathFactory):
+    plan = plan_for(source)
+    out = tmp_path_factory.mktemp("hf") / "out"
+    opts = ExportOptions("hf", out, shard_size=2, workers=2, command=("m3leo", "export"))
+    return plan, out, run_export(plan, opts)
+
+
+def test_load_dataset_returns_arrays_of_the_stored_shape_and_dtype(exported, tmp_path) -> None:
+    plan, out, summary = exported
+    assert summary.complete and summary.written == len(plan.samples)
+    for split in plan.splits:
+        samples = [s for s in plan.samples if s.split == split]
+        hf_split = {"val": "validation"}.get(split, split)  # datasets' name for a val/ folder
+        ds = datasets.load_dataset("parquet", data_dir=str(out), split=hf_split,
+                                   cache_dir=str(tmp_path / "cache"))  # fmt: skip
+        for lay in LAYERS:
+            want0 = source_array(plan, samples[0].tile_id, lay.name)
+            feat = ds.features[lay.name]  # List(List(List(Value(dtype), W), H), bands)
+            assert feat.feature.feature.feature.dtype == str(want0.dtype)
+            assert (feat.length, feat.feature.length, feat.feature.feature.length) == want0.shape
+        rows = ds.with_format("numpy", dtype=None)
+        assert [str(t) for t in rows["tile_id"]] == [s.tile_id for s in samples]
+        for i, s in enumerate(samples):
+            row = rows[i]
+            assert row["split"] == split and row["region"] == "europe"
+            tile = read_tile(s.files["s1grd-2020"].path, "s1grd-2020")
+            np.testing.assert_array_equal(row["bounds"], tile.bounds)
+            for lay in LAYERS:
+                want = source_array(plan, s.tile_id, lay.name)
+                assert row[lay.name].dtype == want.dtype  # the uint8 label untouched
+                np.testing.assert_array_equal(row[lay.name], want)
+
+
+# mlcroissant builds an rdflib ConjunctiveGraph, which rdflib 7.1+ announces it will drop
+@pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
+# ...and calls pandas' reset_index(inplace=True), which pandas 3.1 announces it will drop
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")
+def test_croissant_validates_and_yields_the_records(exported) -> None:
+    plan, out, _ = exported
+    ds = mlc.Dataset(jsonld=str(out / "croissant.json"))  # raises on a validation error
+    assert not ds.metadata.issues.errors
+    for split in plan.splits:
+        samples = [s for s in plan.samples if s.split == split]
+        recs = list(ds.records(split))
+        assert [r[f"{split}/tile_id"].decode() for r in recs] == [s.tile_id for s in samples]
+        for s, r in zip(samples, recs, strict=True):
+            for lay in LAYERS:
+                want = source_array(plan, s.tile_id, lay.name)
+                np.testing.assert_array_equal(
+                    np.asarray(r[f"{split}/{lay.name}"], want.dtype), want
+                )
+                assert np.asarray(r[f"{split}/{lay.name}"]).shape == want.shape
+
+
+def test_the_card_names_each_split_for_the_hub(exported, tmp_path) -> None:
+    from huggingface_hub import DatasetCard
+
+    plan, out, _ = exported
+    card = DatasetCard.load(out / "README.md")
+    (config,) = card.data.configs
+    assert config["data_files"] == [{"split": s, "path": f"{s}/*.parquet"} for s in plan.splits]
+    assert "load_dataset" in card.text and "esaworldcover-2020" in card.text
+    # the folder as a dataset repo (what `hf upload` publishes): the card's splits, by name
+    ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert list(ds) == plan.splits
+    assert [len(ds[s]) for s in plan.splits] == [
+        sum(1 for x in plan.samples if x.split == s) for s in plan.splits
+    ]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["format"] == "hf" and {"README.md", "croissant.json"} <= set(meta["files"])
+    for rel, info in meta["files"].items():
+        assert sha256_file(out / rel) == info["sha256"]
+
+
+def test_missing_datasets_is_one_error_naming_the_extra(source, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlcroissant", None)  # as if not installed
+    with pytest.raises(FormatDependencyError) as exc:
+        run_export(plan_for(source), ExportOptions("hf", tmp_path / "o"))
+    assert exc.value.exit_code == 2 and "[hf]" in exc.value.hint
+    assert not (tmp_path / "o").exists()
