@@ -10,7 +10,11 @@ tile complete) under --work, then:
 2. *read_tile*: the same loop through ``m3leo_cli.read_tile`` (named bands, nodata masks);
 3. each format's export of the same samples (``run_export``, threads = --workers), tiles/s and
    the ratio to (1) and (2);
-4. peak RSS of a child process exporting N and 4N tiles (flat = streaming works).
+4. each export read back by its own framework's reader, every array of every sample into
+   numpy (npz: ``numpy.load``; webdataset: ``webdataset.WebDataset``; parquet: pyarrow; zarr:
+   ``xarray.open_zarr``, one sample at a time; tfrecord: the ``tfrecord`` reader; hf:
+   ``datasets.load_dataset`` into a fresh cache, then every row), tiles/s and the ratio to (1);
+5. peak RSS of a child process exporting N and 4N tiles (flat = streaming works).
 
 Every timing is the median of --repeat runs on a warm page cache.
 """
@@ -132,6 +136,70 @@ def export_once(plan, fmt: str, out: Path, workers: int) -> None:  # type: ignor
     run_export(plan, ExportOptions(fmt, out, shard_size=64, workers=workers))
 
 
+def read_back(fmt: str, out: Path, layers: list[str], scratch: Path) -> int:  # noqa: C901
+    """Every array of every sample of the export at ``out``, through ``fmt``'s own reader;
+    returns the number of samples read."""
+    import numpy as np
+
+    n = 0
+    if fmt == "npz":
+        for f in sorted(out.glob("*/*.npz")):
+            with np.load(f) as z:
+                [z[name] for name in layers]
+            n += 1
+    elif fmt == "webdataset":
+        import webdataset as wds
+
+        urls = sorted(str(p) for p in out.glob("*/*.tar"))
+        for sample in wds.WebDataset(urls, shardshuffle=False).decode():
+            [sample[f"{name}.npy"] for name in layers]
+            n += 1
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for f in sorted(out.glob("*/*.parquet")):
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(columns=layers):
+                for name in layers:
+                    col = batch.column(name)
+                    for i in range(len(batch)):
+                        cell = col[i].as_py()
+                        dtype = pf.schema_arrow.field(name).metadata[b"dtype"].decode()
+                        np.frombuffer(cell["data"], dtype).reshape(cell["shape"])
+                n += len(batch)
+    elif fmt == "zarr":
+        import xarray as xr
+
+        for split in sorted(p for p in out.iterdir() if (p / "zarr.json").exists()):
+            groups = {name: xr.open_zarr(split, group=name, chunks=None) for name in layers}
+            for i in range(groups[layers[0]].sizes["sample"]):
+                for name, ds in groups.items():
+                    ds[name].isel(sample=i).to_numpy()
+                n += 1
+    elif fmt == "tfrecord":
+        from tfrecord.reader import tfrecord_loader
+
+        for f in sorted(out.glob("*/*.tfrecord")):
+            for r in tfrecord_loader(str(f), None):
+                for name in layers:
+                    dtype = r[f"{name}/dtype"].decode()
+                    np.frombuffer(r[f"{name}/data"], dtype).reshape(tuple(r[f"{name}/shape"]))
+                n += 1
+    elif fmt == "hf":
+        import datasets
+
+        datasets.disable_progress_bars()
+        shutil.rmtree(scratch, ignore_errors=True)
+        dd = datasets.load_dataset(str(out), cache_dir=str(scratch))
+        for split in dd.values():
+            for row in split.with_format("numpy", dtype=None):
+                [row[name] for name in layers]
+                n += 1
+    else:  # geotiff: the copies are the store's files
+        return 0
+    return n
+
+
 def child(args: argparse.Namespace) -> None:
     """Export the first --limit tiles and print this process's peak RSS (KiB)."""
     rows = make_source(args.work, args.tiles, args.chip, args.layers)
@@ -214,6 +282,27 @@ def main() -> None:
                 f"| {floor_cpu / cpu:.2f} |",
                 flush=True,
             )
+
+    print(
+        "\n| format read back by its own reader | tiles/s (wall) | tiles per CPU-s "
+        "| vs bare read (CPU) |\n|---|---|---|---|"
+    )
+    layers = [name for name, _ in LAYER_SETS[args.layers]]
+    for fmt in formats:
+        if fmt == "geotiff":
+            continue  # the store's own files: the bare read is their read
+        out, got = args.work / f"out-{fmt}", []
+        for _ in range(args.repeat):
+            b = timed(lambda: bare_read(plan))
+            count: list[int] = []
+            r = timed(lambda fmt=fmt, out=out, count=count: count.append(
+                read_back(fmt, out, layers, args.work / "hf-cache")))  # fmt: skip
+            assert count == [n], f"{fmt}: read {count} samples of {n}"
+            got.append((b, r))
+        wall = med(r[0] for _, r in got)
+        cpu = med(r[1] for _, r in got)
+        ratio = med(b[1] / r[1] for b, r in got)
+        print(f"| {fmt} | {n / wall:.1f} | {n / cpu:.1f} | {ratio:.2f} |", flush=True)
 
     if args.no_memory:
         return
