@@ -14,7 +14,7 @@ sharding), so a split is a few files per layer, not one per tile. A unit is one 
 array of every layer: it is encoded by zarr into memory (the shard's samples are held in memory
 while they are written, so lower ``--shard-size`` for big layers), then written under ``.part``
 names and renamed like every export file. The ``zarr.json`` documents (with consolidated
-metadata at the root) are the same bytes for every unit, written atomically by each. A sample
+metadata at the root) are the same for every unit: the split's first unit writes them. A sample
 that fails leaves its slot empty (``tile_id`` "", ``present`` false). Every tile of a layer
 must share one grid: tiles on another grid fail with a hint to ``--resample``.
 """
@@ -242,9 +242,9 @@ class ZarrExporter(Exporter):
         for key in sorted(data):
             payload = data[key].to_bytes()
             path = split_dir / key
-            if key in fixed:  # the same bytes from every unit: replaced atomically, and
-                write_bytes_atomic(path, payload)  # recorded by the split's first unit only
+            if key in fixed:  # the same for every unit: the split's first unit writes them
                 if self._shard_number(unit) == 0:
+                    write_bytes_atomic(path, payload)
                     digest = hashlib.sha256(payload).hexdigest()
                     rel = path.relative_to(self.out).as_posix()
                     res.files[rel] = {"sha256": digest, "size": len(payload)}
