@@ -1,11 +1,12 @@
-"""An iterable dataset over a ``webdataset`` or ``parquet`` export, exact across workers and ranks.
+"""An iterable dataset over an export (any format but ``geotiff``), exact across workers and ranks.
 
 The samples of a split are the concatenation of its shards in name order (the order the export
 wrote them: sorted by region and tile id). Each distributed rank takes one contiguous block of
 that sequence and each DataLoader worker one contiguous block of its rank's, so every sample is
 read exactly once per epoch with no duplicate and no gap, whatever the shard sizes. Shards
 outside a worker's block are not opened; inside, tar headers and Parquet row groups are skipped
-without reading their arrays.
+without reading their arrays. ``npz``, ``zarr``, ``tfrecord`` and ``hf`` exports are read by
+their own libraries (``exportformats``).
 
 Layers are taken as the export wrote them: when it was normalised (``--normalize``), inputs are
 used as they are; the target keeps its stored values (export never normalises labels; for an
@@ -26,6 +27,7 @@ import torch
 
 from .. import spec
 from ..errors import TrainConfigError
+from . import exportformats
 from .assemble import Assembler, LayerData
 from .layers import DataSpec, channel_names, select_bands
 
@@ -109,10 +111,10 @@ class ExportDataset(torch.utils.data.IterableDataset):
             )
         meta = json.loads(meta_path.read_text())
         self.format = meta["format"]
-        if self.format not in FORMATS:
+        if self.format not in FORMATS and self.format not in exportformats.SHARDS:
             raise TrainConfigError(
                 f"cannot stream a {self.format} export",
-                "export with --format webdataset or --format parquet",
+                "export with --format webdataset, parquet, npz, zarr, tfrecord or hf",
             )
         self.layers = {lay["name"]: lay for lay in meta["layers"]}
         names = list(self.layers)
@@ -124,12 +126,12 @@ class ExportDataset(torch.utils.data.IterableDataset):
         target = self._one(data.target.modality, names)
         inputs = [self._one(i.modality, [n for n in names if n != target]) for i in data.inputs]
         self.tokens = {d: data.inputs[i].bands for i, d in enumerate(inputs)}
-        if self.format == "parquet":
+        if self.format not in ("webdataset", "npz"):  # the others: one band list per layer
             varying = [d for d in inputs if spec.parse_datakind(d).family.name == "gunw"]
             if varying:
                 raise TrainConfigError(
-                    f"a Parquet export records one band list per layer, but {varying[0]}'s date "
-                    "pairs differ from tile to tile",
+                    f"a {self.format} export records one band list per layer, but {varying[0]}'s "
+                    "date pairs differ from tile to tile",
                     "stream a webdataset export (it records each tile's bands) or the store",
                 )
         self.channels = {
@@ -153,9 +155,13 @@ class ExportDataset(torch.utils.data.IterableDataset):
         self.assembler = Assembler(data, inputs, counts, target, None, normalized)
         self.data = data
         self.split = split
-        self.shards = sorted((self.root / split).glob("*" + FORMATS[self.format]))
-        count = _tar_count if self.format == "webdataset" else _parquet_count
-        self.counts = [count(p) for p in self.shards]
+        if self.format in FORMATS:
+            self.shards = sorted((self.root / split).glob("*" + FORMATS[self.format]))
+            count = _tar_count if self.format == "webdataset" else _parquet_count
+            self.counts = [count(p) for p in self.shards]
+        else:
+            self.shards = exportformats.shards(self.format, self.root, split)
+            self.counts = [exportformats.count(self.format, p) for p in self.shards]
         if self.format == "parquet" and self.shards:
             _check_layout(self.shards[0], [*inputs, target])
         self.rank, self.world_size = rank, world_size
@@ -198,7 +204,9 @@ class ExportDataset(torch.utils.data.IterableDataset):
         for path, n in zip(self.shards, self.counts, strict=True):
             first, last = max(lo - start, 0), min(hi - start, n)
             if first < last:
-                read = self._tar if self.format == "webdataset" else self._parquet
+                read = {"webdataset": self._tar, "parquet": self._parquet}.get(
+                    self.format, self._rows
+                )
                 yield from read(path, first, last)
             start += n
             if start >= hi:
@@ -285,6 +293,15 @@ class ExportDataset(torch.utils.data.IterableDataset):
                     arrays[rest[:-4]] = np.load(io.BytesIO(fh.read()))
             if key is not None and first <= index < last:
                 yield done(key, arrays, meta)
+
+    def _rows(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+        """Samples ``first..last-1`` of one shard of the other formats (``exportformats``)."""
+        assert self.assembler.target is not None  # unlabelled experiments are refused above
+        wanted = [*self.assembler.inputs, self.assembler.target]
+        for tile, bounds, arrays, bands in exportformats.rows(
+            self.format, path, first, last, wanted
+        ):
+            yield self._sample(tile, bounds, arrays, bands)
 
     def _parquet(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
         import numpy as np
