@@ -105,3 +105,28 @@ def test_missing_datasets_is_one_error_naming_the_extra(source, tmp_path, monkey
         run_export(plan_for(source), ExportOptions("hf", tmp_path / "o"))
     assert exc.value.exit_code == 2 and "[hf]" in exc.value.hint
     assert not (tmp_path / "o").exists()
+
+
+def test_dask_engine_and_partitions_write_the_same_folder(exported, tmp_path) -> None:
+    distributed = pytest.importorskip("distributed", reason="the dask extra")
+    from export_source import tree_bytes
+
+    from m3leo_cli.config import load_settings
+    from m3leo_cli.dist.engine import open_engine
+
+    plan, whole, _ = exported
+    opts = {"shard_size": 2, "command": ("m3leo", "export")}
+    for i in (1, 0):  # the job without the first shard first: the card comes with the last
+        run_export(plan, ExportOptions("hf", tmp_path / "parts", num_shards=2, shard_index=i,
+                                       **opts))  # fmt: skip
+    assert tree_bytes(tmp_path / "parts") == tree_bytes(whole)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as lc:
+        settings = load_settings(
+            {"data_dir": tmp_path / "data", "engine": "dask", "scheduler": lc.scheduler_address}
+        )
+        with open_engine(settings) as pool:
+            res = run_export(plan, ExportOptions("hf", tmp_path / "dask", **opts),
+                             settings=settings, pool=pool)  # fmt: skip
+    assert res.complete and tree_bytes(tmp_path / "dask") == tree_bytes(whole)
