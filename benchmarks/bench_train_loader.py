@@ -6,8 +6,9 @@ against a bare rasterio / h5netcdf loop reading the same layers.
 
 Writes a synthetic miniset (europe; s1grd-2020, gssic and s2rgbm-2020 inputs,
 esaworldcover-2020 target, every tile complete), downloads it from the loopback Hub into a
-store under --work, saves band statistics, exports the train split as webdataset and Parquet
-(native grids, raw values), then times one pass over the train split:
+store under --work, saves band statistics, exports the train split in every streaming format
+(webdataset, Parquet, npz, zarr, tfrecord, hf; native grids, raw values), then times one pass
+over the train split:
 
 1. *bare read*: per tile, rasterio ``read(indexes)`` of the 8 S1 bands the ``s1grd`` baseline
    uses, h5netcdf ``coherence`` (whole variable) and rasterio ESA WorldCover: the floor;
@@ -43,10 +44,12 @@ BASELINES = {
     "gssic+s2rgbm": ("gssic", "s2rgbm-2020"),
 }
 CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+# every format `m3leo train data.export` streams (zarr, tfrecord and hf need their extras)
+EXPORT_FORMATS = ("webdataset", "parquet", "npz", "zarr", "tfrecord", "hf")
 
 
 def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
-    """Source, store (download + stats --bands) and both exports; returns the data dir."""
+    """Source, store (download + stats --bands) and the exports; returns the data dir."""
     from m3leo_cli.cli import main
     from m3leo_cli.server import HubServer
     from m3leo_cli.testing.synth import SynthConfig, write_source
@@ -54,7 +57,10 @@ def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
     data = work / f"data-{tiles}-{chip}"
     os.environ["M3LEO_DATA_DIR"] = str(data)
     os.environ["M3LEO_CONFIG"] = os.devnull
+    sel = ["--edition", "miniset", "--region", "europe", "--quiet"]
     if (data / "done").exists():
+        if exports:
+            export_all(data, tiles, chip, sel)  # formats added since
         return data
     cfg = SynthConfig(
         regions=("europe",), editions=("miniset",), tiles=tiles, chip_px=chip,
@@ -62,19 +68,29 @@ def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:
         datakinds=("s1grd-2020", "gssic", "s2rgbm-2020", "esaworldcover-2020"),
     )  # fmt: skip
     info = write_source(work / f"src-{tiles}-{chip}", cfg)
-    sel = ["--edition", "miniset", "--region", "europe", "--quiet"]
     with HubServer(info.root) as srv:
         os.environ["HF_ENDPOINT"] = srv.url
         assert main(["download", *sel, "-m", "s1grd", "-m", "gssic", "-m", "s2rgbm",
                      "-m", "esaworldcover"]) == 0  # fmt: skip
     assert main(["stats", "--bands", "--edition", "miniset", "--region", "europe",
                  "-m", "s1grd", "-m", "gssic", "-m", "s2rgbm", "--json"]) == 0  # fmt: skip
-    for fmt in ("webdataset", "parquet") if exports else ():
-        assert main(["export", "--format", fmt, "--out", str(data.parent / f"{fmt}-{tiles}-{chip}"),
-                     *sel, "--split", "train", "-m", "s1grd", "-m", "gssic",
-                     "--label", "esaworldcover", "--shard-size", "8", "--json"]) == 0  # fmt: skip
+    if exports:
+        export_all(data, tiles, chip, sel)
     (data / "done").write_text("")
     return data
+
+
+def export_all(data: Path, tiles: int, chip: int, sel: list[str]) -> None:
+    """The train split in every streaming format not exported yet (native grids, raw values)."""
+    from m3leo_cli.cli import main
+
+    for fmt in EXPORT_FORMATS:
+        out = data.parent / f"{fmt}-{tiles}-{chip}"
+        if (out / "metadata.json").exists():
+            continue
+        assert main(["export", "--format", fmt, "--out", str(out), *sel, "--split", "train",
+                     "-m", "s1grd", "-m", "gssic", "--label", "esaworldcover",
+                     "--shard-size", "8", "--overwrite", "--json"]) == 0  # fmt: skip
 
 
 def spec(chip: int, normalize: bool, layers=("s1grd-2020", "gssic")):  # type: ignore[no-untyped-def]
@@ -191,7 +207,7 @@ def main() -> None:
     exports = {
         fmt: ExportDataset(data.parent / f"{fmt}-{args.tiles}-{args.chip}", "train",
                            spec(args.chip, False))
-        for fmt in ("webdataset", "parquet")
+        for fmt in EXPORT_FORMATS
     }  # fmt: skip
     samples = store.plan.samples
     n, wall0, cpu0 = timed(lambda: bare(samples), args.repeat)
