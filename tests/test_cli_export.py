@@ -105,7 +105,7 @@ def test_rerun_completes_and_partitions(store: SourceInfo, tmp_path: Path, capsy
 @pytest.mark.parametrize(
     ("args", "code", "message", "hint"),
     [  # usage mistakes exit 2, a valid request this store cannot serve exits 1
-        (("-f", "tfrecord"), 2, "unknown format 'tfrecord'", "npz, webdataset, parquet, geotiff"),
+        (("-f", "hdf5"), 2, "unknown format 'hdf5'", "npz, webdataset, parquet, geotiff, zarr"),
         (("-f", "npz", "-m", "gunw"), 1, "region europe has no gunw datakind", "m3leo modalities"),
         (("-f", "npz", "-m", "s1grd", "-m", "biomass"), 1,
          "no tile has every requested layer: biomass-2020 not downloaded on 8 of 8 tiles",
