@@ -224,7 +224,16 @@ def failure_hint(summary: DownloadSummary) -> str | None:
     reasons = [why for _, why in summary.failures]
     if reasons and sum("rate-limited" in why for why in reasons) * 2 >= len(reasons):
         return RATE_LIMITED_HINT
+    if reasons and sum(why.startswith(_LOCAL) for why in reasons) * 2 >= len(reasons):
+        return (
+            "the store cannot write these files (the report lists them): move away a file or "
+            "folder standing in their place, or make the folder writable, then re-run; "
+            "--data-dir or M3LEO_DATA_DIR chooses another store"
+        )
     return None
+
+
+_LOCAL = ("Not a directory", "Is a directory", "Permission denied", "Read-only file system")
 
 
 def write_report(report_dir: Path, summary: DownloadSummary) -> Path:

@@ -109,6 +109,7 @@ def test_a_folder_that_cannot_hold_files_fails_each_file_with_its_reason(
     assert summary["failed"] == len(_tiles(info)) and summary["downloaded"] == 2  # CSV, GeoJSON
     reasons = {json.loads(x)["reason"] for x in Path(summary["report"]).read_text().splitlines()}
     assert all("Not a directory" in r for r in reasons)
+    assert "hint: the store cannot write these files" in res.err
 
     (region / PARTITION / "gssic").unlink()
     folder = region / _tiles(info)[0]
