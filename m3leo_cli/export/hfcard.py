@@ -10,32 +10,22 @@ the same bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from .hfparquet import HfParquetExporter
-
+Layer = tuple[str, str, str, list[int]]  # name, role, dtype, (bands, H, W)
 NAME = "m3leo-export"
 SOURCE = "https://huggingface.co/M3LEO"  # the published dataset's organisation on the Hub
 CROISSANT_SPEC = "http://mlcommons.org/croissant/1.1"
 
 
-def _layer_rows(exp: HfParquetExporter) -> list[tuple[str, str, str, list[int], int]]:
-    rows = []
-    for name, dtype, shape in exp._layers():
-        lay = next(lay for lay in exp.layers if lay.name == name)
-        bands = len(exp.layer_info[name].get("bands") or [])
-        rows.append((name, lay.role, str(dtype), shape, bands))
-    return rows
-
-
-def dataset_card(exp: HfParquetExporter, splits: Sequence[str]) -> str:
+def dataset_card(layers: Sequence[Layer], counts: Mapping[str, int]) -> str:
     """README.md: YAML ``configs`` per split, then what the export holds and how to read it."""
     from huggingface_hub import DatasetCardData
 
     from ..version import __version__
 
+    splits = list(counts)
     data = DatasetCardData(
         pretty_name="M3LEO export",
         configs=[
@@ -46,8 +36,7 @@ def dataset_card(exp: HfParquetExporter, splits: Sequence[str]) -> str:
         ],
         tags=["earth-observation", "remote-sensing", "m3leo"],
     )
-    counts = exp.layer_info.get("hf:splits", {})
-    first = next((r[0] for r in _layer_rows(exp)), "LAYER")
+    first = next((lay[0] for lay in layers), "LAYER")
     lines = [
         "---",
         data.to_yaml().rstrip(),
@@ -63,10 +52,7 @@ def dataset_card(exp: HfParquetExporter, splits: Sequence[str]) -> str:
         "",
         "| layer | role | dtype | shape (bands, y, x) |",
         "|---|---|---|---|",
-        *[
-            f"| `{n}` | {role} | {dt} | {tuple(shape)} |"
-            for n, role, dt, shape, _ in _layer_rows(exp)
-        ],
+        *[f"| `{n}` | {role} | {dt} | {tuple(shape)} |" for n, role, dt, shape in layers],
         "",
         "| split | samples |",
         "|---|---|",
@@ -85,13 +71,12 @@ def dataset_card(exp: HfParquetExporter, splits: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def croissant(exp: HfParquetExporter) -> str:
+def croissant(layers: Sequence[Layer], splits: Sequence[str]) -> str:
     """croissant.json: per split a FileSet (``<split>/*.parquet``) and a RecordSet whose fields
     extract the columns, layers as arrays with their shape."""
     import mlcroissant as mlc
     import numpy as np
 
-    splits = list(exp.layer_info.get("hf:splits", {}))
     files, records = [], []
     for split in splits:
         fs_id = f"{split}-parquet"
@@ -118,15 +103,14 @@ def croissant(exp: HfParquetExporter) -> str:
 
         fields = [field(c, mlc.DataType.TEXT) for c in ("tile_id", "split", "region", "crs")]
         fields.append(field("bounds", mlc.DataType.FLOAT, "4"))
-        for name, dtype, shape in exp._layers():
+        for name, _, dtype, shape in layers:
             kind = mlc.DataType.FLOAT if np.dtype(dtype).kind == "f" else mlc.DataType.INTEGER
             fields.append(field(name, kind, ",".join(str(n) for n in shape)))
         records.append(mlc.RecordSet(id=split, name=split, fields=fields))
-    rows = _layer_rows(exp)
     meta = mlc.Metadata(
         name=NAME,
         description="Co-aligned M3LEO samples exported by m3leo: "
-        + ", ".join(f"{n} ({role})" for n, role, *_ in rows),
+        + ", ".join(f"{n} ({role})" for n, role, *_ in layers),
         url=SOURCE,
         conforms_to=[CROISSANT_SPEC],
         distribution=files,

@@ -173,11 +173,17 @@ class HfParquetExporter(ParquetExporter):
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:
         res = super().write(unit, items)
-        splits = list(self.layer_info.get(SPLITS, {}))
-        if splits and unit.split == splits[0] and unit.key.endswith("-000000"):
+        counts: dict[str, int] = self.layer_info.get(SPLITS, {})
+        if counts and unit.split == next(iter(counts)) and unit.key.endswith("-000000"):
             from .hfcard import croissant, dataset_card
 
-            for rel, text in ((CARD, dataset_card(self, splits)), (CROISSANT, croissant(self))):
+            roles = {lay.name: lay.role for lay in self.layers}
+            layers = [(n, roles[n], str(dt), shape) for n, dt, shape in self._layers()]
+            docs = (
+                (CARD, dataset_card(layers, counts)),
+                (CROISSANT, croissant(layers, list(counts))),
+            )
+            for rel, text in docs:
                 payload = text.encode()
                 write_bytes_atomic(self.out / rel, payload)
                 res.files[rel] = {
