@@ -157,3 +157,18 @@ def test_missing_zarr_is_one_error_naming_the_extra(source, tmp_path, monkeypatc
     assert lines[0] == "Error: --format zarr needs the optional package 'zarr' (the zarr extra)"
     assert "pip install '.[zarr]'" in lines[1] and len(lines) == 2
     assert not (tmp_path / "c").exists()
+
+
+def test_allow_missing_leaves_the_absent_layer_empty_and_marked(source, tmp_path) -> None:
+    plan = plan_for(source, allow_missing=True)
+    gap = next(s for s in plan.samples if s.missing)
+    out = tmp_path / "o"
+    assert run_export(plan, ExportOptions("zarr", out, shard_size=4)).complete
+    ds = _open(out, gap.split, "gssic")
+    i = list(ds["tile_id"].values).index(gap.tile_id)
+    assert not bool(ds["present"][i]) and bool(np.isnan(ds["gssic"][i]).all())
+    assert np.isnan(ds["bbox"][i]).all()
+    s1 = _open(out, gap.split, "s1grd-2020")
+    assert bool(s1["present"][i]) and s1["tile_id"].values[i] == gap.tile_id  # co-aligned
+    np.testing.assert_array_equal(s1["s1grd-2020"][i].values,
+                                  source_array(plan, gap.tile_id, "s1grd-2020"))  # fmt: skip
