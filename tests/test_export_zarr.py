@@ -172,3 +172,28 @@ def test_allow_missing_leaves_the_absent_layer_empty_and_marked(source, tmp_path
     assert bool(s1["present"][i]) and s1["tile_id"].values[i] == gap.tile_id  # co-aligned
     np.testing.assert_array_equal(s1["s1grd-2020"][i].values,
                                   source_array(plan, gap.tile_id, "s1grd-2020"))  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hf"])
+def test_a_tile_on_another_grid_fails_with_the_resample_hint(source, tmp_path, fmt) -> None:
+    """One array shape per layer: a tile whose grid differs is that sample's counted failure
+    (named, with --resample as the way out), never a silently padded or cropped array."""
+    if fmt == "hf":
+        pytest.importorskip("datasets", reason="the hf extra")
+    import rasterio
+    from export_source import private_copy
+
+    root = private_copy(source, tmp_path / "repo")
+    plan = plan_for(source, root=root)
+    victim = next(s for s in plan.samples[1:] if s.split == plan.samples[0].split)
+    path = victim.files["s1grd-2020"].path
+    with rasterio.open(path) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    profile.update(width=8, height=8)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data[:, :8, :8])
+        dst.descriptions = names
+    s = run_export(plan, ExportOptions(fmt, tmp_path / "o", shard_size=2))
+    assert [(f.tile_id, f.layer) for f in s.failures] == [(victim.tile_id, "s1grd-2020")]
+    assert "--resample" in s.failures[0].reason and "[16, 8, 8]" in s.failures[0].reason
+    assert s.written == len(plan.samples) - 1
