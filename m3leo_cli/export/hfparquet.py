@@ -2,9 +2,9 @@
 ``croissant.json``: an export folder that ``hf upload`` makes a Hub dataset as it is.
 
 ``<split>/<split>-%06d.parquet`` as for ``--format parquet`` (one row per tile, ``--shard-size``
-rows a shard), but each layer is a fixed-size list column ``(bands, H, W)`` in its dtype, and
-the schema metadata carries the ``datasets`` Features (``List(..., length=n)`` nested three
-deep: shape and dtype), so::
+rows a shard), but each layer is a ``datasets`` ``Array3D`` column (its Arrow extension type,
+shape ``(bands, H, W)`` and dtype) and the schema metadata carries the ``datasets`` Features,
+so::
 
     ds = datasets.load_dataset("parquet", data_dir=out, split="train")
     ds.with_format("numpy", dtype=None)[0]["s1grd-2020"]   # (bands, H, W) uint16
@@ -15,11 +15,13 @@ files) and ``croissant.json`` (MLCommons Croissant 1.1, built with ``mlcroissant
 and one record set per split, layers as arrays with their shape). Both are written with the
 first shard of the first split.
 
-Parquet has no fixed-size list: every value carries repetition levels, and 8/16-bit integers
-are stored as 32-bit, so these files are larger and slower to read than ``--format parquet``'s
-raw tensor bytes (docs/export.md). m3leo's own loader reads ``--format parquet``; this format
-is for the Hugging Face ecosystem. Every tile of a layer must share one grid (the first tile's):
-tiles on another grid fail with a hint to ``--resample``.
+``Array3D`` is stored as nested lists: in Parquet every value carries repetition levels, and
+8/16-bit integers are stored as 32-bit, so these files are larger and slower to read than
+``--format parquet``'s raw tensor bytes (docs/export.md); a fixed-size list column would be no
+smaller, and datasets turns it into NumPy 20 times slower than its own Array3D. m3leo's own
+loader reads ``--format parquet`` fastest; this format is for the Hugging Face ecosystem. Every
+tile of a layer must share one grid (the first tile's): tiles on another grid fail with a hint
+to ``--resample``.
 """
 
 from __future__ import annotations
@@ -44,15 +46,6 @@ GRIDS = "hf:grids"  # layer_info key (not a layer): layer -> [bands, H, W]; and 
 SPLITS = "hf:splits"
 CARD = "README.md"
 CROISSANT = "croissant.json"
-
-
-def fixed_list_type(dtype: Any, shape: Sequence[int]) -> pa.DataType:
-    import pyarrow as pa
-
-    t = pa.from_numpy_dtype(dtype)
-    for n in reversed(shape):
-        t = pa.list_(t, n)
-    return t
 
 
 def fixed_list_column(arrays: Sequence[np.ndarray | None], dtype: Any, shape: Sequence[int]) -> Any:
@@ -107,7 +100,7 @@ class HfParquetExporter(ParquetExporter):
         ]
 
     def features(self) -> Any:
-        from datasets import Features, List, Value
+        from datasets import Array3D, Features, List, Value
 
         feats: dict[str, Any] = {
             "tile_id": Value("string"),
@@ -118,19 +111,20 @@ class HfParquetExporter(ParquetExporter):
             "missing": List(Value("string")),
         }
         for name, dtype, (bands, h, w) in self._layers():
-            feats[name] = List(List(List(Value(str(dtype)), length=w), length=h), length=bands)
+            feats[name] = Array3D(shape=(bands, h, w), dtype=str(dtype))
         return Features(feats)
 
     def _make_schema(self) -> pa.Schema:
         import pyarrow as pa
 
         base = super()._make_schema()
+        features = self.features()
         fields = [f for f in base if f.name not in self.layer_info]
-        for name, dtype, shape in self._layers():
+        for name, _, _ in self._layers():
             meta = dict(base.field(name).metadata or {})
-            meta[b"layout"] = b"fixed-size-list"
-            fields.append(pa.field(name, fixed_list_type(dtype, shape), metadata=meta))
-        hf = {"info": {"features": self.features().to_dict()}}
+            meta[b"layout"] = b"datasets-array3d"
+            fields.append(pa.field(name, features[name](), metadata=meta))
+        hf = {"info": {"features": features.to_dict()}}
         return pa.schema(
             fields,
             metadata={
@@ -167,8 +161,12 @@ class HfParquetExporter(ParquetExporter):
             pa.array([m["bounds"] for m, _ in rows], schema.field("bounds").type),
             pa.array([m["missing"] for m, _ in rows], pa.list_(pa.string())),
         ]
+        from datasets.table import cast_array_to_feature
+
+        features = self.features()
         for name, dtype, shape in self._layers():
-            cols.append(fixed_list_column([a.get(name) for _, a in rows], dtype, shape))
+            column = fixed_list_column([a.get(name) for _, a in rows], dtype, shape)
+            cols.append(cast_array_to_feature(column, features[name]))  # datasets' own storage
         return pa.Table.from_arrays(cols, schema=schema)
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:

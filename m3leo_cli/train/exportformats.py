@@ -62,12 +62,14 @@ def _npz(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[R
 
 def _hf(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     schema = pf.schema_arrow
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
-    shapes = {d: _fixed_shape(schema.field(d).type) for d in wanted}
+    features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
+    shapes = {d: tuple(features[d]["shape"]) for d in wanted}  # datasets' Array3D
     start = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -81,20 +83,14 @@ def _hf(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Ro
             arrays = {}
             for d in wanted:
                 col = table.column(d).chunk(0)
+                if isinstance(col, pa.ExtensionArray):  # datasets imported: its Array3D type
+                    col = col.storage
                 if col[i].is_valid:
                     flat = col.slice(i, 1).flatten().flatten().flatten()
                     arrays[d] = np.asarray(flat.to_numpy()).reshape(shapes[d])
             tile = table.column("tile_id")[i].as_py()
             yield tile, table.column("bounds")[i].as_py(), arrays, lambda d: bands[d]
         start += n
-
-
-def _fixed_shape(t: Any) -> tuple[int, ...]:
-    shape = []
-    while hasattr(t, "list_size"):
-        shape.append(t.list_size)
-        t = t.value_type
-    return tuple(shape)
 
 
 def _zarr_slots(path: Path) -> tuple[int, ...]:
