@@ -13,7 +13,11 @@ The rules (spaceml-org/M3LEO, ``fdlsar``; re-stated, not copied):
 - **GHS-BUILT-S and biomass**: the native grid, NaN -> 0, resized to 45 x 55 (bilinear,
   antialiased), multiplied by ``nanmean(original) / nanmean(resized)`` when both are non-zero;
 - **MODIS tree cover**: water (200) -> 0;
-- **GUNW**: a ``days=lo-hi`` rule takes the first in-range date pair in file order.
+- **GUNW**: a ``days=lo-hi`` rule takes the first in-range date pair in file order; values
+  are normalised on the native grid with constants per variable (every date pair of the
+  train tiles sampled, fill-masked values only: ``n`` counts valid pixels), fill values and
+  NaN become 0 there, and the array is resized onto the chip (bilinear, antialiased, the
+  zeros taken as values).
 
 The loaded input arrays themselves are m3leo's (the issue 28 comparison found them equal to the
 authors' once the constants agree): ``x`` is ``StoreDataset`` without normalisation. Each
@@ -82,6 +86,34 @@ def their_regression(values: np.ndarray) -> np.ndarray:
     if now != 0.0 and original != 0.0 and np.isfinite(original):
         out = out * float(original / now)
     return out.numpy()
+
+
+def their_gunw_constants(arrays: list[np.ndarray]) -> tuple[float, float]:
+    """One variable's mean and std + 1e-5 over the valid (non-NaN) values of every date pair
+    of the sampled tiles."""
+    total, squares, n = 0.0, 0.0, 0
+    for x in arrays:
+        valid = x[np.isfinite(x)].astype(np.float64)
+        total += float(valid.sum())
+        squares += float((valid**2).sum())
+        n += valid.size
+    mean = total / n
+    return mean, float(np.sqrt(squares / n - mean**2)) + 1e-5
+
+
+def their_gunw(values: np.ndarray, chip: int, constants: tuple[float, float] | None) -> np.ndarray:
+    """(H, W) float32 with NaN for no data -> their (chip, chip) input channel: normalised
+    on the native grid, NaN -> 0, resized (bilinear, antialiased)."""
+    import torch
+    from torch.nn import functional as F
+
+    x = values.astype(np.float32)
+    if constants is not None:
+        x = (x - np.float32(constants[0])) / np.float32(constants[1])
+    x = np.where(np.isnan(x), np.float32(0.0), x)
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+    return F.interpolate(t, size=(chip, chip), mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0].numpy()  # fmt: skip
 
 
 def their_pair(token: str, stored: list[str]) -> str | None:
@@ -169,32 +201,42 @@ def compare(
             diff = np.abs(got.astype(np.float64) - want)
             worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max()))
         out[f"{key} ({dk})"] = worst
-    # 3. GUNW: the first in-range pair, read and resampled as any band
+    # 3. GUNW: the first in-range pair, their normalisation and fill, raw and normalised
     t = TargetSpec("esaworldcover-2020", "Map", "classification", ESA_CODES)
-    spec = _spec((InputSpec(GUNW, GUNW_RULES),), t, chip, regions, normalize=False,
-                 preprocessing=pre)  # fmt: skip
-    ours = StoreDataset(spec, "val", settings)
-    worst, picked = 0.0, 0
-    for i, s in enumerate(ours.plan.samples):
-        path = s.files[GUNW].path
-        stored = list(band_names(path, GUNW))
-        got = ours[i]["image"].numpy()
-        for c, rule in enumerate(GUNW_RULES):
-            name = their_pair(rule, stored)
-            if name is None:
-                want = np.zeros(got[c].shape, dtype=np.float32)
-            else:
-                picked += 1
-                tile = read_tile(path, GUNW, [name])
-                v, mask = resample(
-                    tile.data, chip, nearest=False, nodata=tile.nodata, family="gunw"
-                )
-                want = v[0].astype(np.float32)
-                if mask is not None:
-                    want[mask[0]] = 0.0
-                want[~np.isfinite(want)] = 0.0
-            worst = max(worst, float(np.abs(got[c] - want).max()))
-    out[f"image ({GUNW}, first in-range pair; {picked} picked)"] = worst
+    for normalize in (False, True):
+        spec = _spec((InputSpec(GUNW, GUNW_RULES),), t, chip, regions, normalize=normalize,
+                     preprocessing=pre)  # fmt: skip
+        ours = StoreDataset(spec, "val", settings)
+        constants: dict[tuple[str, str], tuple[float, float]] = {}
+        if normalize:
+            train = plan_split(settings, replace(spec, normalize=False), "train")
+            for region in regions:
+                for var in {r.split(":", 1)[0] for r in GUNW_RULES}:
+                    arrays = []
+                    for s in train.samples:
+                        if s.region != region or GUNW not in s.files:
+                            continue
+                        path = s.files[GUNW].path
+                        names = [b for b in band_names(path, GUNW) if b.startswith(var + ":")]
+                        arrays.append(decode(read_tile(path, GUNW, names)))
+                    constants[(region, var)] = their_gunw_constants(arrays)
+        worst, picked = 0.0, 0
+        for i, s in enumerate(ours.plan.samples):
+            path = s.files[GUNW].path
+            stored = list(band_names(path, GUNW))
+            got = ours[i]["image"].numpy()
+            for c, rule in enumerate(GUNW_RULES):
+                name = their_pair(rule, stored)
+                if name is None:
+                    want = np.zeros(got[c].shape, dtype=np.float32)  # theirs raises: none here
+                else:
+                    picked += 1
+                    values = decode(read_tile(path, GUNW, [name]))[0]
+                    var = rule.split(":", 1)[0]
+                    want = their_gunw(values, chip, constants.get((s.region, var)))
+                worst = max(worst, float(np.abs(got[c] - want).max()))
+        how = "normalised" if normalize else "raw"
+        out[f"image ({GUNW}, {how}, first in-range pair; {picked} picked)"] = worst
     return out
 
 

@@ -31,7 +31,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
 def test_paper_reproduces_each_rule_and_the_default_does_not(store) -> None:
     paper = bench_vs_paper.compare(CONFIG.chip_px)
     default = bench_vs_paper.compare(CONFIG.chip_px, preprocessing="m3leo")
-    assert len(paper) == 7
+    assert len(paper) == 8
     for name, diff in paper.items():
         assert diff <= 1e-5, (name, diff)  # 0, or float32 rounding of the normalised inputs
     # every rule is one the default does not follow: the comparison can tell them apart

@@ -13,7 +13,9 @@ Targets are resampled with nearest neighbour and never normalised. Plus ``tile_i
 constants and epsilon (``normstats.paper_mean_std``); WorldCover no-data and unknown codes
 are class 0; GHS-BUILT-S and biomass targets are their native values, NaN filled with 0,
 resized to 45 x 55 (bilinear, antialiased) and scaled back to the tile's mean; MODIS water
-is 0 % tree cover.
+is 0 % tree cover; GUNW inputs are normalised on their native grid (constants over the valid
+pixels of every date pair), no data set to 0 there, then resized with an antialiased
+bilinear filter that blends those zeros in (m3leo's resampling leaves no-data pixels out).
 """
 
 from __future__ import annotations
@@ -48,6 +50,41 @@ PAPER_RESIZED = ("ghsbuilts", "biomass")
 
 def _family(datakind: str) -> spec.Family:
     return spec.parse_datakind(datakind).family
+
+
+def _decode_minus(values: np.ndarray, data: np.ndarray, family: str, mean: np.ndarray) -> None:
+    """``decode_into(values, data)`` then ``values -= mean``, with the cast folded into the
+    first arithmetic pass where decoding is a cast or S2's ``/ 255``: numpy computes these
+    in float32 on the float32 cast of each value, as the two steps do (the same bits, one
+    pass fewer over the image)."""
+    import numpy as np
+
+    from ..tiles.model import decode_into
+
+    if family == "s1grd" and data.dtype == np.uint16:
+        np.subtract(data.view(np.int16), mean, out=values, dtype=np.float32)
+    elif family == "s2rgbm" and data.dtype == np.uint8:
+        np.divide(data, np.float32(255.0), out=values, dtype=np.float32)
+        values -= mean
+    elif family != "modis44b006veg" and (
+        data.dtype == np.float32 or (data.dtype.kind in "iu" and data.dtype.itemsize <= 2)
+    ):
+        np.subtract(data, mean, out=values, dtype=np.float32)
+    else:  # decoding maps values (MODIS water), or a wider type: the two steps
+        decode_into(values, data, family)
+        values -= mean
+
+
+def _bounded(dtype: np.dtype, mean: np.ndarray, std: np.ndarray) -> bool:
+    """Whether ``(x - mean) / std`` is finite for every ``x`` of integer ``dtype``."""
+    import numpy as np
+
+    if dtype.kind not in "iu" or not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        return False
+    info = np.iinfo(dtype)
+    reach = max(abs(float(info.min)), float(info.max)) + float(np.abs(mean).max())
+    low = float(np.abs(std).min())
+    return low > 0.0 and reach / low < 1e37
 
 
 class Assembler:
@@ -100,30 +137,75 @@ class Assembler:
             out[...] = 0.0
             return out
         family = _family(datakind)
+        if self.spec.preprocessing == "paper" and family.name == "gunw":
+            return self._paper_gunw(datakind, layer, out, region)
         data, mask = resample(
             layer.data, size, nearest=family.label, nodata=layer.nodata, family=family.name
         )
         rows = [i for i, b in enumerate(layer.bands) if b is not None]
         # decode straight into the image when every channel is present (the usual case)
         values = out if len(rows) == len(out) else np.empty(data.shape, dtype=np.float32)
+        # integer sources decode to finite values; normalised, they stay finite when the
+        # constants are (then the pass looking for NaN / inf is skipped)
+        finite = data.dtype.kind in "iu"
         if self.normalized:
             np.copyto(values, data, casting="unsafe")
         else:
-            decode_into(values, data, family.name)
             stats = self.run_stats.for_region(region) if self.run_stats else self.stats
             if datakind in stats:
                 bands = tuple(b for b in layer.bands if b is not None)
                 mean, std = self._mean_std(stats, datakind, bands, region or "")
-                values -= mean
+                _decode_minus(values, data, family.name, mean)
                 values /= std
+                finite = finite and _bounded(data.dtype, mean, std)
+            else:
+                decode_into(values, data, family.name)
         if mask is not None:
             np.copyto(values, np.float32(0.0), where=mask)
         # one summing pass finds NaN / inf (an overflowing sum only takes the slow path)
-        if not np.isfinite(values.sum()):
+        if not finite and not np.isfinite(values.sum()):
             values[~np.isfinite(values)] = 0.0
         if values is not out:
             out[...] = 0.0
             out[rows] = values
+        return out
+
+    def _paper_gunw(
+        self, datakind: str, layer: LayerData, out: np.ndarray, region: str | None
+    ) -> np.ndarray:
+        """The authors' GUNW input: normalised on the native grid, no data (fill values, NaN)
+        set to 0 there, then resized onto the chip grid with an antialiased bilinear filter
+        that takes those zeros as values (their ``FillNanByKey(0)`` then ``Resize``)."""
+        import numpy as np
+        import torch
+        from torch.nn import functional as F
+
+        from ..tiles.model import decode_into
+
+        rows = [i for i, b in enumerate(layer.bands) if b is not None]
+        out[...] = 0.0  # a rule with no pair in range: a zero channel (theirs raises)
+        if not rows:
+            return out
+        values = np.empty(layer.data.shape, dtype=np.float32)
+        decode_into(values, layer.data, "gunw")
+        stats = self.run_stats.for_region(region) if self.run_stats else self.stats
+        if datakind in stats and not self.normalized:
+            bands = tuple(b for b in layer.bands if b is not None)
+            mean, std = self._mean_std(stats, datakind, bands, region or "")
+            values -= mean
+            values /= std
+        if layer.nodata is not None:
+            values[layer.nodata] = 0.0
+        values[~np.isfinite(values)] = 0.0
+        size = self.spec.size
+        resized = F.interpolate(
+            torch.from_numpy(values)[None],
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
+        out[rows] = resized.numpy()
         return out
 
     def _mean_std(
@@ -146,7 +228,8 @@ class Assembler:
                 ms = []
                 for b in bands:
                     stats[datakind].mean_std(b)  # a missing band raises with its fix
-                    ms.append(paper_mean_std(stats[datakind].bands[band_key(datakind, b)[1]]))
+                    entry = stats[datakind].bands[band_key(datakind, b)[1]]
+                    ms.append(paper_mean_std(entry, _family(datakind).name == "gunw"))
             else:
                 ms = [stats[datakind].mean_std(b) for b in bands]
             got = (
@@ -254,18 +337,23 @@ class Assembler:
         tile_id: str,
         bounds: Sequence[float] | None,
         region: str | None = None,
+        image: Any = None,
     ) -> dict[str, Any]:
+        """The sample dict; ``image``: a float32 (C, H, W) torch tensor to write the image into
+        (a slot of a batch tensor), else a new one."""
         import numpy as np
         import torch
 
         size = self.spec.size
-        image = np.empty((self.num_channels, size, size), dtype=np.float32)
+        if image is None:
+            image = torch.from_numpy(np.empty((self.num_channels, size, size), np.float32))
+        array = image.numpy()
         start = 0
         for d in self.inputs:
             n = self.channels[d]
-            self.input_array(d, inputs.get(d), image[start : start + n], region)
+            self.input_array(d, inputs.get(d), array[start : start + n], region)
             start += n
-        out: dict[str, Any] = {"image": torch.from_numpy(image)}
+        out: dict[str, Any] = {"image": image}
         if target is not None and self.spec.target is not None:
             key = "mask" if self.spec.target.task == "classification" else "target"
             out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))

@@ -106,14 +106,18 @@ def _sample(data: DataSpec) -> int | None:
     return PAPER_SAMPLE if data.preprocessing == "paper" else None
 
 
-def paper_mean_std(band: dict[str, Any]) -> tuple[float, float]:
+def paper_mean_std(band: dict[str, Any], valid_only: bool = False) -> tuple[float, float]:
     """The authors' constants from a saved band entry, and their epsilon: ``mean = sum / n`` and
     ``std = sqrt(sum of squares / n - mean^2)`` where ``n`` counts every pixel, no-data ones
     too (their ``nansum`` over the array, divided by its size), returned as ``(mean,
-    std + 1e-5)`` so that ``(x - mean) / std`` is their ``(x - mean) / (std + 1e-5)``."""
+    std + 1e-5)`` so that ``(x - mean) / std`` is their ``(x - mean) / (std + 1e-5)``.
+    ``valid_only``: ``n`` counts the valid pixels only (their GUNW constants, taken over the
+    fill-masked values of every date pair of a variable)."""
     import math
 
     count, pixels = int(band.get("count") or 0), int(band.get("pixels") or 0)
+    if valid_only:
+        pixels = count
     if not count or not pixels:
         return 0.0, 1.0 + PAPER_EPS
     mean, std = float(band["mean"]), float(band.get("std") or 0.0)
