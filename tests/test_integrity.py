@@ -194,6 +194,11 @@ def test_the_training_dataset_refuses_a_damaged_tile(
     tif.write_bytes(_damaged(tif.read_bytes()))
     with pytest.raises(CorruptTileError, match="changed since it was written"):
         ds[0]
+    # a DataLoader's batched fetch (``__getitems__``) reads through the same checks
+    with pytest.raises(CorruptTileError, match="changed since it was written"):
+        ds.__getitems__([0])
+    with pytest.raises(CorruptTileError, match="changed since it was written"):
+        ds.__getitems__([1])
 
 
 def test_verify_repair_with_a_folder_in_a_files_place_repairs_the_rest(

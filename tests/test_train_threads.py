@@ -4,6 +4,7 @@ variable; the main process gets its own pool back afterwards (the model keeps it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,33 @@ def test_collate_stacks_on_one_torch_thread_and_restores_it() -> None:
     want = torch.utils.data.default_collate(batch)
     assert torch.equal(out["image"], want["image"]) and out["tile_id"] == ["0", "1", "2"]
     assert torch.get_num_threads() == before
+
+
+_LATE_BLAS = """
+import json, sys
+import numpy, threadpoolctl, torch
+sys.path.insert(0, {tests!r})
+import test_train_threads as t
+
+ds = t._dataset()
+first = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))  # limits set up here
+import scipy.linalg  # a second BLAS, loaded after the first batch
+before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+    later = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+print(json.dumps([first["blas"].tolist(), later["blas"].tolist(), len(before)]))
+"""
+
+
+def test_a_blas_loaded_after_the_first_batch_is_held_too(store) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("scipy", reason="a second BLAS library to load late")
+    script = _LATE_BLAS.format(tests=str(Path(__file__).parent))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    first, later, libraries = json.loads(res.stdout.strip().splitlines()[-1])
+    assert libraries >= 2  # numpy's and scipy's BLAS: the case this test is about
+    assert first == [1, 1] and later == [1, 1]

@@ -224,7 +224,18 @@ class StoreDataset:
         with loader_threads():  # BLAS held to one thread while assembling (train.threads)
             return self._item(index)
 
-    def _item(self, index: int) -> dict[str, Any]:
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples of one batch (a DataLoader's batched fetch): each image is assembled
+        straight into its slot of one batch tensor (in shared memory in a worker), which
+        ``threads.collate`` passes on as the batch instead of stacking a copy."""
+        from .threads import batch_tensor, loader_threads
+
+        with loader_threads(batch=True):
+            size = self.data.size
+            images = batch_tensor((len(indices), self.assembler.num_channels, size, size))
+            return [self._item(i, images[k]) for k, i in enumerate(indices)]
+
+    def _item(self, index: int, image: Any = None) -> dict[str, Any]:
         s = self.plan.samples[index]
         layers: dict[str, LayerData | None] = {}
         for d in self.plan.inputs:
@@ -240,7 +251,7 @@ class StoreDataset:
             layers[d] = layer
         t = self.plan.target
         target = None if t is None else self._read(s.files[t].path, t)
-        sample = self.assembler.sample(layers, target, s.tile_id, s.bounds, s.region)
+        sample = self.assembler.sample(layers, target, s.tile_id, s.bounds, s.region, image)
         return self.transforms(sample) if self.transforms else sample
 
 
