@@ -402,4 +402,4 @@ def install_hint(extra: str) -> str:
     root = Path(__file__).resolve().parent.parent
     if (root / "pyproject.toml").is_file():
         return f"pip install '.[{extra}]' (in {root})"
-    return f"pip install 'm3leo-cli[{extra}]'"
+    return f"pip install 'm3leo-cli[{extra}]' (from a clone: pip install '.[{extra}]' in it)"

@@ -117,3 +117,17 @@ def test_commands_that_take_the_store_lock_accept_wait(command: str) -> None:
 
     assert "--wait" in StoreLockedError.default_hint
     assert "--wait" in _tree()[command]
+
+
+def test_a_hint_that_names_a_command_keeps_the_data_dir_the_user_gave(capsys, tmp_path) -> None:
+    """Walk-through finding: run as printed, a hint without --data-dir works on the default
+    store, not the one the user named (it downloaded 22 files into ~/.local/share)."""
+    from clirun import run
+
+    store = tmp_path / "store16"
+    (store / "manifest").mkdir(parents=True)
+    res = run(capsys, "info", "0123456789abc", "--edition", "miniset", "--region", "europe",
+              "--data-dir", str(store))  # fmt: skip
+    assert res.code != 0
+    hint = next(line for line in res.err.splitlines() if line.startswith("hint: "))
+    assert "m3leo catalog refresh" in hint and f"--data-dir {store}" in hint

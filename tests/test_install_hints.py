@@ -36,7 +36,10 @@ def test_from_an_installed_package_the_hint_names_the_published_package(tmp_path
     code = "from m3leo_cli.errors import install_hint; print(install_hint('train'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True, env={"PYTHONPATH": str(site)})  # fmt: skip
-    assert out.stdout.strip() == "pip install 'm3leo-cli[train]'"
+    # from an index once published, and from a clone installed without -e (finding 14)
+    assert out.stdout.strip() == (
+        "pip install 'm3leo-cli[train]' (from a clone: pip install '.[train]' in it)"
+    )
 
 
 def test_s3_has_an_extra_that_brings_s3fs() -> None:

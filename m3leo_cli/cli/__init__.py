@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         err_console().print(f"[bold red]Error:[/] {exc.message}", markup=True, highlight=False)
         if exc.hint:
-            err_console().print(f"hint: {exc.hint}", markup=False, highlight=False)
+            hint = _with_data_dir(exc.hint, args)
+            err_console().print(f"hint: {hint}", markup=False, highlight=False)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         return _interrupted()
@@ -104,6 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     if rv == 130:  # typer turns Ctrl-C into a quiet Exit(130); no command returns 130 itself
         return _interrupted()
     return int(rv or 0) if isinstance(rv, int) else 0
+
+
+def _with_data_dir(hint: str, args: list[str]) -> str:
+    """A hint that names an m3leo command keeps the --data-dir this command was given: run as
+    printed, it would otherwise work on the default store, not the one the user named."""
+    given = None
+    for i, arg in enumerate(args):
+        if arg == "--data-dir" and i + 1 < len(args):
+            given = args[i + 1]
+        elif arg.startswith("--data-dir="):
+            given = arg.split("=", 1)[1]
+    if given is None or "m3leo " not in hint or "--data-dir" in hint:
+        return hint
+    return f"{hint} (with --data-dir {given}, as in this command)"
 
 
 def _interrupted() -> int:

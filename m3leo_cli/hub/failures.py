@@ -110,8 +110,8 @@ def status_error(resp: Response, settings: Settings, *, content_host: bool) -> H
         if msg.startswith("this mirror has no "):  # m3leo serve: a mirror, not the Hub
             return RemoteNotFoundError(
                 f"{msg} ({where})",
-                f"the mirror at HF_ENDPOINT ({settings.endpoint}) does not hold it: choose a "
-                "region it has (`m3leo catalog refresh` with no --region lists them)",
+                f"the mirror at HF_ENDPOINT ({settings.endpoint}) does not hold it: ask for a "
+                "--region (or the other --edition) it serves; `m3leo serve` prints them at start",
                 url=url,
                 status=status,
             )
