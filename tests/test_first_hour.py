@@ -210,7 +210,7 @@ def test_a_data_dir_typo_says_the_folder_does_not_exist(capsys, stores) -> None:
     typo = mini.parent / "mimi"
     res = run(capsys, "stats", "--edition", "miniset", "--region", "europe", "--data-dir",
               str(typo))  # fmt: skip
-    assert res.code == 1
+    assert res.code == 2  # a folder the user typed: a usage error
     assert res.err.startswith(f"Error: the data dir {typo} does not exist (from command line)")
     assert "catalog refresh" not in res.err
     assert "hint: check --data-dir (or M3LEO_DATA_DIR)" in res.err and str(mini) in res.err

@@ -118,7 +118,10 @@ def missing_store_error(settings: Settings) -> ManifestNotFoundError | None:
         hint += "; did you mean " + " or ".join(near) + "?"
     else:
         hint += "; `m3leo catalog refresh --data-dir DIR` starts a new store there"
-    return ManifestNotFoundError(f"the data dir {root} does not exist (from {via})", hint)
+    err = ManifestNotFoundError(f"the data dir {root} does not exist (from {via})", hint)
+    if via != "default":
+        err.exit_code = 2  # a folder the user named (a typo): a usage error, nothing written
+    return err
 
 
 def manifest_not_found(
