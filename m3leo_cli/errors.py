@@ -43,7 +43,8 @@ def unit_reason(exc: BaseException) -> str:
     if isinstance(exc, M3leoError):
         return exc.message
     if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
+        path = exc.filename2 or exc.filename  # a rename's failing end is its destination
+        where = f": {path}" if path else ""
         return f"{exc.strerror}{where}"
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
