@@ -119,8 +119,8 @@ def missing_store_error(settings: Settings) -> ManifestNotFoundError | None:
     else:
         hint += "; `m3leo catalog refresh --data-dir DIR` starts a new store there"
     err = ManifestNotFoundError(f"the data dir {root} does not exist (from {via})", hint)
-    if via != "default":
-        err.exit_code = 2  # a folder the user named (a typo): a usage error, nothing written
+    if via == "command line":
+        err.exit_code = 2  # a folder typed in this command (a typo): a usage error
     return err
 
 
