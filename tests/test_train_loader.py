@@ -32,8 +32,11 @@ def store(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
     return info
 
 
-def _dataset(normalize: bool = True, transforms=None) -> StoreDataset:  # type: ignore[no-untyped-def]
-    data = DataSpec((S1, S2, GSSIC), ESAWC, 24, normalize=normalize, regions=("europe",))
+AGB = TargetSpec("biomass-2020", "agb", "regression")
+
+
+def _dataset(normalize: bool = True, transforms=None, target=ESAWC, **kw) -> StoreDataset:  # type: ignore[no-untyped-def]
+    data = DataSpec((S1, S2, GSSIC), target, 24, normalize=normalize, regions=("europe",), **kw)
     return StoreDataset(data, "train", transforms=transforms)
 
 
@@ -42,9 +45,18 @@ def _expected(ds: StoreDataset, indices: list[int]) -> dict:
     return torch.utils.data.default_collate(items)
 
 
+CASES = {
+    "classes": {},
+    "regression": {"target": AGB},
+    "paper regression (45 x 55)": {"target": AGB, "normalize": False, "preprocessing": "paper"},
+}
+
+
 @pytest.mark.parametrize("workers", [0, 1])
-def test_batches_equal_the_samples_stacked(store, workers: int) -> None:
-    ds = _dataset()
+@pytest.mark.parametrize("case", list(CASES))
+def test_batches_equal_the_samples_stacked(store, workers: int, case: str) -> None:
+    ds = _dataset(**CASES[case])
+    key = "mask" if "target" not in CASES[case] else "target"
     assert len(ds) >= 3
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers, collate_fn=collate)
     seen = 0
@@ -52,7 +64,8 @@ def test_batches_equal_the_samples_stacked(store, workers: int) -> None:
         want = _expected(ds, list(range(seen, seen + len(batch["tile_id"]))))
         assert list(batch) == list(want)  # same keys, same order
         assert torch.equal(batch["image"], want["image"])
-        assert torch.equal(batch["mask"], want["mask"])
+        assert batch[key].dtype == want[key].dtype and batch[key].shape == want[key].shape
+        assert torch.equal(batch[key].nan_to_num(-7.0), want[key].nan_to_num(-7.0))
         assert batch["tile_id"] == want["tile_id"]
         assert torch.equal(batch["bounds"], want["bounds"])
         seen += len(batch["tile_id"])
@@ -64,6 +77,7 @@ def test_the_batch_is_the_tensor_the_images_were_written_into(store) -> None:
     samples = ds.__getitems__([0, 1, 2])
     batch = collate(samples)
     assert batch["image"].data_ptr() == samples[0]["image"].data_ptr()  # no stacked copy
+    assert batch["mask"].data_ptr() == samples[0]["mask"].data_ptr()
     assert torch.equal(batch["image"][2], samples[2]["image"])
     # torch's own collate gives the same batch from the same samples (a copy)
     assert torch.equal(torch.utils.data.default_collate(samples)["image"], batch["image"])

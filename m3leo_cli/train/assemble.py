@@ -256,8 +256,19 @@ class Assembler:
             self._lut = lut
         return self._lut
 
-    def target_array(self, layer: LayerData) -> np.ndarray:
-        """(size, size) int64 class indices or float32 values of the target band."""
+    def target_slot(self) -> tuple[tuple[int, int], str] | None:
+        """(shape, dtype) of the sample's target tensor (None: no target)."""
+        if self.target is None or self.spec.target is None:
+            return None
+        if self.spec.preprocessing == "paper" and _family(self.target).name in PAPER_RESIZED:
+            return PAPER_TARGET_SHAPE, "float32"
+        task = self.spec.target.task
+        size = self.spec.size
+        return (size, size), ("int64" if task == "classification" else "float32")
+
+    def target_array(self, layer: LayerData, out: np.ndarray | None = None) -> np.ndarray:
+        """(size, size) int64 class indices or float32 values of the target band (class
+        indices looked up straight into ``out`` when given and possible)."""
         import numpy as np
 
         from ..export.resample import resample
@@ -283,7 +294,10 @@ class Assembler:
         if tspec.task == "classification":
             lut = self.lut()
             if data.dtype.kind == "u" and data.dtype.itemsize <= 2:  # codes index the table
-                idx = lut[data[0]]
+                if out is not None and out.shape == data[0].shape and out.dtype == lut.dtype:
+                    idx = np.take(lut, data[0], out=out, mode="clip")  # every code < len(lut)
+                else:
+                    idx = lut[data[0]]
             else:
                 if not np.issubdtype(data.dtype, np.integer):
                     data = np.nan_to_num(data, nan=-1)
@@ -338,9 +352,10 @@ class Assembler:
         bounds: Sequence[float] | None,
         region: str | None = None,
         image: Any = None,
+        target_out: Any = None,
     ) -> dict[str, Any]:
-        """The sample dict; ``image``: a float32 (C, H, W) torch tensor to write the image into
-        (a slot of a batch tensor), else a new one."""
+        """The sample dict; ``image``, ``target_out``: torch tensors to write the image and the
+        target into (slots of batch tensors, shaped as ``target_slot`` says), else new ones."""
         import numpy as np
         import torch
 
@@ -356,7 +371,14 @@ class Assembler:
         out: dict[str, Any] = {"image": image}
         if target is not None and self.spec.target is not None:
             key = "mask" if self.spec.target.task == "classification" else "target"
-            out[key] = torch.from_numpy(np.ascontiguousarray(self.target_array(target)))
+            slot = None if target_out is None else target_out.numpy()
+            arr = self.target_array(target, slot)
+            if slot is not None and arr.shape == slot.shape and arr.dtype == slot.dtype:
+                if arr is not slot:
+                    np.copyto(slot, arr)
+                out[key] = target_out
+            else:
+                out[key] = torch.from_numpy(np.ascontiguousarray(arr))
         out["tile_id"] = tile_id
         b = [float("nan")] * 4 if bounds is None else [float(v) for v in bounds]
         out["bounds"] = torch.tensor(b, dtype=torch.float64)

@@ -225,17 +225,22 @@ class StoreDataset:
             return self._item(index)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """The samples of one batch (a DataLoader's batched fetch): each image is assembled
-        straight into its slot of one batch tensor (in shared memory in a worker), which
-        ``threads.collate`` passes on as the batch instead of stacking a copy."""
+        """The samples of one batch (a DataLoader's batched fetch): each image and target is
+        assembled straight into its slot of one batch tensor (in shared memory in a worker),
+        which ``threads.collate`` passes on as the batch instead of stacking a copy."""
         from .threads import batch_tensor, loader_threads
 
         with loader_threads(batch=True):
-            size = self.data.size
-            images = batch_tensor((len(indices), self.assembler.num_channels, size, size))
-            return [self._item(i, images[k]) for k, i in enumerate(indices)]
+            n, size = len(indices), self.data.size
+            images = batch_tensor((n, self.assembler.num_channels, size, size))
+            slot = self.assembler.target_slot()
+            targets = None if slot is None else batch_tensor((n, *slot[0]), slot[1])
+            return [
+                self._item(i, images[k], None if targets is None else targets[k])
+                for k, i in enumerate(indices)
+            ]
 
-    def _item(self, index: int, image: Any = None) -> dict[str, Any]:
+    def _item(self, index: int, image: Any = None, target_out: Any = None) -> dict[str, Any]:
         s = self.plan.samples[index]
         layers: dict[str, LayerData | None] = {}
         for d in self.plan.inputs:
@@ -251,7 +256,9 @@ class StoreDataset:
             layers[d] = layer
         t = self.plan.target
         target = None if t is None else self._read(s.files[t].path, t)
-        sample = self.assembler.sample(layers, target, s.tile_id, s.bounds, s.region, image)
+        sample = self.assembler.sample(
+            layers, target, s.tile_id, s.bounds, s.region, image, target_out
+        )
         return self.transforms(sample) if self.transforms else sample
 
 

@@ -47,8 +47,8 @@ def _setup() -> None:
         _state["controller"] = controller
 
 
-def batch_tensor(shape: tuple[int, ...]) -> Any:
-    """An empty float32 tensor for one batch: in shared memory in a DataLoader worker (as
+def batch_tensor(shape: tuple[int, ...], dtype: str = "float32") -> Any:
+    """An empty tensor for one batch: in shared memory in a DataLoader worker (as
     ``default_collate`` allocates its batches there: the main process maps it, no copy);
     numpy's memory in the main process (numpy asks for huge pages for large arrays: a fresh
     50 MB batch is written about 3x faster than into ``torch.empty``'s 4 KiB pages)."""
@@ -57,17 +57,18 @@ def batch_tensor(shape: tuple[int, ...]) -> Any:
     from torch.utils.data import get_worker_info
 
     if get_worker_info() is None:
-        return torch.from_numpy(np.empty(shape, dtype=np.float32))
+        return torch.from_numpy(np.empty(shape, dtype=dtype))
     numel = 1
     for n in shape:
         numel *= n
-    elem = torch.empty(0, dtype=torch.float32)
+    elem = torch.empty(0, dtype=getattr(torch, dtype))
     storage = elem._typed_storage()._new_shared(numel, device=elem.device)
     return elem.new(storage).resize_(*shape)
 
 
 def _slots_of(images: list[Any]) -> Any:
-    """The batch tensor whose slots 0..n-1 the ``images`` are, in order, else None."""
+    """The batch tensor whose slots 0..n-1 the ``images`` (tensors) are, in order, else
+    None."""
     base = getattr(images[0], "_base", None)
     if base is None or base.dim() != images[0].dim() + 1 or base.shape[0] != len(images):
         return None
@@ -86,21 +87,24 @@ def _slots_of(images: list[Any]) -> Any:
 
 
 def _collate(batch: Any) -> Any:
-    """``default_collate``, except that images already written into one batch tensor
-    (``StoreDataset.__getitems__``) are that tensor, not a stacked copy of it."""
+    """``default_collate``, except that tensors already written into one batch tensor
+    (``StoreDataset.__getitems__``: images, masks, targets) are that tensor, not a stacked
+    copy of it."""
     from torch.utils.data import default_collate
 
     first = batch[0] if isinstance(batch, list) and batch else None
-    if not isinstance(first, dict) or "image" not in first:
+    if not isinstance(first, dict):
         return default_collate(batch)
-    images = [s.get("image") for s in batch]
-    if not all(hasattr(im, "_base") for im in images):
+    bases = {}
+    for key, value in first.items():
+        if getattr(value, "_base", None) is not None and all(key in s for s in batch):
+            base = _slots_of([s[key] for s in batch])
+            if base is not None:
+                bases[key] = base
+    if not bases:
         return default_collate(batch)
-    base = _slots_of(images)
-    if base is None:
-        return default_collate(batch)
-    rest = default_collate([{k: v for k, v in s.items() if k != "image"} for s in batch])
-    return {k: base if k == "image" else rest[k] for k in first}
+    rest = default_collate([{k: v for k, v in s.items() if k not in bases} for s in batch])
+    return {k: bases[k] if k in bases else rest[k] for k in first}
 
 
 def collate(batch: Any) -> Any:
