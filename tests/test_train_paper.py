@@ -38,6 +38,9 @@ def test_paper_reproduces_each_rule_and_the_default_does_not(store) -> None:
     for name, diff in default.items():
         assert diff > 1e-3, (name, diff)
     assert any("picked" in n and not n.endswith("0 picked)") for n in paper)
+    # GUNW raw and normalised: the authors' fill (no data -> 0, then an antialiased resize)
+    gunw = [n for n in paper if n.startswith("image (gunw")]
+    assert len(gunw) == 2 and any("normalised" in n for n in gunw)
 
 
 def test_paper_run_records_it_and_uses_per_region_sampled_statistics(
