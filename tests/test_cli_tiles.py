@@ -317,7 +317,10 @@ def test_truncated_tif_is_one_error_with_the_exact_repair_command(
     assert len(lines) == 2 and lines[0].startswith(f"Error: cannot read {path}")
     repair = (f"m3leo verify --repair --edition miniset --region conus --modality s1grd-2020 "
               f"--tiles {local[0]}")  # fmt: skip
-    assert lines[1] == f"hint: the file is corrupt or truncated; run `{repair}` to re-download it"
+    assert lines[1] == (  # the store this command named goes with the command to run
+        f"hint: the file is corrupt or truncated; run `{repair}` to re-download it "
+        f"(with --data-dir {mine}, as in this command)"
+    )
     res = run(capsys, "info", local[0], "--edition", "miniset", "--modality", "s1grd",
               "--data-dir", str(mine))  # fmt: skip
     assert res.code == 0 and f"fix: {repair}" in res.out
