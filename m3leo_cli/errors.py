@@ -381,6 +381,8 @@ class RunNotFoundError(TrainError):
 
 
 class MissingDependencyError(M3leoError):
+    exit_code = 2  # nothing was done; the hint's install line is the fix (as for a usage error)
+
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(f"this needs the optional package {package!r}", install_hint(extra))
 

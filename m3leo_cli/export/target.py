@@ -63,6 +63,8 @@ class RemoteTarget:
             from ..errors import install_hint
 
             protocol = self.url.split("://", 1)[0]
+            if protocol == "s3" and isinstance(exc, ImportError):
+                raise MissingDependencyError("s3fs", "s3") from None
             how = (
                 install_hint("s3")
                 if protocol == "s3"
