@@ -90,7 +90,7 @@ def test_unpack_truncated_shard(capsys, tmp_path: Path) -> None:
 
 def test_unpack_missing_file_and_no_args(capsys, tmp_path: Path) -> None:
     res = run(capsys, "unpack", str(tmp_path / "nope.parquet"))
-    assert res.code == 1 and "no such shard file" in res.err
+    assert res.code == 2 and "no such shard file" in res.err
     res = run(capsys, "unpack")
     assert res.code == 2
 

@@ -158,7 +158,9 @@ def open_local(path: Path, metadata: Any = None) -> pq.ParquetFile:
             page_checksum_verification=True,  # Spark (parquet-mr >= 1.12) writes page CRCs
         )
     except FileNotFoundError:
-        raise ShardError(f"no such shard file: {path}", "check the path") from None
+        err = ShardError(f"no such shard file: {path}", "check the path")
+        err.exit_code = 2  # a path typed on the command line: a usage error
+        raise err from None
     except (OSError, pa.ArrowException) as exc:
         if isinstance(exc, ShardError):
             raise
