@@ -43,23 +43,13 @@ def scripted(script: Scripted) -> Iterator[Scripted]:
         buf = b""
         with conn:
             while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                body, buf = buf[:length], buf[length:]
+                got = _read_request(conn, buf)
+                if got is None:
+                    return
+                request, buf = got
                 with lock:
                     n = len(script.requests)
-                    script.requests.append(head + b"\r\n\r\n" + body)
+                    script.requests.append(request)
                 answer = script.answers[min(n, len(script.answers) - 1)]
                 if callable(answer):  # the script writes what it likes, then the connection ends
                     try:
