@@ -88,3 +88,14 @@ def read_webdataset(urls: list[str]) -> list[dict]:
         samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
         gc.collect()
     return samples
+
+
+def export_once(fmt: str, source: SourceInfo, factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The shared source's plan exported in ``fmt`` (shards of 2, 2 workers): (plan, out,
+    summary), for a format's read-back tests."""
+    from m3leo_cli.export import ExportOptions, run_export
+
+    plan = plan_for(source)
+    out = factory.mktemp(fmt) / "out"
+    opts = ExportOptions(fmt, out, shard_size=2, workers=2, command=("m3leo", "export"))
+    return plan, out, run_export(plan, opts)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from export_source import LAYERS, plan_for, shared_source, source_array
+from export_source import LAYERS, export_once, plan_for, shared_source, source_array
 
 from m3leo_cli.errors import FormatDependencyError
 from m3leo_cli.export import ExportOptions, run_export
@@ -26,10 +26,7 @@ def source(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def exported(source, tmp_path_factory: pytest.TempPathFactory):
-    plan = plan_for(source)
-    out = tmp_path_factory.mktemp("hf") / "out"
-    opts = ExportOptions("hf", out, shard_size=2, workers=2, command=("m3leo", "export"))
-    return plan, out, run_export(plan, opts)
+    return export_once("hf", source, tmp_path_factory)
 
 
 def test_load_dataset_returns_arrays_of_the_stored_shape_and_dtype(exported, tmp_path) -> None:

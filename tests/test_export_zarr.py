@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_source import LAYERS, plan_for, shared_source, source_array, tree_bytes
+from export_source import LAYERS, export_once, plan_for, shared_source, source_array, tree_bytes
 
 from m3leo_cli.errors import FormatDependencyError, OutputExistsError
 from m3leo_cli.export import ExportOptions, run_export
@@ -26,11 +26,7 @@ def source(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def exported(source, tmp_path_factory: pytest.TempPathFactory):
-    plan = plan_for(source)
-    out = tmp_path_factory.mktemp("zarr") / "out"
-    opts = ExportOptions("zarr", out, shard_size=2, workers=2, command=("m3leo", "export"))
-    summary = run_export(plan, opts)
-    return plan, out, summary
+    return export_once("zarr", source, tmp_path_factory)
 
 
 def _open(out: Path, split: str, layer: str):
