@@ -22,6 +22,7 @@ must share one grid: tiles on another grid fail with a hint to ``--resample``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .outputs import HashingWriter, promote, write_bytes_atomic, writing
 from .samples import Sample
 
 REQUIRES = (("zarr", "zarr"),)
+_QUIET = threading.Lock()  # catch_warnings changes process-wide filters: one unit at a time
 STORES = "zarr:stores"  # layer_info key (not a layer): split -> layer -> grid, samples, CRS
 # zstd at its default level (zarr's own default codec, core to every v3 reader). Measured on a
 # synthetic 24-tile export (S1, GSSIC, WorldCover; best of 3, one thread): no compression
@@ -194,7 +196,7 @@ class ZarrExporter(Exporter):
                            dimension_names=[], attributes=crs_attrs(grid["crs"]))  # fmt: skip
             bound[:] = np.array(BOUNDS)
             band[:] = np.array(info["bands"], dtype=str)
-        with warnings.catch_warnings():  # "not part of the v3 specification (yet)": known
+        with _QUIET, warnings.catch_warnings():  # "not part of the v3 spec (yet)": known
             warnings.simplefilter("ignore")  # (readers without it read the arrays' own zarr.json)
             zarr.consolidate_metadata(mem)
         return root, data
