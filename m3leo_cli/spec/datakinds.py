@@ -94,7 +94,7 @@ FAMILIES: dict[str, Family] = {
             "uint16",
             bands=S1GRD_BANDS,
             aliases=("amplitude", "polarimetry", "sar"),
-            description="Sentinel-1 GRD seasonal median, VV/VH, ascending/descending "
+            description="Sentinel-1 GRD seasonal mean, VV/VH, ascending/descending "
             "(uint16 holding signed dB)",
             years=(2018, 2019, 2020),
         ),

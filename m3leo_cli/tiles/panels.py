@@ -200,7 +200,7 @@ def _s1(ax: Any, tf: TileFile, month: int | None, frame: Frame) -> tuple[Tile, s
     legend_below(
         ax, [nodata_patch(_fraction(mask))], "R: VV, G: VH, B: VV-VH (dB), each 2-98 % stretched"
     )
-    return t, f"{tf.datakind} backscatter, seasonal median"
+    return t, f"{tf.datakind} backscatter, seasonal mean"
 
 
 def _scalar(ax: Any, t: Tile, values: np.ndarray, frame: Frame, label: str, **imshow: Any) -> None:
