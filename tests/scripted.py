@@ -29,17 +29,11 @@ class Scripted:
 
 @contextmanager
 def scripted(script: Scripted) -> Iterator[Scripted]:
-    listener = socket.create_server(("127.0.0.1", 0))
-    script.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     lock = threading.Lock()
 
     def serve(conn: socket.socket) -> None:
-        try:
-            _serve(conn)
-        except OSError:
-            pass  # the client went away mid-script
-
-    def _serve(conn: socket.socket) -> None:
+        with lock:
+            script.connections += 1
         buf = b""
         with conn:
             while True:
@@ -52,38 +46,20 @@ def scripted(script: Scripted) -> Iterator[Scripted]:
                     script.requests.append(request)
                 answer = script.answers[min(n, len(script.answers) - 1)]
                 if callable(answer):  # the script writes what it likes, then the connection ends
-                    try:
-                        answer(conn)
-                    except OSError:
-                        pass
+                    answer(conn)
                     return
                 step = script.piece or len(answer) or 1
-                for i in range(0, len(answer), step):
-                    try:
-                        conn.sendall(answer[i : i + step])
-                    except OSError:
-                        return  # the client gave up on this answer
+                for i in range(0, len(answer), step):  # a client that gives up ends the thread
+                    conn.sendall(answer[i : i + step])
                     if script.pause:
                         time.sleep(script.pause)
                 if n in script.close_after:
                     conn.shutdown(socket.SHUT_RDWR)
                     return
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with lock:
-                script.connections += 1
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
+    with _listen(serve) as url:
+        script.url = url
         yield script
-    finally:
-        listener.close()
 
 
 def _read_request(conn: socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
@@ -112,8 +88,6 @@ def mitm(upstream: str, rule: Callable[[bytes], object]) -> Iterator[str]:
     client's socket itself; the client connection then closes.
     Yields the mirror's URL."""
     host, _, port = upstream.removeprefix("http://").partition(":")
-    listener = socket.create_server(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
 
     def serve(conn: socket.socket) -> None:
         buf = b""
@@ -141,23 +115,32 @@ def mitm(upstream: str, rule: Callable[[bytes], object]) -> Iterator[str]:
                         conn.sendall(data)
                 return  # the answer ran to the upstream's close: so does this connection
 
+    with _listen(serve) as url:
+        yield url
+
+
+@contextmanager
+def _listen(serve: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback listener whose every connection is served by ``serve`` on a thread of its
+    own (a client that goes away mid-answer ends that thread quietly). Yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run(conn: socket.socket) -> None:
+        try:
+            serve(conn)
+        except OSError:
+            pass
+
     def accept() -> None:
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
-
-            def run(c: socket.socket = conn) -> None:
-                try:
-                    serve(c)
-                except OSError:
-                    pass
-
-            threading.Thread(target=run, daemon=True).start()
+            threading.Thread(target=run, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        yield url
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         listener.close()
