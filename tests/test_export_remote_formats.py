@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
 pytest.importorskip("s3fs", reason="s3fs is in the dev extra")
 
 from export_source import LAYERS, plan_for, shared_source, tree_bytes  # noqa: E402
+from s3kit import empty_bucket, moto_endpoint  # noqa: E402
 
 from m3leo_cli.config import load_settings  # noqa: E402
 from m3leo_cli.export import ExportOptions, run_export  # noqa: E402
@@ -22,27 +23,13 @@ BUCKET = "m3leo-formats"
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @pytest.fixture
-def bucket(s3: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    if fs.exists(BUCKET):
-        fs.rm(BUCKET, recursive=True)
-    fs.mkdir(BUCKET)
-    yield fs
+def bucket(s3: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    return empty_bucket(s3, BUCKET, monkeypatch)
 
 
 @pytest.fixture(scope="module")
