@@ -376,6 +376,12 @@ class DeviceUnavailableError(TrainError):
     default_hint = "train on the CPU: trainer.accelerator=cpu"
 
 
+class StreamError(TrainError):
+    """Streaming samples from the Hub's shards (``data.source=hub``) cannot start or go on."""
+
+    default_hint = "see docs/train.md (streaming); data.source=store reads downloaded tiles"
+
+
 class RunNotFoundError(TrainError):
     default_hint = "give the folder `m3leo train` wrote (it holds config.yaml and checkpoints/)"
 

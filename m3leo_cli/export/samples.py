@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..selection import Selection
+    from ..store.layout import Locate
 
 BBox = tuple[float, float, float, float]
 
@@ -219,11 +220,14 @@ def plan_from_catalog(
     *,
     allow_missing: bool = False,
     labels_win: bool = False,
+    locate: Locate | None = None,
 ) -> SamplePlan:
     """Join the local tiles of ``selection`` (catalog + store) into samples.
 
     Files the manifest lists but the store lacks count as missing ("not downloaded").
-    ``labels_win``: see :func:`resolve_layers`.
+    ``labels_win``: see :func:`resolve_layers`. ``locate(edition, region, path)``: where a
+    tile's file is or will be, None when nowhere (the store by default; streaming from the
+    Hub points at its cache, ``stream.plan``).
     """
     from dataclasses import replace
 
@@ -250,10 +254,15 @@ def plan_from_catalog(
     for r in rows:
         all_tiles.add((r["region"], r["tile_id"]))
         commits.setdefault(r["region"], r["commit"])
-        local = store.local_path(r["edition"], r["region"], r["path"])
-        if not local.is_file():
+        found = (
+            store.local_path(r["edition"], r["region"], r["path"])
+            if locate is None
+            else locate(r["edition"], r["region"], r["path"])
+        )
+        if found is None or (locate is None and not found.is_file()):
             lost.append(r)
             continue
+        local = found
         checksum = r["checksum"].hex() if r["checksum"] is not None else None
         bounds = None
         if r["lon_min"] is not None:

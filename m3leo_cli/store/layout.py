@@ -9,10 +9,14 @@ Layout (mirrors the Hub so M3LEO's own loaders read it unmodified)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import UnsafePathError
+
+Locate = Callable[[str, str, str], Path | None]
+"""``locate(edition, region, path)``: where a listed tile's file is (or will be), or None."""
 
 NAME_MAX = 255  # bytes in one path component (Linux, macOS)
 PATH_MAX = 3072  # bytes in a repo path, leaving room under the 4096 of PATH_MAX for the store

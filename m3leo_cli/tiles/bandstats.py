@@ -32,6 +32,7 @@ from .accumulate import (
 if TYPE_CHECKING:
     from ..config import Settings
     from ..selection import Selection
+    from ..store.layout import Locate
 
 
 def reduce_files(batch: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Accumulator]:
@@ -129,8 +130,11 @@ def compute_band_stats(
 # --------------------------------------------------------------------------- store level
 
 
-def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Path, str, str]]:
-    """``(datakind, local path, tile id, region)`` of the selected tiles in the store."""
+def local_files(
+    settings: Settings, selection: Selection, locate: Locate | None = None
+) -> list[tuple[str, Path, str, str]]:
+    """``(datakind, local path, tile id, region)`` of the selected tiles in the store (or
+    where ``locate(edition, region, path)`` says they are: a stream's cache)."""
     from ..catalog.query import select
     from ..store.layout import Store
 
@@ -139,6 +143,11 @@ def local_files(settings: Settings, selection: Selection) -> list[tuple[str, Pat
     cols = table.select(["edition", "region", "datakind", "path", "tile_id"]).to_pylist()
     out = []
     for row in cols:
+        if locate is not None:
+            found = locate(row["edition"], row["region"], row["path"])
+            if found is not None:
+                out.append((row["datakind"], found, row["tile_id"], row["region"]))
+            continue
         p = store.local_path(row["edition"], row["region"], row["path"])
         if p.is_file():
             out.append((row["datakind"], p, row["tile_id"], row["region"]))
@@ -187,6 +196,7 @@ def band_stats(
     pool: Executor | None = None,
     sample: int | None = None,
     seed: int = 0,
+    locate: Locate | None = None,
 ) -> BandStatsReport:
     """``m3leo stats --bands``: statistics of the selected local tiles, saved for export (in
     the store, in the user cache when the store is read-only, or in ``stats_file``).
@@ -199,7 +209,7 @@ def band_stats(
     from .statsfile import save_band_stats
 
     t0 = time.perf_counter()
-    files = local_files(settings, selection)
+    files = local_files(settings, selection, locate)
     if not files:
         raise EmptySelectionError(
             "none of the selected tiles is in the local store",

@@ -16,6 +16,8 @@ from typing import Any
 from .. import spec
 from ..errors import TrainConfigError, UsageError
 
+SOURCES = ("store", "hub")
+
 
 def _number(section: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
     value = section.get(key, default)
@@ -91,6 +93,24 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             "tiles), not an export",
             "leave data.export out, or use data.preprocessing=m3leo",
         )
+    source = str(data.get("source") or "store")
+    if source not in SOURCES:
+        raise TrainConfigError(f"unknown data.source={source}", f"use one of {', '.join(SOURCES)}")
+    if source == "hub":
+        if data.get("export"):
+            raise TrainConfigError(
+                "data.source=hub streams the Hub's shards; data.export names an export folder",
+                "leave one of them out: data.export=null, or data.source=store",
+            )
+        if str(data.get("edition") or "miniset") != "full":
+            raise TrainConfigError(
+                f"data.source=hub streams the full edition's Parquet shards; the "
+                f"{data.get('edition') or 'miniset'} edition has none",
+                "add data.edition=full, or read downloaded tiles with data.source=store",
+            )
+        for key in ("cache_bytes", "prefetch_bytes", "stream_shuffle_buffer"):
+            if data.get(key) is not None and _number(data, key, 0, int) < 0:
+                raise TrainConfigError(f"data.{key} must be 0 or more", f"e.g. data.{key}=0")
     epochs = (cfg.get("trainer") or {}).get("max_epochs", 1)
     if epochs is not None and _number(cfg.get("trainer") or {}, "max_epochs", 1, int) < -1:
         raise TrainConfigError(

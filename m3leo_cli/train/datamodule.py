@@ -2,8 +2,11 @@
 
 Each split is a :class:`~m3leo_cli.train.dataset.StoreDataset` over the local store, or, when
 ``export`` names a webdataset / Parquet export folder, an
-:class:`~m3leo_cli.train.exported.ExportDataset` streaming it. The training loader shuffles a
-map-style dataset with a seeded generator, so two runs with the same seed see the same order.
+:class:`~m3leo_cli.train.exported.ExportDataset` streaming it, or, with ``source="hub"``, an
+:class:`~m3leo_cli.train.streamed.M3LEOStream` streaming the Hub's shards (through a
+:class:`~m3leo_cli.train.streamed.StreamLoader`, which resumes mid-epoch). The training loader
+shuffles a map-style dataset with a seeded generator, so two runs with the same seed see the
+same order.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class M3leoDataModule(L.LightningDataModule):
         export: str | Path | None = None,
         seed: int = 0,
         stats: Any = None,
+        source: str = "store",
+        stream: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -42,11 +47,20 @@ class M3leoDataModule(L.LightningDataModule):
         self.seed = seed
         self.stats = stats  # normstats.RunStats: every split normalised with the train split's
         self.datasets: dict[str, Any] = {}
+        self.source = source
+        self.stream = dict(stream or {})  # M3LEOStream's keyword arguments (cache, prefetch)
 
     def dataset(self, split: str) -> Any:
         """The dataset of one split, built on first use (errors name the fix)."""
         if split not in self.datasets:
-            if self.export is not None:
+            if self.source == "hub":
+                from .streamed import M3LEOStream
+
+                self.datasets[split] = M3LEOStream(
+                    self.data, split, self.settings, stats=self.stats, seed=self.seed,
+                    **self.stream,
+                )  # fmt: skip
+            elif self.export is not None:
                 from .exported import ExportDataset
 
                 self.datasets[split] = ExportDataset(self.export, split, self.data)
@@ -69,6 +83,16 @@ class M3leoDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         ds = self.dataset(split)
+        if self.source == "hub":
+            from .streamed import StreamLoader
+
+            return StreamLoader(
+                ds,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                pin_memory=self._on_cuda(),
+                collate_fn=collate,
+            )
         iterable = isinstance(ds, torch.utils.data.IterableDataset)
         gen = torch.Generator().manual_seed(self.seed) if shuffle and not iterable else None
         return torch.utils.data.DataLoader(

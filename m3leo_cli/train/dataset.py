@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import spec
@@ -26,6 +27,7 @@ from .layers import DataSpec, channel_names, is_rule, select_bands
 if TYPE_CHECKING:
     from ..config import Settings
     from ..export.samples import Sample, SamplePlan
+    from ..store.layout import Locate
     from .normstats import RunStats
 
 
@@ -59,8 +61,16 @@ def _unique(token: str, names: Sequence[str], what: str) -> str:
     return hits[0]
 
 
-def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
-    """Join the local tiles of ``split`` into samples (the rules above), or explain why not."""
+def plan_split(
+    settings: Settings,
+    data: DataSpec,
+    split: str,
+    locate: Locate | None = None,
+    ready: Callable[[Path], None] | None = None,
+) -> SplitPlan:
+    """Join the local tiles of ``split`` into samples (the rules above), or explain why not
+    (``locate``: where tiles are when not in the store, see ``export.samples``; ``ready(path)``
+    makes a located file exist before it is read, as streaming from the Hub needs)."""
     from ..export.samples import plan_from_catalog
     from ..selection import Selection
 
@@ -70,7 +80,7 @@ def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
     tokens = [i.modality for i in data.inputs]
     try:
         labels = [data.target.modality] if data.target is not None else []
-        plan = plan_from_catalog(settings, sel, tokens, labels, allow_missing=True)
+        plan = plan_from_catalog(settings, sel, tokens, labels, allow_missing=True, locate=locate)
     except EmptySelectionError as exc:
         if exc.hint.startswith("download"):
             raise
@@ -112,17 +122,24 @@ def plan_split(settings: Settings, data: DataSpec, split: str) -> SplitPlan:
         raise EmptySplitError(
             f"no tile of the {split} split has every input ({', '.join(absent)} missing)", hint
         )
-    channels = {d: _probe(kept, d, data.inputs[i].bands) for i, d in enumerate(inputs)}
+    channels = {d: _probe(kept, d, data.inputs[i].bands, ready) for i, d in enumerate(inputs)}
     return SplitPlan(split, kept, inputs, target, channels, no_target, no_input, plan)
 
 
-def _probe(samples: Sequence[Sample], datakind: str, tokens: Sequence[str] | None) -> list[str]:
+def _probe(
+    samples: Sequence[Sample],
+    datakind: str,
+    tokens: Sequence[str] | None,
+    ready: Callable[[Path], None] | None = None,
+) -> list[str]:
     """Channel names of one input, from the first tile holding it (checks the band tokens)."""
     from ..tiles.reader import band_names
 
     for s in samples:
         lf = s.files.get(datakind)
         if lf is not None:
+            if ready is not None:
+                ready(lf.path)
             return channel_names(datakind, tokens, band_names(lf.path, datakind))
     return [f"{datakind}:{t}" for t in tokens or ()]
 
@@ -165,13 +182,15 @@ class StoreDataset:
         *,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         stats: RunStats | None = None,
+        locate: Locate | None = None,
+        ready: Callable[[Path], None] | None = None,
     ) -> None:
         from ..config import load_settings
 
         settings = settings or load_settings()
         self.data = data
         self.split = split
-        self.plan = plan_split(settings, data, split)
+        self.plan = plan_split(settings, data, split, locate, ready)
         if data.normalize and stats is None:  # the train split's (normstats), computed if missing
             from .normstats import resolve_stats
 

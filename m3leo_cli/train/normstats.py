@@ -26,6 +26,7 @@ from ..progress import ProgressCallback, ProgressEvent, no_progress
 if TYPE_CHECKING:
     from ..config import Settings
     from ..export.normalize import BandStats
+    from ..store.layout import Locate
     from .layers import DataSpec
 
 POOLED = "*"
@@ -134,6 +135,7 @@ def resolve_stats(
     compute: bool = True,
     seed: int = 0,
     progress: ProgressCallback = no_progress,
+    locate: Locate | None = None,
 ) -> RunStats:
     """The statistics of ``data``'s inputs over its train split (``train``: that split's
     ``dataset.SplitPlan``), computed and saved where missing when ``compute``.
@@ -170,7 +172,7 @@ def resolve_stats(
                 sel = Selection(
                     edition=data.edition, regions=tuple(group), modalities=(dk,), splits=("train",)
                 )
-                report = band_stats(settings, sel, sample=sample, seed=seed)
+                report = band_stats(settings, sel, sample=sample, seed=seed, locate=locate)
                 entry = check_entry(settings, data.edition, dk, group, sample=sample, exact=True)
                 assert entry is not None
                 warn(

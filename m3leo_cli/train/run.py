@@ -156,6 +156,8 @@ def build(
         export=cfg["data"].get("export"),
         seed=int(cfg.get("seed", 0)),
         stats=stats,
+        source=str(cfg["data"].get("source") or "store"),
+        stream=stream_options(cfg["data"]),
     )
     m = cfg.get("model") or {}
     if m.get("name", "unet") == "mae":
@@ -190,9 +192,25 @@ def run_stats(cfg: dict[str, Any], settings: Settings | None, progress: Progress
     if not data.normalize or cfg["data"].get("export"):
         return None
     settings = settings or load_settings()
+    if cfg["data"].get("source") == "hub":
+        from .streamed import stream_stats
+
+        return stream_stats(settings, data, progress=progress, **stream_options(cfg["data"]))
     train = plan_split(settings, data, "train")
     plan_split(settings, data, "val")  # an unusable val split fails before anything is computed
     return resolve_stats(settings, data, train, seed=int(cfg.get("seed", 0)), progress=progress)
+
+
+def stream_options(data: dict[str, Any]) -> dict[str, Any]:
+    """``M3LEOStream``'s keyword arguments from the ``data`` section (``data.source=hub``)."""
+    if data.get("source") != "hub":
+        return {}
+    out: dict[str, Any] = {"cache_dir": data.get("cache_dir") or None}
+    for key, arg in (("cache_bytes", "cache_bytes"), ("prefetch_bytes", "prefetch_bytes"),
+                     ("stream_shuffle_buffer", "shuffle_buffer")):  # fmt: skip
+        if data.get(key) is not None:
+            out[arg] = int(data[key])
+    return out
 
 
 def _last_metrics(csv_path: Path) -> dict[str, float]:
@@ -238,6 +256,10 @@ def train(
     if stats is not None:
         stats.write(run_dir)
     progress(ProgressEvent("message", phase="train", message=f"run folder {run_dir}"))
+    failures = run_dir / "stream-failures.jsonl"
+    for ds in dm.datasets.values():
+        if hasattr(ds, "failures_path"):  # streamed: a sample that could not be read is noted
+            ds.failures_path = failures
     t0 = time.perf_counter()
     with quiet_lightning():
         from lightning.pytorch.callbacks import ModelCheckpoint
@@ -272,7 +294,23 @@ def train(
         else {"scope": stats.scope, "file": "band_stats.json", "provenance": stats.provenance}
     )
     (run_dir / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    check_stream_failures(failures)
     return result
+
+
+def check_stream_failures(path: Path) -> None:
+    """A streamed run that skipped samples ends in an error naming how many and why."""
+    if not path.is_file():
+        return
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    if lines:
+        from ..errors import StreamError
+
+        raise StreamError(
+            f"{len(lines)} streamed samples could not be read and were skipped (first: tile "
+            f"{lines[0]['tile_id']}: {lines[0]['reason']}); the run folder is complete",
+            f"see {path}; run again to retry them (fetched row groups stay in data.cache_dir)",
+        )
 
 
 def _Progress(progress: ProgressCallback) -> Any:

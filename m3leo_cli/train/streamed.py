@@ -1,0 +1,323 @@
+"""``data.source=hub``: stream samples from the full edition's shards on the Hub, no download.
+
+:class:`M3LEOStream` is an IterableDataset over the same split plan, reader and assembler as
+:class:`~m3leo_cli.train.dataset.StoreDataset`, with each tile located in the stream cache
+(``stream.plan``) instead of the store: the same tile gives the same tensors from either
+source. Each (rank, worker) streams its own share in an order fixed by (seed, epoch)
+(``stream.order``), a prefetch thread fetching the row groups ahead (``stream.fetch``) into the
+cache (``stream.cache``), so a later epoch reads locally. :class:`StreamLoader` is the
+DataLoader that counts what was delivered, so ``state_dict()`` / ``load_state_dict()`` resume
+mid-epoch with exactly the samples not yet seen (Lightning saves and restores it).
+
+A row group that cannot be fetched or decoded is that row group's failure: its samples are
+skipped with the reason (``failures``, and ``failures_path`` as JSON lines, which
+``m3leo train`` reports and exits 1 on); no network at all stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import StreamError, TileError
+from .dataset import StoreDataset
+from .layers import DataSpec
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..stream.plan import RowGroup, StreamPlan
+    from .normstats import RunStats
+
+PREFETCH_BYTES = 256 * 2**20  # default bytes fetched ahead of the consumer, per worker
+SHUFFLE_BUFFER = 64  # default shuffle buffer (samples) of the train split
+
+
+class M3LEOStream(torch.utils.data.IterableDataset):
+    """The samples of one split, streamed from the Hub's shards (see the module docstring)."""
+
+    def __init__(
+        self,
+        data: DataSpec,
+        split: str,
+        settings: Settings | None = None,
+        *,
+        stats: RunStats | None = None,
+        seed: int = 0,
+        shuffle: bool | None = None,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
+        cache_dir: str | Path | None = None,
+        cache_bytes: int | None = None,
+        prefetch_bytes: int = PREFETCH_BYTES,
+        rank: int | None = None,
+        world_size: int | None = None,
+        failures_path: str | Path | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        from ..config import load_settings
+        from ..selection import Selection
+        from ..stream.cache import RowGroupCache, default_root, resolve_budget
+        from ..stream.order import components
+        from ..stream.plan import check_streamable, plan_stream
+
+        self.settings = settings = settings or load_settings()
+        check_streamable(data.edition)
+        root = Path(cache_dir) if cache_dir else default_root(settings.data_dir)
+        tokens = [i.modality for i in data.inputs]
+        if data.target is not None:
+            tokens.append(data.target.modality)
+        sel = Selection(
+            edition=data.edition, regions=data.regions, splits=(split,), modalities=tuple(tokens)
+        )
+        self.stream_plan: StreamPlan = plan_stream(settings, sel, root)
+        largest = max(self.stream_plan.group_bytes.values(), default=0)
+        budget = resolve_budget(root, cache_bytes, prefetch_bytes, largest)
+        self.cache = RowGroupCache(root, budget)
+        self.prefetch_bytes = int(prefetch_bytes)
+        self.seed, self.split = int(seed), split
+        self.shuffle = split == "train" if shuffle is None else bool(shuffle)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.rank, self.world_size = rank, world_size
+        self.failures_path = Path(failures_path) if failures_path else None
+        self.failures: list[tuple[str, str]] = []  # (tile id, reason), this process's
+        self.epoch = 0
+        self.resume: dict[int, int] = {}  # share -> samples already delivered this epoch
+        if data.normalize and stats is None:
+            stats = stream_stats(
+                settings, data, cache_dir=root, cache_bytes=budget,
+                prefetch_bytes=prefetch_bytes, train=self if split == "train" else None,
+            )  # fmt: skip
+        self.inner = StoreDataset(
+            data, split, settings, stats=stats, transforms=transforms,
+            locate=self.stream_plan.locate, ready=self._ready,
+        )  # fmt: skip
+        self.needs = [self._groups_of(i) for i in range(len(self.inner))]
+        self.components = components(self.needs)
+
+    # ------------------------------------------------------------------ what samples need
+    def _groups_of(self, index: int) -> list[RowGroup]:
+        s = self.inner.plan.samples[index]
+        found = (self.stream_plan.group_of(lf.path) for lf in s.files.values())
+        return sorted({g for g in found if g is not None}, key=lambda g: (g.sha256, g.rg))
+
+    def _wanted(self, g: RowGroup) -> dict[str, str]:
+        return self.stream_plan.groups[g]
+
+    def _ready(self, path: Path) -> None:
+        """Fetch the row group of one located file now (the channel probe, statistics)."""
+        g = self.stream_plan.group_of(path)
+        if g is not None:
+            self._fetch_now([g])
+
+    def _fetch_now(self, groups: list[RowGroup]) -> None:
+        from ..stream.fetch import Prefetcher
+
+        pf = Prefetcher(
+            self.settings, self.stream_plan, self.cache, groups, self.prefetch_bytes, self._wanted
+        ).start()
+        try:
+            for g in groups:
+                pf.wait(g)
+        finally:
+            pf.close()
+
+    # ------------------------------------------------------------------ the stream
+    @property
+    def channel_names(self) -> list[str]:
+        return self.inner.channel_names
+
+    @property
+    def tile_ids(self) -> list[str]:
+        return self.inner.tile_ids
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _position(self) -> tuple[int, int, int, int]:
+        from .exported import dist_position
+
+        rank, world = dist_position()
+        if self.rank is not None:
+            rank, world = self.rank, self.world_size or 1
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return rank, world, worker, workers
+
+    def share_order(self, rank: int, world: int, worker: int, workers: int) -> list[int]:
+        from ..stream.order import share_order
+
+        return share_order(
+            self.components, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
+            buffer=self.shuffle_buffer, rank=rank, world=world, worker=worker, workers=workers,
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        """This rank's samples per epoch (all ranks' together when not distributed)."""
+        from ..stream.order import block
+
+        rank, world, _, _ = self._position()
+        lo, hi = block(len(self.inner), world, rank)
+        return hi - lo
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from ..stream.fetch import Prefetcher
+        from ..stream.order import share_index
+
+        rank, world, worker, workers = self._position()
+        order = self.share_order(rank, world, worker, workers)
+        order = order[self.resume.get(share_index(rank, world, worker, workers), 0) :]
+        first: list[RowGroup] = []
+        seen: set[RowGroup] = set()
+        left: dict[str, int] = {}
+        for i in order:
+            for g in self.needs[i]:
+                left[g.key] = left.get(g.key, 0) + 1
+                if g not in seen:
+                    seen.add(g)
+                    first.append(g)
+        pf = Prefetcher(
+            self.settings, self.stream_plan, self.cache, first, self.prefetch_bytes, self._wanted
+        )
+        pf.pinned.update(left)  # row groups this share still needs are never evicted by it
+        pf.start()
+        try:
+            for i in order:
+                sample = self._one(pf, i)
+                for g in self.needs[i]:
+                    left[g.key] -= 1
+                    if not left[g.key]:
+                        pf.pinned.discard(g.key)
+                if sample is not None:
+                    yield sample
+        finally:
+            pf.close()
+
+    def _one(self, pf: Any, index: int) -> dict[str, Any] | None:
+        """One sample, or None (counted, with why) when a row group it needs failed."""
+        try:
+            for g in self.needs[index]:
+                pf.wait(g)
+            try:
+                return self.inner[index]
+            except TileError:  # a file evicted by another process meanwhile: fetch it again
+                self._fetch_now(self.needs[index])
+                return self.inner[index]
+        except (StreamError, TileError) as exc:
+            self._fail(self.inner.plan.samples[index].tile_id, exc.message)
+            return None
+
+    def _fail(self, tile: str, reason: str) -> None:
+        self.failures.append((tile, reason))
+        if self.failures_path is not None:
+            self.failures_path.parent.mkdir(parents=True, exist_ok=True)
+            line = json.dumps({"tile_id": tile, "split": self.split, "reason": reason}) + "\n"
+            fd = os.open(self.failures_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+
+
+def stream_stats(
+    settings: Settings,
+    data: DataSpec,
+    *,
+    train: M3LEOStream | None = None,
+    progress: Any = None,
+    **stream: Any,
+) -> RunStats:
+    """The train split's statistics for a streamed run: the saved ones when they exist, else
+    computed from the streamed tiles as ``m3leo stats --bands`` would compute them from the
+    store (the whole train split is fetched first; it then sits in the cache for epoch 1)."""
+    from ..errors import StatsNotFoundError
+    from .dataset import plan_split
+    from .normstats import resolve_stats
+
+    if train is None:
+        train = M3LEOStream(replace(data, normalize=False), "train", settings, **stream)
+    locate = train.stream_plan.locate
+    plan = plan_split(settings, data, "train", locate, train._ready)
+    extra = {} if progress is None else {"progress": progress}
+    try:
+        return resolve_stats(settings, data, plan, compute=False, **extra)
+    except StatsNotFoundError:
+        train._fetch_now(sorted(train.stream_plan.groups, key=lambda g: g.key))
+        return resolve_stats(settings, data, plan, locate=locate, **extra)
+
+
+class StreamLoader(torch.utils.data.DataLoader):
+    """A DataLoader over an :class:`M3LEOStream` that can stop and resume mid-epoch.
+
+    Each ``iter()`` is one epoch (the dataset's ``set_epoch`` is called with it). The loader
+    counts the samples it delivered per share (a sample's tile id names its share), so
+    ``state_dict()`` says exactly how far each (rank, worker) got, and after
+    ``load_state_dict()`` the next epoch delivers exactly the samples not yet seen. Workers are
+    started per epoch (never persistent): each takes the epoch and the resume point with it.
+    """
+
+    def __init__(self, dataset: M3LEOStream, **kwargs: Any) -> None:
+        kwargs["persistent_workers"] = False
+        super().__init__(dataset, **kwargs)
+        self.stream = dataset
+        self._epoch = 0
+        self._consumed: dict[int, int] = {}
+        self._started = False
+
+    def _shares(self) -> tuple[dict[str, int], int, int]:
+        from ..stream.order import share_index
+
+        rank, world, _, _ = self.stream._position()
+        workers = max(1, self.num_workers)
+        owner: dict[str, int] = {}
+        ids = self.stream.tile_ids
+        for w in range(workers):
+            share = share_index(rank, world, w, workers)
+            for i in self.stream.share_order(rank, world, w, workers):
+                owner[ids[i]] = share
+        return owner, rank, world
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        if self._started:  # a new epoch after a finished (or abandoned) one
+            self._epoch += 1
+            self._consumed = {}
+        self._started = True
+        self.stream.set_epoch(self._epoch)
+        self.stream.resume = dict(self._consumed)
+        owner, _, _ = self._shares()
+        for batch in super().__iter__():
+            for tile in batch["tile_id"]:
+                share = owner[tile]
+                self._consumed[share] = self._consumed.get(share, 0) + 1
+            yield batch
+        self.stream.resume = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        _, rank, world = self._shares()
+        return {
+            "version": 1,
+            "epoch": self._epoch,
+            "seed": self.stream.seed,
+            "world_size": world,
+            "num_workers": max(1, self.num_workers),
+            "consumed": {str(k): v for k, v in sorted(self._consumed.items())},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _, _, world = self._shares()
+        now = (self.stream.seed, world, max(1, self.num_workers))
+        then = (state.get("seed"), state.get("world_size"), state.get("num_workers"))
+        if now != then:
+            raise StreamError(
+                f"the saved stream position was taken with seed, ranks, workers = {then}, "
+                f"this run has {now}: the remaining samples would not be the same",
+                "resume with the same seed, devices and loader.num_workers",
+            )
+        self._epoch = int(state["epoch"])
+        self._consumed = {int(k): int(v) for k, v in state.get("consumed", {}).items()}
+        self._started = False
