@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..config import Settings
+    from ..store.layout import Locate
     from .samples import SamplePlan
 
 
@@ -94,13 +95,20 @@ def stats_command(
     )
 
 
-def train_tiles(settings: Settings, edition: str, regions: Sequence[str], layer: str) -> int:
-    """How many tiles of ``layer`` the train split of ``regions`` holds in the local store."""
+def train_tiles(
+    settings: Settings,
+    edition: str,
+    regions: Sequence[str],
+    layer: str,
+    locate: Locate | None = None,
+) -> int:
+    """How many tiles of ``layer`` the train split of ``regions`` holds in the local store
+    (or where ``locate`` finds them: a stream's cache)."""
     from ..selection import Selection
     from ..tiles.bandstats import local_files
 
     sel = Selection(edition=edition, regions=tuple(regions), modalities=(layer,), splits=("train",))
-    return len({f[2] for f in local_files(settings, sel) if f[0] == layer})
+    return len({f[2] for f in local_files(settings, sel, locate) if f[0] == layer})
 
 
 def check_entry(
@@ -114,6 +122,7 @@ def check_entry(
     on_mismatch: str = "refuse",
     warn: Callable[[str], None] | None = None,
     exact: bool = False,
+    locate: Locate | None = None,
 ) -> dict[str, Any] | None:
     """The saved entry of ``layer`` for the train split of ``regions``, checked against the
     store: ``None`` when nothing is saved; StatsMismatchError (or, with ``on_mismatch="warn"``,
@@ -122,7 +131,7 @@ def check_entry(
     from ..errors import StatsMismatchError
     from ..tiles.statsfile import find_entry
 
-    tiles = train_tiles(settings, edition, regions, layer)
+    tiles = train_tiles(settings, edition, regions, layer, locate)
     entry, reason = find_entry(
         settings, edition, layer, regions, tiles, sample=sample, path=path, exact=exact
     )

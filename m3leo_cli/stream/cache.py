@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -70,19 +71,21 @@ class CacheIndex:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "cache.sqlite"
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
+        self._local = threading.local()
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # never share one across a fork
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
+        """This thread's connection (SQLite's are per thread; never one shared across a fork)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            local.conn.execute("PRAGMA journal_mode=WAL")
+            local.conn.execute(
                 "CREATE TABLE IF NOT EXISTS entry (key TEXT PRIMARY KEY, bytes INTEGER, used REAL)"
             )
-            self._pid = os.getpid()
-        return self._conn
+            local.pid = os.getpid()
+        conn: sqlite3.Connection = local.conn
+        return conn
 
     def put(self, key: str, size: int) -> None:
         self.conn.execute("INSERT OR REPLACE INTO entry VALUES (?, ?, ?)", (key, size, time.time()))
@@ -100,7 +103,11 @@ class CacheIndex:
         yield from self.conn.execute("SELECT key, bytes FROM entry ORDER BY used").fetchall()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_conn": None, "_pid": -1}
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._local = threading.local()
 
 
 class RowGroupCache:

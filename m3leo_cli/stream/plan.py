@@ -164,22 +164,29 @@ def plan_stream(
 
 def _check_commits(settings: Settings, commits: dict[str, str]) -> None:
     """Refuse when a region's repo moved on since its manifest, unless the revision is pinned
-    (offline, nothing can be asked: the manifest's commit is what the cache holds)."""
+    (then ``catalog.info.check_pinned`` has checked the manifest was built from it, and its
+    commits are streamed as they are; offline, nothing can be asked)."""
     if settings.offline or settings.source_of("revision") != "default":
         return
+    from ..catalog.manifest import read_summary
     from ..hub.client import HubClient
+    from ..store.layout import Store
 
     ed = spec.get_edition("full")
     with HubClient(settings) as client:
         for region, commit in sorted(commits.items()):
             now = client.revision(ed.repo_id(region), settings.revision)
-            if now != commit:
-                raise StreamError(
-                    f"{ed.repo_id(region)} is at commit {now[:12]} on the Hub, but the manifest "
-                    f"lists the shards of commit {commit[:12]}: they may have changed",
-                    f"refresh the manifest (m3leo catalog refresh --edition full --region "
-                    f"{region}), or stream the manifest's commit: M3LEO_REVISION={commit}",
-                )
+            if now == commit:
+                continue
+            path = Store(settings.data_dir).manifest_path("full", region)
+            built = str(read_summary(path).get("revision") or settings.revision)
+            raise StreamError(
+                f"{ed.repo_id(region)} is at commit {now[:12]} on the Hub, but the manifest "
+                f"lists the shards of commit {commit[:12]}: they may have changed",
+                f"refresh the manifest to stream the new commit (m3leo catalog refresh "
+                f"--edition full --region {region}), or pin the revision it was built from to "
+                f"stream its commit as it is: M3LEO_REVISION={built}",
+            )
 
 
 def _index_shards(settings: Settings, plan: StreamPlan, tasks: Sequence[ShardTask]) -> None:

@@ -160,7 +160,7 @@ def resolve_stats(
         for dk in train.inputs:
             entry = check_entry(
                 settings, data.edition, dk, group, sample=sample, on_mismatch=data.stats_check,
-                warn=warn, exact=True,
+                warn=warn, exact=True, locate=locate,
             )  # fmt: skip
             cmd = stats_command(data.edition, group, [dk])
             if entry is None:
@@ -173,7 +173,9 @@ def resolve_stats(
                     edition=data.edition, regions=tuple(group), modalities=(dk,), splits=("train",)
                 )
                 report = band_stats(settings, sel, sample=sample, seed=seed, locate=locate)
-                entry = check_entry(settings, data.edition, dk, group, sample=sample, exact=True)
+                entry = check_entry(
+                    settings, data.edition, dk, group, sample=sample, exact=True, locate=locate
+                )
                 assert entry is not None
                 warn(
                     f"band statistics of {dk}: computed on {describe(entry)}, "

@@ -245,7 +245,7 @@ def stream_stats(
     plan = plan_split(settings, data, "train", locate, train._ready)
     extra = {} if progress is None else {"progress": progress}
     try:
-        return resolve_stats(settings, data, plan, compute=False, **extra)
+        return resolve_stats(settings, data, plan, compute=False, locate=locate, **extra)
     except StatsNotFoundError:
         train._fetch_now(sorted(train.stream_plan.groups, key=lambda g: g.key))
         return resolve_stats(settings, data, plan, locate=locate, **extra)

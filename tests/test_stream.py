@@ -1,0 +1,273 @@
+"""Streaming samples from the Hub's shards (``data.source=hub``, issue 26), against
+``m3leo serve`` of a synthetic full edition: exact shares over workers and ranks, the same
+tensors as the store, reproducible per-epoch order, resume mid-epoch, the cache, faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from clirun import run  # noqa: E402
+
+from m3leo_cli.cli import main  # noqa: E402
+from m3leo_cli.config import load_settings  # noqa: E402
+from m3leo_cli.errors import M3leoError, StreamError, TrainConfigError  # noqa: E402
+from m3leo_cli.selection import Selection  # noqa: E402
+from m3leo_cli.server import HubServer  # noqa: E402
+from m3leo_cli.server.faults import Faults  # noqa: E402
+from m3leo_cli.testing.synth import SourceInfo, SynthConfig, write_source  # noqa: E402
+from m3leo_cli.train.dataset import StoreDataset  # noqa: E402
+from m3leo_cli.train.layers import DataSpec, data_spec  # noqa: E402
+from m3leo_cli.train.streamed import M3LEOStream, StreamLoader  # noqa: E402
+from m3leo_cli.train.threads import collate  # noqa: E402
+
+REGIONS = ("europe", "conus")
+CLASSES = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> SourceInfo:
+    cfg = SynthConfig(regions=REGIONS, editions=("full",), tiles=10, chip_px=32,
+                      native_shape=(6, 8), datakinds=("s1grd-2020", "esaworldcover-2020"),
+                      tiles_per_shard=4, rows_per_row_group=2)  # fmt: skip
+    return write_source(tmp_path_factory.mktemp("stream-src"), cfg)
+
+
+@pytest.fixture
+def hub(source: SourceInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    with HubServer(source.root, keep_log=True) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        yield srv
+
+
+def spec(normalize: bool = False) -> DataSpec:
+    return data_spec({
+        "edition": "full", "regions": list(REGIONS), "size": 32, "normalize": normalize,
+        "inputs": [{"modality": "s1grd", "bands": None}],
+        "target": {"modality": "esaworldcover", "band": "map", "classes": CLASSES},
+    })  # fmt: skip
+
+
+def fetched(srv: HubServer) -> list[str]:
+    """Shard bytes asked for (range GETs of .parquet files), as the server logged them."""
+    return [r.path for r in srv.log if r.method == "GET" and r.range and ".parquet" in r.path]
+
+
+def store_samples(tmp_path: Path, data: DataSpec, split: str) -> dict[str, dict]:
+    """The same split read by the store dataset, from a downloaded copy of the same tiles."""
+    other = tmp_path / "store"
+    os.environ["M3LEO_DATA_DIR"] = str(other)
+    try:
+        sel = ["--edition", "full", *[a for r in REGIONS for a in ("--region", r)]]
+        assert main(["download", *sel, "-m", "s1grd", "-m", "esaworldcover"]) == 0
+        ds = StoreDataset(data, split)
+        return {s["tile_id"]: s for s in (ds[i] for i in range(len(ds)))}
+    finally:
+        os.environ["M3LEO_DATA_DIR"] = str(tmp_path / "data")
+
+
+def test_two_workers_times_two_ranks_see_every_tile_once_with_the_store_s_tensors(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    data = spec()
+    seen: Counter[str] = Counter()
+    got: dict[str, dict] = {}
+    lengths = []
+    for rank in range(2):
+        ds = M3LEOStream(data, "train", seed=3, rank=rank, world_size=2)
+        lengths.append(len(ds))
+        loader = StreamLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+        for batch in loader:
+            for k, tile in enumerate(batch["tile_id"]):
+                seen[tile] += 1
+                got[tile] = {"image": batch["image"][k], "mask": batch["mask"][k]}
+    everyone = set(ds.tile_ids)
+    assert len(everyone) == 12 and set(seen) == everyone  # two regions' train split
+    assert set(seen.values()) == {1}  # exactly once across 2 ranks x 2 workers
+    assert sum(lengths) == len(everyone) and abs(lengths[0] - lengths[1]) <= 1
+    want = store_samples(tmp_path, data, "train")
+    for tile, sample in got.items():
+        assert torch.equal(sample["image"], want[tile]["image"]), tile
+        assert torch.equal(sample["mask"], want[tile]["mask"]), tile
+
+
+def test_order_differs_per_epoch_reproducibly_and_epoch_two_fetches_nothing(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    ds = M3LEOStream(spec(), "train", seed=5)
+    loader = StreamLoader(ds, batch_size=1, num_workers=0, collate_fn=collate)
+    hub.clear_log()
+    first = [b["tile_id"][0] for b in loader]
+    assert fetched(hub), "epoch 1 streams from the Hub"
+    hub.clear_log()
+    second = [b["tile_id"][0] for b in loader]
+    assert fetched(hub) == [] and hub.log == []  # epoch 2: the cache, nothing asked
+    assert sorted(first) == sorted(second) and first != second
+    again = M3LEOStream(spec(), "train", seed=5)  # a new process's view of the same seed
+    loader2 = StreamLoader(again, batch_size=1, num_workers=0, collate_fn=collate)
+    assert [b["tile_id"][0] for b in loader2] == first
+    assert [b["tile_id"][0] for b in loader2] == second
+
+
+def test_resume_mid_epoch_yields_exactly_the_remaining_samples(hub, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    ds = M3LEOStream(spec(), "train", seed=9)
+    loader = StreamLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+    full = [t for b in loader for t in b["tile_id"]]  # epoch 0, whole
+    it = iter(loader)  # epoch 1
+    head = [t for _ in range(3) for t in next(it)["tile_id"]]
+    state = loader.state_dict()
+    del it
+    assert state["epoch"] == 1 and sum(state["consumed"].values()) == len(head)
+    fresh = StreamLoader(
+        M3LEOStream(spec(), "train", seed=9), batch_size=2, num_workers=2, collate_fn=collate
+    )
+    fresh.load_state_dict(state)
+    rest = [t for b in fresh for t in b["tile_id"]]
+    assert sorted(head + rest) == sorted(full) and not set(head) & set(rest)
+    whole = StreamLoader(
+        M3LEOStream(spec(), "train", seed=9), batch_size=2, num_workers=2, collate_fn=collate
+    )
+    whole.load_state_dict({**state, "consumed": {}})
+    epoch1 = [t for b in whole for t in b["tile_id"]]
+    assert Counter(head + rest) == Counter(epoch1)
+    bad = StreamLoader(
+        M3LEOStream(spec(), "train", seed=9), batch_size=2, num_workers=1, collate_fn=collate
+    )
+    with pytest.raises(StreamError, match="workers"):
+        bad.load_state_dict(state)
+
+
+def test_a_small_cache_evicts_old_row_groups_and_still_streams_everything(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    probe = M3LEOStream(spec(), "train", cache_dir=tmp_path / "c1")
+    largest = max(probe.stream_plan.group_bytes.values())
+    budget = 6 * largest
+    ds = M3LEOStream(
+        spec(), "train", cache_dir=tmp_path / "c2", cache_bytes=budget, prefetch_bytes=largest
+    )
+    tiles = [s["tile_id"] for s in ds]
+    assert sorted(tiles) == sorted(ds.tile_ids)
+    assert ds.cache.index.total() <= budget
+    assert ds.stream_plan.total_bytes > budget  # the selection did not fit: entries went
+
+
+def test_a_cache_that_cannot_hold_the_working_set_is_refused_with_the_sizes(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(StreamError) as exc:
+        M3LEOStream(spec(), "train", cache_bytes=1000)
+    assert "needs at least" in exc.value.message and "the budget is" in exc.value.message
+    assert "data.cache_dir=" in exc.value.hint
+
+
+def test_a_corrupt_range_is_fetched_again_and_a_lasting_one_is_counted(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    ds = M3LEOStream(spec(), "val", shuffle=False)  # the plan (and first row group) first
+    shutil.rmtree(ds.cache.root)
+    ds.cache = type(ds.cache)(ds.cache.root, ds.cache.budget)
+    hub.faults = Faults(corrupt_first=1)
+    tiles = [s["tile_id"] for s in ds]
+    assert sorted(tiles) == sorted(ds.tile_ids) and ds.failures == []
+    shutil.rmtree(ds.cache.root)
+    ds.cache = type(ds.cache)(ds.cache.root, ds.cache.budget)
+    hub.faults = Faults(corrupt_first=1000)
+    ds.failures_path = tmp_path / "failures.jsonl"
+    tiles = [s["tile_id"] for s in ds]
+    assert tiles == [] and len(ds.failures) == len(ds.tile_ids)
+    assert "row group" in ds.failures[0][1]
+    assert len(ds.failures_path.read_text().splitlines()) == len(ds.tile_ids)
+
+
+def test_dropped_connections_resume_by_range(hub, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    hub.faults = Faults(cut_after_bytes=300, cut_first=1)
+    ds = M3LEOStream(spec(), "train")
+    tiles = [s["tile_id"] for s in ds]
+    assert sorted(tiles) == sorted(ds.tile_ids) and ds.failures == []
+
+
+def test_a_repo_that_moved_on_is_refused_unless_the_revision_is_pinned(
+    hub, source, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    M3LEOStream(spec(), "val")  # the manifest is cached at the current commit
+    repo = next(p for p in source.root.rglob("*") if p.is_dir() and p.name.endswith("europe"))
+    old = hub.commit(f"M3LEO/{repo.name}")
+    (repo / "NOTES.md").write_text("a new commit\n")
+    try:
+        with pytest.raises(StreamError, match="may have changed") as exc:
+            M3LEOStream(spec(), "val")
+        assert "M3LEO_REVISION=main" in exc.value.hint and old[:12] in exc.value.message
+        monkeypatch.setenv("M3LEO_REVISION", "main")
+        ds = M3LEOStream(spec(), "val")
+        assert {g.commit for g in ds.stream_plan.groups if g.region == "europe"} == {old}
+    finally:
+        (repo / "NOTES.md").unlink()
+
+
+def test_miniset_and_offline_without_cache_are_refused(hub, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(TrainConfigError) as bad:
+        M3LEOStream(data_spec({**_cfg(), "edition": "miniset"}), "train")
+    assert "data.source=store" in bad.value.hint
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(M3leoError) as exc:
+        M3LEOStream(spec(), "train")
+    from m3leo_cli.mirror.download import download
+
+    with pytest.raises(M3leoError) as same:
+        download(load_settings(), Selection(edition="full", regions=REGIONS))
+    assert type(exc.value) is type(same.value) and exc.value.message == same.value.message
+    assert "offline" in exc.value.message
+
+
+def _cfg() -> dict:
+    return {
+        "regions": list(REGIONS), "size": 32, "normalize": False,
+        "inputs": [{"modality": "s1grd", "bands": None}],
+        "target": {"modality": "esaworldcover", "band": "map", "classes": CLASSES},
+    }  # fmt: skip
+
+
+def test_train_streams_an_epoch_and_epoch_two_fetches_nothing(
+    capsys, hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "experiment=esawc/s1grd", "data.source=hub", "data.edition=full",
+            "data.regions=[europe,conus]", "data.size=32", "model.depth=2",
+            "model.base_channels=4", "loader.batch_size=4", "trainer.max_epochs=1",
+            "hydra.run.dir=run1"]  # fmt: skip
+    res = run(capsys, *args)
+    assert res.code == 0, res.err
+    assert (tmp_path / "run1" / "run.json").is_file()
+    assert "band statistics of s1grd-2020: computed" in res.err
+    hub.clear_log()
+    res = run(capsys, *args[:-2], "trainer.max_epochs=2", "hydra.run.dir=run2")
+    assert res.code == 0, res.err
+    assert fetched(hub) == []  # every row group came from the cache
+
+
+def test_train_refuses_hub_source_on_the_miniset(capsys, hub, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = run(capsys, "train", "experiment=esawc/s1grd", "data.source=hub")
+    assert res.code == 2
+    assert "Error: data.source=hub streams the full edition" in res.err
+    assert "hint: add data.edition=full, or read downloaded tiles with data.source=store" in (
+        res.err
+    )
