@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .tiles.info import TileInfo, locate_tile
     from .tiles.model import Tile, decode
     from .tiles.reader import band_names, read_tile
+    from .train.streamed import M3LEOStream, StreamLoader
 
 # public name -> the module that defines it
 _API: dict[str, str] = {
@@ -76,6 +77,9 @@ _API: dict[str, str] = {
     "export": "export.run",
     "ExportOptions": "export.base",
     "ExportSummary": "export.run",
+    # training (the train extra): samples streamed from the Hub's shards
+    "M3LEOStream": "train.streamed",
+    "StreamLoader": "train.streamed",
 }
 
 __all__ = [
@@ -86,11 +90,13 @@ __all__ = [
     "DownloadSummary",
     "ExportOptions",
     "ExportSummary",
+    "M3LEOStream",
     "M3leoError",
     "ProgressEvent",
     "RefreshReport",
     "Selection",
     "Settings",
+    "StreamLoader",
     "Tile",
     "TileInfo",
     "UnpackSummary",
