@@ -260,6 +260,7 @@ def train(
     for ds in dm.datasets.values():
         if hasattr(ds, "failures_path"):  # streamed: a sample that could not be read is noted
             ds.failures_path = failures
+            progress(ProgressEvent("message", phase="train", message=ds.describe()))
     t0 = time.perf_counter()
     with quiet_lightning():
         from lightning.pytorch.callbacks import ModelCheckpoint

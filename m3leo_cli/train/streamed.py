@@ -136,6 +136,19 @@ class M3LEOStream(torch.utils.data.IterableDataset):
     def tile_ids(self) -> list[str]:
         return self.inner.tile_ids
 
+    def describe(self) -> str:
+        """One line for people: what this split streams and where the cache is."""
+        from ..stream.cache import gib
+
+        p = self.stream_plan
+        held = self.cache.index.total()
+        return (
+            f"streaming the {self.split} split from the Hub: {len(self)} samples, "
+            f"{len(p.groups)} row groups ({gib(p.total_bytes)}), {len(p.local)} tiles read from "
+            f"the store; cache {self.cache.root} ({gib(held)} held, budget "
+            f"{gib(self.cache.budget)})"
+        )
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
