@@ -10,7 +10,7 @@ export is partitioned with ``--num-shards``/``--shard-index``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -138,3 +138,8 @@ class Exporter(ABC):
     @abstractmethod
     def write(self, unit: Unit, items: Iterator[Any | Failure]) -> UnitResult:
         """Assemble the processed samples of ``unit`` (in order) into its finished outputs."""
+
+    def finish(self, results: Mapping[str, UnitResult]) -> dict[str, dict[str, Any]]:
+        """Files that need every unit's result (litdata's ``index.json``), written when the
+        whole export is done, just before ``metadata.json``: relative path -> sha256, size."""
+        return {}

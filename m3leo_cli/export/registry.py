@@ -12,6 +12,7 @@ from ..errors import FormatDependencyError, UnknownFormatError
 from .base import Exporter
 from .geotiff import GeoTiffExporter
 from .hfparquet import HfParquetExporter
+from .litchunks import LitDataExporter
 from .npz import NpzExporter
 from .parquet import ParquetExporter
 from .tfrecords import TfRecordExporter
@@ -28,6 +29,7 @@ EXPORTERS: dict[str, type[Exporter]] = {
         ZarrExporter,
         TfRecordExporter,
         HfParquetExporter,
+        LitDataExporter,
     )
 }
 

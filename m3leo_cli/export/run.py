@@ -287,7 +287,7 @@ def _run_locked(
     started: float,
 ) -> ExportSummary:
     """The rest of :func:`run_export`, while this job of the export holds its lock."""
-    from .execute import finished, run_here, run_on_pool
+    from .execute import finished, published, run_here, run_on_pool
 
     cls = type(exporter)
     if remote is not None:
@@ -336,9 +336,10 @@ def _run_locked(
     complete = all(u.key in done for u in units)
     meta_path: Path | str | None = None
     if complete:
-        doc = build_metadata(
-            plan, options, exporter.layer_info, {u.key: done[u.key] for u in units}, exporter.stats
-        )
+        results = {u.key: done[u.key] for u in units}
+        last = published(UnitResult("", exporter.finish(results)), out, remote)  # index files
+        results[""] = last
+        doc = build_metadata(plan, options, exporter.layer_info, results, exporter.stats)
         meta_path = write_metadata(out, doc)
         if remote is not None:
             remote.publish(meta_path, METADATA)
