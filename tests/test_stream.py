@@ -271,3 +271,42 @@ def test_train_refuses_hub_source_on_the_miniset(capsys, hub, tmp_path, monkeypa
     assert "hint: add data.edition=full, or read downloaded tiles with data.source=store" in (
         res.err
     )
+
+
+def test_lightning_resumes_mid_epoch_from_a_checkpoint_with_exactly_the_rest(
+    hub, tmp_path, monkeypatch
+) -> None:
+    """Lightning saves the StreamLoader's state in its checkpoints and restores it: a run
+    resumed from a mid-epoch checkpoint trains on exactly the samples that epoch had left."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from m3leo_cli.train.datamodule import M3leoDataModule
+    from m3leo_cli.train.run import quiet_lightning
+    from m3leo_cli.train.tasks import M3leoTask
+
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    seen: list[list[str]] = []
+
+    class Recording(M3leoTask):
+        def training_step(self, batch, i):  # type: ignore[no-untyped-def]
+            seen.append(list(batch["tile_id"]))
+            return super().training_step(batch, i)
+
+    def fit(ckpt: Path | None, callbacks: list) -> None:
+        dm = M3leoDataModule(spec(), batch_size=2, num_workers=2, source="hub", seed=1)
+        model = Recording(16, "classification", len(CLASSES), 4, 2, 1e-3, 0.0, 1.0, "m3leo")
+        with quiet_lightning():  # Lightning's own deprecation chatter, as m3leo train does
+            trainer = L.Trainer(max_epochs=2, limit_val_batches=0, callbacks=callbacks,
+                                enable_progress_bar=False, logger=False,
+                                enable_model_summary=False)  # fmt: skip
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
+
+    fit(None, [ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=2, save_top_k=-1)])
+    whole = seen[:]
+    assert len(whole) == 12  # 2 epochs x 12 samples / batch 2
+    seen.clear()
+    fit(tmp_path / "ck" / "epoch=1-step=8.ckpt", [])  # 2 of epoch 1's 6 batches done
+    done, rest = whole[6:8], seen
+    flat = [t for b in done + rest for t in b]
+    assert sorted(flat) == sorted(t for b in whole[6:] for t in b) and len(set(flat)) == 12
