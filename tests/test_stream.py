@@ -310,3 +310,22 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint_with_exactly_the_rest(
     done, rest = whole[6:8], seen
     flat = [t for b in done + rest for t in b]
     assert sorted(flat) == sorted(t for b in whole[6:] for t in b) and len(set(flat)) == 12
+
+
+def test_tiles_already_in_the_store_are_read_there_never_fetched(
+    hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    assert main(["download", "--edition", "full", "--region", "europe", "-m", "s1grd", "-q"]) == 0
+    hub.clear_log()
+    ds = M3LEOStream(spec(), "train")
+    tiles = [s["tile_id"] for s in ds]
+    assert sorted(tiles) == sorted(ds.tile_ids)
+    plan = ds.stream_plan
+    assert plan.local and {r for r, _ in plan.local} == {"europe"}
+    assert all("s1grd" in p for _, p in plan.local)
+    assert not any(g.region == "europe" and "s1grd" in g.shard for g in plan.groups)
+    assert not any("europe" in p and "s1grd" in p for p in fetched(hub))
+    store = tmp_path / "data" / "full" / "europe"
+    europe = next(s for s in ds.inner.plan.samples if s.region == "europe")
+    assert europe.files["s1grd-2020"].path.is_relative_to(store)  # read from the store
