@@ -329,3 +329,21 @@ def test_tiles_already_in_the_store_are_read_there_never_fetched(
     store = tmp_path / "data" / "full" / "europe"
     europe = next(s for s in ds.inner.plan.samples if s.region == "europe")
     assert europe.files["s1grd-2020"].path.is_relative_to(store)  # read from the store
+
+
+def test_a_fetched_row_group_keeps_every_row_for_other_splits_and_selections(
+    hub, tmp_path, monkeypatch
+) -> None:
+    """Spark's row groups may mix splits: every row of a fetched group goes into the cache, so
+    a val pass (or another selection) in the same shards reads it locally."""
+    from m3leo_cli.full.index import load_index
+
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    train = M3LEOStream(spec(), "train")
+    list(train)
+    index_dir = tmp_path / "data" / ".m3leo" / "shard-index"
+    for g in train.stream_plan.groups:
+        rows = load_index(index_dir, g.sha256).rows[g.rg]  # type: ignore[union-attr]
+        held = set(train.cache.listed(g))
+        assert held == {r.split("/", 1)[1] for r in rows}, g.label
+        assert set(train.stream_plan.groups[g].values()) <= held

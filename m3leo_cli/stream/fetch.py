@@ -97,7 +97,9 @@ def _fetch_once(
 
         for start, end in plan.spans[g]:
             counts.requests += reader.into(fd, start, end - 1, advance)
-        rules = RowRules(g.region, None, dict(tiles), None)
+        # every row of the group is kept, not only the wanted ones: a row group mixes splits,
+        # and the val split of the same run (or the next selection) then reads it from the cache
+        rules = RowRules(g.region, None, None, None)
         metadata = parse_footer(plan.footers[g.sha256], g.shard)
         with open_local(sparse, metadata=metadata) as pf:
             report = unpack_parquet(
@@ -106,10 +108,12 @@ def _fetch_once(
     finally:
         os.close(fd)
         sparse.unlink(missing_ok=True)
-    if report.refused or report.missing:
-        why = report.refused[0][1] if report.refused else "missing from its row group"
-        raise ShardError(f"{g.label}: {len(report.refused) + len(report.missing)} rows bad ({why})")
-    return {f.path: (f.size, f.sha256) for f in report.written}
+    written = {f.path: (f.size, f.sha256) for f in report.written}
+    lacking = [p for p in tiles.values() if p not in written]
+    if lacking:
+        why = report.refused[0][1] if report.refused else "not in the row group its index names"
+        raise ShardError(f"{g.label}: {len(lacking)} wanted rows unusable ({why})")
+    return written
 
 
 @dataclass
