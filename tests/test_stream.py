@@ -92,7 +92,7 @@ def test_two_workers_times_two_ranks_see_every_tile_once_with_the_store_s_tensor
     everyone = set(ds.tile_ids)
     assert len(everyone) == 12 and set(seen) == everyone  # two regions' train split
     assert set(seen.values()) == {1}  # exactly once across 2 ranks x 2 workers
-    assert sum(lengths) == len(everyone) and abs(lengths[0] - lengths[1]) <= 1
+    assert lengths == [6, 6]
     want = store_samples(tmp_path, data, "train")
     for tile, sample in got.items():
         assert torch.equal(sample["image"], want[tile]["image"]), tile
@@ -347,3 +347,22 @@ def test_a_fetched_row_group_keeps_every_row_for_other_splits_and_selections(
         held = set(train.cache.listed(g))
         assert held == {r.split("/", 1)[1] for r in rows}, g.label
         assert set(train.stream_plan.groups[g].values()) <= held
+
+
+def test_ranks_get_equal_shares_padded_like_distributed_sampler() -> None:
+    """Under DDP every rank takes the same number of steps: 13 samples over 2 ranks x 2
+    workers give 7 per rank, every sample at least once, one read twice; 1 rank: exact."""
+    from m3leo_cli.stream.order import components, rank_samples, share_order
+
+    comps = components([[k // 3] for k in range(13)])  # 3 samples a row group
+    per_rank = []
+    for rank in range(2):
+        got = [i for w in range(2) for i in share_order(comps, seed=1, epoch=2, shuffle=True,
+               buffer=4, rank=rank, world=2, worker=w, workers=2)]  # fmt: skip
+        per_rank.append(got)
+        assert len(got) == rank_samples(13, rank, 2) == 7
+    both = per_rank[0] + per_rank[1]
+    assert set(both) == set(range(13)) and len(both) == 14
+    single = [i for w in range(2) for i in share_order(comps, seed=1, epoch=2, shuffle=True,
+              buffer=4, rank=0, world=1, worker=w, workers=2)]  # fmt: skip
+    assert sorted(single) == list(range(13))

@@ -8,7 +8,10 @@ once and then read from the cache. Per epoch:
    order when not shuffling);
 2. the flat sample sequence is cut into contiguous blocks: one per DDP rank, then one per
    DataLoader worker of that rank (the same split as ``train.exported``), so every sample is
-   read exactly once per epoch by exactly one (rank, worker) and shares differ by at most one;
+   read exactly once per epoch by exactly one (rank, worker). Under DDP the ranks must take
+   the same number of steps (a rank with one batch more waits forever for the others), so
+   with ``even_ranks`` the sequence is first padded with its own head to a multiple of the
+   ranks, as torch's ``DistributedSampler`` does: at most ranks - 1 samples read twice;
 3. each share passes through a bounded shuffle buffer drawn from ``(seed, epoch, share)``.
 
 Everything is computed from sample indices alone, before anything is fetched: a share's order is
@@ -63,6 +66,20 @@ def epoch_sequence(
     return [i for c in order for i in comps[c]]
 
 
+def padded(seq: Sequence[int], world: int) -> list[int]:
+    """``seq`` repeated from its head up to a multiple of ``world`` samples."""
+    size = -(-len(seq) // world) * world
+    return [seq[i % len(seq)] for i in range(size)]
+
+
+def rank_samples(n: int, rank: int, world: int, even_ranks: bool = True) -> int:
+    """How many samples ``rank`` streams per epoch out of ``n``."""
+    if even_ranks and world > 1 and n:
+        return -(-n // world)
+    lo, hi = block(n, world, rank)
+    return hi - lo
+
+
 def share_of(seq: Sequence[int], rank: int, world: int, worker: int, workers: int) -> list[int]:
     """This (rank, worker)'s contiguous block: the rank's block of ``seq``, then the worker's."""
     lo, hi = block(len(seq), world, rank)
@@ -99,9 +116,12 @@ def share_order(
     world: int = 1,
     worker: int = 0,
     workers: int = 1,
+    even_ranks: bool = True,
 ) -> list[int]:
     """The sample indices one (rank, worker) streams in ``epoch``, in order."""
     seq = epoch_sequence(comps, seed, epoch, shuffle)
+    if even_ranks and world > 1 and seq:
+        seq = padded(seq, world)
     mine = share_of(seq, rank, world, worker, workers)
     if not shuffle:
         return mine

@@ -171,12 +171,11 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         )  # fmt: skip
 
     def __len__(self) -> int:
-        """This rank's samples per epoch (all ranks' together when not distributed)."""
-        from ..stream.order import block
+        """This rank's samples per epoch (all of them when not distributed)."""
+        from ..stream.order import rank_samples
 
         rank, world, _, _ = self._position()
-        lo, hi = block(len(self.inner), world, rank)
-        return hi - lo
+        return rank_samples(len(self.inner), rank, world)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from ..stream.fetch import Prefetcher
