@@ -298,7 +298,8 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint_with_exactly_the_rest(
         model = Recording(16, "classification", len(CLASSES), 4, 2, 1e-3, 0.0, 1.0, "m3leo")
         with quiet_lightning():  # Lightning's own deprecation chatter, as m3leo train does
             trainer = L.Trainer(max_epochs=2, limit_val_batches=0, callbacks=callbacks,
-                                enable_progress_bar=False, logger=False,
+                                enable_checkpointing=bool(callbacks), logger=False,
+                                default_root_dir=tmp_path, enable_progress_bar=False,
                                 enable_model_summary=False)  # fmt: skip
             trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
 
