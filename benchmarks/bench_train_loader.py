@@ -45,7 +45,7 @@ BASELINES = {
 }
 CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 # every format `m3leo train data.export` streams (zarr, tfrecord and hf need their extras)
-EXPORT_FORMATS = ("webdataset", "parquet", "npz", "zarr", "tfrecord", "hf")
+EXPORT_FORMATS = ("webdataset", "parquet", "npz", "zarr", "tfrecord", "hf", "litdata")
 
 
 def prepare(work: Path, tiles: int, chip: int, exports: bool = True) -> Path:

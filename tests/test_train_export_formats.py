@@ -24,8 +24,9 @@ INPUTS = (
     InputSpec("s2rgbm-2020", ("06_red",)),
     InputSpec("gssic", ("coherence:summer:12",)),
 )
-FORMATS = ("npz", "zarr", "tfrecord", "hf")
-NEEDS = {"npz": "numpy", "zarr": "zarr", "tfrecord": "tfrecord", "hf": "datasets"}
+FORMATS = ("npz", "zarr", "tfrecord", "hf", "litdata")
+NEEDS = {"npz": "numpy", "zarr": "zarr", "tfrecord": "tfrecord", "hf": "datasets",
+         "litdata": "litdata"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

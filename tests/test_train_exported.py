@@ -111,7 +111,9 @@ def test_parquet_of_a_development_build_is_refused_with_a_hint(store, tmp_path: 
 
     (tmp_path / "old" / "train").mkdir(parents=True)
     meta = {"format": "parquet", "layers": [{"name": "s1grd-2020", "bands": ["winter_vvasc"]},
-            {"name": "esaworldcover-2020", "bands": ["Map"]}]}  # fmt: skip
+            {"name": "esaworldcover-2020", "bands": ["Map"]}],
+            "samples": [{"tile_id": "0", "split": "train", "region": "europe"}],
+            "files": {"train/train-000000.parquet": {}}}  # fmt: skip
     (tmp_path / "old" / "metadata.json").write_text(json.dumps(meta))
     nested = pa.list_(pa.list_(pa.list_(pa.uint16())))
     schema = pa.schema(
@@ -191,6 +193,8 @@ def test_datamodule_streams_an_export(exports) -> None:
     dm = M3leoDataModule(_spec(AGB), batch_size=3, export=exports["parquet"])
     dm.setup("fit")
     tiles = [t for b in dm.train_dataloader() for t in b["tile_id"]]
-    assert tiles == [s["tile_id"] for s in ExportDataset(exports["parquet"], "train", _spec(AGB))]
+    in_order = [s["tile_id"] for s in ExportDataset(exports["parquet"], "train", _spec(AGB))]
+    assert sorted(tiles) == sorted(in_order)  # the train split shuffled (per seed and epoch)
+    assert dm.datasets["train"].shuffle and not dm.datasets["val"].shuffle
     batch = next(iter(dm.val_dataloader()))
     assert batch["target"].dtype == torch.float32 and batch["image"].shape[1:] == (4, 32, 32)

@@ -75,6 +75,10 @@ class RemoteTarget:
             ) from None
         return fs, root.rstrip("/")
 
+    def filesystem(self) -> tuple[Any, str]:
+        """The fsspec filesystem and root path (readers of an export: ``train.exportio``)."""
+        return self._fs
+
     def has_files(self, files: Mapping[str, Mapping[str, Any]]) -> bool:
         """Every file of a unit is there with its recorded size."""
         fs, root = self._fs

@@ -111,6 +111,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         for key in ("cache_bytes", "prefetch_bytes", "stream_shuffle_buffer"):
             if data.get(key) is not None and _number(data, key, 0, int) < 0:
                 raise TrainConfigError(f"data.{key} must be 0 or more", f"e.g. data.{key}=0")
+    if _number(data, "shuffle_buffer", 0, int) < 0:
+        raise TrainConfigError(
+            "data.shuffle_buffer must be 0 or more", "e.g. data.shuffle_buffer=64 (0: off)"
+        )
     epochs = (cfg.get("trainer") or {}).get("max_epochs", 1)
     if epochs is not None and _number(cfg.get("trainer") or {}, "max_epochs", 1, int) < -1:
         raise TrainConfigError(

@@ -1,8 +1,9 @@
 """A LightningDataModule with train / val / test from the split CSVs (the manifest's split).
 
 Each split is a :class:`~m3leo_cli.train.dataset.StoreDataset` over the local store, or, when
-``export`` names a webdataset / Parquet export folder, an
-:class:`~m3leo_cli.train.exported.ExportDataset` streaming it, or, with ``source="hub"``, an
+``export`` names an export (a folder or an fsspec URL such as ``s3://bucket/prefix``), an
+:class:`~m3leo_cli.train.exported.ExportDataset` streaming it (the train split shuffled by
+shards and a ``shuffle_buffer`` of samples, per seed and epoch), or, with ``source="hub"``, an
 :class:`~m3leo_cli.train.streamed.M3LEOStream` streaming the Hub's shards (through a
 :class:`~m3leo_cli.train.streamed.StreamLoader`, which resumes mid-epoch). The training loader
 shuffles a map-style dataset with a seeded generator, so two runs with the same seed see the
@@ -37,13 +38,15 @@ class M3leoDataModule(L.LightningDataModule):
         stats: Any = None,
         source: str = "store",
         stream: dict[str, Any] | None = None,
+        shuffle_buffer: int = 64,
     ) -> None:
         super().__init__()
         self.data = data
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.settings = settings
-        self.export = Path(export) if export else None
+        self.export = export or None  # a folder or an fsspec URL (kept as given: not a Path)
+        self.shuffle_buffer = shuffle_buffer  # export: samples mixed in the train split
         self.seed = seed
         self.stats = stats  # normstats.RunStats: every split normalised with the train split's
         self.datasets: dict[str, Any] = {}
@@ -63,7 +66,10 @@ class M3leoDataModule(L.LightningDataModule):
             elif self.export is not None:
                 from .exported import ExportDataset
 
-                self.datasets[split] = ExportDataset(self.export, split, self.data)
+                self.datasets[split] = ExportDataset(
+                    self.export, split, self.data, shuffle=split == "train", seed=self.seed,
+                    shuffle_buffer=self.shuffle_buffer,
+                )  # fmt: skip
             else:
                 from .dataset import StoreDataset
 

@@ -1,12 +1,14 @@
 """An iterable dataset over an export (any format but ``geotiff``), exact across workers and ranks.
 
-The samples of a split are the concatenation of its shards in name order (the order the export
-wrote them: sorted by region and tile id). Each distributed rank takes one contiguous block of
-that sequence and each DataLoader worker one contiguous block of its rank's, so every sample is
-read exactly once per epoch with no duplicate and no gap, whatever the shard sizes. Shards
-outside a worker's block are not opened; inside, tar headers and Parquet row groups are skipped
-without reading their arrays. ``npz``, ``zarr``, ``tfrecord`` and ``hf`` exports are read by
-their own libraries (``exportformats``).
+The export is a folder or an fsspec URL (``s3://bucket/prefix``: files are read where they are,
+``exportio``). The samples of a split are the concatenation of its shards (their order: the
+export's, or with ``shuffle`` a permutation drawn from (seed, epoch)). Each distributed rank
+takes one contiguous block of that sequence and each DataLoader worker one contiguous block of
+its rank's, so every sample is read exactly once per epoch with no duplicate and no gap,
+whatever the shard sizes; with ``shuffle`` each worker then mixes its block through a bounded
+buffer. Shards outside a worker's block are not opened; inside, tar headers and Parquet row
+groups are skipped without reading their arrays. ``npz``, ``zarr``, ``tfrecord``, ``hf`` and
+``litdata`` exports are read by their own libraries (``exportformats``).
 
 Layers are taken as the export wrote them: when it was normalised (``--normalize``), inputs are
 used as they are; the target keeps its stored values (export never normalises labels; for an
@@ -29,9 +31,10 @@ from .. import spec
 from ..errors import TrainConfigError
 from . import exportformats
 from .assemble import Assembler, LayerData
+from .exportio import SUFFIX, ExportFiles, epoch_order, load_metadata, shuffled, split_shards
 from .layers import DataSpec, channel_names, select_bands
 
-FORMATS = {"webdataset": ".tar", "parquet": ".parquet"}
+SHUFFLE_BUFFER = 64  # samples (each a whole assembled sample: ~10 MB at 448 px, 12 channels)
 
 
 def block(n: int, parts: int, index: int) -> tuple[int, int]:
@@ -46,30 +49,19 @@ def dist_position() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _tar_count(path: Path) -> int:
-    import tarfile
-
-    with tarfile.open(path, "r:") as tar:
-        return sum(1 for m in tar if m.name.endswith(".json"))
-
-
-def _parquet_count(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
-def _check_layout(path: Path, layers: Sequence[str]) -> None:
+def _check_layout(files: ExportFiles, rel: str, layers: Sequence[str]) -> None:
     """Refuse the nested-list layer columns of development builds before iterating."""
     import pyarrow.parquet as pq
 
     from ..export.parquet import LAYOUT
 
-    schema = pq.read_schema(path)
+    with files.open(rel) as fh:
+        schema = pq.read_schema(fh)
     for d in layers:
         if (schema.field(d).metadata or {}).get(b"layout") != LAYOUT.encode():
             raise TrainConfigError(
-                f"{path} stores {d} as nested lists (an m3leo development build's layout)",
+                f"{files.location(rel)} stores {d} as nested lists (an m3leo development build's "
+                "layout)",
                 "export it again: m3leo export --format parquet --overwrite ...",
             )
 
@@ -100,21 +92,18 @@ class ExportDataset(torch.utils.data.IterableDataset):
         *,
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        meta_path = self.root / "metadata.json"
-        if not meta_path.is_file():
-            raise TrainConfigError(
-                f"{self.root} is not a finished m3leo export (no metadata.json)",
-                "point at the --out folder of a complete `m3leo export`",
-            )
-        meta = json.loads(meta_path.read_text())
+        self.files = ExportFiles(root)
+        meta = load_metadata(self.files)
         self.format = meta["format"]
-        if self.format not in FORMATS and self.format not in exportformats.SHARDS:
+        if self.format not in SUFFIX and self.format != "zarr":
             raise TrainConfigError(
                 f"cannot stream a {self.format} export",
-                "export with --format webdataset, parquet, npz, zarr, tfrecord or hf",
+                "export with --format webdataset, parquet, npz, zarr, tfrecord, hf or litdata",
             )
         self.layers = {lay["name"]: lay for lay in meta["layers"]}
         names = list(self.layers)
@@ -155,16 +144,14 @@ class ExportDataset(torch.utils.data.IterableDataset):
         self.assembler = Assembler(data, inputs, counts, target, None, normalized)
         self.data = data
         self.split = split
-        if self.format in FORMATS:
-            self.shards = sorted((self.root / split).glob("*" + FORMATS[self.format]))
-            count = _tar_count if self.format == "webdataset" else _parquet_count
-            self.counts = [count(p) for p in self.shards]
-        else:
-            self.shards = exportformats.shards(self.format, self.root, split)
-            self.counts = [exportformats.count(self.format, p) for p in self.shards]
+        listed = split_shards(meta, split)
+        self.shards = [rel for rel, _ in listed]
+        self.counts = [n for _, n in listed]
         if self.format == "parquet" and self.shards:
-            _check_layout(self.shards[0], [*inputs, target])
+            _check_layout(self.files, self.shards[0], [*inputs, target])
         self.rank, self.world_size = rank, world_size
+        self.shuffle, self.seed, self.buffer = shuffle, int(seed), max(0, int(shuffle_buffer))
+        self.epoch = 0
 
     @staticmethod
     def _one(token: str, names: Sequence[str]) -> str:
@@ -194,20 +181,38 @@ class ExportDataset(torch.utils.data.IterableDataset):
         lo, hi = self._rank_block()
         return hi - lo
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration reads (its shard order and buffer draws); each
+        iteration then moves on by one, so a loader whose workers persist, or one without
+        workers, reads a new order each epoch without being told."""
+        self.epoch = int(epoch)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
         lo, hi = self._rank_block()
         info = torch.utils.data.get_worker_info()
+        worker = 0
         if info is not None:
             a, b = block(hi - lo, info.num_workers, info.id)
-            lo, hi = lo + a, lo + b
+            lo, hi, worker = lo + a, lo + b, info.id
+        samples = self._block(epoch, lo, hi)
+        if not self.shuffle or self.buffer <= 1:
+            yield from samples
+            return
+        rank, _ = self._position()
+        yield from shuffled(samples, self.buffer, (self.seed, epoch, rank, worker))
+
+    def _block(self, epoch: int, lo: int, hi: int) -> Iterator[dict[str, Any]]:
+        """Samples ``lo..hi-1`` of the epoch's sequence (its shards in the epoch's order)."""
         start = 0
-        for path, n in zip(self.shards, self.counts, strict=True):
+        for k in epoch_order(len(self.shards), self.seed, epoch, self.shuffle):
+            rel, n = self.shards[k], self.counts[k]
             first, last = max(lo - start, 0), min(hi - start, n)
             if first < last:
                 read = {"webdataset": self._tar, "parquet": self._parquet}.get(
                     self.format, self._rows
                 )
-                yield from read(path, first, last)
+                yield from read(rel, first, last)
             start += n
             if start >= hi:
                 break
@@ -260,7 +265,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
         tgt = self._layer(target, arrays[target], bands(target))
         return self.assembler.sample(layers, tgt, tile_id, bounds)
 
-    def _tar(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+    def _tar(self, rel: str, first: int, last: int) -> Iterator[dict[str, Any]]:
         """Samples ``first..last-1`` of one tar (members of a tile are contiguous)."""
         import io
         import tarfile
@@ -271,7 +276,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
             lay = meta.get("layers", {})
             return self._sample(tile, meta.get("bounds"), arrays, lambda d: list(lay[d]["bands"]))
 
-        with tarfile.open(path, "r:") as tar:
+        with self.files.open(rel) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             index, key = -1, None
             arrays: dict[str, Any] = {}
             meta: dict[str, Any] = {}
@@ -294,20 +299,24 @@ class ExportDataset(torch.utils.data.IterableDataset):
             if key is not None and first <= index < last:
                 yield done(key, arrays, meta)
 
-    def _rows(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+    def _rows(self, rel: str, first: int, last: int) -> Iterator[dict[str, Any]]:
         """Samples ``first..last-1`` of one shard of the other formats (``exportformats``)."""
         assert self.assembler.target is not None  # unlabelled experiments are refused above
         wanted = [*self.assembler.inputs, self.assembler.target]
         for tile, bounds, arrays, bands in exportformats.rows(
-            self.format, path, first, last, wanted
+            self.format, self.files, rel, first, last, wanted
         ):
             yield self._sample(tile, bounds, arrays, bands)
 
-    def _parquet(self, path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
-        import numpy as np
+    def _parquet(self, rel: str, first: int, last: int) -> Iterator[dict[str, Any]]:
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        with self.files.open(rel) as raw:
+            yield from self._row_groups(pq.ParquetFile(raw), first, last)
+
+    def _row_groups(self, pf: Any, first: int, last: int) -> Iterator[dict[str, Any]]:
+        import numpy as np
+
         assert self.assembler.target is not None  # unlabelled experiments are refused above
         wanted = [*self.assembler.inputs, self.assembler.target]
         meta = {d: pf.schema_arrow.field(d).metadata for d in wanted}

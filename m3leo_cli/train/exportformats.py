@@ -1,8 +1,8 @@
 """Samples of the export formats ``ExportDataset`` reads besides its own tar and Parquet
-readers: ``npz``, ``zarr``, ``tfrecord`` and ``hf``, each through its own library.
+readers: ``npz``, ``zarr``, ``tfrecord``, ``hf`` and ``litdata``, each through its own library.
 
-Each format is a list of *shards* per split (files in name order; a zarr split is one store)
-with a sample count, and a reader of samples ``first..last-1`` of one shard as
+A reader takes one shard of a split (a file of the export, ``exportio.ExportFiles``, local or on
+an object store; a zarr split is one store) and yields its samples ``first..last-1`` as
 ``(tile_id, bounds, arrays, bands_of)``: the present layers among ``wanted`` as (bands, H, W)
 NumPy arrays and a function giving a layer's band names. Nothing here resamples or decodes:
 ``ExportDataset`` does that for every format alike.
@@ -12,60 +12,47 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
+
+from .exportio import ExportFiles
 
 Row = tuple[str, Any, dict[str, Any], Callable[[str], list[str]]]
 
-SHARDS = {"npz": "*.npz", "tfrecord": "*.tfrecord", "hf": "*.parquet", "zarr": None}
+
+def rows(
+    fmt: str, files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
+    read = {"npz": _npz, "hf": _hf, "zarr": _zarr, "tfrecord": _tfrecord, "litdata": _litdata}[fmt]
+    return read(files, rel, first, last, wanted)
 
 
-def shards(fmt: str, root: Path, split: str) -> list[Path]:
-    """The shards of one split, in the order the export wrote its samples."""
-    folder = root / split
-    pattern = SHARDS[fmt]
-    if pattern is None:  # zarr: the split folder is the store
-        return [folder] if (folder / "zarr.json").is_file() else []
-    return sorted(folder.glob(pattern))
-
-
-def count(fmt: str, path: Path) -> int:
-    if fmt == "npz":
-        return 1
-    if fmt == "hf":
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    if fmt == "zarr":
-        return len(_zarr_slots(path))
-    from tfrecord.reader import tfrecord_iterator  # one pass over the file: records are framed
-
-    return sum(1 for _ in tfrecord_iterator(str(path)))
-
-
-def rows(fmt: str, path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
-    read = {"npz": _npz, "hf": _hf, "zarr": _zarr, "tfrecord": _tfrecord}[fmt]
-    return read(path, first, last, wanted)
-
-
-def _npz(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
+def _npz(
+    files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
     import numpy as np
 
     if first > 0 or last < 1:
         return
-    with np.load(path) as z:
+    with files.open(rel) as fh, np.load(fh) as z:
         meta = json.loads(str(z["__sample__"]))
         arrays = {d: z[d] for d in wanted if d in z.files}
         bands = {d: [str(b) for b in z[f"{d}.bands"]] for d in arrays}
     yield meta["tile_id"], meta.get("bounds"), arrays, lambda d: bands[d]
 
 
-def _hf(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
-    import numpy as np
-    import pyarrow as pa
+def _hf(
+    files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    with files.open(rel) as fh:
+        yield from _hf_rows(pq.ParquetFile(fh), first, last, wanted)
+
+
+def _hf_rows(pf: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
+    import numpy as np
+    import pyarrow as pa
+
     schema = pf.schema_arrow
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
     features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
@@ -93,43 +80,98 @@ def _hf(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Ro
         start += n
 
 
-def _zarr_slots(path: Path) -> tuple[int, ...]:
-    """The positions of the store's samples (a failed sample leaves an empty slot)."""
+ZARR_BLOCK = 8  # samples read by one zarr call (one chunk each): decoded together, not one by one
+
+
+def _zarr(
+    files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
+    """The per-sample coordinates (tile ids, bboxes, presence) are read whole once; each layer's
+    samples in blocks of consecutive slots (one zarr call per block and layer, not one per
+    sample and array: zarr's per-call cost was half the loader's time)."""
     import zarr
 
-    root: Any = zarr.open_group(path, mode="r")
-    first = next(iter(root.group_keys()))
-    return tuple(i for i, t in enumerate(root[first]["tile_id"][:]) if t)
-
-
-def _zarr(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
-    import zarr
-
-    root: Any = zarr.open_group(path, mode="r")
+    root: Any = zarr.open_group(files.location(rel), mode="r")  # a folder or a URL (fsspec)
     groups: dict[str, Any] = {d: root[d] for d in wanted if d in root}
+    arrays = {d: g[d] for d, g in groups.items()}
     bands = {d: [str(b) for b in g["band"][:]] for d, g in groups.items()}
+    present = {d: g["present"][:] for d, g in groups.items()}
     some: Any = next(iter(groups.values()))
-    for i in _zarr_slots(path)[first:last]:
-        arrays = {d: g[d][i] for d, g in groups.items() if bool(g["present"][i])}
-        yield str(some["tile_id"][i]), list(some["bbox"][i]), arrays, lambda d: bands[d]
+    tiles, bbox = some["tile_id"][:], some["bbox"][:]
+    slots = [i for i, t in enumerate(tiles) if t][first:last]
+    k = 0
+    while k < len(slots):
+        run = [slots[k]]  # consecutive slots, at most ZARR_BLOCK
+        while len(run) < ZARR_BLOCK and k + len(run) < len(slots):
+            if slots[k + len(run)] != run[-1] + 1:
+                break
+            run.append(slots[k + len(run)])
+        lo, hi = run[0], run[-1] + 1
+        block = {d: a[lo:hi] for d, a in arrays.items()}
+        for i in run:
+            got = {d: block[d][i - lo] for d in groups if bool(present[d][i])}
+            yield str(tiles[i]), [float(b) for b in bbox[i]], got, lambda d: bands[d]
+        k += len(run)
 
 
-def _tfrecord(path: Path, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
+def _tfrecord(
+    files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
+    """Records through the ``tfrecord`` package's reader, which opens paths: a shard on an
+    object store is copied to a temporary file first (one shard at a time)."""
+    import tempfile
+
     import numpy as np
     from tfrecord.reader import tfrecord_loader
 
-    spec = json.loads((path.parent / "features.json").read_text())
+    spec = json.loads(files.read_text(rel.rsplit("/", 1)[0] + "/features.json"))
     bands = {d: list(spec["layers"][d]["bands"] or []) for d in wanted}
-    for k, r in enumerate(tfrecord_loader(str(path), None)):
-        if k >= last:
-            return
-        if k < first:
-            continue
-        arrays = {}
-        for d in wanted:
-            if r[f"{d}/present"].item():
-                dtype = np.dtype(r[f"{d}/dtype"].decode()).newbyteorder("<")
-                shape = tuple(int(n) for n in r[f"{d}/shape"])
-                arrays[d] = np.frombuffer(r[f"{d}/data"], dtype).reshape(shape)
-        bounds = [float(b) for b in np.frombuffer(r["bbox_f64"], "<f8")]
-        yield r["tile_id"].decode(), bounds, arrays, lambda d: bands[d]
+    with tempfile.TemporaryDirectory(prefix="m3leo-tfrecord-") as tmp:
+        for k, r in enumerate(tfrecord_loader(files.local_copy(rel, tmp), None)):
+            if k >= last:
+                return
+            if k < first:
+                continue
+            arrays = {}
+            for d in wanted:
+                if r[f"{d}/present"].item():
+                    dtype = np.dtype(r[f"{d}/dtype"].decode()).newbyteorder("<")
+                    shape = tuple(int(n) for n in r[f"{d}/shape"])
+                    arrays[d] = np.frombuffer(r[f"{d}/data"], dtype).reshape(shape)
+            bounds = [float(b) for b in np.frombuffer(r["bbox_f64"], "<f8")]
+            yield r["tile_id"].decode(), bounds, arrays, lambda d: bands[d]
+
+
+def _litdata_starts(files: ExportFiles, split: str) -> dict[str, int]:
+    """Chunk file name -> the index of its first item in the split (``index.json``'s order)."""
+    index = json.loads(files.read_text(f"{split}/index.json"))
+    out, start = {}, 0
+    for c in index["chunks"]:
+        out[c["filename"]] = start
+        start += int(c["chunk_size"])
+    return out
+
+
+_STREAMS: dict[str, Any] = {}  # split location -> its litdata.StreamingDataset (per process)
+
+
+def _litdata(
+    files: ExportFiles, rel: str, first: int, last: int, wanted: Sequence[str]
+) -> Iterator[Row]:
+    """Items of one chunk through ``litdata.StreamingDataset`` (by index: the chunk's items
+    follow those of the chunks before it in ``index.json``). On an object store litdata
+    fetches the chunks itself, into its own cache."""
+    import litdata
+
+    split, name = rel.rsplit("/", 1)
+    where = files.location(split)
+    ds = _STREAMS.get(where)
+    if ds is None:
+        ds = _STREAMS[where] = litdata.StreamingDataset(where)
+    start = _litdata_starts(files, split)[name]
+    meta = json.loads(files.read_text("metadata.json"))
+    layers = {lay["name"]: list(lay.get("bands") or []) for lay in meta["layers"]}
+    for i in range(start + first, start + last):
+        it = ds[i]
+        arrays = {d: it[d] for d in wanted if d in it and it[d].size}
+        yield it["tile_id"], [float(b) for b in it["bbox"]], arrays, lambda d: layers[d]

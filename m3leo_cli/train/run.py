@@ -158,6 +158,7 @@ def build(
         stats=stats,
         source=str(cfg["data"].get("source") or "store"),
         stream=stream_options(cfg["data"]),
+        shuffle_buffer=int(cfg["data"].get("shuffle_buffer", 64)),
     )
     m = cfg.get("model") or {}
     if m.get("name", "unet") == "mae":
