@@ -116,6 +116,9 @@ def train_cmd(
 
     Example: m3leo train experiment=esawc/gssic trainer.max_epochs=1 data.edition=miniset
     data.regions=[europe]
+
+    Without downloading first, streamed from the full edition's shards on the Hub: m3leo train
+    experiment=esawc/s1grd data.source=hub data.edition=full data.regions=[europe]
     """
     if list_experiments:
         from ..train.experiments import aliases, experiments
