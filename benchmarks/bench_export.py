@@ -13,7 +13,8 @@ tile complete) under --work, then:
 4. each export read back by its own framework's reader, every array of every sample into
    numpy (npz: ``numpy.load``; webdataset: ``webdataset.WebDataset``; parquet: pyarrow; zarr:
    ``xarray.open_zarr``, one sample at a time; tfrecord: the ``tfrecord`` reader; hf:
-   ``datasets.load_dataset`` into a fresh cache, then every row), tiles/s and the ratio to (1);
+   ``datasets.load_dataset`` into a fresh cache, then every row; litdata:
+   ``litdata.StreamingDataset`` per split, every item), tiles/s and the ratio to (1);
 5. peak RSS of a child process exporting N and 4N tiles (flat = streaming works).
 
 Every timing is the median of --repeat runs on a warm page cache.
@@ -35,8 +36,8 @@ LAYER_SETS = {
     "mixed": (("s1grd-2020", "input"), ("gssic", "input"), ("esaworldcover-2020", "label")),
     "tif": (("s1grd-2020", "input"), ("s2rgbm-2020", "input"), ("esaworldcover-2020", "label")),
 }
-# zarr, tfrecord and hf need their extras (the dev extra has them)
-FORMATS = ("npz", "webdataset", "parquet", "geotiff", "zarr", "tfrecord", "hf")
+# zarr, tfrecord, hf and litdata need their extras (the dev extra has them)
+FORMATS = ("npz", "webdataset", "parquet", "geotiff", "zarr", "tfrecord", "hf", "litdata")
 
 
 def make_source(work: Path, tiles: int, chip: int, layer_set: str):  # type: ignore[no-untyped-def]
@@ -194,6 +195,13 @@ def read_back(fmt: str, out: Path, layers: list[str], scratch: Path) -> int:  # 
         for split in dd.values():
             for row in split.with_format("numpy", dtype=None):
                 [row[name] for name in layers]
+                n += 1
+    elif fmt == "litdata":
+        import litdata
+
+        for split in sorted(p for p in out.iterdir() if (p / "index.json").exists()):
+            for item in litdata.StreamingDataset(str(split)):
+                [item[name] for name in layers]
                 n += 1
     else:  # geotiff: the copies are the store's files
         return 0

@@ -9,7 +9,9 @@ of each sample's own grid) and ``spatial_ref`` (CF grid mapping: ``crs_wkt``, ``
 nodata and what was done to the values are CF-style attributes (``nodata`` rather than
 ``_FillValue``, so xarray never masks a label into floats).
 
-Every sample is one chunk (bands, H, W); ``--shard-size`` samples make one shard file (Zarr v3
+Every band of every sample is one chunk (1, 1, H, W), so a reader that wants some bands
+decodes only those (m3leo's loader: the 8 of S1's 16 bands an experiment uses cost half of
+the whole sample); ``--shard-size`` samples make one shard file (Zarr v3
 sharding), so a split is a few files per layer, not one per tile. A unit is one shard of every
 array of every layer: it is encoded by zarr into memory (the shard's samples are held in memory
 while they are written, so lower ``--shard-size`` for big layers), then written under ``.part``
@@ -173,7 +175,7 @@ class ZarrExporter(Exporter):
                 **{k: v for k, v in treatment(lay, self.options).items() if v is not None},
             }
             g.create_array(
-                lay.name, shape=(n, bands, h, w), chunks=(1, bands, h, w),
+                lay.name, shape=(n, bands, h, w), chunks=(1, 1, h, w),
                 shards=(size, bands, h, w), dtype=dtype, fill_value=fill,
                 compressors=_compressors(), dimension_names=["sample", "band", "y", "x"],
                 attributes=json.loads(json.dumps(var_attrs)),

@@ -223,10 +223,7 @@ class ExportDataset(torch.utils.data.IterableDataset):
         """The selected bands of one exported layer (all bands for the target's band token)."""
         import numpy as np
 
-        if name == self.assembler.target and self.data.target is not None:
-            wanted: list[str | None] = list(select_bands([self.data.target.band], bands, name))
-        else:
-            wanted = select_bands(self.tokens[name], bands, name)
+        wanted = self._wanted(name, bands)
         idx = [bands.index(b) for b in wanted if b is not None]
         arr = data[idx]
         lost = None  # nodata of a normalised label (NaN there, gone once rounded back)
@@ -237,6 +234,12 @@ class ExportDataset(torch.utils.data.IterableDataset):
         if lost is not None and lost.any():
             mask = lost if mask is None else (mask | lost)
         return LayerData(arr, wanted, mask)
+
+    def _wanted(self, name: str, bands: Sequence[str]) -> list[str | None]:
+        """The bands of layer ``name`` the sample uses (the target's band for the target)."""
+        if name == self.assembler.target and self.data.target is not None:
+            return list(select_bands([self.data.target.band], bands, name))
+        return list(select_bands(self.tokens[name], bands, name))
 
     def _denormalize(self, arr: Any, bands: Sequence[str]) -> Any:
         """Stored label values back from a normalised export (integer codes rounded back)."""
@@ -303,8 +306,12 @@ class ExportDataset(torch.utils.data.IterableDataset):
         """Samples ``first..last-1`` of one shard of the other formats (``exportformats``)."""
         assert self.assembler.target is not None  # unlabelled experiments are refused above
         wanted = [*self.assembler.inputs, self.assembler.target]
+        needed = {  # the bands each layer's reader may keep to itself (zarr reads only these)
+            d: sorted({b for b in self._wanted(d, self.layers[d]["bands"]) if b is not None})
+            for d in wanted
+        }
         for tile, bounds, arrays, bands in exportformats.rows(
-            self.format, self.files, rel, first, last, wanted
+            self.format, self.files, rel, first, last, needed
         ):
             yield self._sample(tile, bounds, arrays, bands)
 
