@@ -127,7 +127,7 @@ class Prefetcher:
     window: int
     wanted: Callable[[RowGroup], dict[str, str]]
     counts: FetchCounts = field(default_factory=FetchCounts)
-    pinned: set[str] = field(default_factory=set)
+    pinned: set[str] = field(default_factory=set)  # change through pin() / unpin() only
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
@@ -163,7 +163,7 @@ class Prefetcher:
                     try:
                         fetch_group(
                             client, self.settings, self.plan, self.cache, g, self.wanted(g),
-                            self.counts, self.pinned,
+                            self.counts, self.snapshot(),
                         )  # fmt: skip
                     except Exception as exc:  # noqa: BLE001 - every failure is this group's
                         err = exc
@@ -175,6 +175,19 @@ class Prefetcher:
                 for g in self.order:
                     self._done.setdefault(g, exc)
                 self._cond.notify_all()
+
+    def pin(self, keys: set[str]) -> None:
+        """Row groups the consumer still needs: never evicted by this stream's fetches."""
+        with self._cond:
+            self.pinned.update(keys)
+
+    def unpin(self, key: str) -> None:
+        with self._cond:
+            self.pinned.discard(key)
+
+    def snapshot(self) -> set[str]:
+        with self._cond:
+            return set(self.pinned)
 
     def wait(self, g: RowGroup) -> None:
         """Block until ``g`` is fetched; raise its failure (a fatal one as it is, another as a

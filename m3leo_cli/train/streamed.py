@@ -196,7 +196,7 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         pf = Prefetcher(
             self.settings, self.stream_plan, self.cache, first, self.prefetch_bytes, self._wanted
         )
-        pf.pinned.update(left)  # row groups this share still needs are never evicted by it
+        pf.pin(set(left))  # row groups this share still needs are never evicted by it
         pf.start()
         try:
             for i in order:
@@ -204,7 +204,7 @@ class M3LEOStream(torch.utils.data.IterableDataset):
                 for g in self.needs[i]:
                     left[g.key] -= 1
                     if not left[g.key]:
-                        pf.pinned.discard(g.key)
+                        pf.unpin(g.key)
                 if sample is not None:
                     yield sample
         finally:
