@@ -89,14 +89,16 @@ def share_of(seq: Sequence[int], rank: int, world: int, worker: int, workers: in
 
 def buffered(seq: Sequence[int], size: int, rng: random.Random) -> list[int]:
     """``seq`` through a shuffle buffer of ``size`` (0 or 1: unchanged). An element leaves at
-    most ``size`` places after it entered, so row groups stay needed for a bounded stretch."""
+    most ``size`` places after it entered, so row groups stay needed for a bounded stretch. The
+    buffer starts at one sample and grows by one per sample drawn: the first batch needs about
+    one row group per layer, not the ``size`` samples' worth a full buffer would fetch first."""
     if size <= 1:
         return list(seq)
     buf: list[int] = []
     out: list[int] = []
     for i in seq:
         buf.append(i)
-        if len(buf) >= size:
+        if len(buf) >= min(size, 1 + len(out)):
             k = rng.randrange(len(buf))
             buf[k], buf[-1] = buf[-1], buf[k]
             out.append(buf.pop())

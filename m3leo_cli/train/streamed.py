@@ -88,6 +88,11 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         self.failures: list[tuple[str, str]] = []  # (tile id, reason), this process's
         self.epoch = 0
         self.resume: dict[int, int] = {}  # share -> samples already delivered this epoch
+        # set by StreamLoader: [epoch, skip of worker 0, 1, ...] in shared memory, which its
+        # persistent workers read at each epoch's start; and the batch size, so a worker
+        # assembles each sample straight into its slot of the batch tensor
+        self.control: Any = None
+        self.batch_size: int | None = None
         if data.normalize and stats is None:
             stats = stream_stats(
                 settings, data, cache_dir=root, cache_bytes=budget,
@@ -162,11 +167,14 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         return rank, world, worker, workers
 
-    def share_order(self, rank: int, world: int, worker: int, workers: int) -> list[int]:
+    def share_order(
+        self, rank: int, world: int, worker: int, workers: int, epoch: int | None = None
+    ) -> list[int]:
         from ..stream.order import share_order
 
         return share_order(
-            self.components, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
+            self.components, seed=self.seed, shuffle=self.shuffle,
+            epoch=self.epoch if epoch is None else epoch,
             buffer=self.shuffle_buffer, rank=rank, world=world, worker=worker, workers=workers,
         )  # fmt: skip
 
@@ -182,8 +190,10 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         from ..stream.order import share_index
 
         rank, world, worker, workers = self._position()
-        order = self.share_order(rank, world, worker, workers)
-        order = order[self.resume.get(share_index(rank, world, worker, workers), 0) :]
+        epoch, skip = self.epoch, self.resume.get(share_index(rank, world, worker, workers), 0)
+        if self.control is not None:  # a StreamLoader's: this epoch and where to start
+            epoch, skip = int(self.control[0]), int(self.control[1 + worker])
+        order = self.share_order(rank, world, worker, workers, epoch)[skip:]
         first: list[RowGroup] = []
         seen: set[RowGroup] = set()
         left: dict[str, int] = {}
@@ -198,28 +208,35 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         )
         pf.pin(set(left))  # row groups this share still needs are never evicted by it
         pf.start()
+        slots = _Slots(self, len(order))
         try:
-            for i in order:
-                sample = self._one(pf, i)
+            for pos, i in enumerate(order):
+                sample = self._one(pf, i, slots, pos)
                 for g in self.needs[i]:
                     left[g.key] -= 1
                     if not left[g.key]:
                         pf.unpin(g.key)
                 if sample is not None:
+                    slots.taken()
                     yield sample
         finally:
             pf.close()
 
-    def _one(self, pf: Any, index: int) -> dict[str, Any] | None:
+    def _one(self, pf: Any, index: int, slots: _Slots, pos: int) -> dict[str, Any] | None:
         """One sample, or None (counted, with why) when a row group it needs failed."""
+        from .threads import loader_threads
+
         try:
             for g in self.needs[index]:
                 pf.wait(g)
+            image, target = slots.slot(pos)
             try:
-                return self.inner[index]
+                with loader_threads():
+                    return self.inner._item(index, image, target)
             except TileError:  # a file evicted by another process meanwhile: fetch it again
                 self._fetch_now(self.needs[index])
-                return self.inner[index]
+                with loader_threads():
+                    return self.inner._item(index, image, target)
         except (StreamError, TileError) as exc:
             self._fail(self.inner.plan.samples[index].tile_id, exc.message)
             return None
@@ -234,6 +251,42 @@ class M3LEOStream(torch.utils.data.IterableDataset):
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
+
+
+class _Slots:
+    """The batch tensors a worker's samples are assembled into, as the store dataset's batched
+    fetch does: the k-th sample of each batch is written into slot k, so ``threads.collate``
+    passes the batch on as it is. A sample that is skipped leaves the batch short of its
+    tensor's size: collate then stacks copies, the values are the same."""
+
+    def __init__(self, stream: M3LEOStream, total: int) -> None:
+        self.stream, self.total = stream, total
+        self.size = stream.batch_size or 0
+        self.k = 0
+        self.images: Any = None
+        self.targets: Any = None
+
+    def slot(self, pos: int) -> tuple[Any, Any]:
+        if self.size <= 1:
+            return None, None
+        if self.k == 0:
+            from .threads import batch_tensor, loader_threads
+
+            a = self.stream.inner.assembler
+            n = min(self.size, self.total - pos)
+            with loader_threads(batch=True):
+                size = self.stream.inner.data.size
+                self.images = batch_tensor((n, a.num_channels, size, size))
+                slot = a.target_slot()
+                self.targets = None if slot is None else batch_tensor((n, *slot[0]), slot[1])
+        if self.k >= self.images.shape[0]:
+            return None, None
+        target = None if self.targets is None else self.targets[self.k]
+        return self.images[self.k], target
+
+    def taken(self) -> None:
+        if self.size > 1:
+            self.k = (self.k + 1) % self.size
 
 
 def stream_stats(
@@ -270,11 +323,15 @@ class StreamLoader(torch.utils.data.DataLoader):
     counts the samples it delivered per share (a sample's tile id names its share), so
     ``state_dict()`` says exactly how far each (rank, worker) got, and after
     ``load_state_dict()`` the next epoch delivers exactly the samples not yet seen. Workers are
-    started per epoch (never persistent): each takes the epoch and the resume point with it.
+    kept (persistent) and read the epoch and their resume points, at each epoch's start, from a
+    small tensor in shared memory the loader writes.
     """
 
     def __init__(self, dataset: M3LEOStream, **kwargs: Any) -> None:
-        kwargs["persistent_workers"] = False
+        workers = int(kwargs.get("num_workers", 0))
+        kwargs.setdefault("persistent_workers", workers > 0)
+        dataset.control = torch.zeros(1 + max(1, workers), dtype=torch.int64).share_memory_()
+        dataset.batch_size = kwargs.get("batch_size", 1)
         super().__init__(dataset, **kwargs)
         self.stream = dataset
         self._epoch = 0
@@ -301,7 +358,14 @@ class StreamLoader(torch.utils.data.DataLoader):
         self._started = True
         self.stream.set_epoch(self._epoch)
         self.stream.resume = dict(self._consumed)
-        owner, _, _ = self._shares()
+        owner, rank, world = self._shares()
+        from ..stream.order import share_index
+
+        workers = max(1, self.num_workers)
+        control = self.stream.control
+        control[0] = self._epoch  # read by each worker as the epoch starts
+        for w in range(workers):
+            control[1 + w] = self._consumed.get(share_index(rank, world, w, workers), 0)
         for batch in super().__iter__():
             for tile in batch["tile_id"]:
                 share = owner[tile]
