@@ -3,12 +3,13 @@ against a bare rasterio / h5netcdf loop reading the same layers.
 
     .venv/bin/python benchmarks/bench_train_loader.py [--tiles 40] [--chip 448] [--repeat 3]
     .venv/bin/python benchmarks/bench_train_loader.py --inputs     # per baseline input, store only
+    .venv/bin/python benchmarks/bench_train_loader.py --paired --workers 0 --formats zarr,hf
 
 Writes a synthetic miniset (europe; s1grd-2020, gssic and s2rgbm-2020 inputs,
 esaworldcover-2020 target, every tile complete), downloads it from the loopback Hub into a
 store under --work, saves band statistics, exports the train split in every streaming format
-(webdataset, Parquet, npz, zarr, tfrecord, hf; native grids, raw values), then times one pass
-over the train split:
+(webdataset, Parquet, npz, zarr, tfrecord, hf, litdata; native grids, raw values), then times
+one pass over the train split:
 
 1. *bare read*: per tile, rasterio ``read(indexes)`` of the 8 S1 bands the ``s1grd`` baseline
    uses, h5netcdf ``coherence`` (whole variable) and rasterio ESA WorldCover: the floor;
@@ -187,6 +188,13 @@ def main() -> None:
     ap.add_argument("--chip", type=int, default=448)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/m3leo-bench-train"))
+    ap.add_argument("--formats", default=",".join(EXPORT_FORMATS),
+                    help="comma-separated exports to time (default: all)")  # fmt: skip
+    ap.add_argument("--workers", default="0,2", help="DataLoader workers to time, e.g. 0")
+    ap.add_argument("--paired", action="store_true",
+                    help="time the bare loop again right before each reader, in every repeat, "
+                         "and report medians of those paired ratios (steadier on a shared "
+                         "machine, whose load drifts between rows)")  # fmt: skip
     args = ap.parse_args()
     if args.threads is not None:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -207,7 +215,7 @@ def main() -> None:
     exports = {
         fmt: ExportDataset(data.parent / f"{fmt}-{args.tiles}-{args.chip}", "train",
                            spec(args.chip, False))
-        for fmt in EXPORT_FORMATS
+        for fmt in args.formats.split(",")
     }  # fmt: skip
     samples = store.plan.samples
     n, wall0, cpu0 = timed(lambda: bare(samples), args.repeat)
@@ -220,11 +228,31 @@ def main() -> None:
     rows = [("store", store), ("store, normalised", store_norm)]
     rows += [(f"{fmt} export", ds) for fmt, ds in exports.items()]
     for label, ds in rows:
-        for workers in (0, 2):
-            m, wall, c = timed(lambda ds=ds, w=workers: through_loader(ds, w), args.repeat)
+        for workers in (int(w) for w in args.workers.split(",")):
+            run = lambda ds=ds, w=workers: through_loader(ds, w)  # noqa: E731
+            if args.paired:
+                m, wall, c, rw, rc = paired(lambda: bare(samples), run, args.repeat)
+            else:
+                m, wall, c = timed(run, args.repeat)
+                rw, rc = wall0 / wall, cpu0 / c
             assert m == n, (label, m, n)
-            print(f"| {label} | {workers} | {m / wall:.1f} | {wall0 / wall:.2f} | {m / c:.1f} "
-                  f"| {cpu0 / c:.2f} |")  # fmt: skip
+            print(f"| {label} | {workers} | {m / wall:.1f} | {rw:.2f} | {m / c:.1f} "
+                  f"| {rc:.2f} |")  # fmt: skip
+
+
+def paired(base, fn, repeat: int) -> tuple[int, float, float, float, float]:  # type: ignore[no-untyped-def]
+    """``fn`` timed ``repeat`` times, each right after a run of ``base``: (samples, median wall,
+    median CPU, median wall ratio base/fn, median CPU ratio base/fn)."""
+    walls, cpus, rw, rc, n = [], [], [], [], 0
+    for _ in range(repeat):
+        _, w0, c0 = timed(base, 1)
+        n, w, c = timed(fn, 1)
+        walls.append(w)
+        cpus.append(c)
+        rw.append(w0 / w)
+        rc.append(c0 / c)
+    med = statistics.median
+    return n, med(walls), med(cpus), med(rw), med(rc)
 
 
 def per_input(args: argparse.Namespace) -> None:

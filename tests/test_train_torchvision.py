@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("lightning", reason="the train extra")
+pytest.importorskip("m3leo_cli.train.tasks", reason="the train extra (lightning)")
 
 BROKEN = 'raise RuntimeError("operator torchvision::nms does not exist")\n'
 PROBE = """

@@ -97,7 +97,7 @@ def _zarr(
     layer, not one per sample and array (zarr's per-call cost was half the loader's time)."""
     import zarr
 
-    root: Any = zarr.open_group(files.location(rel), mode="r")  # a folder or a URL (fsspec)
+    root: Any = zarr.open_group(files.zarr_store(rel), mode="r")  # a folder or fsspec
     groups: dict[str, Any] = {d: root[d] for d in wanted if d in root}
     arrays = {d: g[d] for d, g in groups.items()}
     bands: dict[str, list[str]] = {}

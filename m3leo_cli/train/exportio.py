@@ -98,6 +98,19 @@ class ExportFiles:
             fh: IO[bytes] = fs.open(f"{root}/{rel}", "rb", block_size=8 << 20)
         return fh
 
+    def zarr_store(self, rel: str) -> Any:
+        """What ``zarr.open_group`` opens: the folder, or a read-only zarr store on this
+        process's filesystem (given a URL or a mapper, zarr makes an asynchronous filesystem
+        of its own, whose HTTP session is never closed)."""
+        if self.url is None:
+            return self.location(rel)
+        from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+        from zarr.storage import FsspecStore
+
+        fs, root = self._fs()
+        wrapped = AsyncFileSystemWrapper(fs, asynchronous=True)  # its calls run in threads
+        return FsspecStore(wrapped, read_only=True, path=f"{root}/{rel}")
+
     def local_copy(self, rel: str, folder: str) -> str:
         """``rel`` as a local path: itself, or (object store) a copy in ``folder``."""
         if self.url is None:
