@@ -44,14 +44,16 @@ def hide_unloadable_torchvision() -> None:
     cache = imports.RequirementCache
     if getattr(cache, "_m3leo_checked", False):
         return
-    original = cache._check_requirement
+    original = getattr(cache, "_check_requirement", None)
+    if original is None:  # another lightning_utilities: leave it as it is, never break import
+        return
 
     def check(self: Any) -> None:
         original(self)
-        from packaging.requirements import Requirement
+        import re
 
-        wanted = getattr(self, "requirement", None)
-        named = wanted is not None and Requirement(wanted).name == "torchvision"
+        wanted = str(getattr(self, "requirement", "") or "")
+        named = re.match(r"\s*torchvision(?![\w.-])", wanted, re.IGNORECASE) is not None
         if named and getattr(self, "available", False) and not _loads("torchvision"):
             self.available = False  # type: ignore[attr-defined]
             self.message = "torchvision is installed but does not load beside this torch"  # type: ignore[attr-defined]
