@@ -51,10 +51,12 @@ def _hf(
     import pyarrow.parquet as pq
 
     with files.open(rel) as fh:
-        yield from _hf_rows(pq.ParquetFile(fh), fh, first, last, wanted)
+        yield from _hf_rows(pq.ParquetFile(fh), first, last, wanted, fh)
 
 
-def _hf_rows(pf: Any, fh: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
+def _hf_rows(
+    pf: Any, first: int, last: int, wanted: Sequence[str], fh: Any = None
+) -> Iterator[Row]:
     """Rows of an ``hf`` shard, one row group at a time. A layer column's values come straight
     from its Parquet pages where ``pqfast`` knows them (pyarrow's decoding of nested lists costs
     more than the rest of the loader), else from pyarrow as one NumPy view
@@ -64,7 +66,7 @@ def _hf_rows(pf: Any, fh: Any, first: int, last: int, wanted: Sequence[str]) -> 
 
     schema = pf.schema_arrow
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
-    leaves = pqfast.leaf_columns(pf.metadata)
+    leaves = pqfast.leaf_columns(pf.metadata) if fh is not None else {}
     fast = {d: shape for d in wanted if d in leaves and (shape := _fixed_shape(schema.field(d)))}
     start = 0
     for g in range(pf.metadata.num_row_groups):
