@@ -51,23 +51,16 @@ def _hf(
     import pyarrow.parquet as pq
 
     with files.open(rel) as fh:
-        yield from _hf_rows(pq.ParquetFile(fh), first, last, wanted, fh)
+        yield from _hf_rows(pq.ParquetFile(fh), first, last, wanted)
 
 
-def _hf_rows(
-    pf: Any, first: int, last: int, wanted: Sequence[str], fh: Any = None
-) -> Iterator[Row]:
-    """Rows of an ``hf`` shard, one row group at a time. A layer column's values come straight
-    from its Parquet pages where ``pqfast`` knows them (pyarrow's decoding of nested lists costs
-    more than the rest of the loader), else from pyarrow as one NumPy view
-    (``fixed_values``). Exports made before the layers were fixed-size lists (``datasets``
-    ``Array3D`` storage: variable-size lists) are read too, through pyarrow's flatten."""
-    from . import pqfast
-
+def _hf_rows(pf: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
+    """Rows of an ``hf`` shard, one row group read at a time: each layer column's values taken
+    as one NumPy array without a copy (``fixed_values``). Exports made before the layers were
+    fixed-size lists (``datasets`` ``Array3D`` storage: variable-size lists) are read too,
+    through pyarrow's flatten (one copy per column)."""
     schema = pf.schema_arrow
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
-    leaves = pqfast.leaf_columns(pf.metadata) if fh is not None else {}
-    fast = {d: shape for d in wanted if d in leaves and (shape := _fixed_shape(schema.field(d)))}
     start = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -76,35 +69,14 @@ def _hf_rows(
             continue
         if start >= last:
             return
-        layers: dict[str, Sequence[Any]] = {}
-        for d, (dims, dtype) in fast.items():
-            got = pqfast.layer_values(fh, pf.metadata, g, leaves[d], dtype, dims)
-            if got is not None:
-                present = iter(got[0])
-                layers[d] = [next(present) if ok else None for ok in got[1]]
-        slow = [d for d in wanted if d not in layers]
-        table = pf.read_row_group(g, columns=["tile_id", "bounds", *slow])
-        layers.update({d: _layer_rows(d, table.column(d), schema) for d in slow})
+        table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted])
+        layers = {d: _layer_rows(d, table.column(d), schema) for d in wanted}
         tiles = table.column("tile_id").to_pylist()
         bounds = table.column("bounds").to_pylist()
         for i in range(max(first - start, 0), min(last - start, n)):
             arrays = {d: rows[i] for d, rows in layers.items() if rows[i] is not None}
             yield tiles[i], bounds[i], arrays, lambda d: bands[d]
         start += n
-
-
-def _fixed_shape(field: Any) -> tuple[list[int], Any] | None:
-    """A column of nested fixed-size lists of numbers -> (its shape, the values' dtype)."""
-    import numpy as np
-    import pyarrow as pa
-
-    typ, shape = field.type, []
-    while pa.types.is_fixed_size_list(typ):
-        shape.append(typ.list_size)
-        typ = typ.value_type
-    if not shape or not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
-        return None
-    return shape, np.dtype(typ.to_pandas_dtype())
 
 
 def _layer_rows(name: str, column: Any, schema: Any) -> Sequence[Any]:
