@@ -75,23 +75,3 @@ def test_workers_split_every_format_exactly(store, exports, fmt) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     ids = [s["tile_id"] for s in loader]
     assert sorted(ids) == sorted(StoreDataset(_spec(), "train").tile_ids)
-
-
-def test_an_hf_export_of_the_array3d_layout_still_streams(store, exports, tmp_path) -> None:
-    """hf exports made before the layers became fixed-size lists (datasets' Array3D storage:
-    variable-size lists) stream the same samples as the store."""
-    pytest.importorskip("mlcroissant", reason="the hf extra")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from test_export_hf import legacy_copy  # imports datasets: the Array3D type is registered
-
-    old = legacy_copy(exports["hf"], tmp_path / "old")
-    field = pq.read_schema(next((old / "train").glob("*.parquet"))).field("s1grd-2020")
-    assert field.metadata[b"layout"] == b"datasets-array3d"
-    assert pa.types.is_list(field.type.storage_type)  # variable-size lists
-    got = list(ExportDataset(old, "train", _spec()))
-    ref = StoreDataset(_spec(), "train")
-    assert [s["tile_id"] for s in got] == ref.tile_ids
-    for s, r in zip(got, (ref[i] for i in range(len(ref))), strict=True):
-        torch.testing.assert_close(s["image"], r["image"])
-        torch.testing.assert_close(s["mask"], r["mask"])

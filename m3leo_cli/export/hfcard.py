@@ -1,9 +1,7 @@
 """The dataset card (``README.md``) and ``croissant.json`` of an ``hf`` export.
 
 The card's YAML front matter is written by ``huggingface_hub.DatasetCardData`` (``configs``:
-one ``data_files`` entry per split, so the Hub and ``load_dataset`` find the splits) and by
-``datasets`` (``dataset_info``: the Features, layers as ``Array3D``, which ``load_dataset`` of
-the folder or its Hub repo casts the Parquet columns to); the
+one ``data_files`` entry per split, so the Hub and ``load_dataset`` find the splits); the
 Croissant JSON-LD by ``mlcroissant`` itself (``Metadata``/``FileSet``/``RecordSet``/``Field``),
 so both are what those libraries read. Nothing time-dependent is written: the same export gives
 the same bytes.
@@ -21,11 +19,8 @@ SOURCE = "https://huggingface.co/M3LEO"  # the published dataset's organisation 
 CROISSANT_SPEC = "http://mlcommons.org/croissant/1.1"
 
 
-def dataset_card(layers: Sequence[Layer], counts: Mapping[str, int], features: Any) -> str:
-    """README.md: YAML ``configs`` per split and ``dataset_info`` (``features``: datasets
-    Features), then what the export holds and how to read it."""
-    from datasets import DatasetInfo
-    from datasets.info import DatasetInfosDict
+def dataset_card(layers: Sequence[Layer], counts: Mapping[str, int]) -> str:
+    """README.md: YAML ``configs`` per split, then what the export holds and how to read it."""
     from huggingface_hub import DatasetCardData
 
     from ..version import __version__
@@ -41,7 +36,6 @@ def dataset_card(layers: Sequence[Layer], counts: Mapping[str, int], features: A
         ],
         tags=["earth-observation", "remote-sensing", "m3leo"],
     )
-    DatasetInfosDict({"default": DatasetInfo(features=features)}).to_dataset_card_data(data)
     first = next((lay[0] for lay in layers), "LAYER")
     lines = [
         "---",
@@ -55,11 +49,6 @@ def dataset_card(layers: Sequence[Layer], counts: Mapping[str, int], features: A
         "(bands, y, x) in its stored dtype; `metadata.json` holds the provenance (source "
         "files and checksums), band names, units and what was done to the values. "
         "`croissant.json` describes the same files in MLCommons Croissant.",
-        "",
-        "In the Parquet files a layer is nested fixed-size lists (bands, y, x); this card's "
-        "`dataset_info` declares it a `datasets.Array3D`, which `load_dataset` of this folder "
-        "or repo casts it to once (datasets hands out `Array3D` rows as NumPy about ten times "
-        "faster than fixed-size lists).",
         "",
         "| layer | role | dtype | shape (bands, y, x) |",
         "|---|---|---|---|",

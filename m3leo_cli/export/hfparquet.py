@@ -2,32 +2,26 @@
 ``croissant.json``: an export folder that ``hf upload`` makes a Hub dataset as it is.
 
 ``<split>/<split>-%06d.parquet`` as for ``--format parquet`` (one row per tile, ``--shard-size``
-rows a shard), but each layer is a column of nested fixed-size lists of its exact shape and
-dtype, ``fixed_size_list<fixed_size_list<fixed_size_list<dtype>[W]>[H]>[bands]`` (null where
-the tile lacks the layer; the inner levels are never null). The dataset card's YAML declares
-each layer a ``datasets`` ``Array3D`` (``dataset_info``), so loading the folder or its Hub repo
-gives ``Array3D`` columns (datasets casts the lists once, while it builds its Arrow cache)::
+rows a shard), but each layer is a ``datasets`` ``Array3D`` column (its Arrow extension type,
+shape ``(bands, H, W)`` and dtype) and the schema metadata carries the ``datasets`` Features,
+so::
 
-    ds = datasets.load_dataset(out, split="train")            # or the Hub repo id
-    ds.with_format("numpy", dtype=None)[0]["s1grd-2020"]       # (bands, H, W) uint16
+    ds = datasets.load_dataset("parquet", data_dir=out, split="train")
+    ds.with_format("numpy", dtype=None)[0]["s1grd-2020"]   # (bands, H, W) uint16
 
 (``dtype=None`` keeps the stored dtype: datasets' numpy format widens integers to int64 by
-default). The schema metadata (``huggingface``) carries the files' own Features: each layer a
-``List(List(List(Value(dtype), length=W), length=H), length=bands)``, which is what
-``load_dataset("parquet", data_dir=out)`` (no card) returns: the same (bands, H, W) arrays, but
-datasets formats fixed-size lists as NumPy about 10 times slower than ``Array3D`` (measured,
-docs/export.md). The folder gets ``README.md`` (the card: YAML ``configs`` naming each split's
-files and ``dataset_info`` with the Features) and ``croissant.json`` (MLCommons Croissant 1.1,
-built with ``mlcroissant``: one file set and one record set per split, layers as arrays with
-their shape). Both are written with the first shard of the first split.
+default). The folder gets ``README.md`` (a dataset card whose YAML ``configs`` name each split's
+files) and ``croissant.json`` (MLCommons Croissant 1.1, built with ``mlcroissant``: one file set
+and one record set per split, layers as arrays with their shape). Both are written with the
+first shard of the first split.
 
-Why not ``Array3D``'s own storage (three levels of variable-size lists, as this format wrote
-before): pyarrow decodes fixed-size lists faster, and their values come out as one contiguous
-buffer that m3leo's loader takes as a NumPy array without a copy. Parquet still stores a
-repetition and definition level per value and 8/16-bit integers as 32-bit, so these files are
-larger and slower to read than ``--format parquet``'s raw tensor bytes (docs/benchmarks.md).
-Every tile of a layer must share one grid (the first tile's): tiles on another grid fail with a
-hint to ``--resample``.
+``Array3D`` is stored as nested lists: in Parquet every value carries repetition levels, and
+8/16-bit integers are stored as 32-bit, so these files are larger and slower to read than
+``--format parquet``'s raw tensor bytes (docs/export.md); a fixed-size list column would be no
+smaller, and datasets turns it into NumPy 20 times slower than its own Array3D. m3leo's own
+loader reads ``--format parquet`` fastest; this format is for the Hugging Face ecosystem. Every
+tile of a layer must share one grid (the first tile's): tiles on another grid fail with a hint
+to ``--resample``.
 """
 
 from __future__ import annotations
@@ -52,24 +46,11 @@ GRIDS = "hf:grids"  # layer_info key (not a layer): layer -> [bands, H, W]; and 
 SPLITS = "hf:splits"
 CARD = "README.md"
 CROISSANT = "croissant.json"
-LAYOUT = "fixed-size-lists"  # field metadata ``layout`` of a layer column
-LEGACY_LAYOUT = "datasets-array3d"  # exports before: datasets' Array3D storage (variable lists)
-
-
-def layer_type(dtype: Any, shape: Sequence[int]) -> pa.DataType:
-    """``fixed_size_list<...<dtype>[shape[-1]]...>[shape[0]]``; only the outer level nullable
-    (a missing layer), which spares Parquet a definition level per value on the inner ones."""
-    import pyarrow as pa
-
-    typ = pa.from_numpy_dtype(dtype)
-    for n in reversed(shape):
-        typ = pa.list_(pa.field("item", typ, nullable=False), n)
-    return typ
 
 
 def fixed_list_column(arrays: Sequence[np.ndarray | None], dtype: Any, shape: Sequence[int]) -> Any:
-    """(bands, H, W) arrays (None = null) -> one column of ``layer_type``, its values one
-    contiguous buffer (a null row's slots hold zeros)."""
+    """(bands, H, W) arrays (None = null) -> one nested fixed-size list column, values shared
+    with one contiguous buffer."""
     import numpy as np
     import pyarrow as pa
 
@@ -78,15 +59,11 @@ def fixed_list_column(arrays: Sequence[np.ndarray | None], dtype: Any, shape: Se
     for i, a in enumerate(arrays):
         if a is not None:
             flat[i * size : (i + 1) * size] = a.reshape(-1)
-    typ = layer_type(dtype, shape)
-    types = [typ]
-    for _ in shape[1:]:
-        types.append(types[-1].value_type)
     col: pa.Array = pa.array(flat)
-    for t in reversed(types[1:]):
-        col = pa.FixedSizeListArray.from_arrays(col, type=t)
+    for n in reversed(shape[1:]):
+        col = pa.FixedSizeListArray.from_arrays(col, n)
     mask = pa.array([a is None for a in arrays], pa.bool_())
-    return pa.FixedSizeListArray.from_arrays(col, type=typ, mask=mask)
+    return pa.FixedSizeListArray.from_arrays(col, shape[0], mask=mask)
 
 
 class HfParquetExporter(ParquetExporter):
@@ -122,9 +99,7 @@ class HfParquetExporter(ParquetExporter):
             if lay.name in grids
         ]
 
-    def features(self, arrays: bool = False) -> Any:
-        """The datasets Features: of the files (layers as fixed-size ``List``s, what the
-        Parquet schema holds), or with ``arrays`` as the card declares them (``Array3D``)."""
+    def features(self) -> Any:
         from datasets import Array3D, Features, List, Value
 
         feats: dict[str, Any] = {
@@ -136,23 +111,20 @@ class HfParquetExporter(ParquetExporter):
             "missing": List(Value("string")),
         }
         for name, dtype, (bands, h, w) in self._layers():
-            if arrays:
-                feats[name] = Array3D(shape=(bands, h, w), dtype=str(dtype))
-            else:
-                value = Value(str(dtype))
-                feats[name] = List(List(List(value, length=w), length=h), length=bands)
+            feats[name] = Array3D(shape=(bands, h, w), dtype=str(dtype))
         return Features(feats)
 
     def _make_schema(self) -> pa.Schema:
         import pyarrow as pa
 
         base = super()._make_schema()
+        features = self.features()
         fields = [f for f in base if f.name not in self.layer_info]
-        for name, dtype, shape in self._layers():
+        for name, _, _ in self._layers():
             meta = dict(base.field(name).metadata or {})
-            meta[b"layout"] = LAYOUT.encode()
-            fields.append(pa.field(name, layer_type(dtype, shape), metadata=meta))
-        hf = {"info": {"features": self.features().to_dict()}}
+            meta[b"layout"] = b"datasets-array3d"
+            fields.append(pa.field(name, features[name](), metadata=meta))
+        hf = {"info": {"features": features.to_dict()}}
         return pa.schema(
             fields,
             metadata={
@@ -189,8 +161,12 @@ class HfParquetExporter(ParquetExporter):
             pa.array([m["bounds"] for m, _ in rows], schema.field("bounds").type),
             pa.array([m["missing"] for m, _ in rows], pa.list_(pa.string())),
         ]
+        from datasets.table import cast_array_to_feature
+
+        features = self.features()
         for name, dtype, shape in self._layers():
-            cols.append(fixed_list_column([a.get(name) for _, a in rows], dtype, shape))
+            column = fixed_list_column([a.get(name) for _, a in rows], dtype, shape)
+            cols.append(cast_array_to_feature(column, features[name]))  # datasets' own storage
         return pa.Table.from_arrays(cols, schema=schema)
 
     def write(self, unit: Unit, items: Iterator[Any]) -> UnitResult:
@@ -202,7 +178,7 @@ class HfParquetExporter(ParquetExporter):
             roles = {lay.name: lay.role for lay in self.layers}
             layers = [(n, roles[n], str(dt), shape) for n, dt, shape in self._layers()]
             docs = (
-                (CARD, dataset_card(layers, counts, self.features(arrays=True))),
+                (CARD, dataset_card(layers, counts)),
                 (CROISSANT, croissant(layers, list(counts))),
             )
             for rel, text in docs:

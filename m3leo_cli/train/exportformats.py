@@ -55,12 +55,13 @@ def _hf(
 
 
 def _hf_rows(pf: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[Row]:
-    """Rows of an ``hf`` shard, one row group read at a time: each layer column's values taken
-    as one NumPy array without a copy (``fixed_values``). Exports made before the layers were
-    fixed-size lists (``datasets`` ``Array3D`` storage: variable-size lists) are read too,
-    through pyarrow's flatten (one copy per column)."""
+    import numpy as np
+    import pyarrow as pa
+
     schema = pf.schema_arrow
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
+    features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
+    shapes = {d: tuple(features[d]["shape"]) for d in wanted}  # datasets' Array3D
     start = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -69,62 +70,19 @@ def _hf_rows(pf: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[
             continue
         if start >= last:
             return
-        table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted])
-        layers = {d: _layer_rows(d, table.column(d), schema) for d in wanted}
-        tiles = table.column("tile_id").to_pylist()
-        bounds = table.column("bounds").to_pylist()
+        table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted]).combine_chunks()
         for i in range(max(first - start, 0), min(last - start, n)):
-            arrays = {d: rows[i] for d, rows in layers.items() if rows[i] is not None}
-            yield tiles[i], bounds[i], arrays, lambda d: bands[d]
+            arrays = {}
+            for d in wanted:
+                col = table.column(d).chunk(0)
+                if isinstance(col, pa.ExtensionArray):  # datasets imported: its Array3D type
+                    col = col.storage
+                if col[i].is_valid:
+                    flat = col.slice(i, 1).flatten().flatten().flatten()
+                    arrays[d] = np.asarray(flat.to_numpy()).reshape(shapes[d])
+            tile = table.column("tile_id")[i].as_py()
+            yield tile, table.column("bounds")[i].as_py(), arrays, lambda d: bands[d]
         start += n
-
-
-def _layer_rows(name: str, column: Any, schema: Any) -> Sequence[Any]:
-    """One row group's layer column -> per row a (bands, H, W) array or None (null)."""
-    import numpy as np
-    import pyarrow as pa
-
-    col = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if isinstance(col, pa.ExtensionArray):  # datasets imported: its Array3D type (legacy)
-        col = col.storage
-    if pa.types.is_fixed_size_list(col.type):
-        values, valid = fixed_values(col)
-        return [values[i] if ok else None for i, ok in enumerate(valid)]
-    # variable-size lists, the shape in the datasets Features of the schema metadata
-    features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
-    shape = tuple(features[name]["shape"])
-    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    flat = col.flatten().flatten().flatten().to_numpy(zero_copy_only=False)  # valid rows only
-    present = iter(flat.reshape(-1, *shape))
-    return [next(present) if ok else None for ok in valid]
-
-
-def fixed_values(col: Any) -> tuple[Any, Any]:
-    """A column of nested fixed-size lists -> ((rows, *shape) NumPy view of its values, which
-    rows are valid). No copy: the values of fixed-size lists lie in one buffer, row ``i``'s at
-    a fixed stride; the offsets of sliced arrays are followed down to the leaf, whose validity
-    is ignored (a null row's slots)."""
-    import numpy as np
-    import pyarrow as pa
-
-    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    shape: list[int] = []
-    arr, pos = col, col.offset
-    while pa.types.is_fixed_size_list(arr.type):
-        size = arr.type.list_size
-        shape.append(size)
-        arr = arr.values  # the child, ignoring the parent's offset (followed in ``pos``)
-        pos = pos * size + arr.offset
-    count = len(col) * int(np.prod(shape))
-    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-        flat = arr.slice(pos - arr.offset, count).to_numpy(zero_copy_only=False)
-        return flat.reshape(len(col), *shape), valid
-    dtype = np.dtype(arr.type.to_pandas_dtype())
-    data = arr.buffers()[1]
-    if count == 0 or data is None:
-        return np.zeros((len(col), *shape), dtype), valid
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=pos * dtype.itemsize)
-    return flat.reshape(len(col), *shape), valid
 
 
 ZARR_BLOCK = 8  # samples read by one zarr call (one chunk each): decoded together, not one by one
