@@ -51,14 +51,18 @@ def fetch_group(
     pinned: set[str],
 ) -> None:
     """Make ``tiles`` ({tile id: path}) of row group ``g`` present in the cache."""
-    if cache.has(g, tiles.values()):
+
+    def cached() -> bool:
+        if not cache.has(g, tiles.values()):
+            return False
         counts.hits += 1
         cache.touch(g)
+        return True
+
+    if cached():
         return
     with cache.lock(g):
-        if cache.has(g, tiles.values()):  # another worker or rank fetched it meanwhile
-            counts.hits += 1
-            cache.touch(g)
+        if cached():  # another worker or rank fetched it meanwhile
             return
         for attempt in range(TRIES):
             try:
