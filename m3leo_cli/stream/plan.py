@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..full.plan import ShardTask
     from ..hub.client import HubClient
     from ..selection import Selection
+    from ..store.layout import Store
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def plan_stream(
     from ..catalog.info import load_manifest
     from ..catalog.query import select
     from ..catalog.refresh import ensure_manifest
+    from ..full.plan import ShardTask
+    from ..hub.client import HubClient
     from ..store.layout import Store
 
     check_streamable(selection.edition)
@@ -138,8 +141,6 @@ def plan_stream(
     store = Store(settings.data_dir)
     plan = StreamPlan("full", settings.data_dir, cache_root)
     tasks: dict[tuple[str, str], ShardTask] = {}
-    from ..full.plan import ShardTask
-
     for r in rows:
         if store.local_path("full", r["region"], r["path"]).is_file():
             plan.local.add((r["region"], r["path"]))
@@ -156,56 +157,55 @@ def plan_stream(
                 commit=srow["commit"], wanted={}, known=frozenset(),
             )  # fmt: skip
         tasks[key].wanted[r["tile_id"]] = r["path"]
-    if tasks and check_commit:
-        _check_commits(settings, {t.region: t.commit for t in tasks.values()})
-    _index_shards(settings, plan, list(tasks.values()))
+    with HubClient(settings) as client:  # one client: the commit check, then the indexes
+        if tasks and check_commit:
+            _check_commits(client, settings, store, {t.region: t.commit for t in tasks.values()})
+        _index_shards(client, settings, store, plan, list(tasks.values()))
     return plan
 
 
-def _check_commits(settings: Settings, commits: dict[str, str]) -> None:
+def _check_commits(
+    client: HubClient, settings: Settings, store: Store, commits: dict[str, str]
+) -> None:
     """Refuse when a region's repo moved on since its manifest, unless the revision is pinned
     (then ``catalog.info.check_pinned`` has checked the manifest was built from it, and its
     commits are streamed as they are; offline, nothing can be asked)."""
     if settings.offline or settings.source_of("revision") != "default":
         return
     from ..catalog.manifest import read_summary
-    from ..hub.client import HubClient
-    from ..store.layout import Store
 
     ed = spec.get_edition("full")
-    with HubClient(settings) as client:
-        for region, commit in sorted(commits.items()):
-            now = client.revision(ed.repo_id(region), settings.revision)
-            if now == commit:
-                continue
-            path = Store(settings.data_dir).manifest_path("full", region)
-            built = str(read_summary(path).get("revision") or settings.revision)
-            raise StreamError(
-                f"{ed.repo_id(region)} is at commit {now[:12]} on the Hub, but the manifest "
-                f"lists the shards of commit {commit[:12]}: they may have changed",
-                f"refresh the manifest to stream the new commit (m3leo catalog refresh "
-                f"--edition full --region {region}), or pin the revision it was built from to "
-                f"stream its commit as it is: M3LEO_REVISION={built}",
-            )
+    for region, commit in sorted(commits.items()):
+        now = client.revision(ed.repo_id(region), settings.revision)
+        if now == commit:
+            continue
+        summary = read_summary(store.manifest_path("full", region))
+        built = str(summary.get("revision") or settings.revision)
+        raise StreamError(
+            f"{ed.repo_id(region)} is at commit {now[:12]} on the Hub, but the manifest "
+            f"lists the shards of commit {commit[:12]}: they may have changed",
+            f"refresh the manifest to stream the new commit (m3leo catalog refresh "
+            f"--edition full --region {region}), or pin the revision it was built from to "
+            f"stream its commit as it is: M3LEO_REVISION={built}",
+        )
 
 
-def _index_shards(settings: Settings, plan: StreamPlan, tasks: Sequence[ShardTask]) -> None:
+def _index_shards(
+    client: HubClient, settings: Settings, store: Store, plan: StreamPlan,
+    tasks: Sequence[ShardTask],
+) -> None:  # fmt: skip
     """Fetch (or load) each shard's index and place every wanted tile in its row group."""
     from ..full.index import coalesce
     from ..full.plan import GAP, fetch_index
-    from ..hub.client import HubClient
-    from ..store.layout import Store
 
-    index_dir = Store(settings.data_dir).state_dir / "shard-index"
+    index_dir = store.state_dir / "shard-index"
 
-    with HubClient(settings) as client:
+    def one(task: ShardTask) -> ShardIndex:
+        return fetch_index(task, shard_reader(client, settings, task), index_dir)
 
-        def one(task: ShardTask) -> ShardIndex:
-            return fetch_index(task, shard_reader(client, settings, task), index_dir)
-
-        workers = max(1, min(settings.workers, 8, len(tasks)))
-        with ThreadPoolExecutor(workers) as pool:
-            indexes = list(pool.map(one, tasks))
+    workers = max(1, min(settings.workers, 8, len(tasks)))
+    with ThreadPoolExecutor(workers) as pool:
+        indexes = list(pool.map(one, tasks))
     for task, idx in zip(tasks, indexes, strict=True):
         plan.footers[task.sha256] = idx.footer
         plan.index_requests += task.index_requests

@@ -182,15 +182,15 @@ class StoreDataset:
         *,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         stats: RunStats | None = None,
-        locate: Locate | None = None,
-        ready: Callable[[Path], None] | None = None,
+        plan: SplitPlan | None = None,
     ) -> None:
         from ..config import load_settings
 
         settings = settings or load_settings()
         self.data = data
         self.split = split
-        self.plan = plan_split(settings, data, split, locate, ready)
+        # ``plan``: the split planned elsewhere (a stream locates its tiles in its cache)
+        self.plan = plan if plan is not None else plan_split(settings, data, split)
         if data.normalize and stats is None:  # the train split's (normstats), computed if missing
             from .normstats import resolve_stats
 

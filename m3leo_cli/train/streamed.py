@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import StreamError, TileError
-from .dataset import StoreDataset
+from .dataset import SplitPlan, StoreDataset, plan_split
 from .layers import DataSpec
 
 if TYPE_CHECKING:
@@ -87,21 +87,21 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         self.failures_path = Path(failures_path) if failures_path else None
         self.failures: list[tuple[str, str]] = []  # (tile id, reason), this process's
         self.epoch = 0
-        self.resume: dict[int, int] = {}  # share -> samples already delivered this epoch
         # set by StreamLoader: [epoch, skip of worker 0, 1, ...] in shared memory, which its
         # persistent workers read at each epoch's start; and the batch size, so a worker
         # assembles each sample straight into its slot of the batch tensor
         self.control: Any = None
         self.batch_size: int | None = None
+        plan = plan_split(settings, data, split, self.stream_plan.locate, self._ready)
         if data.normalize and stats is None:
             stats = stream_stats(
                 settings, data, cache_dir=root, cache_bytes=budget,
-                prefetch_bytes=prefetch_bytes, train=self if split == "train" else None,
+                prefetch_bytes=prefetch_bytes,
+                train=(self, plan) if split == "train" else None,
             )  # fmt: skip
         self.inner = StoreDataset(
-            data, split, settings, stats=stats, transforms=transforms,
-            locate=self.stream_plan.locate, ready=self._ready,
-        )  # fmt: skip
+            data, split, settings, stats=stats, transforms=transforms, plan=plan
+        )
         self.needs = [self._groups_of(i) for i in range(len(self.inner))]
         self.components = components(self.needs)
 
@@ -187,10 +187,9 @@ class M3LEOStream(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from ..stream.fetch import Prefetcher
-        from ..stream.order import share_index
 
         rank, world, worker, workers = self._position()
-        epoch, skip = self.epoch, self.resume.get(share_index(rank, world, worker, workers), 0)
+        epoch, skip = self.epoch, 0
         if self.control is not None:  # a StreamLoader's: this epoch and where to start
             epoch, skip = int(self.control[0]), int(self.control[1 + worker])
         order = self.share_order(rank, world, worker, workers, epoch)[skip:]
@@ -293,7 +292,7 @@ def stream_stats(
     settings: Settings,
     data: DataSpec,
     *,
-    train: M3LEOStream | None = None,
+    train: tuple[M3LEOStream, SplitPlan] | None = None,
     progress: Any = None,
     **stream: Any,
 ) -> RunStats:
@@ -301,18 +300,18 @@ def stream_stats(
     computed from the streamed tiles as ``m3leo stats --bands`` would compute them from the
     store (the whole train split is fetched first; it then sits in the cache for epoch 1)."""
     from ..errors import StatsNotFoundError
-    from .dataset import plan_split
     from .normstats import resolve_stats
 
-    if train is None:
-        train = M3LEOStream(replace(data, normalize=False), "train", settings, **stream)
-    locate = train.stream_plan.locate
-    plan = plan_split(settings, data, "train", locate, train._ready)
+    if train is None:  # ``train``: the train split's stream and plan, when being built
+        other = M3LEOStream(replace(data, normalize=False), "train", settings, **stream)
+        train = other, other.inner.plan
+    stream_of, plan = train
+    locate = stream_of.stream_plan.locate
     extra = {} if progress is None else {"progress": progress}
     try:
         return resolve_stats(settings, data, plan, compute=False, locate=locate, **extra)
     except StatsNotFoundError:
-        train._fetch_now(sorted(train.stream_plan.groups, key=lambda g: g.key))
+        stream_of._fetch_now(sorted(stream_of.stream_plan.groups, key=lambda g: g.key))
         return resolve_stats(settings, data, plan, locate=locate, **extra)
 
 
@@ -338,32 +337,31 @@ class StreamLoader(torch.utils.data.DataLoader):
         self._consumed: dict[int, int] = {}
         self._started = False
 
-    def _shares(self) -> tuple[dict[str, int], int, int]:
+    def _owners(self, rank: int, world: int) -> dict[str, int]:
+        """Tile id -> the share (this rank's worker) that streams it this epoch."""
         from ..stream.order import share_index
 
-        rank, world, _, _ = self.stream._position()
         workers = max(1, self.num_workers)
-        owner: dict[str, int] = {}
         ids = self.stream.tile_ids
-        for w in range(workers):
-            share = share_index(rank, world, w, workers)
-            for i in self.stream.share_order(rank, world, w, workers):
-                owner[ids[i]] = share
-        return owner, rank, world
+        return {
+            ids[i]: share_index(rank, world, w, workers)
+            for w in range(workers)
+            for i in self.stream.share_order(rank, world, w, workers)
+        }
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        from ..stream.order import share_index
+
         if self._started:  # a new epoch after a finished (or abandoned) one
             self._epoch += 1
             self._consumed = {}
         self._started = True
         self.stream.set_epoch(self._epoch)
-        self.stream.resume = dict(self._consumed)
-        owner, rank, world = self._shares()
-        from ..stream.order import share_index
-
+        rank, world, _, _ = self.stream._position()
+        owner = self._owners(rank, world)
         workers = max(1, self.num_workers)
-        control = self.stream.control
-        control[0] = self._epoch  # read by each worker as the epoch starts
+        control = self.stream.control  # read by each worker as the epoch starts
+        control[0] = self._epoch
         for w in range(workers):
             control[1 + w] = self._consumed.get(share_index(rank, world, w, workers), 0)
         for batch in super().__iter__():
@@ -371,22 +369,19 @@ class StreamLoader(torch.utils.data.DataLoader):
                 share = owner[tile]
                 self._consumed[share] = self._consumed.get(share, 0) + 1
             yield batch
-        self.stream.resume = {}
 
     def state_dict(self) -> dict[str, Any]:
-        _, rank, world = self._shares()
         return {
             "version": 1,
             "epoch": self._epoch,
             "seed": self.stream.seed,
-            "world_size": world,
+            "world_size": self.stream._position()[1],
             "num_workers": max(1, self.num_workers),
             "consumed": {str(k): v for k, v in sorted(self._consumed.items())},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        _, _, world = self._shares()
-        now = (self.stream.seed, world, max(1, self.num_workers))
+        now = (self.stream.seed, self.stream._position()[1], max(1, self.num_workers))
         then = (state.get("seed"), state.get("world_size"), state.get("num_workers"))
         if now != then:
             raise StreamError(
