@@ -367,3 +367,19 @@ def test_ranks_get_equal_shares_padded_like_distributed_sampler() -> None:
     single = [i for w in range(2) for i in share_order(comps, seed=1, epoch=2, shuffle=True,
               buffer=4, rank=0, world=1, worker=w, workers=2)]  # fmt: skip
     assert sorted(single) == list(range(13))
+
+
+def test_samples_skipped_in_workers_are_counted_and_the_loader_warns(
+    hub, tmp_path, monkeypatch
+) -> None:
+    """A worker process's skipped samples reach the user: the loader warns after the epoch
+    and the failures file lists each with its reason."""
+    monkeypatch.setenv("M3LEO_DATA_DIR", str(tmp_path / "data"))
+    ds = M3LEOStream(spec(), "val", shuffle=False)
+    shutil.rmtree(ds.cache.root)
+    ds.cache = type(ds.cache)(ds.cache.root, ds.cache.budget)
+    hub.faults = Faults(corrupt_first=1000)
+    loader = StreamLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+    with pytest.warns(RuntimeWarning, match=f"{len(ds.tile_ids)} samples of the val split"):
+        assert list(loader) == []
+    assert ds.skipped() == len(ds.tile_ids)

@@ -10,14 +10,17 @@ DataLoader that counts what was delivered, so ``state_dict()`` / ``load_state_di
 mid-epoch with exactly the samples not yet seen (Lightning saves and restores it).
 
 A row group that cannot be fetched or decoded is that row group's failure: its samples are
-skipped with the reason (``failures``, and ``failures_path`` as JSON lines, which
-``m3leo train`` reports and exits 1 on); no network at all stops the run.
+skipped with the reason (``failures``, and ``failures_path`` as JSON lines, written by
+whichever process skipped it: ``m3leo train`` reports them and exits 1, a ``StreamLoader``
+warns after each epoch that skipped any); no network at all stops the run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -84,7 +87,13 @@ class M3LEOStream(torch.utils.data.IterableDataset):
         self.shuffle = split == "train" if shuffle is None else bool(shuffle)
         self.shuffle_buffer = int(shuffle_buffer)
         self.rank, self.world_size = rank, world_size
-        self.failures_path = Path(failures_path) if failures_path else None
+        # worker processes note skipped samples here, where the main process can count them
+        # (``m3leo train`` points it into the run folder; StreamLoader warns after an epoch)
+        self.failures_path = (
+            Path(failures_path)
+            if failures_path
+            else root / "failures" / f"{uuid.uuid4().hex}.jsonl"
+        )
         self.failures: list[tuple[str, str]] = []  # (tile id, reason), this process's
         self.epoch = 0
         # set by StreamLoader: [epoch, skip of worker 0, 1, ...] in shared memory, which its
@@ -240,16 +249,23 @@ class M3LEOStream(torch.utils.data.IterableDataset):
             self._fail(self.inner.plan.samples[index].tile_id, exc.message)
             return None
 
+    def skipped(self) -> int:
+        """Samples skipped so far by every process streaming this dataset (its failures file)."""
+        try:
+            with self.failures_path.open() as fh:
+                return sum(1 for line in fh if line.strip())
+        except OSError:
+            return 0
+
     def _fail(self, tile: str, reason: str) -> None:
         self.failures.append((tile, reason))
-        if self.failures_path is not None:
-            self.failures_path.parent.mkdir(parents=True, exist_ok=True)
-            line = json.dumps({"tile_id": tile, "split": self.split, "reason": reason}) + "\n"
-            fd = os.open(self.failures_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+        self.failures_path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"tile_id": tile, "split": self.split, "reason": reason}) + "\n"
+        fd = os.open(self.failures_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
 
 class _Slots:
@@ -364,11 +380,20 @@ class StreamLoader(torch.utils.data.DataLoader):
         control[0] = self._epoch
         for w in range(workers):
             control[1 + w] = self._consumed.get(share_index(rank, world, w, workers), 0)
+        skipped = self.stream.skipped()
         for batch in super().__iter__():
             for tile in batch["tile_id"]:
                 share = owner[tile]
                 self._consumed[share] = self._consumed.get(share, 0) + 1
             yield batch
+        skipped = self.stream.skipped() - skipped
+        if skipped:  # noted by the workers: said here, where the user is
+            warnings.warn(
+                f"{skipped} samples of the {self.stream.split} split could not be streamed "
+                f"this epoch and were skipped; why: {self.stream.failures_path}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {
