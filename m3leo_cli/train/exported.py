@@ -29,17 +29,21 @@ import torch
 
 from .. import spec
 from ..errors import TrainConfigError
+from ..stream.order import block
 from . import exportformats
 from .assemble import Assembler, LayerData
-from .exportio import SUFFIX, ExportFiles, epoch_order, load_metadata, shuffled, split_shards
+from .exportio import (
+    SUFFIX,
+    ExportFiles,
+    epoch_order,
+    load_metadata,
+    row_group_rows,
+    shuffled,
+    split_shards,
+)
 from .layers import DataSpec, channel_names, select_bands
 
 SHUFFLE_BUFFER = 64  # samples (each a whole assembled sample: ~10 MB at 448 px, 12 channels)
-
-
-def block(n: int, parts: int, index: int) -> tuple[int, int]:
-    """The ``index``-th of ``parts`` contiguous, near-equal blocks of ``range(n)``."""
-    return index * n // parts, (index + 1) * n // parts
 
 
 def dist_position() -> tuple[int, int]:
@@ -329,25 +333,16 @@ class ExportDataset(torch.utils.data.IterableDataset):
         meta = {d: pf.schema_arrow.field(d).metadata for d in wanted}
         field_bands = {d: json.loads(m[b"bands"]) for d, m in meta.items()}
         dtypes = {d: np.dtype(m[b"dtype"].decode()).newbyteorder("<") for d, m in meta.items()}
-        start = 0
-        for g in range(pf.metadata.num_row_groups):
-            rows = pf.metadata.row_group(g).num_rows
-            if start + rows <= first:
-                start += rows
-                continue
-            if start >= last:
-                return
-            table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted])
-            for i in range(max(first - start, 0), min(last - start, rows)):
-                arrays = {}
-                for d in wanted:
-                    got = _row_array(table.column(d).chunk(0), i, dtypes[d])
-                    if got is not None:
-                        arrays[d] = got
-                tile = table.column("tile_id")[i].as_py()
-                bounds = table.column("bounds")[i].as_py()
-                yield self._sample(tile, bounds, arrays, lambda d: field_bands[d])
-            start += rows
+        columns = ["tile_id", "bounds", *wanted]
+        for table, i in row_group_rows(pf, columns, first, last):
+            arrays = {}
+            for d in wanted:
+                got = _row_array(table.column(d).chunk(0), i, dtypes[d])
+                if got is not None:
+                    arrays[d] = got
+            tile = table.column("tile_id")[i].as_py()
+            bounds = table.column("bounds")[i].as_py()
+            yield self._sample(tile, bounds, arrays, lambda d: field_bands[d])
 
 
 def _row_array(column: Any, i: int, dtype: Any) -> Any:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .exportio import ExportFiles
+from .exportio import ExportFiles, row_group_rows
 
 Row = tuple[str, Any, dict[str, Any], Callable[[str], list[str]]]
 
@@ -62,27 +62,18 @@ def _hf_rows(pf: Any, first: int, last: int, wanted: Sequence[str]) -> Iterator[
     bands = {d: json.loads((schema.field(d).metadata or {})[b"bands"]) for d in wanted}
     features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
     shapes = {d: tuple(features[d]["shape"]) for d in wanted}  # datasets' Array3D
-    start = 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if start + n <= first:
-            start += n
-            continue
-        if start >= last:
-            return
-        table = pf.read_row_group(g, columns=["tile_id", "bounds", *wanted]).combine_chunks()
-        for i in range(max(first - start, 0), min(last - start, n)):
-            arrays = {}
-            for d in wanted:
-                col = table.column(d).chunk(0)
-                if isinstance(col, pa.ExtensionArray):  # datasets imported: its Array3D type
-                    col = col.storage
-                if col[i].is_valid:
-                    flat = col.slice(i, 1).flatten().flatten().flatten()
-                    arrays[d] = np.asarray(flat.to_numpy()).reshape(shapes[d])
-            tile = table.column("tile_id")[i].as_py()
-            yield tile, table.column("bounds")[i].as_py(), arrays, lambda d: bands[d]
-        start += n
+    columns = ["tile_id", "bounds", *wanted]
+    for table, i in row_group_rows(pf, columns, first, last, combine=True):
+        arrays = {}
+        for d in wanted:
+            col = table.column(d).chunk(0)
+            if isinstance(col, pa.ExtensionArray):  # datasets imported: its Array3D type
+                col = col.storage
+            if col[i].is_valid:
+                flat = col.slice(i, 1).flatten().flatten().flatten()
+                arrays[d] = np.asarray(flat.to_numpy()).reshape(shapes[d])
+        tile = table.column("tile_id")[i].as_py()
+        yield tile, table.column("bounds")[i].as_py(), arrays, lambda d: bands[d]
 
 
 ZARR_BLOCK = 8  # samples read by one zarr call (one chunk each): decoded together, not one by one

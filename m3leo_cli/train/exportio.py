@@ -162,6 +162,26 @@ def split_shards(meta: Mapping[str, Any], split: str) -> list[tuple[str, int]]:
     return out
 
 
+def row_group_rows(
+    pf: Any, columns: list[str], first: int, last: int, combine: bool = False
+) -> Iterator[tuple[Any, int]]:
+    """``(table, i)`` for rows ``first..last-1`` of a Parquet file: ``table`` the row group
+    holding the row (``columns`` only), ``i`` its index there. Row groups outside the range
+    are never read."""
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if start >= last:
+            return
+        if start + n > first:
+            table = pf.read_row_group(g, columns=columns)
+            if combine:
+                table = table.combine_chunks()
+            for i in range(max(first - start, 0), min(last - start, n)):
+                yield table, i
+        start += n
+
+
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
     """The shards' order for one epoch (a permutation drawn from (seed, epoch))."""
     if not shuffle or n < 2:
