@@ -40,17 +40,20 @@ class FetchCounts:
     retried: int = 0
 
 
-def fetch_group(
-    client: HubClient,
-    settings: Settings,
-    plan: StreamPlan,
-    cache: RowGroupCache,
-    g: RowGroup,
-    tiles: dict[str, str],
-    counts: FetchCounts,
-    pinned: set[str],
-) -> None:
+@dataclass
+class Source:
+    """Where row groups come from and go to, and what fetching them counted."""
+
+    client: HubClient
+    settings: Settings
+    plan: StreamPlan
+    cache: RowGroupCache
+    counts: FetchCounts
+
+
+def fetch_group(src: Source, g: RowGroup, tiles: dict[str, str], pinned: set[str]) -> None:
     """Make ``tiles`` ({tile id: path}) of row group ``g`` present in the cache."""
+    cache, counts = src.cache, src.counts
 
     def cached() -> bool:
         if not cache.has(g, tiles.values()):
@@ -66,7 +69,7 @@ def fetch_group(
             return
         for attempt in range(TRIES):
             try:
-                written = _fetch_once(client, settings, plan, cache, g, tiles, counts)
+                written = _fetch_once(src, g, tiles)
                 break
             except ShardError:
                 if attempt + 1 == TRIES:
@@ -76,22 +79,16 @@ def fetch_group(
         counts.fetched += 1
 
 
-def _fetch_once(
-    client: HubClient,
-    settings: Settings,
-    plan: StreamPlan,
-    cache: RowGroupCache,
-    g: RowGroup,
-    tiles: dict[str, str],
-    counts: FetchCounts,
-) -> dict[str, tuple[int, str]]:
+def _fetch_once(src: Source, g: RowGroup, tiles: dict[str, str]) -> dict[str, tuple[int, str]]:
     from ..full.index import parse_footer
     from ..full.unpack import RowRules, open_local, unpack_parquet
+
+    plan, cache, counts = src.plan, src.cache, src.counts
 
     folder = cache.folder(g)
     folder.mkdir(parents=True, exist_ok=True)
     sparse = folder.parent / f".{g.rg}.{os.getpid()}.{threading.get_ident()}.ranges"
-    reader = shard_reader(client, settings, g)
+    reader = shard_reader(src.client, src.settings, g)
     fd = os.open(sparse, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(fd, g.size)  # holes where nothing was fetched: they fail the page CRCs
@@ -151,6 +148,7 @@ class Prefetcher:
 
         try:
             with HubClient(self.settings) as client:
+                src = Source(client, self.settings, self.plan, self.cache, self.counts)
                 for g in self.order:
                     size = self.plan.group_bytes.get(g, 0)
                     with self._cond:
@@ -165,10 +163,7 @@ class Prefetcher:
                             self._counted.add(g)
                     err: BaseException | None = None
                     try:
-                        fetch_group(
-                            client, self.settings, self.plan, self.cache, g, self.wanted(g),
-                            self.counts, self.snapshot(),
-                        )  # fmt: skip
+                        fetch_group(src, g, self.wanted(g), self.snapshot())
                     except Exception as exc:  # noqa: BLE001 - every failure is this group's
                         err = exc
                     with self._cond:
