@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from ..errors import TrainConfigError
 from .layers import IGNORE_INDEX
+from .tasks import SupervisedSteps
 
 
 def _blocks(width: int, layers: int, heads: int, mlp: int) -> nn.TransformerEncoder:
@@ -170,7 +171,7 @@ class MaePretrain(L.LightningModule):
                                  weight_decay=float(h["weight_decay"]))  # fmt: skip
 
 
-class MaeFinetune(L.LightningModule):
+class MaeFinetune(SupervisedSteps, L.LightningModule):
     """The pre-trained encoder with the authors' segmentation or tile-mean regression head."""
 
     def __init__(self, in_channels: int, size: int, task: str = "classification",
@@ -245,46 +246,6 @@ class MaeFinetune(L.LightningModule):
             return pred.sum() * 0.0, pred[valid], y[valid]
         loss = torch.sqrt(torch.mean((pred[valid] - y[valid]) ** 2))
         return loss, pred[valid], y[valid]
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._step(batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
-        return loss
-
-    def _eval(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        loss, pred, y = self._step(batch)
-        metrics: Any = self.metrics[stage]
-        if pred.numel():
-            metrics.update(pred, y)
-            self._updated.add(stage)
-        name = self.stage_names[stage]
-        self.log(f"{name}_loss", loss, on_epoch=True, batch_size=len(batch["image"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._eval(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._eval(batch, "test")
-
-    def _flush(self, stage: str) -> None:
-        metrics: Any = self.metrics[stage]
-        if stage in self._updated:
-            name = self.stage_names[stage]
-            self.log_dict({f"{name}_{k}": v for k, v in metrics.compute().items()})
-        metrics.reset()
-        self._updated.discard(stage)
-
-    def on_validation_epoch_end(self) -> None:
-        self._flush("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._flush("test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        h = self.hparams
-        return torch.optim.AdamW(self.parameters(), lr=float(h["lr"]),
-                                 weight_decay=float(h["weight_decay"]))  # fmt: skip
 
     def load_encoder(self, source: str | Path) -> Path:
         """The encoder weights of a pre-training checkpoint (a ``.ckpt``, or a run folder:

@@ -25,7 +25,69 @@ from .layers import IGNORE_INDEX
 from .unet import UNet
 
 
-class M3leoTask(L.LightningModule):
+class SupervisedSteps:
+    """The steps a supervised LightningModule shares (the UNet task, MAE fine-tuning): the
+    train loss, per-stage loss and metrics from the module's ``_step(batch)`` -> (loss, pred,
+    target), metrics flushed at each epoch's end, AdamW with ``hparams`` lr and weight decay.
+    Needs ``self.metrics`` (stage -> collection), ``self._updated`` and ``self.stage_names``."""
+
+    metrics: Any
+    _updated: set[str]
+    stage_names: dict[str, str]
+    hparams: Any
+    log: Any
+    log_dict: Any
+    parameters: Any
+
+    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._step(batch)
+        n = batch["image"].shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def _eval(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        loss, pred, y = self._step(batch)
+        n = batch["image"].shape[0]
+        metrics: Any = self.metrics[stage]
+        if pred.numel():
+            metrics.update(pred, y)
+            self._updated.add(stage)
+        self.log(f"{self.stage_names[stage]}_loss", loss, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._eval(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._eval(batch, "test")
+
+    def _flush(self, stage: str) -> None:
+        metrics: Any = self.metrics[stage]
+        if stage in self._updated:
+            values = metrics.compute()
+            name = self.stage_names[stage]
+            self.log_dict({f"{name}_{k}": v for k, v in values.items()})
+        metrics.reset()
+        self._updated.discard(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._flush("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._flush("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(),
+            lr=float(self.hparams["lr"]),
+            weight_decay=float(self.hparams["weight_decay"]),
+        )
+
+
+class M3leoTask(SupervisedSteps, L.LightningModule):
     """A U-Net trained on M3LEO sample dicts (``image`` + ``mask`` or ``target``)."""
 
     def __init__(
@@ -97,47 +159,3 @@ class M3leoTask(L.LightningModule):
         valid = torch.isfinite(y)
         loss = F.mse_loss(pred[valid], y[valid]) if bool(valid.any()) else pred.sum() * 0.0
         return loss, pred[valid], y[valid]
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._step(batch)
-        n = batch["image"].shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=n)
-        return loss
-
-    def _eval(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        loss, pred, y = self._step(batch)
-        n = batch["image"].shape[0]
-        metrics: Any = self.metrics[stage]
-        if pred.numel():
-            metrics.update(pred, y)
-            self._updated.add(stage)
-        self.log(f"{self.stage_names[stage]}_loss", loss, on_epoch=True, batch_size=n)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._eval(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._eval(batch, "test")
-
-    def _flush(self, stage: str) -> None:
-        metrics: Any = self.metrics[stage]
-        if stage in self._updated:
-            values = metrics.compute()
-            name = self.stage_names[stage]
-            self.log_dict({f"{name}_{k}": v for k, v in values.items()})
-        metrics.reset()
-        self._updated.discard(stage)
-
-    def on_validation_epoch_end(self) -> None:
-        self._flush("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._flush("test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.parameters(),
-            lr=float(self.hparams["lr"]),
-            weight_decay=float(self.hparams["weight_decay"]),
-        )
