@@ -153,14 +153,7 @@ class HfParquetExporter(ParquetExporter):
     def _table(self, schema: pa.Schema, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
         import pyarrow as pa
 
-        cols: list[Any] = [
-            pa.array([m["tile_id"] for m, _ in rows], pa.string()),
-            pa.array([m["split"] for m, _ in rows], pa.string()),
-            pa.array([m["region"] for m, _ in rows], pa.string()),
-            pa.array([m["crs"] for m, _ in rows], pa.string()),
-            pa.array([m["bounds"] for m, _ in rows], schema.field("bounds").type),
-            pa.array([m["missing"] for m, _ in rows], pa.list_(pa.string())),
-        ]
+        cols: list[Any] = self._id_columns(schema, rows)
         from datasets.table import cast_array_to_feature
 
         features = self.features()

@@ -109,11 +109,12 @@ class ParquetExporter(Exporter):
         arrays = {name: arr.data for name, arr in decoded.layers.items()}
         return meta, self._table(self.schema(), [(meta, arrays)])  # built in the worker thread
 
-    def _table(self, schema: pa.Schema, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
-        import numpy as np
+    @staticmethod
+    def _id_columns(schema: pa.Schema, rows: list[tuple[dict[str, Any], Any]]) -> list[Any]:
+        """The columns every Parquet layout shares: ids, split, region, CRS, bbox, missing."""
         import pyarrow as pa
 
-        cols: list[pa.Array] = [
+        return [
             pa.array([m["tile_id"] for m, _ in rows], pa.string()),
             pa.array([m["split"] for m, _ in rows], pa.string()),
             pa.array([m["region"] for m, _ in rows], pa.string()),
@@ -121,6 +122,12 @@ class ParquetExporter(Exporter):
             pa.array([m["bounds"] for m, _ in rows], schema.field("bounds").type),
             pa.array([m["missing"] for m, _ in rows], pa.list_(pa.string())),
         ]
+
+    def _table(self, schema: pa.Schema, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
+        import numpy as np
+        import pyarrow as pa
+
+        cols: list[pa.Array] = self._id_columns(schema, rows)
         for lay in self.layers:
             dtype = np.dtype(self.layer_info[lay.name]["dtype"])
             cols.append(tensor_column([a.get(lay.name) for _, a in rows], dtype))
